@@ -1,0 +1,5 @@
+"""``python -m dynostore`` runs the command-line interface."""
+
+from dynostore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ECPolicy(_message.Message):
+    __slots__ = ("k", "m", "segment_size")
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    m: int
+    segment_size: int
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., segment_size: _Optional[int] = ...) -> None: ...
+
+class ContainerInfo(_message.Message):
+    __slots__ = ("id", "address", "site", "backend", "capacity_bytes", "free_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    site: str
+    backend: str
+    capacity_bytes: int
+    free_bytes: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., site: _Optional[str] = ..., backend: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class ChunkLocation(_message.Message):
+    __slots__ = ("index", "container_id", "address", "stored")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    container_id: str
+    address: str
+    stored: bool
+    def __init__(self, index: _Optional[int] = ..., container_id: _Optional[str] = ..., address: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
+
+class ObjectInfo(_message.Message):
+    __slots__ = ("key", "name", "catalog", "owner", "size", "created")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    name: str
+    catalog: str
+    owner: str
+    size: int
+    created: float
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., catalog: _Optional[str] = ..., owner: _Optional[str] = ..., size: _Optional[int] = ..., created: _Optional[float] = ...) -> None: ...

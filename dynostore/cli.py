@@ -1,0 +1,213 @@
+"""The ``dynostore`` command: run the fabric's daemons and move data.
+
+Client commands read the gateway address and token from ``--gateway`` /
+``--token`` or the ``DYNOSTORE_GATEWAY`` / ``DYNOSTORE_TOKEN`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from dynostore.errors import DynoStoreError
+
+# Files larger than this get a progress bar when stderr is a terminal.
+PROGRESS_THRESHOLD = 8 * 1024 * 1024
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gateway",
+        default=os.environ.get("DYNOSTORE_GATEWAY"),
+        help="gateway host:port [$DYNOSTORE_GATEWAY]",
+    )
+    p.add_argument("--token", default=os.environ.get("DYNOSTORE_TOKEN"), help="your token [$DYNOSTORE_TOKEN]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="dynostore", description="DynoStore data fabric.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run a local fabric (etcd + gateway + containers) in the foreground")
+    up.add_argument("--root", default="./dynostore-data", help="state directory (default ./dynostore-data)")
+    up.add_argument("--containers", type=int, default=5)
+    up.add_argument("--k", type=int, default=3)
+    up.add_argument("--m", type=int, default=2)
+
+    demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
+    demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
+
+    gw = sub.add_parser("gateway", help="run a gateway")
+    gw.add_argument("--etcd", default=os.environ.get("DYNOSTORE_ETCD", "127.0.0.1:2379"))
+    gw.add_argument("--listen", default="127.0.0.1:8095")
+    gw.add_argument("--k", type=int, default=3, help="default data fragments")
+    gw.add_argument("--m", type=int, default=2, help="default parity fragments")
+    gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+
+    ct = sub.add_parser("container", help="run a data container")
+    ct.add_argument(
+        "--gateway",
+        default=os.environ.get("DYNOSTORE_GATEWAY"),
+        required=not os.environ.get("DYNOSTORE_GATEWAY"),
+    )
+    ct.add_argument("--root", type=Path, help="directory of the fs backend")
+    ct.add_argument("--backend", default="fs", choices=["fs", "memory"])
+    ct.add_argument("--site", default="default")
+    ct.add_argument("--listen", default="127.0.0.1:0")
+    ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
+    ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
+
+    put = sub.add_parser("put", help="store a file")
+    put.add_argument("file", type=Path)
+    put.add_argument("--catalog", required=True)
+    put.add_argument("--name", help="object name (default: the file name)")
+    _client_args(put)
+
+    get = sub.add_parser("get", help="fetch an object into a file")
+    get.add_argument("key")
+    get.add_argument("-o", "--output", type=Path, required=True)
+    _client_args(get)
+
+    ls = sub.add_parser("ls", help="list a catalog")
+    ls.add_argument("catalog")
+    _client_args(ls)
+
+    rm = sub.add_parser("rm", help="evict an object")
+    rm.add_argument("key")
+    _client_args(rm)
+
+    user = sub.add_parser("user", help="manage users (admin token)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="create a user and print its token")
+    add.add_argument("name")
+    _client_args(add)
+    return parser
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as bar:
+        yield bar.update
+
+
+def _show_progress(size: int) -> bool:
+    return size >= PROGRESS_THRESHOLD and sys.stderr.isatty()
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from dynostore.client import Client
+
+    if not args.gateway:
+        raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
+    if not args.token:
+        raise SystemExit("error: no token; pass --token or set DYNOSTORE_TOKEN.")
+    with Client(args.gateway) as client:
+        if args.command == "put":
+            size = args.file.stat().st_size
+            with _progress(size, _show_progress(size), "put") as progress:
+                key = client.put_file(
+                    args.file, token_user=args.token, catalog=args.catalog, name=args.name, progress=progress
+                )
+            print(key)
+        elif args.command == "get":
+            size = client.size(args.key, token_user=args.token)
+            with _progress(size, _show_progress(size), "get") as progress:
+                client.get_file(args.key, args.output, token_user=args.token, progress=progress)
+        elif args.command == "ls":
+            for info in client.list(args.catalog, token_user=args.token):
+                print(f"{info.key}  {info.size:>12}  {info.name}")
+        elif args.command == "rm":
+            client.evict(args.key, token_user=args.token)
+        elif args.command == "user":
+            print(client.create_user(args.name, token_user=args.token))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from dynostore.local import LocalFabric
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalFabric(containers=args.containers, root=args.root, k=args.k, m=args.m) as fabric:
+        print(f"DynoStore is up: {len(fabric.containers)} containers, state in {fabric.root}")
+        print(f"export DYNOSTORE_GATEWAY={fabric.gateway}")
+        print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")
+        print("Press Ctrl-C to stop.", flush=True)
+        with suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dynostore.demo import run_demo
+
+    run_demo(args.root)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "gateway":
+            from dynostore.gateway.server import GatewaySettings, serve
+            from dynostore.gateway.servicer import GatewayPolicy
+
+            settings = GatewaySettings(
+                etcd=args.etcd,
+                listen=args.listen,
+                admin_token=os.environ.get("DYNOSTORE_ADMIN_TOKEN"),
+                policy=GatewayPolicy(k=args.k, m=args.m),
+                ready_file=args.ready_file,
+            )
+            asyncio.run(serve(settings))
+            return 0
+        if args.command == "container":
+            from dynostore.container.server import ContainerSettings
+            from dynostore.container.server import serve as serve_container
+
+            token = os.environ.get("DYNOSTORE_TOKEN")
+            if not token:
+                raise SystemExit("error: set DYNOSTORE_TOKEN to a token the gateway accepts for containers.")
+            asyncio.run(
+                serve_container(
+                    ContainerSettings(
+                        gateway=args.gateway,
+                        token=token,
+                        root=args.root,
+                        listen=args.listen,
+                        site=args.site,
+                        backend=args.backend,
+                        container_id=args.container_id,
+                        ready_file=args.ready_file,
+                    )
+                )
+            )
+            return 0
+        if args.command == "up":
+            return _up(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _client_command(args)
+    except DynoStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

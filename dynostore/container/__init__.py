@@ -1,0 +1,1 @@
+"""The data-container daemon: stores and streams the chunks of one site."""

@@ -1,0 +1,62 @@
+"""The interface every chunk storage backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Space figures of a backend, in bytes."""
+
+    capacity_bytes: int
+    free_bytes: int
+    chunks: int
+
+
+class ChunkWriter(abc.ABC):
+    """Receives the fragments of one chunk; nothing is visible before commit."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes, crc: int) -> None:
+        """Append one fragment whose CRC-32 the caller has verified."""
+
+    @abc.abstractmethod
+    async def commit(self) -> None:
+        """Make the chunk durable and visible (replacing an older copy)."""
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Drop everything written; safe to call after a failed commit."""
+
+
+class Backend(abc.ABC):
+    """Stores chunks named by object key and chunk index."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    async def open_writer(self, key: str, index: int) -> ChunkWriter:
+        """Start writing chunk ``index`` of object ``key``."""
+
+    @abc.abstractmethod
+    def read(self, key: str, index: int, offset: int = 0, length: int = 0) -> AsyncIterator[tuple[int, bytes, int]]:
+        """Yield ``(payload_offset, data, crc)`` of the fragments overlapping the range.
+
+        Raises:
+            NotFound: the chunk is not stored here.
+            DataLoss: the stored chunk fails verification.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, key: str, index: int) -> bool:
+        """Remove a chunk; return whether it existed."""
+
+    @abc.abstractmethod
+    async def usage(self) -> Usage:
+        """Capacity, free space and number of chunks."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources held by the backend."""

@@ -1,0 +1,1 @@
+"""The gateway: control path of the fabric (auth, metadata, placement, membership)."""

@@ -1,0 +1,55 @@
+"""Run a gateway: connect to etcd, ensure the admin user, serve the control RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dynostore._proto import gateway_pb2_grpc as pb_grpc
+from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
+from dynostore.registry import Registry
+from dynostore.rpc import start_server
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything a gateway needs to run."""
+
+    etcd: str = "127.0.0.1:2379"
+    listen: str = "127.0.0.1:8095"
+    admin_token: str | None = None
+    policy: GatewayPolicy = field(default_factory=GatewayPolicy)
+    ready_file: Path | None = None
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    host, _, port = settings.etcd.rpartition(":")
+    registry = Registry(host or "127.0.0.1", int(port))
+    if settings.admin_token:
+        await registry.ensure_admin("admin", settings.admin_token)
+    servicer = GatewayServicer(registry, settings.policy)
+    server, bound = await start_server(
+        settings.listen,
+        lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),
+        ["dynostore.v1.Gateway"],
+    )
+    address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
+    log.info("Gateway serving on %s (etcd %s)", address, settings.etcd)
+    print(f"gateway listening on {address}", flush=True)
+    if settings.ready_file:
+        temp = settings.ready_file.with_name(settings.ready_file.name + ".tmp")
+        temp.write_text(address)
+        temp.replace(settings.ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=2)
+    await registry.close()

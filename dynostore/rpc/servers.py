@@ -1,0 +1,37 @@
+"""Start grpc.aio servers with health checking, reflection and error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dynostore.rpc.channels import CHANNEL_OPTIONS
+from dynostore.rpc.errors import ErrorMappingInterceptor
+
+
+async def start_server(
+    address: str,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Sequence[str],
+) -> tuple[grpc.aio.Server, int]:
+    """Start a server on ``address`` and return it with its bound port.
+
+    ``register`` adds the servicers; ``service_names`` are their full names,
+    announced through health checking and server reflection.
+    """
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[ErrorMappingInterceptor()])
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"Could not listen on {address}.")
+    await server.start()
+    for name in [*service_names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

@@ -1,0 +1,78 @@
+"""The dynostore command, run as users run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import child_pids
+from tests.integration.conftest import Session
+
+DYNOSTORE = [sys.executable, "-m", "dynostore"]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DYNOSTORE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_user_put_ls_get_rm(shared: Session, tmp_path: Path) -> None:
+    admin = {"DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": shared.fabric.admin_token}
+    made = run(["user", "add", "dave"], admin)
+    assert made.returncode == 0, made.stderr
+    env = {**admin, "DYNOSTORE_TOKEN": made.stdout.strip()}
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(4 * 1024 * 1024 + 1))
+    put = run(["put", str(source), "--catalog", "cli"], env)
+    assert put.returncode == 0, put.stderr
+    key = put.stdout.strip()
+    listed = run(["ls", "cli"], env)
+    assert key in listed.stdout
+    assert "data.bin" in listed.stdout
+    target = tmp_path / "back.bin"
+    got = run(["get", key, "-o", str(target)], env)
+    assert got.returncode == 0, got.stderr
+    assert target.read_bytes() == source.read_bytes()
+    assert run(["rm", key], env).returncode == 0
+    assert key not in run(["ls", "cli"], env).stdout
+
+
+def test_errors_are_one_clear_line(shared: Session, tmp_path: Path) -> None:
+    env = {"DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": "wrong"}
+    result = run(["ls", "cli"], env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    missing = run(["get", "../../etc/passwd", "-o", str(tmp_path / "x")], {**env, "DYNOSTORE_TOKEN": shared.token})
+    assert missing.returncode == 1
+    assert "not a DynoStore key" in missing.stderr
+
+
+def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path) -> None:
+    before = child_pids()
+    up = subprocess.Popen(
+        [*DYNOSTORE, "up", "--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "DYNOSTORE_GATEWAY=127.0.0.1:" in text, text
+        token = text.split("DYNOSTORE_TOKEN=")[1].split()[0]
+        gateway = text.split("DYNOSTORE_GATEWAY=")[1].split()[0]
+        made = run(["user", "add", "erin"], {"DYNOSTORE_GATEWAY": gateway, "DYNOSTORE_TOKEN": token})
+        assert made.returncode == 0, made.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    assert up.returncode == 0
+    assert child_pids() == before
