@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -56,6 +57,30 @@ class GetChunkResponse(_message.Message):
     FRAGMENT_FIELD_NUMBER: _ClassVar[int]
     fragment: Fragment
     def __init__(self, fragment: _Optional[_Union[Fragment, _Mapping]] = ...) -> None: ...
+
+class WriteChunkRequest(_message.Message):
+    __slots__ = ("header", "fragments")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    header: ChunkHeader
+    fragments: _containers.RepeatedCompositeFieldContainer[Fragment]
+    def __init__(self, header: _Optional[_Union[ChunkHeader, _Mapping]] = ..., fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
+
+class ReadChunkRequest(_message.Message):
+    __slots__ = ("key", "index", "max_bytes")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    index: int
+    max_bytes: int
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadChunkResponse(_message.Message):
+    __slots__ = ("fragments",)
+    FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    fragments: _containers.RepeatedCompositeFieldContainer[Fragment]
+    def __init__(self, fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
 
 class DeleteChunkRequest(_message.Message):
     __slots__ = ("key", "index")

@@ -47,6 +47,16 @@ class ContainerStub:
                 request_serializer=dynostore_dot_v1_dot_container__pb2.GetChunkRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_container__pb2.GetChunkResponse.FromString,
                 _registered_method=True)
+        self.WriteChunk = channel.unary_unary(
+                '/dynostore.v1.Container/WriteChunk',
+                request_serializer=dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_container__pb2.PutChunkResponse.FromString,
+                _registered_method=True)
+        self.ReadChunk = channel.unary_unary(
+                '/dynostore.v1.Container/ReadChunk',
+                request_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.FromString,
+                _registered_method=True)
         self.DeleteChunk = channel.unary_unary(
                 '/dynostore.v1.Container/DeleteChunk',
                 request_serializer=dynostore_dot_v1_dot_container__pb2.DeleteChunkRequest.SerializeToString,
@@ -82,6 +92,22 @@ class ContainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteChunk(self, request, context):
+        """A whole small chunk in one message: same checks and durability as
+        PutChunk, without the cost of a stream (used for objects of one segment).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadChunk(self, request, context):
+        """A whole small chunk in one reply; FAILED_PRECONDITION if it is larger
+        than `max_bytes` (then use GetChunk).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteChunk(self, request, context):
         """Remove a chunk; removing a missing chunk succeeds.
         """
@@ -108,6 +134,16 @@ def add_ContainerServicer_to_server(servicer, server):
                     servicer.GetChunk,
                     request_deserializer=dynostore_dot_v1_dot_container__pb2.GetChunkRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_container__pb2.GetChunkResponse.SerializeToString,
+            ),
+            'WriteChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteChunk,
+                    request_deserializer=dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_container__pb2.PutChunkResponse.SerializeToString,
+            ),
+            'ReadChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadChunk,
+                    request_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.SerializeToString,
             ),
             'DeleteChunk': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteChunk,
@@ -177,6 +213,60 @@ class Container:
             '/dynostore.v1.Container/GetChunk',
             dynostore_dot_v1_dot_container__pb2.GetChunkRequest.SerializeToString,
             dynostore_dot_v1_dot_container__pb2.GetChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Container/WriteChunk',
+            dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.SerializeToString,
+            dynostore_dot_v1_dot_container__pb2.PutChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Container/ReadChunk',
+            dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.SerializeToString,
+            dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.FromString,
             options,
             channel_credentials,
             insecure,

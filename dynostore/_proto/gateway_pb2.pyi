@@ -8,44 +8,52 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanPutRequest(_message.Message):
-    __slots__ = ("catalog", "name", "size", "k", "m")
-    CATALOG_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SIZE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("k", "m", "count")
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
-    catalog: str
-    name: str
-    size: int
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     k: int
     m: int
-    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
+    count: int
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PlannedKey(_message.Message):
+    __slots__ = ("key", "plan_ticket", "expires")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PLAN_TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    plan_ticket: str
+    expires: float
+    def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ...) -> None: ...
 
 class PlanPutResponse(_message.Message):
-    __slots__ = ("key", "policy", "containers")
-    KEY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("plans", "policy", "containers")
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
-    key: str
+    plans: _containers.RepeatedCompositeFieldContainer[PlannedKey]
     policy: _common_pb2.ECPolicy
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
-    def __init__(self, key: _Optional[str] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
+    def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
 
 class CommitPutRequest(_message.Message):
-    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks")
+    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_TICKET_FIELD_NUMBER: _ClassVar[int]
     key: str
     catalog: str
     name: str
     size: int
     policy: _common_pb2.ECPolicy
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
-    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ...) -> None: ...
+    plan_ticket: str
+    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ...) -> None: ...
 
 class CommitPutResponse(_message.Message):
     __slots__ = ("object",)

@@ -7,8 +7,10 @@ This is the one implementation of the data path. The synchronous
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +26,20 @@ from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Puts of at most this many bytes take their key from a pool of planned keys.
+POOLED_PUT_BYTES = 1024 * 1024
+PLAN_POOL_SIZE = 64
+# A pool's view of the live containers is renewed after this long.
+PLAN_POOL_SECONDS = 2.0
+
+
+@dataclass
+class _PlanPool:
+    plan: gateway_pb2.PlanPutResponse
+    keys: collections.deque[gateway_pb2.PlannedKey]
+    fetched: float
+
 
 # Segments are produced by the caller: an async iterator of bytes, each
 # ``segment_size`` long except the last.
@@ -79,6 +95,8 @@ class Pipeline:
         self.fragment_timeout = fragment_timeout
         self.queue_depth = queue_depth
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._plans: dict[tuple[str, int, int], _PlanPool] = {}
+        self._plan_lock = asyncio.Lock()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -130,19 +148,115 @@ class Pipeline:
         validation.object_name(name)
         if k or m:
             validation.ec_params(k, m)
-        gateway = self._gateway()
-        plan = await self.call(
-            gateway.PlanPut,
-            gateway_pb2.PlanPutRequest(catalog=catalog, name=name, size=size, k=k, m=m),
-            token,
-        )
+        plan, planned = await self._plan(token, k, m, pooled=size <= POOLED_PUT_BYTES)
         codec = Codec(plan.policy.k, plan.policy.m)
         segment_size = plan.policy.segment_size
         chunk_bytes = -(-max(size, 1) // codec.k) + 1024
         targets = self.placement.place(plan.containers, codec.n, chunk_bytes)
-        writers = [
-            _ChunkWriter(self._container(t.address), plan.key, i, self.queue_depth) for i, t in enumerate(targets)
+        try:
+            write = self._write_whole if size <= segment_size else self._write_streamed
+            errors = await write(planned.key, targets, codec, segments, segment_size, size, progress)
+            if any(errors):
+                self._plans.pop((token, k, m), None)  # the container view is stale: plan afresh
+            results = [e is None for e in errors]
+            stored = sum(results)
+            quorum = min(codec.k + 1, codec.n)
+            if stored < quorum:
+                failed = "; ".join(f"chunk {i}: {e}" for i, e in enumerate(errors) if e)
+                raise Unavailable(
+                    f"Only {stored} of {codec.n} chunks could be stored (at least {quorum} needed): {failed}"
+                )
+        except BaseException:
+            await self._discard(planned.key, targets)
+            raise
+        chunks = [
+            common_pb2.ChunkLocation(index=i, container_id=t.id, stored=ok)
+            for i, (t, ok) in enumerate(zip(targets, results, strict=True))
         ]
+        await self.call(
+            self._gateway().CommitPut,
+            gateway_pb2.CommitPutRequest(
+                key=planned.key,
+                catalog=catalog,
+                name=name,
+                size=size,
+                policy=plan.policy,
+                chunks=chunks,
+                plan_ticket=planned.plan_ticket,
+            ),
+            token,
+        )
+        return planned.key
+
+    async def _plan(
+        self, token: str, k: int, m: int, *, pooled: bool
+    ) -> tuple[gateway_pb2.PlanPutResponse, gateway_pb2.PlannedKey]:
+        """A planned key with the policy and container view to use for it.
+
+        Small puts take keys from a pool planned in one call, renewed when it
+        runs out or its container view is older than ``PLAN_POOL_SECONDS``.
+        """
+        if not pooled:
+            plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=1), token)
+            return plan, plan.plans[0]
+        pool_key = (token, k, m)
+        async with self._plan_lock:
+            pool = self._plans.get(pool_key)
+            now = time.monotonic()
+            if pool is None or not pool.keys or now - pool.fetched > PLAN_POOL_SECONDS:
+                plan = await self.call(
+                    self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=PLAN_POOL_SIZE), token
+                )
+                pool = self._plans[pool_key] = _PlanPool(plan, collections.deque(plan.plans), now)
+            return pool.plan, pool.keys.popleft()
+
+    async def _write_whole(
+        self,
+        key: str,
+        targets: list[common_pb2.ContainerInfo],
+        codec: Codec,
+        segments: SegmentSource,
+        segment_size: int,
+        size: int,
+        progress: Progress | None,
+    ) -> list[str | None]:
+        """One segment: each chunk goes in one unary WriteChunk call. Returns per-chunk errors."""
+        source = segments(segment_size)
+        segment = await anext(aiter(source), b"")
+        if len(segment) != size or await anext(source, b""):
+            raise InvalidArgument(f"The source changed while it was stored ({size} bytes announced).")
+
+        async def write(index: int, target: common_pb2.ContainerInfo, fragment: bytes) -> str | None:
+            request = container_pb2.WriteChunkRequest(
+                header=container_pb2.ChunkHeader(key=key, index=index),
+                fragments=[container_pb2.Fragment(data=fragment, crc32=checksum(fragment))],
+            )
+            try:
+                await self._container(target.address).WriteChunk(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
+            return None
+
+        fragments = codec.encode(segment)
+        errors = await asyncio.gather(
+            *(write(i, t, f) for i, (t, f) in enumerate(zip(targets, fragments, strict=False)))
+        )
+        if progress:
+            progress(size)
+        return list(errors)
+
+    async def _write_streamed(
+        self,
+        key: str,
+        targets: list[common_pb2.ContainerInfo],
+        codec: Codec,
+        segments: SegmentSource,
+        segment_size: int,
+        size: int,
+        progress: Progress | None,
+    ) -> list[str | None]:
+        """Many segments: one PutChunk stream per chunk, fed segment by segment."""
+        writers = [_ChunkWriter(self._container(t.address), key, i, self.queue_depth) for i, t in enumerate(targets)]
         for w in writers:
             w.start()
         total = 0
@@ -155,32 +269,13 @@ class Pipeline:
                 await asyncio.gather(*(w.send(f) for w, f in zip(writers, fragments, strict=True)))
                 if progress:
                     progress(len(segment))
-            results = await asyncio.gather(*(w.finish() for w in writers))
+            await asyncio.gather(*(w.finish() for w in writers))
         except BaseException:
             await asyncio.gather(*(w.cancel() for w in writers))
-            await self._discard(plan.key, targets)
             raise
         if total != size:
-            await self._discard(plan.key, targets)
             raise InvalidArgument(f"The source changed while it was stored ({size} bytes announced, {total} read).")
-        stored = sum(results)
-        quorum = min(codec.k + 1, codec.n)
-        if stored < quorum:
-            await self._discard(plan.key, targets)
-            errors = "; ".join(f"chunk {w.index}: {w.error}" for w in writers if w.error)
-            raise Unavailable(f"Only {stored} of {codec.n} chunks could be stored (at least {quorum} needed): {errors}")
-        chunks = [
-            common_pb2.ChunkLocation(index=i, container_id=t.id, stored=ok)
-            for i, (t, ok) in enumerate(zip(targets, results, strict=True))
-        ]
-        await self.call(
-            gateway.CommitPut,
-            gateway_pb2.CommitPutRequest(
-                key=plan.key, catalog=catalog, name=name, size=size, policy=plan.policy, chunks=chunks
-            ),
-            token,
-        )
-        return plan.key
+        return [w.error for w in writers]
 
     async def _discard(self, key: str, targets: list[common_pb2.ContainerInfo]) -> None:
         """Best effort removal of the chunks of a put that failed."""
@@ -219,7 +314,9 @@ class Pipeline:
         full_fragment = codec.fragment_size(segment_size) if size >= segment_size else 0
         candidates = [c for c in located.chunks if c.stored and c.address]
         candidates.sort(key=lambda c: (c.index >= codec.k, c.index))
-        active: list[_ChunkReader] = []
+        # One segment: each chunk is one fragment, read in one unary call.
+        reader_type = _WholeChunkReader if count == 1 else _ChunkReader
+        active: list[_ChunkReader | _WholeChunkReader] = []
         spare = list(candidates)
         try:
             for segment in range(count):
@@ -228,7 +325,7 @@ class Pipeline:
                 while sum(f is not None for f in fragments) < codec.k:
                     while len(active) < codec.k and spare:
                         loc = spare.pop(0)
-                        active.append(_ChunkReader(self._container(loc.address), key, loc.index, offset))
+                        active.append(reader_type(self._container(loc.address), key, loc.index, offset))
                     waiting = [r for r in active if fragments[r.index] is None]
                     if not waiting:
                         raise DataLoss(
@@ -288,7 +385,7 @@ class Pipeline:
         return reply.token
 
 
-def _lost(located: gateway_pb2.LocateResponse, active: list[_ChunkReader]) -> str:
+def _lost(located: gateway_pb2.LocateResponse, active: list[_ChunkReader | _WholeChunkReader]) -> str:
     alive = {r.index for r in active}
     return ", ".join(str(c.index) for c in located.chunks if c.index not in alive) or "none"
 
@@ -372,3 +469,32 @@ class _ChunkReader:
 
     async def close(self) -> None:
         self._call.cancel()
+
+
+class _WholeChunkReader:
+    """Reads a one-fragment chunk in a single ReadChunk call (same interface as _ChunkReader)."""
+
+    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int):
+        self.index = index
+        self.error: DynoStoreError | None = None
+        self._stub = stub
+        self._request = container_pb2.ReadChunkRequest(key=key, index=index)
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The chunk's only fragment, or None (with ``error`` set) when it failed."""
+        try:
+            reply = await self._stub.ReadChunk(self._request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.error = from_rpc_error(exc)
+            return None
+        if len(reply.fragments) != 1:
+            self.error = DataLoss(f"expected one fragment, found {len(reply.fragments)}")
+            return None
+        fragment = reply.fragments[0]
+        if checksum(fragment.data) != fragment.crc32:
+            self.error = DataLoss("a fragment failed its checksum in transit")
+            return None
+        return fragment.data
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -11,10 +11,12 @@ from dynostore._proto import container_pb2 as pb
 from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, InvalidArgument
+from dynostore.errors import DataLoss, FailedPrecondition, InvalidArgument
 
 # Enough for any policy the validators accept (k <= 32, m <= 16).
 MAX_CHUNKS = validation.MAX_K + validation.MAX_M
+# The most ReadChunk returns in one reply.
+MAX_READ_BYTES = 8 * 1024 * 1024
 
 
 def _chunk_ref(key: str, index: int) -> tuple[str, int]:
@@ -30,6 +32,23 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self.container_id = container_id
         self.site = site
 
+    async def _write(self, key: str, index: int, fragments: AsyncIterator[pb.Fragment]) -> pb.PutChunkResponse:
+        """Verify and store fragments; the chunk appears only if all of them arrive intact."""
+        writer = await self.backend.open_writer(key, index)
+        size = count = 0
+        try:
+            async for fragment in fragments:
+                if checksum(fragment.data) != fragment.crc32:
+                    raise DataLoss(f"Fragment {count} of chunk {index} arrived corrupted.")
+                await writer.write(fragment.data, fragment.crc32)
+                size += len(fragment.data)
+                count += 1
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        return pb.PutChunkResponse(size=size, fragments=count)
+
     async def PutChunk(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.PutChunkRequest], context: grpc.aio.ServicerContext
     ) -> pb.PutChunkResponse:
@@ -37,23 +56,25 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("PutChunk must start with a header message.")
         key, index = _chunk_ref(first.header.key, first.header.index)
-        writer = await self.backend.open_writer(key, index)
-        size = fragments = 0
-        try:
+
+        async def fragments() -> AsyncIterator[pb.Fragment]:
             async for message in request_iterator:
                 if message.WhichOneof("part") != "fragment":
                     raise InvalidArgument("PutChunk takes one header, then only fragments.")
-                data = message.fragment.data
-                if checksum(data) != message.fragment.crc32:
-                    raise DataLoss(f"Fragment {fragments} of chunk {index} arrived corrupted.")
-                await writer.write(data, message.fragment.crc32)
-                size += len(data)
-                fragments += 1
-            await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
-        return pb.PutChunkResponse(size=size, fragments=fragments)
+                yield message.fragment
+
+        return await self._write(key, index, fragments())
+
+    async def WriteChunk(  # noqa: N802 - gRPC method name
+        self, request: pb.WriteChunkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutChunkResponse:
+        key, index = _chunk_ref(request.header.key, request.header.index)
+
+        async def fragments() -> AsyncIterator[pb.Fragment]:
+            for fragment in request.fragments:
+                yield fragment
+
+        return await self._write(key, index, fragments())
 
     async def GetChunk(  # noqa: N802 - gRPC method name
         self, request: pb.GetChunkRequest, context: grpc.aio.ServicerContext
@@ -61,6 +82,20 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         key, index = _chunk_ref(request.key, request.index)
         async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
             yield pb.GetChunkResponse(fragment=pb.Fragment(data=data, crc32=crc, offset=offset))
+
+    async def ReadChunk(  # noqa: N802 - gRPC method name
+        self, request: pb.ReadChunkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadChunkResponse:
+        key, index = _chunk_ref(request.key, request.index)
+        limit = min(request.max_bytes or MAX_READ_BYTES, MAX_READ_BYTES)
+        reply = pb.ReadChunkResponse()
+        total = 0
+        async for offset, data, crc in self.backend.read(key, index):
+            total += len(data)
+            if total > limit:
+                raise FailedPrecondition(f"Chunk {index} of {key} is larger than {limit} bytes; use GetChunk.")
+            reply.fragments.append(pb.Fragment(data=data, crc32=crc, offset=offset))
+        return reply
 
     async def DeleteChunk(  # noqa: N802 - gRPC method name
         self, request: pb.DeleteChunkRequest, context: grpc.aio.ServicerContext

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
+from dynostore.gateway.tickets import PlanSigner
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
 
@@ -33,7 +34,9 @@ async def serve(settings: GatewaySettings) -> None:
     registry = Registry(host or "127.0.0.1", int(port))
     if settings.admin_token:
         await registry.ensure_admin("admin", settings.admin_token)
-    servicer = GatewayServicer(registry, settings.policy)
+    signer = PlanSigner(await registry.plan_secret())
+    auth_watch = asyncio.create_task(registry.watch_auth())
+    servicer = GatewayServicer(registry, settings.policy, signer)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),
@@ -52,4 +55,5 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=2)
+    auth_watch.cancel()
     await registry.close()

@@ -17,10 +17,12 @@ from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dynostore.gateway.tickets import PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.rpc import open_channel
 
 log = logging.getLogger(__name__)
+MAX_PLANNED_KEYS = 1000
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,11 @@ def _token_from(context: grpc.aio.ServicerContext) -> str:
 class GatewayServicer(pb_grpc.GatewayServicer):
     """The control-path RPCs over one :class:`Registry`."""
 
-    def __init__(self, registry: Registry, policy: GatewayPolicy) -> None:
-        """Serve ``registry`` with the defaults in ``policy``."""
+    def __init__(self, registry: Registry, policy: GatewayPolicy, signer: PlanSigner) -> None:
+        """Serve ``registry`` with the defaults in ``policy``, signing plans with ``signer``."""
         self.registry = registry
         self.policy = policy
+        self.signer = signer
         self._containers: list[dict[str, Any]] = []
         self._containers_read = 0.0
         self._background: set[asyncio.Task[None]] = set()
@@ -83,15 +86,20 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: gateway_pb2.PlanPutRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PlanPutResponse:
         user = await self._user(context)
-        validation.catalog(request.catalog)
-        validation.object_name(request.name)
+        count = request.count or 1
+        if count > MAX_PLANNED_KEYS:
+            raise InvalidArgument(f"PlanPut plans at most {MAX_PLANNED_KEYS} keys at once, not {count}.")
         # k == 0 asks for the gateway's default policy.
-        k, m = validation.ec_params(*((request.k, request.m) if request.k else (self.policy.k, self.policy.m)))
-        key = uuid.uuid4().hex
-        await self.registry.plan(key, user.name)
+        asked = (request.k, request.m) if request.k else (self.policy.k, self.policy.m)
+        k, m = validation.ec_params(*asked)
+        plans = []
+        for _ in range(count):
+            key = uuid.uuid4().hex
+            ticket, expires = self.signer.sign(key, user.name)
+            plans.append(gateway_pb2.PlannedKey(key=key, plan_ticket=ticket, expires=expires))
         containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._live_containers()]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
-        return gateway_pb2.PlanPutResponse(key=key, policy=policy, containers=containers)
+        return gateway_pb2.PlanPutResponse(plans=plans, policy=policy, containers=containers)
 
     async def CommitPut(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.CommitPutRequest, context: grpc.aio.ServicerContext
@@ -100,6 +108,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         key = validation.key(request.key)
         catalog = validation.catalog(request.catalog)
         name = validation.object_name(request.name)
+        self.signer.check(request.plan_ticket, key, user.name)
         k, m = validation.ec_params(request.policy.k, request.policy.m)
         if request.policy.segment_size <= 0:
             raise InvalidArgument("The policy's segment_size must be positive.")

@@ -1,9 +1,9 @@
 """The etcd key schema (version 1). Every key DynoStore writes is built here.
 
 ```
-/dynostore/v1/users/<name>                     {"name", "admin", "created"}
-/dynostore/v1/tokens/<sha256(token)>           user name
-/dynostore/v1/pending/<key>                    {"owner", "planned"}   put planned, not committed
+/dynostore/v1/auth/users/<name>                {"name", "admin", "created"}
+/dynostore/v1/auth/tokens/<sha256(token)>      user name
+/dynostore/v1/secrets/plan                     key that signs plan tickets (shared by gateways)
 /dynostore/v1/objects/<key>                    object record (JSON, see ObjectRecord)
 /dynostore/v1/catalogs/<owner>/<catalog>       {"owner", "name", "created"}
 /dynostore/v1/index/<owner>/<catalog>/<key>    {"name", "size", "created"}
@@ -22,17 +22,22 @@ def _k(*parts: str) -> bytes:
 
 def user(name: str) -> bytes:
     """Record of one user."""
-    return _k("users", name)
+    return _k("auth", "users", name)
 
 
 def token(token_hash: str) -> bytes:
     """Owner of one token, by the token's SHA-256."""
-    return _k("tokens", token_hash)
+    return _k("auth", "tokens", token_hash)
 
 
-def pending(key: str) -> bytes:
-    """A planned, uncommitted put."""
-    return _k("pending", key)
+def auth_prefix() -> bytes:
+    """Prefix of every user and token record."""
+    return _k("auth", "")
+
+
+def plan_secret() -> bytes:
+    """The secret that signs plan tickets."""
+    return _k("secrets", "plan")
 
 
 def obj(key: str) -> bytes:

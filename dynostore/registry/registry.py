@@ -6,9 +6,11 @@ half-made object, user or catalog entry.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,7 @@ import aetcd
 from dynostore.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -95,6 +98,9 @@ class Registry:
         """Connect (lazily) to the etcd at ``host:port``."""
         self.etcd = aetcd.Client(host=host, port=port, timeout=10)
         self._tx = self.etcd.transactions
+        self._auth_cache: dict[str, User] = {}
+        self._auth_generation = 0
+        self._auth_watched = False
 
     async def close(self) -> None:
         """Close the etcd connection."""
@@ -138,58 +144,89 @@ class Registry:
 
     @_etcd_errors
     async def authenticate(self, token: str) -> User:
-        """The user a token belongs to.
+        """The user a token belongs to (cached while the auth watch runs).
 
         Raises:
             Unauthenticated: the token is unknown or its user is gone.
         """
-        owner = await self.etcd.get(keys.token(hash_token(token)))
+        token_hash = hash_token(token)
+        cached = self._auth_cache.get(token_hash)
+        if cached is not None:
+            return cached
+        generation = self._auth_generation
+        owner = await self.etcd.get(keys.token(token_hash))
         if owner is None:
             raise Unauthenticated("The token is not valid; ask an admin for a new one.")
         record = await self.etcd.get(keys.user(owner.value.decode()))
         if record is None:
             raise Unauthenticated("The token's user no longer exists.")
-        return User(**json.loads(record.value))
+        user = User(**json.loads(record.value))
+        if self._auth_watched and generation == self._auth_generation:
+            self._auth_cache[token_hash] = user
+        return user
+
+    async def watch_auth(self) -> None:
+        """Keep the token cache coherent: any change to users or tokens empties it.
+
+        Runs until cancelled. While the watch is down, nothing is cached, so a
+        revoked token never outlives its revocation on this gateway.
+        """
+        while True:
+            try:
+                watch = await self.etcd.watch_prefix(keys.auth_prefix())
+                self._auth_watched = True
+                async for _ in watch:
+                    self._auth_generation += 1
+                    self._auth_cache.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Auth watch failed (%s); retrying.", exc)
+            self._auth_watched = False
+            self._auth_generation += 1
+            self._auth_cache.clear()
+            await asyncio.sleep(1)
+
+    @_etcd_errors
+    async def plan_secret(self) -> bytes:
+        """The secret shared by all gateways for plan tickets (made on first use)."""
+        fresh = secrets.token_bytes(32)
+        await self.etcd.transaction(
+            compare=[self._tx.create(keys.plan_secret()) == 0],
+            success=[self._tx.put(keys.plan_secret(), fresh)],
+            failure=[],
+        )
+        found = await self.etcd.get(keys.plan_secret())
+        assert found is not None
+        return bytes(found.value)
 
     # objects ----------------------------------------------------------------
 
     @_etcd_errors
-    async def plan(self, key: str, owner: str) -> None:
-        """Remember that ``owner`` may commit ``key``."""
-        await self.etcd.put(keys.pending(key), _dumps({"owner": owner, "planned": time.time()}))
-
-    @_etcd_errors
     async def commit(self, record: ObjectRecord) -> None:
-        """Make an object visible: record, catalog and index entry in one transaction.
+        """Make an object visible: record, index entry (and catalog) in one transaction.
 
         Raises:
-            NotFound: the key was not planned by this owner, or is committed already.
+            AlreadyExists: an object with this key was committed already.
         """
-        pending = await self.etcd.get(keys.pending(record.key))
-        if pending is None or json.loads(pending.value)["owner"] != record.owner:
-            raise NotFound(f"No put of {record.key} by {record.owner} is waiting to be committed.")
-        ops = [
-            self._tx.put(keys.obj(record.key), record.to_json()),
-            self._tx.put(
-                keys.index_entry(record.owner, record.catalog, record.key),
-                _dumps({"name": record.name, "size": record.size, "created": record.created}),
-            ),
-            self._tx.delete(keys.pending(record.key)),
-        ]
         catalog_key = keys.catalog(record.owner, record.catalog)
-        if await self.etcd.get(catalog_key) is None:
-            info = {"owner": record.owner, "name": record.catalog, "created": record.created}
-            ops.append(self._tx.put(catalog_key, _dumps(info)))
+        info = {"owner": record.owner, "name": record.catalog, "created": record.created}
+        entry = {"name": record.name, "size": record.size, "created": record.created}
         ok, _ = await self.etcd.transaction(
-            compare=[
-                self._tx.mod(keys.pending(record.key)) == pending.mod_revision,
-                self._tx.create(keys.obj(record.key)) == 0,
+            compare=[self._tx.create(keys.obj(record.key)) == 0],
+            success=[
+                self._tx.put(keys.obj(record.key), record.to_json()),
+                self._tx.put(keys.index_entry(record.owner, record.catalog, record.key), _dumps(entry)),
+                self._tx.txn(
+                    compare=[self._tx.create(catalog_key) == 0],
+                    success=[self._tx.put(catalog_key, _dumps(info))],
+                    failure=[],
+                ),
             ],
-            success=ops,
             failure=[],
         )
         if not ok:
-            raise NotFound(f"The put of {record.key} was committed or abandoned already.")
+            raise AlreadyExists(f"Object {record.key} was committed already.")
 
     @_etcd_errors
     async def get_object(self, key: str) -> ObjectRecord:

@@ -125,4 +125,4 @@ def test_fs_removes_leftovers_of_interrupted_writes(tmp_path: Path) -> None:
 def test_fs_shards_by_key_prefix(tmp_path: Path) -> None:
     backend = FileSystemBackend(tmp_path)
     run(write(backend, [b"x"]))
-    assert (tmp_path / "chunks" / KEY[:2] / KEY[2:4] / f"{KEY}.0").exists()
+    assert (tmp_path / "chunks" / KEY[:2] / f"{KEY}.0").exists()

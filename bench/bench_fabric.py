@@ -1,0 +1,150 @@
+"""Put/get throughput of a LocalFabric beside a single-stream gRPC baseline.
+
+Usage: python bench/bench_fabric.py [--sizes 1K,1M,64M,256M] [--repeat 3] [--small 1000]
+
+The baseline streams the same bytes, as ~1 MiB fragments, over one plain gRPC
+stream to one container process of the same fabric (PutChunk/GetChunk of a
+single chunk: no erasure coding, no gateway). Each figure is the median of
+``--repeat`` runs; ratios compare figures measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore.client import Client
+from dynostore.erasure import checksum
+from dynostore.local import LocalFabric
+from dynostore.rpc import CHANNEL_OPTIONS
+from dynostore.rpc.tuning import tune_malloc
+
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+FRAGMENT = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    return int(text[:-1]) * UNITS[text[-1].upper()] if text[-1].upper() in UNITS else int(text)
+
+
+def label(size: int) -> str:
+    for unit in ("G", "M", "K"):
+        if size >= UNITS[unit] and size % UNITS[unit] == 0:
+            return f"{size // UNITS[unit]} {unit}iB"
+    return f"{size} B"
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class Baseline:
+    """One plain gRPC stream to one container: the reference for every ratio."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = container_pb2_grpc.ContainerStub(self.channel)
+
+    def put(self, data: bytes) -> str:
+        key = uuid.uuid4().hex
+        view = memoryview(data)
+
+        def messages() -> Iterator[container_pb2.PutChunkRequest]:
+            yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=key, index=0))
+            for start in range(0, max(len(data), 1), FRAGMENT):
+                piece = bytes(view[start : start + FRAGMENT])
+                yield container_pb2.PutChunkRequest(fragment=container_pb2.Fragment(data=piece, crc32=checksum(piece)))
+
+        self.stub.PutChunk(messages())
+        return key
+
+    def get(self, key: str) -> bytes:
+        parts = [r.fragment.data for r in self.stub.GetChunk(container_pb2.GetChunkRequest(key=key, index=0))]
+        return b"".join(parts)
+
+
+def measure_size(
+    client: Client, token: str, baseline: Baseline, size: int, repeat: int
+) -> tuple[int, float, float, float, float]:
+    """Median seconds of baseline put, put, baseline get, get for one object size."""
+    data = os.urandom(size)
+    keys: list[str] = []
+    base_keys: list[str] = []
+    base_put = median_seconds(lambda: base_keys.append(baseline.put(data)), repeat)
+    base_get = median_seconds(lambda: baseline.get(base_keys[-1]), repeat)
+    put = median_seconds(lambda: keys.append(client.put(data=data, token_user=token, catalog="bench")), repeat)
+    get = median_seconds(lambda: client.get(key=keys[-1], token_user=token), repeat)
+    if client.get(key=keys[-1], token_user=token) != data or baseline.get(base_keys[-1]) != data:
+        raise SystemExit(f"Read back different bytes for {label(size)}.")
+    for key in keys:
+        client.evict(key=key, token_user=token)
+    return size, base_put, put, base_get, get
+
+
+def rate(fn: Callable[[], object], count: int, threads: int = 1) -> float:
+    """Calls per second of ``fn`` over ``count`` calls from ``threads`` threads."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(fn) for _ in range(count)]:
+            future.result()
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1K,1M,64M,256M")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--small", type=int, default=1000, help="number of sequential 1 KiB puts")
+    args = parser.parse_args()
+    tune_malloc()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    with (
+        tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
+        LocalFabric(containers=5, root=root) as fabric,
+        Client(fabric.gateway) as client,
+    ):
+        token = fabric.create_user("bench")
+        baseline = Baseline(fabric.containers[0].address)
+        rows = [measure_size(client, token, baseline, size, args.repeat) for size in sizes]
+        small = os.urandom(1024)
+        small_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small)
+        threaded_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small, threads=8)
+        base_small_rate = rate(lambda: baseline.put(small), args.small)
+
+    def mbps(size: int, seconds: float) -> str:
+        return f"{size / seconds / 1e6:,.1f}"
+
+    print(
+        f"# DynoStore fabric benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.repeat})"
+    )
+    print()
+    print("| size | baseline put MB/s | put MB/s | put ratio | baseline get MB/s | get MB/s | get ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for size, base_put, put, base_get, get in rows:
+        print(
+            f"| {label(size)} | {mbps(size, base_put)} | {mbps(size, put)} | {base_put / put:.2f}x "
+            f"| {mbps(size, base_get)} | {mbps(size, get)} | {base_get / get:.2f}x |"
+        )
+    print()
+    print(f"1 KiB puts from one client: {small_rate:,.0f}/s sequential, {threaded_rate:,.0f}/s from 8 threads;")
+    print(f"baseline, 1 KiB single chunks to one container: {base_small_rate:,.0f}/s sequential")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
