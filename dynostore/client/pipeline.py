@@ -81,18 +81,22 @@ class Pipeline:
         placement: PlacementPolicy | None = None,
         timeout: float = 30.0,
         fragment_timeout: float = 20.0,
+        retry_timeout: float = 3.0,
         queue_depth: int = 2,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
         ``fragment_timeout`` bounds the wait for any one fragment from a
         container, so a hung container costs at most that long before parity
-        is used instead.
+        is used instead. A container that could not be reached gets one more
+        try, waiting up to ``retry_timeout`` for its connection, before a get
+        gives up or a small put records its chunk as missing.
         """
         self.gateway_address = gateway
         self.placement = placement or SpreadPlacement()
         self.timeout = timeout
         self.fragment_timeout = fragment_timeout
+        self.retry_timeout = retry_timeout
         self.queue_depth = queue_depth
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._plans: dict[tuple[str, int, int], _PlanPool] = {}
@@ -231,10 +235,16 @@ class Pipeline:
                 header=container_pb2.ChunkHeader(key=key, index=index),
                 fragments=[container_pb2.Fragment(data=fragment, crc32=checksum(fragment))],
             )
+            stub = self._container(target.address)
             try:
-                await self._container(target.address).WriteChunk(request, timeout=self.timeout)
+                await stub.WriteChunk(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as exc:
-                return f"{exc.code().name}: {exc.details()}"
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    return f"{exc.code().name}: {exc.details()}"
+                try:  # the channel may be backing off from a container that is back: wait for it once
+                    await stub.WriteChunk(request, timeout=self.retry_timeout, wait_for_ready=True)
+                except grpc.aio.AioRpcError as again:
+                    return f"{again.code().name}: {again.details()}"
             return None
 
         fragments = codec.encode(segment)
@@ -314,32 +324,44 @@ class Pipeline:
         full_fragment = codec.fragment_size(segment_size) if size >= segment_size else 0
         candidates = [c for c in located.chunks if c.stored and c.address]
         candidates.sort(key=lambda c: (c.index >= codec.k, c.index))
+        by_index = {c.index: c for c in candidates}
         # One segment: each chunk is one fragment, read in one unary call.
         reader_type = _WholeChunkReader if count == 1 else _ChunkReader
         active: list[_ChunkReader | _WholeChunkReader] = []
-        spare = list(candidates)
+        spare = [(loc, False) for loc in candidates]
+        unreachable: list[common_pb2.ChunkLocation] = []
         try:
             for segment in range(count):
                 offset = segment * full_fragment
                 fragments: list[bytes | None] = [None] * codec.n
-                while sum(f is not None for f in fragments) < codec.k:
-                    while len(active) < codec.k and spare:
-                        loc = spare.pop(0)
-                        active.append(reader_type(self._container(loc.address), key, loc.index, offset))
+                while (have := sum(f is not None for f in fragments)) < codec.k:
+                    if len(active) < codec.k and not spare and unreachable:
+                        # Last chance before giving up: wait for those connections, all at once.
+                        spare, unreachable = [(loc, True) for loc in unreachable], []
+                    while spare and (len(active) < codec.k or spare[0][1]):
+                        loc, patient = spare.pop(0)
+                        stub = self._container(loc.address)
+                        active.append(reader_type(stub, key, loc.index, offset, patient=patient))
                     waiting = [r for r in active if fragments[r.index] is None]
                     if not waiting:
                         raise DataLoss(
-                            f"Object {key}: segment {segment} has only "
-                            f"{sum(f is not None for f in fragments)} readable chunks, "
+                            f"Object {key}: segment {segment} has only {have} readable chunks, "
                             f"{codec.k} are needed. Lost chunks: {_lost(located, active)}."
                         )
-                    got = await asyncio.gather(*(r.next(self.fragment_timeout) for r in waiting))
-                    for reader, fragment in zip(waiting, got, strict=True):
-                        if fragment is None:
+                    got = await self._first_fragments(waiting, codec.k - have)
+                    for reader in waiting:
+                        if reader not in got:  # cut short: enough others answered first
+                            active.remove(reader)
+                            await reader.close()
+                            spare.insert(0, (by_index[reader.index], False))
+                        elif (fragment := got[reader]) is None:
                             log.info("Chunk %d of %s failed, using another: %s", reader.index, key, reader.error)
                             active.remove(reader)
                             await reader.close()
+                            if isinstance(reader.error, Unavailable) and not reader.patient:
+                                unreachable.append(by_index[reader.index])
                         else:
+                            reader.patient = False
                             fragments[reader.index] = fragment
                 data = codec.decode(fragments)
                 if progress:
@@ -348,6 +370,30 @@ class Pipeline:
         finally:
             for reader in active:
                 await reader.close()
+
+    async def _first_fragments(
+        self, readers: list[_ChunkReader | _WholeChunkReader], need: int
+    ) -> dict[_ChunkReader | _WholeChunkReader, bytes | None]:
+        """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
+
+        Readers still waiting when enough others answered are left out of the result.
+        """
+        tasks = {
+            asyncio.ensure_future(r.next(self.retry_timeout if r.patient else self.fragment_timeout)): r
+            for r in readers
+        }
+        results: dict[_ChunkReader | _WholeChunkReader, bytes | None] = {}
+        pending = set(tasks)
+        try:
+            while pending and sum(v is not None for v in results.values()) < need:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    results[tasks[task]] = task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return results
 
     # other calls --------------------------------------------------------------
 
@@ -442,10 +488,14 @@ class _ChunkWriter:
 class _ChunkReader:
     """Reads one chunk fragment by fragment from a payload offset, verifying CRCs."""
 
-    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int):
+    def __init__(
+        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+    ):
         self.index = index
+        self.patient = patient  # wait for the connection instead of failing fast
         self.error: DynoStoreError | None = None
-        self._call = stub.GetChunk(container_pb2.GetChunkRequest(key=key, index=index, offset=offset))
+        request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset)
+        self._call = stub.GetChunk(request, wait_for_ready=patient)
         self._stream = aiter(self._call)
 
     async def next(self, timeout: float) -> bytes | None:
@@ -474,8 +524,11 @@ class _ChunkReader:
 class _WholeChunkReader:
     """Reads a one-fragment chunk in a single ReadChunk call (same interface as _ChunkReader)."""
 
-    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int):
+    def __init__(
+        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+    ):
         self.index = index
+        self.patient = patient
         self.error: DynoStoreError | None = None
         self._stub = stub
         self._request = container_pb2.ReadChunkRequest(key=key, index=index)
@@ -483,7 +536,7 @@ class _WholeChunkReader:
     async def next(self, timeout: float) -> bytes | None:
         """The chunk's only fragment, or None (with ``error`` set) when it failed."""
         try:
-            reply = await self._stub.ReadChunk(self._request, timeout=timeout)
+            reply = await self._stub.ReadChunk(self._request, timeout=timeout, wait_for_ready=self.patient)
         except grpc.aio.AioRpcError as exc:
             self.error = from_rpc_error(exc)
             return None

@@ -27,12 +27,13 @@ class ContainerSettings:
     """Everything a container daemon needs to run."""
 
     gateway: str
-    token: str
     root: Path | None = None
     listen: str = "127.0.0.1:0"
     site: str = "default"
     backend: str = "fs"
     container_id: str | None = None
+    # The token to register with comes from $DYNOSTORE_TOKEN or this file.
+    token_file: Path | None = None
     ready_file: Path | None = None
 
 
@@ -65,16 +66,19 @@ def make_backend(settings: ContainerSettings) -> Backend:
 class Membership:
     """Registers the container with the gateway and keeps its lease alive."""
 
-    def __init__(self, settings: ContainerSettings, info: common_pb2.ContainerInfo, backend: Backend):
-        """Announce ``info`` to the gateway named in ``settings``."""
+    def __init__(
+        self, settings: ContainerSettings, token: str, info: common_pb2.ContainerInfo, backend: Backend
+    ) -> None:
+        """Announce ``info`` to the gateway named in ``settings``, presenting ``token``."""
         self._settings = settings
+        self._token = token
         self._info = info
         self._backend = backend
         self.registered = asyncio.Event()
 
     async def run(self) -> None:
         """Register, then heartbeat until cancelled; re-register when the lease is lost."""
-        metadata = auth_metadata(self._settings.token)
+        metadata = auth_metadata(self._token)
         async with open_channel(self._settings.gateway) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             while True:
@@ -110,8 +114,8 @@ class Membership:
                     await asyncio.sleep(1)
 
 
-async def serve(settings: ContainerSettings) -> None:
-    """Serve until SIGTERM/SIGINT."""
+async def serve(settings: ContainerSettings, token: str) -> None:
+    """Serve until SIGTERM/SIGINT, registering with the gateway using ``token``."""
     tune_malloc()
     container_id = container_identity(settings)
     backend = make_backend(settings)
@@ -124,7 +128,7 @@ async def serve(settings: ContainerSettings) -> None:
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
-    membership = Membership(settings, info, backend)
+    membership = Membership(settings, token, info, backend)
     member_task = asyncio.create_task(membership.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

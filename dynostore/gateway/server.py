@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
@@ -23,17 +23,27 @@ class GatewaySettings:
 
     etcd: str = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8095"
-    admin_token: str | None = None
-    policy: GatewayPolicy = field(default_factory=GatewayPolicy)
+    # Default erasure-coding policy: k data + m parity fragments per segment.
+    k: int = 3
+    m: int = 2
+    # Seconds a container stays registered without a heartbeat.
+    container_ttl: int = 10
+    # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
+    admin_token_file: Path | None = None
     ready_file: Path | None = None
 
+    @property
+    def policy(self) -> GatewayPolicy:
+        """The put and membership defaults of these settings."""
+        return GatewayPolicy(k=self.k, m=self.m, container_ttl=self.container_ttl)
 
-async def serve(settings: GatewaySettings) -> None:
-    """Serve until SIGTERM/SIGINT."""
+
+async def serve(settings: GatewaySettings, admin_token: str | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new."""
     host, _, port = settings.etcd.rpartition(":")
     registry = Registry(host or "127.0.0.1", int(port))
-    if settings.admin_token:
-        await registry.ensure_admin("admin", settings.admin_token)
+    if admin_token:
+        await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())
     auth_watch = asyncio.create_task(registry.watch_auth())
     servicer = GatewayServicer(registry, settings.policy, signer)

@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
+
+from dynostore._proto import gateway_pb2, gateway_pb2_grpc
+from dynostore.local import ManagedProcess
+from dynostore.rpc import auth_metadata
 from tests.conftest import child_pids
 from tests.integration.conftest import Session
 
@@ -76,3 +81,35 @@ def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path) -> None:
         up.wait(timeout=60)
     assert up.returncode == 0
     assert child_pids() == before
+
+
+def test_container_from_config_file_registers(shared: Session, tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    ready = tmp_path / "ready"
+    config.write_text(
+        f'[container]\ngateway = "{shared.fabric.gateway}"\nsite = "extra"\nbackend = "memory"\n'
+        f'listen = "127.0.0.1:0"\nready_file = "{ready}"\n'
+    )
+    process = ManagedProcess(
+        "extra", [*DYNOSTORE, "container", "--config", str(config)], tmp_path / "extra.log",
+        env={"DYNOSTORE_TOKEN": shared.fabric.admin_token},
+    )  # fmt: skip
+    process.start()
+    try:
+        address = process.wait_for_file(ready)
+        with grpc.insecure_channel(shared.fabric.gateway) as channel:
+            listed = gateway_pb2_grpc.GatewayStub(channel).ListContainers(
+                gateway_pb2.ListContainersRequest(), metadata=auth_metadata(shared.token)
+            )
+        assert any(c.address == address and c.site == "extra" for c in listed.containers)
+    finally:
+        process.stop()
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[container]\ngateway = "127.0.0.1:1"\nbukket = "x"\n')
+    result = run(["container", "--config", str(config)], {"DYNOSTORE_TOKEN": "x"})
+    assert result.returncode == 1
+    assert "unknown setting(s) ['bukket']" in result.stderr
+    assert "Traceback" not in result.stderr
