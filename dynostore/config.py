@@ -70,7 +70,7 @@ def build(cls: type[T], values: Mapping[str, Any], source: str) -> T:
     missing = [
         name
         for name, f in fields.items()
-        if name not in converted and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in converted and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise InvalidArgument(f"{source}: required setting(s) {missing} are missing.")

@@ -8,6 +8,7 @@ python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 ruff check .
 ruff format --check .
+mypy dynostore tests bench scripts
 
 status=0
 python -m pytest "$@" || status=$?

