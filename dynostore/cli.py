@@ -13,8 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 from dynostore.errors import DynoStoreError
@@ -62,13 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ct.add_argument("--config", type=Path, help="TOML settings file, e.g. containers/site-a.toml")
     ct.add_argument("--gateway", help="gateway host:port to register with")
-    ct.add_argument("--root", type=Path, help="directory of the fs backend")
-    ct.add_argument("--backend", choices=["fs", "memory"], help="storage backend (fs)")
+    ct.add_argument("--root", type=Path, help="state directory (fs: also the chunks; s3/rados: the container id)")
+    ct.add_argument("--backend", choices=["fs", "memory", "s3", "rados"], help="storage backend (fs)")
     ct.add_argument("--site", help="site label used by placement (default)")
     ct.add_argument("--listen", help="address to serve on (127.0.0.1:0: any free port)")
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
+    ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
+    s3 = ct.add_argument_group("s3 backend (credentials: the two key files, else $AWS_ACCESS_KEY_ID...)")
+    s3.add_argument("--s3-bucket", help="bucket to store chunks in (must exist)")
+    s3.add_argument("--s3-endpoint", help="endpoint URL, e.g. http://rgw.example.org:7480 (default: AWS)")
+    s3.add_argument("--s3-region", help="region name")
+    s3.add_argument("--s3-prefix", help="object-name prefix of this container's chunks")
+    s3.add_argument("--s3-access-key-file", type=Path, help="file holding the access key id")
+    s3.add_argument("--s3-secret-key-file", type=Path, help="file holding the secret access key")
+    s3.add_argument("--s3-part-size", type=int, help="multipart part size in bytes (8 MiB; at least 5 MiB)")
+    rados = ct.add_argument_group("rados backend")
+    rados.add_argument("--rados-pool", help="Ceph pool to store chunks in (must exist)")
+    rados.add_argument("--ceph-conf", type=Path, help="ceph.conf of the cluster (default: librados' search path)")
+    rados.add_argument("--rados-namespace", help="RADOS namespace of this container's chunks")
+    rados.add_argument("--rados-object-size", type=int, help="bytes per RADOS object of a chunk (4 MiB)")
 
     put = sub.add_parser("put", help="store a file")
     put.add_argument("file", type=Path)
@@ -97,17 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, desc: str) -> Iterator[Callable[[int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc) as bar:
-        yield bar.update
-
-
 def _show_progress(size: int) -> bool:
     return size >= PROGRESS_THRESHOLD and sys.stderr.isatty()
 
@@ -121,16 +123,15 @@ def _client_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: no token; pass --token or set DYNOSTORE_TOKEN.")
     with Client(args.gateway) as client:
         if args.command == "put":
-            size = args.file.stat().st_size
-            with _progress(size, _show_progress(size), "put") as progress:
-                key = client.put_file(
+            progress = _show_progress(args.file.stat().st_size)
+            print(
+                client.put_file(
                     args.file, token_user=args.token, catalog=args.catalog, name=args.name, progress=progress
                 )
-            print(key)
+            )
         elif args.command == "get":
-            size = client.size(args.key, token_user=args.token)
-            with _progress(size, _show_progress(size), "get") as progress:
-                client.get_file(args.key, args.output, token_user=args.token, progress=progress)
+            progress = _show_progress(client.size(args.key, token_user=args.token))
+            client.get_file(args.key, args.output, token_user=args.token, progress=progress)
         elif args.command == "ls":
             for info in client.list(args.catalog, token_user=args.token):
                 print(f"{info.key}  {info.size:>12}  {info.name}")

@@ -107,3 +107,11 @@ def error_for_status(code: grpc.StatusCode, message: str) -> DynoStoreError:
     """Return the DynoStore error for a gRPC status code and message."""
     cls = _BY_CODE.get(code, DynoStoreError)
     return cls(message or f"The server answered {code.name}.")
+
+
+_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def error_for_code(code: int, message: str) -> DynoStoreError:
+    """Return the DynoStore error for a numeric status code (as carried in batch results)."""
+    return error_for_status(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)

@@ -11,6 +11,17 @@ with LocalFabric(containers=5, root="/tmp/fabric") as fabric:
 Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
 finds every earlier object: etcd data, chunks, container ids and the admin
 token live under it.
+
+A mixed fabric takes a list of container specs instead of a count; each
+container then runs from a settings file written under ``root/run``:
+
+```python
+LocalFabric(containers=[
+    ContainerSpec(site="hpc"),  # file system under root
+    ContainerSpec("s3", site="cloud", settings={"s3_bucket": "b", "s3_endpoint": "http://..."}),
+    ContainerSpec("rados", site="ceph", settings={"rados_pool": "p", "ceph_conf": "/etc/ceph/ceph.conf"}),
+])
+```
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -143,13 +156,39 @@ class ManagedProcess:
         raise RuntimeError(f"{self.name} did not become ready in {timeout} s:\n{self.log_tail()}")
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container of a :class:`LocalFabric`: its backend, site and further settings.
+
+    Attributes:
+        backend: ``fs``, ``memory``, ``s3`` or ``rados``.
+        site: site label (default: a site of its own).
+        settings: more ``[container]`` settings, e.g. ``s3_bucket`` or ``rados_pool``.
+        env: extra environment variables of the process (e.g. ``AWS_ACCESS_KEY_ID``).
+    """
+
+    backend: str = "fs"
+    site: str | None = None
+    settings: Mapping[str, str | int | bool | Path] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _toml_value(value: str | int | bool | Path) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(os.fspath(value))  # a JSON string is a valid TOML basic string
+
+
 class ContainerHandle(ManagedProcess):
     """One data container of a :class:`LocalFabric`; keeps its port across restarts."""
 
-    def __init__(self, index: int, fabric: LocalFabric, site: str) -> None:
-        """Describe container ``index`` of ``fabric`` at ``site``."""
+    def __init__(self, index: int, fabric: LocalFabric, site: str, spec: ContainerSpec | None = None) -> None:
+        """Describe container ``index`` of ``fabric`` at ``site``, built from ``spec`` (fs by default)."""
         self.index = index
         self.site = site
+        self.spec = spec or ContainerSpec(site=site)
         self.root = fabric.root / "containers" / f"container{index}"
         self.port = 0
         self._fabric = fabric
@@ -172,16 +211,20 @@ class ContainerHandle(ManagedProcess):
         ready = self._fabric.run_dir / f"{self.name}.addr"
         ready.unlink(missing_ok=True)
         listen = f"127.0.0.1:{self.port}" if self.port and _port_is_free(self.port) else "127.0.0.1:0"
+        config = self._fabric.run_dir / f"{self.name}.toml"
+        values = {"backend": self.spec.backend, **self.spec.settings}
+        config.write_text("[container]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()))
         self.argv = [
             *self._fabric.python_command,
             "container",
+            "--config", str(config),
             "--gateway", self._fabric.gateway,
             "--root", str(self.root),
             "--site", self.site,
             "--listen", listen,
             "--ready-file", str(ready),
         ]  # fmt: skip
-        self.env = {"DYNOSTORE_TOKEN": self._fabric.admin_token}
+        self.env = {**self.spec.env, "DYNOSTORE_TOKEN": self._fabric.admin_token}
         super().start()
         address = self.wait_for_file(ready)
         self.port = int(address.rsplit(":", 1)[1])
@@ -192,31 +235,37 @@ class LocalFabric:
 
     def __init__(
         self,
-        containers: int = 5,
+        containers: int | Sequence[ContainerSpec] = 5,
         root: str | os.PathLike[str] | None = None,
         *,
         k: int = 3,
         m: int = 2,
         sites: list[str] | None = None,
     ) -> None:
-        """Describe a fabric of ``containers`` file-system containers under ``root``.
+        """Describe a fabric of data containers under ``root``.
 
         Args:
-            containers: number of data containers.
+            containers: number of file-system containers, or one spec per container.
             root: directory for all state; a temporary one (removed at exit) if None.
             k: default data fragments per segment.
             m: default parity fragments per segment.
-            sites: site label of each container (default: one site per container).
+            sites: site label of each container (default: the spec's, else one site per container).
+
+        Raises:
+            ValueError: ``sites`` does not give one label per container.
         """
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
         self.run_dir = self.root / "run"
         self.python_command = [sys.executable, "-m", "dynostore"]
-        sites = sites or [f"site{i}" for i in range(containers)]
-        if len(sites) != containers:
+        specs = [ContainerSpec() for _ in range(containers)] if isinstance(containers, int) else list(containers)
+        sites = sites or [spec.site or f"site{i}" for i, spec in enumerate(specs)]
+        if len(sites) != len(specs):
             raise ValueError("Give one site label per container.")
-        self.containers = [ContainerHandle(i, self, site) for i, site in enumerate(sites)]
+        self.containers = [
+            ContainerHandle(i, self, site, spec) for i, (site, spec) in enumerate(zip(sites, specs, strict=True))
+        ]
         self.admin_token = ""
         self.gateway = ""
         self.etcd_address = ""

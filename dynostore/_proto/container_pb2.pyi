@@ -58,7 +58,15 @@ class GetChunkResponse(_message.Message):
     fragment: Fragment
     def __init__(self, fragment: _Optional[_Union[Fragment, _Mapping]] = ...) -> None: ...
 
-class WriteChunkRequest(_message.Message):
+class ChunkStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WholeChunk(_message.Message):
     __slots__ = ("header", "fragments")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -66,21 +74,37 @@ class WriteChunkRequest(_message.Message):
     fragments: _containers.RepeatedCompositeFieldContainer[Fragment]
     def __init__(self, header: _Optional[_Union[ChunkHeader, _Mapping]] = ..., fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
 
-class ReadChunkRequest(_message.Message):
-    __slots__ = ("key", "index", "max_bytes")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    INDEX_FIELD_NUMBER: _ClassVar[int]
-    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    index: int
-    max_bytes: int
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+class WriteChunksRequest(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[WholeChunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[WholeChunk, _Mapping]]] = ...) -> None: ...
 
-class ReadChunkResponse(_message.Message):
-    __slots__ = ("fragments",)
+class WriteChunksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ChunkStatus]
+    def __init__(self, results: _Optional[_Iterable[_Union[ChunkStatus, _Mapping]]] = ...) -> None: ...
+
+class ReadChunksRequest(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkHeader]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkHeader, _Mapping]]] = ...) -> None: ...
+
+class ReadChunksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReadChunkResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReadChunkResult, _Mapping]]] = ...) -> None: ...
+
+class ReadChunkResult(_message.Message):
+    __slots__ = ("status", "fragments")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    status: ChunkStatus
     fragments: _containers.RepeatedCompositeFieldContainer[Fragment]
-    def __init__(self, fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[ChunkStatus, _Mapping]] = ..., fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
 
 class DeleteChunkRequest(_message.Message):
     __slots__ = ("key", "index")

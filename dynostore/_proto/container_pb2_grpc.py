@@ -47,15 +47,15 @@ class ContainerStub:
                 request_serializer=dynostore_dot_v1_dot_container__pb2.GetChunkRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_container__pb2.GetChunkResponse.FromString,
                 _registered_method=True)
-        self.WriteChunk = channel.unary_unary(
-                '/dynostore.v1.Container/WriteChunk',
-                request_serializer=dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.SerializeToString,
-                response_deserializer=dynostore_dot_v1_dot_container__pb2.PutChunkResponse.FromString,
+        self.WriteChunks = channel.unary_unary(
+                '/dynostore.v1.Container/WriteChunks',
+                request_serializer=dynostore_dot_v1_dot_container__pb2.WriteChunksRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_container__pb2.WriteChunksResponse.FromString,
                 _registered_method=True)
-        self.ReadChunk = channel.unary_unary(
-                '/dynostore.v1.Container/ReadChunk',
-                request_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.SerializeToString,
-                response_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.FromString,
+        self.ReadChunks = channel.unary_unary(
+                '/dynostore.v1.Container/ReadChunks',
+                request_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunksRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunksResponse.FromString,
                 _registered_method=True)
         self.DeleteChunk = channel.unary_unary(
                 '/dynostore.v1.Container/DeleteChunk',
@@ -92,17 +92,19 @@ class ContainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WriteChunk(self, request, context):
-        """A whole small chunk in one message: same checks and durability as
-        PutChunk, without the cost of a stream (used for objects of one segment).
+    def WriteChunks(self, request, context):
+        """Whole small chunks, one or many (of one or many objects), in one call:
+        the same checks and durability as PutChunk for each, without the cost of
+        a stream. One result per chunk, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ReadChunk(self, request, context):
-        """A whole small chunk in one reply; FAILED_PRECONDITION if it is larger
-        than `max_bytes` (then use GetChunk).
+    def ReadChunks(self, request, context):
+        """Whole small chunks in one reply, one result per request, in order; a
+        chunk larger than the reply allows fails with FAILED_PRECONDITION (then
+        use GetChunk).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,15 +137,15 @@ def add_ContainerServicer_to_server(servicer, server):
                     request_deserializer=dynostore_dot_v1_dot_container__pb2.GetChunkRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_container__pb2.GetChunkResponse.SerializeToString,
             ),
-            'WriteChunk': grpc.unary_unary_rpc_method_handler(
-                    servicer.WriteChunk,
-                    request_deserializer=dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.FromString,
-                    response_serializer=dynostore_dot_v1_dot_container__pb2.PutChunkResponse.SerializeToString,
+            'WriteChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteChunks,
+                    request_deserializer=dynostore_dot_v1_dot_container__pb2.WriteChunksRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_container__pb2.WriteChunksResponse.SerializeToString,
             ),
-            'ReadChunk': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReadChunk,
-                    request_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.FromString,
-                    response_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.SerializeToString,
+            'ReadChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadChunks,
+                    request_deserializer=dynostore_dot_v1_dot_container__pb2.ReadChunksRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_container__pb2.ReadChunksResponse.SerializeToString,
             ),
             'DeleteChunk': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteChunk,
@@ -224,7 +226,7 @@ class Container:
             _registered_method=True)
 
     @staticmethod
-    def WriteChunk(request,
+    def WriteChunks(request,
             target,
             options=(),
             channel_credentials=None,
@@ -237,9 +239,9 @@ class Container:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dynostore.v1.Container/WriteChunk',
-            dynostore_dot_v1_dot_container__pb2.WriteChunkRequest.SerializeToString,
-            dynostore_dot_v1_dot_container__pb2.PutChunkResponse.FromString,
+            '/dynostore.v1.Container/WriteChunks',
+            dynostore_dot_v1_dot_container__pb2.WriteChunksRequest.SerializeToString,
+            dynostore_dot_v1_dot_container__pb2.WriteChunksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -251,7 +253,7 @@ class Container:
             _registered_method=True)
 
     @staticmethod
-    def ReadChunk(request,
+    def ReadChunks(request,
             target,
             options=(),
             channel_credentials=None,
@@ -264,9 +266,9 @@ class Container:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/dynostore.v1.Container/ReadChunk',
-            dynostore_dot_v1_dot_container__pb2.ReadChunkRequest.SerializeToString,
-            dynostore_dot_v1_dot_container__pb2.ReadChunkResponse.FromString,
+            '/dynostore.v1.Container/ReadChunks',
+            dynostore_dot_v1_dot_container__pb2.ReadChunksRequest.SerializeToString,
+            dynostore_dot_v1_dot_container__pb2.ReadChunksResponse.FromString,
             options,
             channel_credentials,
             insecure,

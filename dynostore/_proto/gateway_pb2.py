@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as dynostore_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ynostore/v1/gateway.proto\x12\x0c\x64ynostore.v1\x1a\x19\x64ynostore/v1/common.proto\"5\n\x0ePlanPutRequest\x12\t\n\x01k\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"?\n\nPlannedKey\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bplan_ticket\x18\x02 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x03 \x01(\x01\"\x93\x01\n\x0fPlanPutResponse\x12\'\n\x05plans\x18\x01 \x03(\x0b\x32\x18.dynostore.v1.PlannedKey\x12&\n\x06policy\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12/\n\ncontainers\x18\x03 \x03(\x0b\x32\x1b.dynostore.v1.ContainerInfo\"\xb6\x01\n\x10\x43ommitPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61talog\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12&\n\x06policy\x18\x05 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12+\n\x06\x63hunks\x18\x06 \x03(\x0b\x32\x1b.dynostore.v1.ChunkLocation\x12\x13\n\x0bplan_ticket\x18\x07 \x01(\t\"=\n\x11\x43ommitPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.dynostore.v1.ObjectInfo\"\x1c\n\rLocateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x8f\x01\n\x0eLocateResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.dynostore.v1.ObjectInfo\x12&\n\x06policy\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12+\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x1b.dynostore.v1.ChunkLocation\"\x1c\n\rExistsRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\"\x1b\n\x0c\x45victRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\" \n\rEvictResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x1e\n\x0bListRequest\x12\x0f\n\x07\x63\x61talog\x18\x01 \x01(\t\"!\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x12\x43reateUserResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x0f\n\rWhoAmIRequest\"-\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\"J\n\x18RegisterContainerRequest\x12.\n\tcontainer\x18\x01 \x01(\x0b\x32\x1b.dynostore.v1.ContainerInfo\"B\n\x19RegisterContainerResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\"N\n\x10HeartbeatRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\x12\x12\n\nfree_bytes\x18\x03 \x01(\x04\"\"\n\x11HeartbeatResponse\x12\r\n\x05\x61live\x18\x01 \x01(\x08\"\x17\n\x15ListContainersRequest\"I\n\x16ListContainersResponse\x12/\n\ncontainers\x18\x01 \x03(\x0b\x32\x1b.dynostore.v1.ContainerInfo2\xd1\x06\n\x07Gateway\x12\x46\n\x07PlanPut\x12\x1c.dynostore.v1.PlanPutRequest\x1a\x1d.dynostore.v1.PlanPutResponse\x12L\n\tCommitPut\x12\x1e.dynostore.v1.CommitPutRequest\x1a\x1f.dynostore.v1.CommitPutResponse\x12\x43\n\x06Locate\x12\x1b.dynostore.v1.LocateRequest\x1a\x1c.dynostore.v1.LocateResponse\x12\x43\n\x06\x45xists\x12\x1b.dynostore.v1.ExistsRequest\x1a\x1c.dynostore.v1.ExistsResponse\x12@\n\x05\x45vict\x12\x1a.dynostore.v1.EvictRequest\x1a\x1b.dynostore.v1.EvictResponse\x12=\n\x04List\x12\x19.dynostore.v1.ListRequest\x1a\x18.dynostore.v1.ObjectInfo0\x01\x12O\n\nCreateUser\x12\x1f.dynostore.v1.CreateUserRequest\x1a .dynostore.v1.CreateUserResponse\x12\x43\n\x06WhoAmI\x12\x1b.dynostore.v1.WhoAmIRequest\x1a\x1c.dynostore.v1.WhoAmIResponse\x12\x64\n\x11RegisterContainer\x12&.dynostore.v1.RegisterContainerRequest\x1a\'.dynostore.v1.RegisterContainerResponse\x12L\n\tHeartbeat\x12\x1e.dynostore.v1.HeartbeatRequest\x1a\x1f.dynostore.v1.HeartbeatResponse\x12[\n\x0eListContainers\x12#.dynostore.v1.ListContainersRequest\x1a$.dynostore.v1.ListContainersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ynostore/v1/gateway.proto\x12\x0c\x64ynostore.v1\x1a\x19\x64ynostore/v1/common.proto\"5\n\x0ePlanPutRequest\x12\t\n\x01k\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"?\n\nPlannedKey\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bplan_ticket\x18\x02 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x03 \x01(\x01\"\x93\x01\n\x0fPlanPutResponse\x12\'\n\x05plans\x18\x01 \x03(\x0b\x32\x18.dynostore.v1.PlannedKey\x12&\n\x06policy\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12/\n\ncontainers\x18\x03 \x03(\x0b\x32\x1b.dynostore.v1.ContainerInfo\"\xb2\x01\n\x0cObjectCommit\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61talog\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12&\n\x06policy\x18\x05 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12+\n\x06\x63hunks\x18\x06 \x03(\x0b\x32\x1b.dynostore.v1.ChunkLocation\x12\x13\n\x0bplan_ticket\x18\x07 \x01(\t\"?\n\x10\x43ommitPutRequest\x12+\n\x07objects\x18\x01 \x03(\x0b\x32\x1a.dynostore.v1.ObjectCommit\">\n\x11\x43ommitPutResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.dynostore.v1.ObjectInfo\"\x1d\n\rLocateRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"\xa8\x01\n\x08Location\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.dynostore.v1.ObjectInfo\x12&\n\x06policy\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.ECPolicy\x12+\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x1b.dynostore.v1.ChunkLocation\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\";\n\x0eLocateResponse\x12)\n\tlocations\x18\x01 \x03(\x0b\x32\x16.dynostore.v1.Location\"\x1c\n\rExistsRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\"\x1b\n\x0c\x45victRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\" \n\rEvictResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x1e\n\x0bListRequest\x12\x0f\n\x07\x63\x61talog\x18\x01 \x01(\t\"!\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x12\x43reateUserResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\x0f\n\rWhoAmIRequest\"-\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\"J\n\x18RegisterContainerRequest\x12.\n\tcontainer\x18\x01 \x01(\x0b\x32\x1b.dynostore.v1.ContainerInfo\"B\n\x19RegisterContainerResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\"N\n\x10HeartbeatRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\x12\x12\n\nfree_bytes\x18\x03 \x01(\x04\"\"\n\x11HeartbeatResponse\x12\r\n\x05\x61live\x18\x01 \x01(\x08\"\x17\n\x15ListContainersRequest\"I\n\x16ListContainersResponse\x12/\n\ncontainers\x18\x01 \x03(\x0b\x32\x1b.dynostore.v1.ContainerInfo2\xd1\x06\n\x07Gateway\x12\x46\n\x07PlanPut\x12\x1c.dynostore.v1.PlanPutRequest\x1a\x1d.dynostore.v1.PlanPutResponse\x12L\n\tCommitPut\x12\x1e.dynostore.v1.CommitPutRequest\x1a\x1f.dynostore.v1.CommitPutResponse\x12\x43\n\x06Locate\x12\x1b.dynostore.v1.LocateRequest\x1a\x1c.dynostore.v1.LocateResponse\x12\x43\n\x06\x45xists\x12\x1b.dynostore.v1.ExistsRequest\x1a\x1c.dynostore.v1.ExistsResponse\x12@\n\x05\x45vict\x12\x1a.dynostore.v1.EvictRequest\x1a\x1b.dynostore.v1.EvictResponse\x12=\n\x04List\x12\x19.dynostore.v1.ListRequest\x1a\x18.dynostore.v1.ObjectInfo0\x01\x12O\n\nCreateUser\x12\x1f.dynostore.v1.CreateUserRequest\x1a .dynostore.v1.CreateUserResponse\x12\x43\n\x06WhoAmI\x12\x1b.dynostore.v1.WhoAmIRequest\x1a\x1c.dynostore.v1.WhoAmIResponse\x12\x64\n\x11RegisterContainer\x12&.dynostore.v1.RegisterContainerRequest\x1a\'.dynostore.v1.RegisterContainerResponse\x12L\n\tHeartbeat\x12\x1e.dynostore.v1.HeartbeatRequest\x1a\x1f.dynostore.v1.HeartbeatResponse\x12[\n\x0eListContainers\x12#.dynostore.v1.ListContainersRequest\x1a$.dynostore.v1.ListContainersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,44 +38,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANNEDKEY']._serialized_end=189
   _globals['_PLANPUTRESPONSE']._serialized_start=192
   _globals['_PLANPUTRESPONSE']._serialized_end=339
-  _globals['_COMMITPUTREQUEST']._serialized_start=342
-  _globals['_COMMITPUTREQUEST']._serialized_end=524
-  _globals['_COMMITPUTRESPONSE']._serialized_start=526
-  _globals['_COMMITPUTRESPONSE']._serialized_end=587
-  _globals['_LOCATEREQUEST']._serialized_start=589
-  _globals['_LOCATEREQUEST']._serialized_end=617
-  _globals['_LOCATERESPONSE']._serialized_start=620
-  _globals['_LOCATERESPONSE']._serialized_end=763
-  _globals['_EXISTSREQUEST']._serialized_start=765
-  _globals['_EXISTSREQUEST']._serialized_end=793
-  _globals['_EXISTSRESPONSE']._serialized_start=795
-  _globals['_EXISTSRESPONSE']._serialized_end=827
-  _globals['_EVICTREQUEST']._serialized_start=829
-  _globals['_EVICTREQUEST']._serialized_end=856
-  _globals['_EVICTRESPONSE']._serialized_start=858
-  _globals['_EVICTRESPONSE']._serialized_end=890
-  _globals['_LISTREQUEST']._serialized_start=892
-  _globals['_LISTREQUEST']._serialized_end=922
-  _globals['_CREATEUSERREQUEST']._serialized_start=924
-  _globals['_CREATEUSERREQUEST']._serialized_end=957
-  _globals['_CREATEUSERRESPONSE']._serialized_start=959
-  _globals['_CREATEUSERRESPONSE']._serialized_end=1008
-  _globals['_WHOAMIREQUEST']._serialized_start=1010
-  _globals['_WHOAMIREQUEST']._serialized_end=1025
-  _globals['_WHOAMIRESPONSE']._serialized_start=1027
-  _globals['_WHOAMIRESPONSE']._serialized_end=1072
-  _globals['_REGISTERCONTAINERREQUEST']._serialized_start=1074
-  _globals['_REGISTERCONTAINERREQUEST']._serialized_end=1148
-  _globals['_REGISTERCONTAINERRESPONSE']._serialized_start=1150
-  _globals['_REGISTERCONTAINERRESPONSE']._serialized_end=1216
-  _globals['_HEARTBEATREQUEST']._serialized_start=1218
-  _globals['_HEARTBEATREQUEST']._serialized_end=1296
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1298
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1332
-  _globals['_LISTCONTAINERSREQUEST']._serialized_start=1334
-  _globals['_LISTCONTAINERSREQUEST']._serialized_end=1357
-  _globals['_LISTCONTAINERSRESPONSE']._serialized_start=1359
-  _globals['_LISTCONTAINERSRESPONSE']._serialized_end=1432
-  _globals['_GATEWAY']._serialized_start=1435
-  _globals['_GATEWAY']._serialized_end=2284
+  _globals['_OBJECTCOMMIT']._serialized_start=342
+  _globals['_OBJECTCOMMIT']._serialized_end=520
+  _globals['_COMMITPUTREQUEST']._serialized_start=522
+  _globals['_COMMITPUTREQUEST']._serialized_end=585
+  _globals['_COMMITPUTRESPONSE']._serialized_start=587
+  _globals['_COMMITPUTRESPONSE']._serialized_end=649
+  _globals['_LOCATEREQUEST']._serialized_start=651
+  _globals['_LOCATEREQUEST']._serialized_end=680
+  _globals['_LOCATION']._serialized_start=683
+  _globals['_LOCATION']._serialized_end=851
+  _globals['_LOCATERESPONSE']._serialized_start=853
+  _globals['_LOCATERESPONSE']._serialized_end=912
+  _globals['_EXISTSREQUEST']._serialized_start=914
+  _globals['_EXISTSREQUEST']._serialized_end=942
+  _globals['_EXISTSRESPONSE']._serialized_start=944
+  _globals['_EXISTSRESPONSE']._serialized_end=976
+  _globals['_EVICTREQUEST']._serialized_start=978
+  _globals['_EVICTREQUEST']._serialized_end=1005
+  _globals['_EVICTRESPONSE']._serialized_start=1007
+  _globals['_EVICTRESPONSE']._serialized_end=1039
+  _globals['_LISTREQUEST']._serialized_start=1041
+  _globals['_LISTREQUEST']._serialized_end=1071
+  _globals['_CREATEUSERREQUEST']._serialized_start=1073
+  _globals['_CREATEUSERREQUEST']._serialized_end=1106
+  _globals['_CREATEUSERRESPONSE']._serialized_start=1108
+  _globals['_CREATEUSERRESPONSE']._serialized_end=1157
+  _globals['_WHOAMIREQUEST']._serialized_start=1159
+  _globals['_WHOAMIREQUEST']._serialized_end=1174
+  _globals['_WHOAMIRESPONSE']._serialized_start=1176
+  _globals['_WHOAMIRESPONSE']._serialized_end=1221
+  _globals['_REGISTERCONTAINERREQUEST']._serialized_start=1223
+  _globals['_REGISTERCONTAINERREQUEST']._serialized_end=1297
+  _globals['_REGISTERCONTAINERRESPONSE']._serialized_start=1299
+  _globals['_REGISTERCONTAINERRESPONSE']._serialized_end=1365
+  _globals['_HEARTBEATREQUEST']._serialized_start=1367
+  _globals['_HEARTBEATREQUEST']._serialized_end=1445
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1447
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1481
+  _globals['_LISTCONTAINERSREQUEST']._serialized_start=1483
+  _globals['_LISTCONTAINERSREQUEST']._serialized_end=1506
+  _globals['_LISTCONTAINERSRESPONSE']._serialized_start=1508
+  _globals['_LISTCONTAINERSRESPONSE']._serialized_end=1581
+  _globals['_GATEWAY']._serialized_start=1584
+  _globals['_GATEWAY']._serialized_end=2433
 # @@protoc_insertion_point(module_scope)

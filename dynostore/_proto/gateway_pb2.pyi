@@ -37,7 +37,7 @@ class PlanPutResponse(_message.Message):
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
     def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
 
-class CommitPutRequest(_message.Message):
+class ObjectCommit(_message.Message):
     __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
@@ -55,27 +55,43 @@ class CommitPutRequest(_message.Message):
     plan_ticket: str
     def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ...) -> None: ...
 
+class CommitPutRequest(_message.Message):
+    __slots__ = ("objects",)
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectCommit]
+    def __init__(self, objects: _Optional[_Iterable[_Union[ObjectCommit, _Mapping]]] = ...) -> None: ...
+
 class CommitPutResponse(_message.Message):
-    __slots__ = ("object",)
-    OBJECT_FIELD_NUMBER: _ClassVar[int]
-    object: _common_pb2.ObjectInfo
-    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+    __slots__ = ("objects",)
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[_common_pb2.ObjectInfo]
+    def __init__(self, objects: _Optional[_Iterable[_Union[_common_pb2.ObjectInfo, _Mapping]]] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
-    __slots__ = ("key",)
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class LocateResponse(_message.Message):
-    __slots__ = ("object", "policy", "chunks")
+class Location(_message.Message):
+    __slots__ = ("object", "policy", "chunks", "code", "message")
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     object: _common_pb2.ObjectInfo
     policy: _common_pb2.ECPolicy
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
-    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ...) -> None: ...
+    code: int
+    message: str
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class LocateResponse(_message.Message):
+    __slots__ = ("locations",)
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    locations: _containers.RepeatedCompositeFieldContainer[Location]
+    def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
 
 class ExistsRequest(_message.Message):
     __slots__ = ("key",)

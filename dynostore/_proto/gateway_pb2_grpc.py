@@ -111,14 +111,16 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CommitPut(self, request, context):
-        """Make a put visible: object record and catalog entry in one transaction.
+        """Make puts visible. Each object (record, catalog and index entry) appears
+        atomically, in one etcd transaction; a batch is committed in groups of up
+        to 32 objects per transaction, all of which succeed or fail together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Locate(self, request, context):
-        """Metadata and chunk locations of an object.
+        """Metadata and chunk locations of objects; one result per key, in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,6 +7,9 @@ with Client("127.0.0.1:8095") as client:
     key = client.put(data=b"Hello, World!", token_user=token, catalog="catalog-0")
     assert client.get(key=key, token_user=token) == b"Hello, World!"
 ```
+
+:class:`Client` is synchronous and thread-safe; :class:`AsyncClient` has the
+same methods for asyncio code.
 """
 
 from __future__ import annotations
@@ -14,26 +17,25 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from dynostore.client.pipeline import ObjectInfo, Pipeline, Progress
+from dynostore.client.aio import AsyncClient, BytesLike
+from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
-from dynostore.errors import InvalidArgument
-from dynostore.rpc.tuning import tune_malloc
+from dynostore.client.progress import ProgressArg
 
 T = TypeVar("T")
 
-__all__ = ["Client", "ObjectInfo", "PlacementPolicy", "SpreadPlacement"]
+__all__ = ["AsyncClient", "Client", "ObjectInfo", "PlacementPolicy", "Reservation", "SpreadPlacement"]
 
 
 class Client:
     """Synchronous, thread-safe client of a DynoStore gateway.
 
-    All calls run on one private event loop thread, so a ``Client`` may be
-    shared by many threads. Use it as a context manager, or call
-    :meth:`close` when done.
+    Every call runs on one private event loop thread (through an
+    :class:`AsyncClient`), so a ``Client`` may be shared by many threads. Use
+    it as a context manager, or call :meth:`close` when done.
     """
 
     def __init__(
@@ -42,41 +44,51 @@ class Client:
         *,
         placement: PlacementPolicy | None = None,
         timeout: float = 30.0,
+        fragment_timeout: float = 20.0,
+        retries: int = 3,
         k: int = 0,
         m: int = 0,
     ) -> None:
-        """Connect to the gateway at ``gateway`` (``host:port``).
-
-        Args:
-            gateway: address of a DynoStore gateway.
-            placement: chooses containers for chunks (default: SpreadPlacement).
-            timeout: seconds allowed for each control call.
-            k: data fragments per segment for puts (0: the gateway's default).
-            m: parity fragments per segment for puts (used when ``k`` is set).
-        """
-        if not isinstance(gateway, str) or not gateway:
-            raise InvalidArgument("The gateway address must be a 'host:port' string.")
-        tune_malloc()
+        """Connect to the gateway at ``gateway`` (``host:port``); arguments as for :class:`AsyncClient`."""
+        self._async = AsyncClient(
+            gateway,
+            placement=placement,
+            timeout=timeout,
+            fragment_timeout=fragment_timeout,
+            retries=retries,
+            k=k,
+            m=m,
+        )
         self.gateway = gateway
-        self.k, self.m = k, m
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dynostore-client", daemon=True)
         self._thread.start()
-        self._pipeline = Pipeline(gateway, placement=placement, timeout=timeout)
+        self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed:
             coro.close()
             raise RuntimeError("This Client is closed.")
+        if os.getpid() != self._pid:
+            coro.close()
+            raise RuntimeError(
+                "This Client was made in another process and gRPC does not survive fork(); make a new "
+                "Client in this process, or start worker processes with the 'spawn' method."
+            )
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
-        """Close channels and stop the client's event loop thread."""
-        if self._closed:
-            return
-        self._run(self._pipeline.close())
-        self._closed = True
+        """Close channels and stop the client's event loop thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            if os.getpid() != self._pid:  # a forked copy: its loop thread does not exist here
+                self._closed = True
+                return
+            self._run(self._async.close())
+            self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -89,61 +101,65 @@ class Client:
         """Close the client."""
         self.close()
 
-    # objects ----------------------------------------------------------------
-
     def put(
         self,
-        data: bytes | bytearray | memoryview,
+        data: BytesLike,
         token_user: str,
         catalog: str,
         name: str | None = None,
+        planned: Reservation | None = None,
     ) -> str:
-        """Store ``data`` in ``catalog`` and return the new object's key.
+        """Store ``data`` (bytes, bytearray or memoryview) in ``catalog``; return its key.
+
+        ``planned`` gives the key to use, reserved earlier with :meth:`plan_keys`.
 
         Raises:
             InvalidArgument: ``data`` is not bytes-like, or a name is malformed.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
+            AlreadyExists: the planned key holds an object already.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidArgument(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}.")
-        view = memoryview(data).cast("B")
+        return self._run(self._async.put(data, token_user, catalog, name, planned))
 
-        async def segments(segment_size: int) -> AsyncIterator[bytes]:
-            for start in range(0, max(len(view), 1), segment_size):
-                yield bytes(view[start : start + segment_size])
+    def plan_keys(self, count: int, token_user: str) -> list[Reservation]:
+        """Reserve keys for objects to put later (each valid for 6 hours, for this user only)."""
+        return self._run(self._async.plan_keys(count, token_user))
 
-        key = self._run(
-            self._pipeline.put(
-                segments, len(view), token=token_user, catalog=catalog, name=name or "", k=self.k, m=self.m
-            )
-        )
-        return key
+    def put_batch(
+        self, datas: Sequence[BytesLike], token_user: str, catalog: str, names: Sequence[str] | None = None
+    ) -> list[str]:
+        """Store many objects with one round of control calls per group of 256; keys in order."""
+        return self._run(self._async.put_batch(datas, token_user, catalog, names))
 
     def get(self, key: str, token_user: str) -> bytes:
         """Return the bytes of object ``key``.
 
         Raises:
             NotFound: no object has this key (a subclass of KeyError).
+            PermissionDenied: the object belongs to another user.
             DataLoss: too many chunks are lost or corrupt to rebuild it.
         """
+        return self._run(self._async.get(key, token_user))
 
-        async def collect() -> bytes:
-            return b"".join([s async for s in self._pipeline.get(key, token=token_user)])
-
-        return self._run(collect())
+    def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
+        """Bytes of many objects in order, None for keys with no object; few control calls."""
+        return self._run(self._async.get_batch(keys, token_user))
 
     def exists(self, key: str, token_user: str) -> bool:
         """Whether ``key`` names an object readable with this token."""
-        return self._run(self._pipeline.exists(key, token_user))
+        return self._run(self._async.exists(key, token_user))
 
     def evict(self, key: str, token_user: str) -> None:
         """Remove object ``key``; removing a missing object is not an error."""
-        self._run(self._pipeline.evict(key, token_user))
+        self._run(self._async.evict(key, token_user))
 
     def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
         """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        yield from self._run(self._pipeline.list(catalog, token_user))
+        yield from self._run(self._async.list(catalog, token_user))
+
+    def size(self, key: str, token_user: str) -> int:
+        """Size in bytes of object ``key``."""
+        return self._run(self._async.size(key, token_user))
 
     def put_file(
         self,
@@ -151,64 +167,15 @@ class Client:
         token_user: str,
         catalog: str,
         name: str | None = None,
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> str:
-        """Store a file, streaming it segment by segment, and return its key.
+        """Store a file, streaming it; ``progress`` is a byte-count callable or True for a bar."""
+        return self._run(self._async.put_file(path, token_user, catalog, name, progress))
 
-        ``progress`` is called with the number of bytes sent after each segment.
-        """
-        path = Path(path)
-        size = path.stat().st_size
-
-        async def segments(segment_size: int) -> AsyncIterator[bytes]:
-            with open(path, "rb") as f:
-                while True:
-                    segment = await asyncio.to_thread(f.read, segment_size)
-                    yield segment
-                    if len(segment) < segment_size:
-                        return
-
-        return self._run(
-            self._pipeline.put(
-                segments,
-                size,
-                token=token_user,
-                catalog=catalog,
-                name=name if name is not None else path.name,
-                k=self.k,
-                m=self.m,
-                progress=progress,
-            )
-        )
-
-    def get_file(
-        self,
-        key: str,
-        path: str | os.PathLike[str],
-        token_user: str,
-        progress: Progress | None = None,
-    ) -> None:
+    def get_file(self, key: str, path: str | os.PathLike[str], token_user: str, progress: ProgressArg = None) -> None:
         """Write object ``key`` to ``path``, streaming; the file appears only when complete."""
-        path = Path(path)
-        temp = path.with_name(f".{path.name}.dynostore-partial")
-
-        async def write() -> None:
-            with open(temp, "wb") as f:
-                async for segment in self._pipeline.get(key, token=token_user, progress=progress):
-                    await asyncio.to_thread(f.write, segment)
-            os.replace(temp, path)
-
-        try:
-            self._run(write())
-        finally:
-            temp.unlink(missing_ok=True)
-
-    def size(self, key: str, token_user: str) -> int:
-        """Size in bytes of object ``key``."""
-        return self._run(self._pipeline.locate(key, token_user)).object.size
-
-    # users ------------------------------------------------------------------
+        self._run(self._async.get_file(key, path, token_user, progress))
 
     def create_user(self, name: str, token_user: str) -> str:
         """Create user ``name`` (needs an admin token) and return its token."""
-        return self._run(self._pipeline.create_user(name, token_user))
+        return self._run(self._async.create_user(name, token_user))

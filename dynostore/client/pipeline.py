@@ -1,7 +1,9 @@
-"""The put/get pipeline: erasure-code, place, stream chunks in parallel, verify.
+"""The put/get pipeline: erasure-code, place, move chunks in parallel, verify.
 
-This is the one implementation of the data path. The synchronous
-:class:`~dynostore.client.Client` drives it from a private event loop.
+This is the one implementation of the data path; :class:`AsyncClient` and
+the synchronous :class:`Client` are thin layers over it. Objects of one
+segment travel as whole chunks, batched per container; larger objects stream
+each chunk segment by segment.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,32 +22,43 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from dynostore.client.chunks import (
+    ChunkReader,
+    ChunkRef,
+    ChunkWriter,
+    WholeChunkReader,
+    read_whole_chunks,
+    write_whole_chunks,
+)
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
-from dynostore.erasure import Codec, checksum
-from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, InvalidArgument, Unavailable
+from dynostore.erasure import Codec
+from dynostore.errors import (
+    AlreadyExists,
+    DataLoss,
+    DynoStoreError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    error_for_code,
+)
 from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Puts of at most this many bytes take their key from a pool of planned keys.
+# Puts of one object of at most this many bytes take their key from a pool of planned keys.
 POOLED_PUT_BYTES = 1024 * 1024
 PLAN_POOL_SIZE = 64
 # A pool's view of the live containers is renewed after this long.
 PLAN_POOL_SECONDS = 2.0
-
-
-@dataclass
-class _PlanPool:
-    plan: gateway_pb2.PlanPutResponse
-    keys: collections.deque[gateway_pb2.PlannedKey]
-    fetched: float
-
+# put_many and get_many work in groups of this many objects (one control call each).
+GROUP = 256
 
 # Segments are produced by the caller: an async iterator of bytes, each
 # ``segment_size`` long except the last.
 SegmentSource = Callable[[int], AsyncIterator[bytes]]
 Progress = Callable[[int], None]
+Reader = ChunkReader | WholeChunkReader
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,46 @@ def object_info(message: common_pb2.ObjectInfo) -> ObjectInfo:
     )
 
 
+@dataclass(frozen=True)
+class PutItem:
+    """One object to put: its bytes (as segments), size and name."""
+
+    segments: SegmentSource
+    size: int
+    name: str = ""
+
+
+class _RetriedIntoError(Exception):
+    """A retried call met an error its first attempt may have caused."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A key reserved for a later put, with the ticket that lets its owner commit it."""
+
+    key: str
+    plan_ticket: str
+
+
+@dataclass
+class _PlanPool:
+    plan: gateway_pb2.PlanPutResponse
+    keys: collections.deque[gateway_pb2.PlannedKey]
+    fetched: float
+
+
+@dataclass
+class _Placed:
+    """An object on its way in: key, plan, codec and target containers."""
+
+    item: PutItem
+    planned: gateway_pb2.PlannedKey
+    policy: common_pb2.ECPolicy
+    codec: Codec
+    targets: list[common_pb2.ContainerInfo]
+    errors: list[str | None]
+
+
 class Pipeline:
     """Async data path against one gateway; owns channels to the gateway and containers."""
 
@@ -82,21 +136,25 @@ class Pipeline:
         timeout: float = 30.0,
         fragment_timeout: float = 20.0,
         retry_timeout: float = 3.0,
+        retries: int = 3,
         queue_depth: int = 2,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
-        ``fragment_timeout`` bounds the wait for any one fragment from a
+        ``fragment_timeout`` bounds the wait for any one fragment from or to a
         container, so a hung container costs at most that long before parity
         is used instead. A container that could not be reached gets one more
         try, waiting up to ``retry_timeout`` for its connection, before a get
-        gives up or a small put records its chunk as missing.
+        gives up or a put records its chunk as missing. Control calls that
+        find the gateway unavailable are retried ``retries`` times with
+        exponential backoff.
         """
         self.gateway_address = gateway
         self.placement = placement or SpreadPlacement()
         self.timeout = timeout
         self.fragment_timeout = fragment_timeout
         self.retry_timeout = retry_timeout
+        self.retries = retries
         self.queue_depth = queue_depth
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._plans: dict[tuple[str, int, int], _PlanPool] = {}
@@ -114,221 +172,361 @@ class Pipeline:
     def _container(self, address: str) -> container_pb2_grpc.ContainerStub:
         return container_pb2_grpc.ContainerStub(self._channel(address))
 
+    def _stubs(self, addresses: Sequence[str]) -> dict[str, container_pb2_grpc.ContainerStub]:
+        return {a: self._container(a) for a in set(addresses)}
+
     async def close(self) -> None:
         """Close every channel."""
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close()
 
-    async def call(self, method: Callable[..., Awaitable[T]], request: object, token: str) -> T:
-        """Make one control call to the gateway, mapping failures to DynoStore errors."""
-        try:
-            return await method(request, metadata=auth_metadata(token), timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+    async def call(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: object,
+        token: str,
+        *,
+        tolerate_after_retry: type[DynoStoreError] | None = None,
+    ) -> T:
+        """Make one control call to the gateway, mapping failures to DynoStore errors.
+
+        An unavailable gateway is retried with exponential backoff and jitter.
+        An error of type ``tolerate_after_retry`` met on a retry (the first
+        attempt may have done the work) raises ``_RetriedIntoError`` instead.
+        """
+        for attempt in range(self.retries + 1):
+            try:
+                return await method(request, metadata=auth_metadata(token), timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if attempt and tolerate_after_retry and isinstance(error, tolerate_after_retry):
+                    raise _RetriedIntoError() from error
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise error from None
+                delay = 0.1 * 2**attempt * (1 + random.random())
+                log.info("Gateway unavailable (%s); retrying in %.2f s.", exc.details(), delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     # put --------------------------------------------------------------------
 
     async def put(
         self,
-        segments: SegmentSource,
-        size: int,
+        items: Sequence[PutItem],
         *,
         token: str,
         catalog: str,
-        name: str,
         k: int = 0,
         m: int = 0,
         progress: Progress | None = None,
-    ) -> str:
-        """Store an object of ``size`` bytes and return its key.
+        planned: Sequence[Reservation] | None = None,
+    ) -> list[str]:
+        """Store objects and return their keys, in order.
 
-        ``segments(segment_size)`` must yield the object's bytes in segments of
-        that size. The object becomes visible only after every chunk stream has
-        ended and the gateway committed it.
+        Each ``item.segments(segment_size)`` must yield that object's bytes in
+        segments of that size. An object becomes visible only after its
+        chunks are durable on at least k+1 containers and the gateway
+        committed it; if any object of a group fails, none of the group is
+        committed and their chunks are removed. ``planned`` gives keys
+        reserved earlier with :meth:`plan_keys`, one per item.
         """
         validation.token(token)
         validation.catalog(catalog)
-        validation.object_name(name)
+        for item in items:
+            validation.object_name(item.name)
         if k or m:
             validation.ec_params(k, m)
-        plan, planned = await self._plan(token, k, m, pooled=size <= POOLED_PUT_BYTES)
+        if planned is not None and len(planned) != len(items):
+            raise InvalidArgument("Give one planned key per object.")
+        keys: list[str] = []
+        for start in range(0, len(items), GROUP):
+            group_planned = (
+                [gateway_pb2.PlannedKey(key=r.key, plan_ticket=r.plan_ticket) for r in planned[start : start + GROUP]]
+                if planned is not None
+                else None
+            )
+            keys += await self._put_group(items[start : start + GROUP], token, catalog, k, m, progress, group_planned)
+        return keys
+
+    async def _put_group(
+        self,
+        items: Sequence[PutItem],
+        token: str,
+        catalog: str,
+        k: int,
+        m: int,
+        progress: Progress | None,
+        reserved: Sequence[gateway_pb2.PlannedKey] | None,
+    ) -> list[str]:
+        if reserved is not None:
+            locations = await self.locate([r.key for r in reserved], token)
+            taken = [r.key for r, loc in zip(reserved, locations, strict=True) if not loc.code]
+            if taken:
+                raise AlreadyExists(f"Reserved keys {taken} hold objects already.")
+            async with self._plan_lock:
+                plan, planned = (await self._pool(token, k, m)).plan, list(reserved)
+        else:
+            pooled = len(items) == 1 and items[0].size <= POOLED_PUT_BYTES
+            plan, planned = await self._plan(token, k, m, len(items), pooled=pooled)
         codec = Codec(plan.policy.k, plan.policy.m)
-        segment_size = plan.policy.segment_size
-        chunk_bytes = -(-max(size, 1) // codec.k) + 1024
-        targets = self.placement.place(plan.containers, codec.n, chunk_bytes)
-        try:
-            write = self._write_whole if size <= segment_size else self._write_streamed
-            errors = await write(planned.key, targets, codec, segments, segment_size, size, progress)
-            if any(errors):
-                self._plans.pop((token, k, m), None)  # the container view is stale: plan afresh
-            results = [e is None for e in errors]
-            stored = sum(results)
-            quorum = min(codec.k + 1, codec.n)
-            if stored < quorum:
-                failed = "; ".join(f"chunk {i}: {e}" for i, e in enumerate(errors) if e)
-                raise Unavailable(
-                    f"Only {stored} of {codec.n} chunks could be stored (at least {quorum} needed): {failed}"
-                )
-        except BaseException:
-            await self._discard(planned.key, targets)
-            raise
-        chunks = [
-            common_pb2.ChunkLocation(index=i, container_id=t.id, stored=ok)
-            for i, (t, ok) in enumerate(zip(targets, results, strict=True))
+        placed = [
+            _Placed(
+                item,
+                key,
+                plan.policy,
+                codec,
+                self.placement.place(plan.containers, codec.n, -(-max(item.size, 1) // codec.k) + 1024),
+                [],
+            )
+            for item, key in zip(items, planned, strict=True)
         ]
-        await self.call(
-            self._gateway().CommitPut,
-            gateway_pb2.CommitPutRequest(
-                key=planned.key,
-                catalog=catalog,
-                name=name,
-                size=size,
-                policy=plan.policy,
-                chunks=chunks,
-                plan_ticket=planned.plan_ticket,
-            ),
-            token,
-        )
-        return planned.key
+        try:
+            whole = [p for p in placed if p.item.size <= plan.policy.segment_size]
+            if whole:
+                await self._write_whole(whole, progress)
+            for p in placed:
+                if p.item.size > plan.policy.segment_size:
+                    p.errors = await self._write_streamed(p, progress)
+            quorum = min(codec.k + 1, codec.n)
+            for p in placed:
+                if (stored := sum(e is None for e in p.errors)) < quorum:
+                    failed = "; ".join(f"chunk {i}: {e}" for i, e in enumerate(p.errors) if e)
+                    raise Unavailable(
+                        f"Only {stored} of {codec.n} chunks could be stored (at least {quorum} needed): {failed}"
+                    )
+            if any(e for p in placed for e in p.errors):
+                self._plans.pop((token, k, m), None)  # the container view is stale: plan afresh
+            await self._commit(placed, token, catalog)
+        except BaseException:
+            await self._discard(placed)
+            raise
+        return [p.planned.key for p in placed]
+
+    async def plan_keys(self, count: int, token: str, k: int = 0, m: int = 0) -> list[Reservation]:
+        """Reserve ``count`` keys to give objects later with :meth:`put` (``planned=``)."""
+        validation.token(token)
+        plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=count), token)
+        return [Reservation(p.key, p.plan_ticket) for p in plan.plans]
 
     async def _plan(
-        self, token: str, k: int, m: int, *, pooled: bool
-    ) -> tuple[gateway_pb2.PlanPutResponse, gateway_pb2.PlannedKey]:
-        """A planned key with the policy and container view to use for it.
+        self, token: str, k: int, m: int, count: int, *, pooled: bool
+    ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
+        """Planned keys with the policy and container view to use for them.
 
-        Small puts take keys from a pool planned in one call, renewed when it
-        runs out or its container view is older than ``PLAN_POOL_SECONDS``.
+        Single small puts take keys from a pool planned in one call, renewed
+        when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
         """
         if not pooled:
-            plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=1), token)
-            return plan, plan.plans[0]
-        pool_key = (token, k, m)
+            plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=count), token)
+            return plan, list(plan.plans)
         async with self._plan_lock:
-            pool = self._plans.get(pool_key)
-            now = time.monotonic()
-            if pool is None or not pool.keys or now - pool.fetched > PLAN_POOL_SECONDS:
-                plan = await self.call(
-                    self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=PLAN_POOL_SIZE), token
-                )
-                pool = self._plans[pool_key] = _PlanPool(plan, collections.deque(plan.plans), now)
-            return pool.plan, pool.keys.popleft()
+            pool = await self._pool(token, k, m)
+            return pool.plan, [pool.keys.popleft()]
 
-    async def _write_whole(
-        self,
-        key: str,
-        targets: list[common_pb2.ContainerInfo],
-        codec: Codec,
-        segments: SegmentSource,
-        segment_size: int,
-        size: int,
-        progress: Progress | None,
-    ) -> list[str | None]:
-        """One segment: each chunk goes in one unary WriteChunk call. Returns per-chunk errors."""
-        source = segments(segment_size)
-        segment: bytes = await anext(aiter(source), b"")
-        rest: bytes = await anext(source, b"")
-        if len(segment) != size or rest:
-            raise InvalidArgument(f"The source changed while it was stored ({size} bytes announced).")
+    async def _pool(self, token: str, k: int, m: int) -> _PlanPool:
+        """The pool of planned keys for this token and policy, renewed if empty or stale."""
+        pool = self._plans.get((token, k, m))
+        now = time.monotonic()
+        if pool is None or not pool.keys or now - pool.fetched > PLAN_POOL_SECONDS:
+            request = gateway_pb2.PlanPutRequest(k=k, m=m, count=PLAN_POOL_SIZE)
+            plan = await self.call(self._gateway().PlanPut, request, token)
+            pool = self._plans[(token, k, m)] = _PlanPool(plan, collections.deque(plan.plans), now)
+        return pool
 
-        async def write(index: int, target: common_pb2.ContainerInfo, fragment: bytes) -> str | None:
-            request = container_pb2.WriteChunkRequest(
-                header=container_pb2.ChunkHeader(key=key, index=index),
-                fragments=[container_pb2.Fragment(data=fragment, crc32=checksum(fragment))],
-            )
-            stub = self._container(target.address)
-            try:
-                await stub.WriteChunk(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    return f"{exc.code().name}: {exc.details()}"
-                try:  # the channel may be backing off from a container that is back: wait for it once
-                    await stub.WriteChunk(request, timeout=self.retry_timeout, wait_for_ready=True)
-                except grpc.aio.AioRpcError as again:
-                    return f"{again.code().name}: {again.details()}"
-            return None
+    async def _write_whole(self, placed: list[_Placed], progress: Progress | None) -> None:
+        """Objects of one segment: every chunk whole, batched per container."""
+        refs: list[ChunkRef] = []
+        fragments: list[bytes] = []
+        for p in placed:
+            source = p.item.segments(p.policy.segment_size)
+            segment: bytes = await anext(aiter(source), b"")
+            rest: bytes = await anext(source, b"")
+            if len(segment) != p.item.size or rest:
+                raise InvalidArgument(f"The source changed while it was stored ({p.item.size} bytes announced).")
+            for index, (target, fragment) in enumerate(zip(p.targets, p.codec.encode(segment), strict=True)):
+                refs.append(ChunkRef(target.address, p.planned.key, index))
+                fragments.append(fragment)
+        stubs = self._stubs([r.address for r in refs])
+        errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout)
+        position = 0
+        for p in placed:
+            p.errors = errors[position : position + p.codec.n]
+            position += p.codec.n
+            if progress:
+                progress(p.item.size)
 
-        fragments = codec.encode(segment)
-        errors = await asyncio.gather(
-            *(write(i, t, f) for i, (t, f) in enumerate(zip(targets, fragments, strict=False)))
-        )
-        if progress:
-            progress(size)
-        return list(errors)
-
-    async def _write_streamed(
-        self,
-        key: str,
-        targets: list[common_pb2.ContainerInfo],
-        codec: Codec,
-        segments: SegmentSource,
-        segment_size: int,
-        size: int,
-        progress: Progress | None,
-    ) -> list[str | None]:
+    async def _write_streamed(self, p: _Placed, progress: Progress | None) -> list[str | None]:
         """Many segments: one PutChunk stream per chunk, fed segment by segment."""
-        writers = [_ChunkWriter(self._container(t.address), key, i, self.queue_depth) for i, t in enumerate(targets)]
+        writers = [
+            ChunkWriter(self._container(t.address), p.planned.key, i, self.queue_depth) for i, t in enumerate(p.targets)
+        ]
         for w in writers:
             w.start()
         total = 0
         try:
-            async for segment in segments(segment_size):
+            async for segment in p.item.segments(p.policy.segment_size):
                 if total and not segment:
                     break
                 total += len(segment)
-                fragments = codec.encode(segment)
-                await asyncio.gather(*(w.send(f) for w, f in zip(writers, fragments, strict=True)))
+                fragments = p.codec.encode(segment)
+                await asyncio.gather(
+                    *(w.send(f, self.fragment_timeout) for w, f in zip(writers, fragments, strict=True))
+                )
                 if progress:
                     progress(len(segment))
-            await asyncio.gather(*(w.finish() for w in writers))
+            await asyncio.gather(*(w.finish(self.fragment_timeout) for w in writers))
         except BaseException:
             await asyncio.gather(*(w.cancel() for w in writers))
             raise
-        if total != size:
-            raise InvalidArgument(f"The source changed while it was stored ({size} bytes announced, {total} read).")
+        if total != p.item.size:
+            raise InvalidArgument(
+                f"The source changed while it was stored ({p.item.size} bytes announced, {total} read)."
+            )
         return [w.error for w in writers]
 
-    async def _discard(self, key: str, targets: list[common_pb2.ContainerInfo]) -> None:
-        """Best effort removal of the chunks of a put that failed."""
+    async def _commit(self, placed: list[_Placed], token: str, catalog: str) -> None:
+        request = gateway_pb2.CommitPutRequest(
+            objects=[
+                gateway_pb2.ObjectCommit(
+                    key=p.planned.key,
+                    catalog=catalog,
+                    name=p.item.name,
+                    size=p.item.size,
+                    policy=p.policy,
+                    plan_ticket=p.planned.plan_ticket,
+                    chunks=[
+                        common_pb2.ChunkLocation(index=i, container_id=t.id, stored=e is None)
+                        for i, (t, e) in enumerate(zip(p.targets, p.errors, strict=True))
+                    ],
+                )
+                for p in placed
+            ]
+        )
+        try:
+            await self.call(self._gateway().CommitPut, request, token, tolerate_after_retry=AlreadyExists)
+        except _RetriedIntoError:
+            # A retried commit met AlreadyExists: fine if the first attempt landed it, as ours.
+            for p, location in zip(placed, await self.locate([p.planned.key for p in placed], token), strict=True):
+                if location.code or [c.container_id for c in location.chunks] != [t.id for t in p.targets]:
+                    raise AlreadyExists(f"Object {p.planned.key} was committed already.") from None
 
-        async def delete(index: int, address: str) -> None:
+    async def _discard(self, placed: list[_Placed]) -> None:
+        """Best effort removal of the chunks that puts which failed did store (and only those)."""
+
+        async def delete(key: str, index: int, address: str) -> None:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._container(address).DeleteChunk(
                     container_pb2.DeleteChunkRequest(key=key, index=index), timeout=5
                 )
 
-        await asyncio.gather(*(delete(i, t.address) for i, t in enumerate(targets)))
+        await asyncio.gather(*(delete(p.planned.key, i, t.address) for p in placed for i, t in enumerate(p.targets)))
 
     # get --------------------------------------------------------------------
 
-    async def locate(self, key: str, token: str) -> gateway_pb2.LocateResponse:
-        """Object metadata and chunk locations."""
-        validation.key(key)
+    async def locate(self, keys: Sequence[str], token: str) -> list[gateway_pb2.Location]:
+        """Object metadata and chunk locations, one per key (``code`` says why one is missing)."""
+        for key in keys:
+            validation.key(key)
         validation.token(token)
-        return await self.call(self._gateway().Locate, gateway_pb2.LocateRequest(key=key), token)
+        found: list[gateway_pb2.Location] = []
+        for start in range(0, len(keys), GROUP):
+            request = gateway_pb2.LocateRequest(keys=keys[start : start + GROUP])
+            found += (await self.call(self._gateway().Locate, request, token)).locations
+        return found
+
+    async def locate_one(self, key: str, token: str) -> gateway_pb2.Location:
+        """Metadata and chunk locations of one object.
+
+        Raises:
+            NotFound: no object has this key.
+            PermissionDenied: the object belongs to another user.
+        """
+        (location,) = await self.locate([key], token)
+        if location.code:
+            raise error_for_code(location.code, location.message)
+        return location
 
     async def get(self, key: str, *, token: str, progress: Progress | None = None) -> AsyncIterator[bytes]:
         """Yield the object's bytes segment by segment, verified and decoded.
 
-        Data chunks are read first; a chunk that fails, times out or fails its
-        checksum is replaced by a parity chunk from the same segment on.
-
         Raises:
+            NotFound: no object has this key.
             DataLoss: fewer than k chunks can be read for some segment.
         """
-        located = await self.locate(key, token)
-        policy = located.policy
+        async for segment in self._segments(await self.locate_one(key, token), progress):
+            yield segment
+
+    async def get_many(self, keys: Sequence[str], token: str) -> list[bytes | None]:
+        """The bytes of each object, None where no object has the key.
+
+        One Locate call per group of objects; objects of one segment are read
+        as whole chunks, batched per container, falling back to the per-object
+        path (parity, retries) for any that miss a chunk.
+
+        Raises:
+            PermissionDenied: an object belongs to another user.
+            DataLoss: an object cannot be rebuilt.
+        """
+        locations = await self.locate(keys, token)
+        results: list[bytes | None] = [None] * len(keys)
+        whole: list[int] = []
+        for i, location in enumerate(locations):
+            if location.code == NotFound.code.value[0]:
+                continue
+            if location.code:
+                raise error_for_code(location.code, location.message)
+            if location.object.size <= location.policy.segment_size:
+                whole.append(i)
+            else:
+                results[i] = b"".join([s async for s in self._segments(location, None)])
+        for i, data in zip(whole, await self._read_whole([locations[i] for i in whole]), strict=True):
+            results[i] = data if data is not None else b"".join([s async for s in self._segments(locations[i], None)])
+        return results
+
+    async def _read_whole(self, locations: list[gateway_pb2.Location]) -> list[bytes | None]:
+        """One-segment objects from their data chunks, batched; None where one is missing."""
+        refs: list[ChunkRef] = []
+        wanted: list[list[int]] = []
+        for location in locations:
+            k = location.policy.k
+            usable = sorted(
+                (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= k, c.index)
+            )[:k]
+            wanted.append([len(refs) + j for j in range(len(usable))])
+            refs += [ChunkRef(c.address, location.object.key, c.index) for c in usable]
+        fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout)
+        decoded: list[bytes | None] = []
+        for location, positions in zip(locations, wanted, strict=True):
+            codec = Codec(location.policy.k, location.policy.m)
+            parts: list[bytes | None] = [None] * codec.n
+            for position in positions:
+                parts[refs[position].index] = fragments[position]
+            if sum(p is not None for p in parts) < codec.k:
+                decoded.append(None)
+            else:
+                decoded.append(codec.decode(parts))
+        return decoded
+
+    async def _segments(self, location: gateway_pb2.Location, progress: Progress | None) -> AsyncIterator[bytes]:
+        """Decode an object segment by segment, switching to parity where chunks fail.
+
+        Data chunks are read first; a chunk that fails, times out or fails its
+        checksum is replaced by another from the same segment on.
+        """
+        key = location.object.key
+        policy = location.policy
         codec = Codec(policy.k, policy.m)
-        size = located.object.size
-        segment_size = policy.segment_size
-        count = max(1, -(-size // segment_size))
-        full_fragment = codec.fragment_size(segment_size) if size >= segment_size else 0
-        candidates = [c for c in located.chunks if c.stored and c.address]
-        candidates.sort(key=lambda c: (c.index >= codec.k, c.index))
+        size = location.object.size
+        count = max(1, -(-size // policy.segment_size))
+        full_fragment = codec.fragment_size(policy.segment_size) if size >= policy.segment_size else 0
+        candidates = sorted(
+            (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= codec.k, c.index)
+        )
         by_index = {c.index: c for c in candidates}
         # One segment: each chunk is one fragment, read in one unary call.
-        reader_type = _WholeChunkReader if count == 1 else _ChunkReader
-        active: list[_ChunkReader | _WholeChunkReader] = []
+        reader_type = WholeChunkReader if count == 1 else ChunkReader
+        active: list[Reader] = []
         spare = [(loc, False) for loc in candidates]
         unreachable: list[common_pb2.ChunkLocation] = []
         try:
@@ -347,7 +545,7 @@ class Pipeline:
                     if not waiting:
                         raise DataLoss(
                             f"Object {key}: segment {segment} has only {have} readable chunks, "
-                            f"{codec.k} are needed. Lost chunks: {_lost(located, active)}."
+                            f"{codec.k} are needed. Lost chunks: {_lost(location, active)}."
                         )
                     got = await self._first_fragments(waiting, codec.k - have)
                     for reader in waiting:
@@ -372,9 +570,7 @@ class Pipeline:
             for reader in active:
                 await reader.close()
 
-    async def _first_fragments(
-        self, readers: list[_ChunkReader | _WholeChunkReader], need: int
-    ) -> dict[_ChunkReader | _WholeChunkReader, bytes | None]:
+    async def _first_fragments(self, readers: list[Reader], need: int) -> dict[Reader, bytes | None]:
         """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
 
         Readers still waiting when enough others answered are left out of the result.
@@ -383,7 +579,7 @@ class Pipeline:
             asyncio.ensure_future(r.next(self.retry_timeout if r.patient else self.fragment_timeout)): r
             for r in readers
         }
-        results: dict[_ChunkReader | _WholeChunkReader, bytes | None] = {}
+        results: dict[Reader, bytes | None] = {}
         pending = set(tasks)
         try:
             while pending and sum(v is not None for v in results.values()) < need:
@@ -432,123 +628,9 @@ class Pipeline:
         return reply.token
 
 
-def _lost(located: gateway_pb2.LocateResponse, active: list[_ChunkReader | _WholeChunkReader]) -> str:
+def _lost(location: gateway_pb2.Location, active: list[Reader]) -> str:
     alive = {r.index for r in active}
-    return ", ".join(str(c.index) for c in located.chunks if c.index not in alive) or "none"
+    return ", ".join(str(c.index) for c in location.chunks if c.index not in alive) or "none"
 
 
-class _ChunkWriter:
-    """Streams one chunk to one container, fed through a bounded queue."""
-
-    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, depth: int):
-        self.stub = stub
-        self.key = key
-        self.index = index
-        self.error: str | None = None
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
-        self._task: asyncio.Task[bool] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest]:
-        yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=self.key, index=self.index))
-        while (fragment := await self._queue.get()) is not None:
-            yield container_pb2.PutChunkRequest(
-                fragment=container_pb2.Fragment(data=fragment, crc32=checksum(fragment))
-            )
-
-    async def _run(self) -> bool:
-        try:
-            await self.stub.PutChunk(self._messages())
-            return True
-        except grpc.aio.AioRpcError as exc:
-            self.error = f"{exc.code().name}: {exc.details()}"
-        except Exception as exc:
-            self.error = repr(exc)
-        while not self._queue.empty():  # unblock a producer waiting on a full queue
-            self._queue.get_nowait()
-        return False
-
-    async def send(self, fragment: bytes) -> None:
-        if self.error is None:
-            await self._queue.put(fragment)
-
-    async def finish(self) -> bool:
-        assert self._task is not None
-        if self.error is None:
-            await self._queue.put(None)
-        return await self._task
-
-    async def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-class _ChunkReader:
-    """Reads one chunk fragment by fragment from a payload offset, verifying CRCs."""
-
-    def __init__(
-        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
-    ):
-        self.index = index
-        self.patient = patient  # wait for the connection instead of failing fast
-        self.error: DynoStoreError | None = None
-        request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset)
-        self._call = stub.GetChunk(request, wait_for_ready=patient)
-        self._stream = aiter(self._call)
-
-    async def next(self, timeout: float) -> bytes | None:
-        """The next fragment, or None (with ``error`` set) when this chunk failed."""
-        try:
-            reply = await asyncio.wait_for(anext(self._stream), timeout)
-        except StopAsyncIteration:
-            self.error = DataLoss("the chunk ended early")
-            return None
-        except TimeoutError:
-            self.error = DeadlineExceeded(f"no fragment within {timeout} s")
-            return None
-        except grpc.aio.AioRpcError as exc:
-            self.error = from_rpc_error(exc)
-            return None
-        fragment = reply.fragment
-        if checksum(fragment.data) != fragment.crc32:
-            self.error = DataLoss("a fragment failed its checksum in transit")
-            return None
-        return fragment.data
-
-    async def close(self) -> None:
-        self._call.cancel()
-
-
-class _WholeChunkReader:
-    """Reads a one-fragment chunk in a single ReadChunk call (same interface as _ChunkReader)."""
-
-    def __init__(
-        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
-    ):
-        self.index = index
-        self.patient = patient
-        self.error: DynoStoreError | None = None
-        self._stub = stub
-        self._request = container_pb2.ReadChunkRequest(key=key, index=index)
-
-    async def next(self, timeout: float) -> bytes | None:
-        """The chunk's only fragment, or None (with ``error`` set) when it failed."""
-        try:
-            reply = await self._stub.ReadChunk(self._request, timeout=timeout, wait_for_ready=self.patient)
-        except grpc.aio.AioRpcError as exc:
-            self.error = from_rpc_error(exc)
-            return None
-        if len(reply.fragments) != 1:
-            self.error = DataLoss(f"expected one fragment, found {len(reply.fragments)}")
-            return None
-        fragment = reply.fragments[0]
-        if checksum(fragment.data) != fragment.crc32:
-            self.error = DataLoss("a fragment failed its checksum in transit")
-            return None
-        return fragment.data
-
-    async def close(self) -> None:
-        """Nothing to release."""
+__all__ = ["DynoStoreError", "ObjectInfo", "Pipeline", "PutItem", "Reservation"]

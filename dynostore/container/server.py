@@ -14,8 +14,10 @@ import grpc
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore._proto import container_pb2_grpc as pb_grpc
+from dynostore.config import read_secret
 from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
 from dynostore.container.servicer import ContainerServicer
+from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
 from dynostore.rpc.tuning import tune_malloc
 
@@ -35,6 +37,21 @@ class ContainerSettings:
     # The token to register with comes from $DYNOSTORE_TOKEN or this file.
     token_file: Path | None = None
     ready_file: Path | None = None
+    # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
+    capacity_bytes: int | None = None
+    # backend = "s3": credentials from the two files, else boto3's chain ($AWS_ACCESS_KEY_ID...).
+    s3_bucket: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
+    s3_access_key_file: Path | None = None
+    s3_secret_key_file: Path | None = None
+    s3_part_size: int = 8 * 1024 * 1024
+    # backend = "rados"
+    rados_pool: str | None = None
+    ceph_conf: Path | None = None
+    rados_namespace: str = ""
+    rados_object_size: int = 4 * 1024 * 1024
 
 
 def container_identity(settings: ContainerSettings) -> str:
@@ -52,15 +69,90 @@ def container_identity(settings: ContainerSettings) -> str:
     return new_id
 
 
+BACKENDS = ("fs", "memory", "s3", "rados")
+
+
+def _check_backend_settings(settings: ContainerSettings) -> None:
+    """Refuse settings of another backend than the one chosen (likely a mistake).
+
+    Raises:
+        InvalidArgument: an ``s3_*`` or RADOS setting is set for another backend.
+    """
+    defaults = ContainerSettings(gateway="")
+    for prefix, owner in (("s3_", "s3"), ("rados_", "rados"), ("ceph_", "rados")):
+        for name in ContainerSettings.__dataclass_fields__:
+            changed = getattr(settings, name) != getattr(defaults, name)
+            if name.startswith(prefix) and settings.backend != owner and changed:
+                raise InvalidArgument(
+                    f"Setting {name} applies to the {owner} backend, but backend is {settings.backend!r}."
+                )
+    if settings.backend in ("s3", "rados") and settings.root is None and not settings.container_id:
+        raise InvalidArgument(
+            f"The {settings.backend} backend needs root (a small state directory that keeps the container id) "
+            "or container_id, so that a restarted container keeps serving its chunks."
+        )
+
+
+def _s3_backend(settings: ContainerSettings) -> Backend:
+    from dynostore.container.backends.s3 import S3Backend
+
+    if not settings.s3_bucket:
+        raise InvalidArgument("The s3 backend needs s3_bucket (--s3-bucket).")
+    if (settings.s3_access_key_file is None) != (settings.s3_secret_key_file is None):
+        raise InvalidArgument("Set both s3_access_key_file and s3_secret_key_file, or neither.")
+    access_key = secret_key = None
+    if settings.s3_access_key_file and settings.s3_secret_key_file:
+        access_key = read_secret(None, settings.s3_access_key_file, "S3 access key (s3_access_key_file)")
+        secret_key = read_secret(None, settings.s3_secret_key_file, "S3 secret key (s3_secret_key_file)")
+    return S3Backend(
+        settings.s3_bucket,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+        prefix=settings.s3_prefix,
+        access_key=access_key,
+        secret_key=secret_key,
+        capacity_bytes=settings.capacity_bytes or 1 << 40,
+        part_size=settings.s3_part_size,
+    )
+
+
+def _rados_backend(settings: ContainerSettings) -> Backend:
+    try:
+        from dynostore.container.backends.rados import RadosBackend
+    except ImportError as exc:
+        raise InvalidArgument(
+            "The rados backend needs python-rados: apt-get install python3-rados, then make it importable "
+            f"(see docs/backends/rados.md): {exc}"
+        ) from None
+    if not settings.rados_pool:
+        raise InvalidArgument("The rados backend needs rados_pool (--rados-pool).")
+    return RadosBackend(
+        settings.rados_pool,
+        ceph_conf=settings.ceph_conf,
+        namespace=settings.rados_namespace,
+        object_size=settings.rados_object_size,
+        capacity_bytes=settings.capacity_bytes,
+    )
+
+
 def make_backend(settings: ContainerSettings) -> Backend:
-    """Build the storage backend the settings name."""
+    """Build the storage backend the settings name (without connecting to it yet).
+
+    Raises:
+        InvalidArgument: the settings are incomplete or contradict each other.
+    """
+    if settings.backend not in BACKENDS:
+        raise InvalidArgument(f"Unknown backend {settings.backend!r}; choose one of {', '.join(BACKENDS)}.")
+    _check_backend_settings(settings)
     if settings.backend == "memory":
-        return MemoryBackend()
+        return MemoryBackend(settings.capacity_bytes or 1 << 34)
     if settings.backend == "fs":
         if settings.root is None:
-            raise SystemExit("The fs backend needs a root directory (--root).")
+            raise InvalidArgument("The fs backend needs a root directory (root, --root).")
         return FileSystemBackend(settings.root / "data")
-    raise SystemExit(f"Unknown backend {settings.backend!r}; choose fs or memory.")
+    if settings.backend == "s3":
+        return _s3_backend(settings)
+    return _rados_backend(settings)
 
 
 class Membership:
@@ -117,8 +209,13 @@ class Membership:
 async def serve(settings: ContainerSettings, token: str) -> None:
     """Serve until SIGTERM/SIGINT, registering with the gateway using ``token``."""
     tune_malloc()
-    container_id = container_identity(settings)
     backend = make_backend(settings)
+    try:
+        await backend.check()
+    except BaseException:
+        await backend.close()
+        raise
+    container_id = container_identity(settings)
     servicer = ContainerServicer(backend, container_id, settings.site)
     server, port = await start_server(
         settings.listen,

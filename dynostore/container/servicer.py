@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,12 +13,23 @@ from dynostore._proto import container_pb2 as pb
 from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, FailedPrecondition, InvalidArgument
+from dynostore.errors import DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
+
+log = logging.getLogger(__name__)
 
 # Enough for any policy the validators accept (k <= 32, m <= 16).
 MAX_CHUNKS = validation.MAX_K + validation.MAX_M
-# The most ReadChunk returns in one reply.
-MAX_READ_BYTES = 8 * 1024 * 1024
+# The most ReadChunks returns in one reply, and the most chunks a batch call takes.
+MAX_READ_BYTES = 32 * 1024 * 1024
+MAX_BATCH = 1024
+
+
+def _status(exc: Exception) -> pb.ChunkStatus:
+    """The per-chunk status of a failure; unexpected errors are logged, not described."""
+    if isinstance(exc, DynoStoreError):
+        return pb.ChunkStatus(code=exc.code.value[0], message=str(exc))
+    log.exception("Unexpected error on a chunk", exc_info=exc)
+    return pb.ChunkStatus(code=grpc.StatusCode.INTERNAL.value[0], message="Internal error; see the container log.")
 
 
 def _chunk_ref(key: str, index: int) -> tuple[str, int]:
@@ -65,16 +78,25 @@ class ContainerServicer(pb_grpc.ContainerServicer):
 
         return await self._write(key, index, fragments())
 
-    async def WriteChunk(  # noqa: N802 - gRPC method name
-        self, request: pb.WriteChunkRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PutChunkResponse:
-        key, index = _chunk_ref(request.header.key, request.header.index)
+    async def WriteChunks(  # noqa: N802 - gRPC method name
+        self, request: pb.WriteChunksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WriteChunksResponse:
+        if len(request.chunks) > MAX_BATCH:
+            raise InvalidArgument(f"WriteChunks takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
 
-        async def fragments() -> AsyncIterator[pb.Fragment]:
-            for fragment in request.fragments:
-                yield fragment
+        async def write(chunk: pb.WholeChunk) -> pb.ChunkStatus:
+            async def fragments() -> AsyncIterator[pb.Fragment]:
+                for fragment in chunk.fragments:
+                    yield fragment
 
-        return await self._write(key, index, fragments())
+            try:
+                key, index = _chunk_ref(chunk.header.key, chunk.header.index)
+                await self._write(key, index, fragments())
+            except Exception as exc:
+                return _status(exc)
+            return pb.ChunkStatus()
+
+        return pb.WriteChunksResponse(results=await asyncio.gather(*(write(c) for c in request.chunks)))
 
     async def GetChunk(  # noqa: N802 - gRPC method name
         self, request: pb.GetChunkRequest, context: grpc.aio.ServicerContext
@@ -83,18 +105,27 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
             yield pb.GetChunkResponse(fragment=pb.Fragment(data=data, crc32=crc, offset=offset))
 
-    async def ReadChunk(  # noqa: N802 - gRPC method name
-        self, request: pb.ReadChunkRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ReadChunkResponse:
-        key, index = _chunk_ref(request.key, request.index)
-        limit = min(request.max_bytes or MAX_READ_BYTES, MAX_READ_BYTES)
-        reply = pb.ReadChunkResponse()
-        total = 0
-        async for offset, data, crc in self.backend.read(key, index):
-            total += len(data)
-            if total > limit:
-                raise FailedPrecondition(f"Chunk {index} of {key} is larger than {limit} bytes; use GetChunk.")
-            reply.fragments.append(pb.Fragment(data=data, crc32=crc, offset=offset))
+    async def ReadChunks(  # noqa: N802 - gRPC method name
+        self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadChunksResponse:
+        if len(request.chunks) > MAX_BATCH:
+            raise InvalidArgument(f"ReadChunks takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
+        reply = pb.ReadChunksResponse()
+        budget = MAX_READ_BYTES
+        for header in request.chunks:
+            result = reply.results.add()
+            try:
+                key, index = _chunk_ref(header.key, header.index)
+                async for offset, data, crc in self.backend.read(key, index):
+                    budget -= len(data)
+                    if budget < 0:
+                        raise FailedPrecondition(
+                            f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
+                        )
+                    result.fragments.append(pb.Fragment(data=data, crc32=crc, offset=offset))
+            except Exception as exc:
+                del result.fragments[:]
+                result.status.CopyFrom(_status(exc))
         return reply
 
     async def DeleteChunk(  # noqa: N802 - gRPC method name

@@ -23,6 +23,8 @@ from dynostore.rpc import open_channel
 
 log = logging.getLogger(__name__)
 MAX_PLANNED_KEYS = 1000
+# The most objects one CommitPut or Locate call takes.
+MAX_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -105,56 +107,72 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: gateway_pb2.CommitPutRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CommitPutResponse:
         user = await self._user(context)
-        key = validation.key(request.key)
-        catalog = validation.catalog(request.catalog)
-        name = validation.object_name(request.name)
-        self.signer.check(request.plan_ticket, key, user.name)
-        k, m = validation.ec_params(request.policy.k, request.policy.m)
-        if request.policy.segment_size <= 0:
+        if not 1 <= len(request.objects) <= MAX_BATCH:
+            raise InvalidArgument(f"CommitPut takes 1 to {MAX_BATCH} objects, not {len(request.objects)}.")
+        now = time.time()
+        records = [self._record(commit, user, now) for commit in request.objects]
+        if len({r.key for r in records}) != len(records):
+            raise InvalidArgument("A CommitPut batch names the same key twice.")
+        await self.registry.commit(records)
+        return gateway_pb2.CommitPutResponse(objects=[_object_info(r) for r in records])
+
+    def _record(self, commit: gateway_pb2.ObjectCommit, user: User, now: float) -> ObjectRecord:
+        """Validate one object of a commit and build its registry record."""
+        key = validation.key(commit.key)
+        catalog = validation.catalog(commit.catalog)
+        name = validation.object_name(commit.name)
+        self.signer.check(commit.plan_ticket, key, user.name)
+        k, m = validation.ec_params(commit.policy.k, commit.policy.m)
+        if commit.policy.segment_size <= 0:
             raise InvalidArgument("The policy's segment_size must be positive.")
-        if sorted(c.index for c in request.chunks) != list(range(k + m)):
+        if sorted(c.index for c in commit.chunks) != list(range(k + m)):
             raise InvalidArgument(f"A commit must list chunks 0..{k + m - 1} exactly once.")
-        chunks = sorted(request.chunks, key=lambda c: c.index)
+        chunks = sorted(commit.chunks, key=lambda c: c.index)
         for c in chunks:
             if c.stored:
                 validation.container_id(c.container_id)
         stored = sum(c.stored for c in chunks)
         if stored < min(k + 1, k + m):
             raise InvalidArgument(f"Only {stored} chunks are stored; a put needs at least {min(k + 1, k + m)}.")
-        record = ObjectRecord(
+        return ObjectRecord(
             key=key,
             owner=user.name,
             catalog=catalog,
             name=name,
-            size=request.size,
+            size=commit.size,
             k=k,
             m=m,
-            segment_size=request.policy.segment_size,
+            segment_size=commit.policy.segment_size,
             chunks=[(c.container_id, c.stored) for c in chunks],
-            created=time.time(),
+            created=now,
         )
-        await self.registry.commit(record)
-        return gateway_pb2.CommitPutResponse(object=_object_info(record))
 
     async def Locate(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.LocateRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.LocateResponse:
         user = await self._user(context)
-        record = await self._owned(request.key, user)
+        if not 1 <= len(request.keys) <= MAX_BATCH:
+            raise InvalidArgument(f"Locate takes 1 to {MAX_BATCH} keys, not {len(request.keys)}.")
+        keys = [validation.key(k) for k in request.keys]
         addresses = {c["id"]: c["address"] for c in await self._live_containers()}
-        return gateway_pb2.LocateResponse(
-            object=_object_info(record),
-            policy=common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size),
-            chunks=[
-                common_pb2.ChunkLocation(
-                    index=i,
-                    container_id=cid,
-                    address=addresses.get(cid, "") if stored else "",
-                    stored=stored,
+        reply = gateway_pb2.LocateResponse()
+        for key, record in zip(keys, await self.registry.get_objects(keys), strict=True):
+            location = reply.locations.add()
+            if record is None:
+                location.code, location.message = NotFound.code.value[0], f"No object has the key {key}."
+            elif record.owner != user.name:
+                location.code = PermissionDenied.code.value[0]
+                location.message = f"Object {key} belongs to another user."
+            else:
+                location.object.CopyFrom(_object_info(record))
+                location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
+                location.chunks.extend(
+                    common_pb2.ChunkLocation(
+                        index=i, container_id=cid, address=addresses.get(cid, "") if stored else "", stored=stored
+                    )
+                    for i, (cid, stored) in enumerate(record.chunks)
                 )
-                for i, (cid, stored) in enumerate(record.chunks)
-            ],
-        )
+        return reply
 
     async def Exists(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ExistsRequest, context: grpc.aio.ServicerContext

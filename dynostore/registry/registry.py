@@ -24,6 +24,8 @@ from dynostore.registry import keys
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
+# Objects per etcd transaction (etcd allows 128 operations per transaction by default).
+COMMIT_GROUP = 32
 T = TypeVar("T")
 
 
@@ -203,30 +205,49 @@ class Registry:
     # objects ----------------------------------------------------------------
 
     @_etcd_errors
-    async def commit(self, record: ObjectRecord) -> None:
-        """Make an object visible: record, index entry (and catalog) in one transaction.
+    async def commit(self, records: list[ObjectRecord]) -> None:
+        """Make objects visible: each record, index entry (and catalog) in one transaction.
+
+        Objects are committed in groups of ``COMMIT_GROUP``, one transaction each.
 
         Raises:
-            AlreadyExists: an object with this key was committed already.
+            AlreadyExists: an object of the group was committed already (none of the group is).
         """
-        catalog_key = keys.catalog(record.owner, record.catalog)
-        info = {"owner": record.owner, "name": record.catalog, "created": record.created}
-        entry = {"name": record.name, "size": record.size, "created": record.created}
-        ok, _ = await self.etcd.transaction(
-            compare=[self._tx.create(keys.obj(record.key)) == 0],
-            success=[
-                self._tx.put(keys.obj(record.key), record.to_json()),
-                self._tx.put(keys.index_entry(record.owner, record.catalog, record.key), _dumps(entry)),
-                self._tx.txn(
-                    compare=[self._tx.create(catalog_key) == 0],
-                    success=[self._tx.put(catalog_key, _dumps(info))],
-                    failure=[],
-                ),
-            ],
-            failure=[],
-        )
-        if not ok:
-            raise AlreadyExists(f"Object {record.key} was committed already.")
+        for start in range(0, len(records), COMMIT_GROUP):
+            group = records[start : start + COMMIT_GROUP]
+            ops = []
+            catalogs: dict[bytes, bytes] = {}
+            for r in group:
+                entry = {"name": r.name, "size": r.size, "created": r.created}
+                ops.append(self._tx.put(keys.obj(r.key), r.to_json()))
+                ops.append(self._tx.put(keys.index_entry(r.owner, r.catalog, r.key), _dumps(entry)))
+                info = {"owner": r.owner, "name": r.catalog, "created": r.created}
+                catalogs.setdefault(keys.catalog(r.owner, r.catalog), _dumps(info))
+            for catalog_key, info_json in catalogs.items():
+                ops.append(
+                    self._tx.txn(
+                        compare=[self._tx.create(catalog_key) == 0],
+                        success=[self._tx.put(catalog_key, info_json)],
+                        failure=[],
+                    )
+                )
+            ok, _ = await self.etcd.transaction(
+                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group], success=ops, failure=[]
+            )
+            if not ok:
+                raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
+
+    @_etcd_errors
+    async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+        """Records of committed objects (None where a key has none), read in few round trips."""
+        found: list[ObjectRecord | None] = []
+        for start in range(0, len(object_keys), COMMIT_GROUP):
+            group = object_keys[start : start + COMMIT_GROUP]
+            _, replies = await self.etcd.transaction(
+                compare=[], success=[self._tx.get(keys.obj(k)) for k in group], failure=[]
+            )
+            found += [ObjectRecord.from_json(r[0][0]) if r else None for r in replies]
+        return found
 
     @_etcd_errors
     async def get_object(self, key: str) -> ObjectRecord:

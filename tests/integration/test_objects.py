@@ -131,10 +131,10 @@ def test_servers_reject_bad_requests_themselves(shared: Session) -> None:
     with grpc.insecure_channel(shared.fabric.gateway) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            gateway.Locate(gateway_pb2.LocateRequest(key="../../etc/passwd"), metadata=auth_metadata(shared.token))
+            gateway.Locate(gateway_pb2.LocateRequest(keys=["../../etc/passwd"]), metadata=auth_metadata(shared.token))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as info:
-            gateway.Locate(gateway_pb2.LocateRequest(key="0" * 32))
+            gateway.Locate(gateway_pb2.LocateRequest(keys=["0" * 32]))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with grpc.insecure_channel(shared.fabric.containers[0].address) as channel:
         container = container_pb2_grpc.ContainerStub(channel)

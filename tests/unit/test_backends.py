@@ -1,25 +1,19 @@
-"""One conformance suite for every chunk backend."""
+"""The backend conformance suite over the in-process backends, and fs specifics."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
-from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
+from dynostore._proto import container_pb2 as pb
+from dynostore.container.backends import Backend, ChunkWriter, FileSystemBackend, MemoryBackend, Usage
+from dynostore.container.servicer import ContainerServicer
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, NotFound
-
-T = TypeVar("T")
-KEY = "0123456789abcdef" * 2
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+from dynostore.errors import DataLoss, NotFound, Unavailable
+from tests.backend_conformance import KEY, BackendConformance, read, run, write
 
 
 @pytest.fixture(params=["memory", "fs"])
@@ -31,69 +25,75 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return factories[request.param]()
 
 
-async def write(backend: Backend, fragments: list[bytes], key: str = KEY, index: int = 0) -> None:
-    writer = await backend.open_writer(key, index)
-    for f in fragments:
-        await writer.write(f, checksum(f))
-    await writer.commit()
+class TestInProcessBackends(BackendConformance):
+    """memory and fs."""
 
 
-async def read(backend: Backend, key: str = KEY, index: int = 0, offset: int = 0, length: int = 0) -> list[bytes]:
-    return [d async for _, d, _ in backend.read(key, index, offset, length)]
+class _FailingWriter(ChunkWriter):
+    def __init__(self, inner: ChunkWriter, fail_at: int) -> None:
+        self.inner = inner
+        self.fail_at = fail_at
+        self.writes = 0
+        self.aborted = False
+
+    async def write(self, data: bytes, crc: int) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise Unavailable("The storage went away.")
+        await self.inner.write(data, crc)
+
+    async def commit(self) -> None:
+        if self.fail_at == 0:
+            raise Unavailable("The storage went away at commit.")
+        await self.inner.commit()
+
+    async def abort(self) -> None:
+        self.aborted = True
+        await self.inner.abort()
 
 
-def test_round_trip(backend: Backend) -> None:
-    fragments = [os.urandom(1000), os.urandom(1000), os.urandom(10)]
-    run(write(backend, fragments))
-    assert run(read(backend)) == fragments
+class _FailingBackend(Backend):
+    """Wraps a backend; its writers fail at the given write (0: at commit)."""
+
+    def __init__(self, inner: Backend, fail_at: int) -> None:
+        self.inner = inner
+        self.fail_at = fail_at
+        self.writers: list[_FailingWriter] = []
+
+    async def open_writer(self, key: str, index: int) -> ChunkWriter:
+        writer = _FailingWriter(await self.inner.open_writer(key, index), self.fail_at)
+        self.writers.append(writer)
+        return writer
+
+    def read(self, key: str, index: int, offset: int = 0, length: int = 0) -> AsyncIterator[tuple[int, bytes, int]]:
+        return self.inner.read(key, index, offset, length)
+
+    async def delete(self, key: str, index: int) -> bool:
+        return await self.inner.delete(key, index)
+
+    async def usage(self) -> Usage:
+        return await self.inner.usage()
 
 
-def test_offset_reads(backend: Backend) -> None:
-    fragments = [b"a" * 100, b"b" * 100, b"c" * 50]
-    run(write(backend, fragments))
-    assert run(read(backend, offset=100)) == fragments[1:]
-    assert run(read(backend, offset=150, length=1)) == [fragments[1]]
-    assert run(read(backend, offset=250)) == []
+@pytest.mark.parametrize("fail_at", [1, 3, 0])
+def test_backend_failing_mid_stream_fails_the_chunk_cleanly(backend: Backend, fail_at: int) -> None:
+    run(write(backend, [b"old"]))
+    failing = _FailingBackend(backend, fail_at)
+    servicer = ContainerServicer(failing, "c-test", "site")
 
+    async def fragments() -> AsyncIterator[pb.Fragment]:
+        for _ in range(4):
+            data = os.urandom(1000)
+            yield pb.Fragment(data=data, crc32=checksum(data))
 
-def test_uncommitted_writes_are_invisible(backend: Backend) -> None:
-    async def scenario() -> None:
-        writer = await backend.open_writer(KEY, 1)
-        await writer.write(b"x", checksum(b"x"))
-        with pytest.raises(NotFound):
-            await read(backend, index=1)
-        await writer.abort()
-        with pytest.raises(NotFound):
-            await read(backend, index=1)
-
-    run(scenario())
-
-
-def test_rewrite_replaces_whole_chunk(backend: Backend) -> None:
-    run(write(backend, [b"old" * 10]))
-    run(write(backend, [b"new"]))
-    assert run(read(backend)) == [b"new"]
-
-
-def test_missing_chunk_is_not_found(backend: Backend) -> None:
+    with pytest.raises(Unavailable):
+        run(servicer._write(KEY, 0, fragments()))
+    assert failing.writers[0].aborted
+    assert run(read(backend)) == [b"old"]  # the old chunk, whole; nothing of the failed write
+    with pytest.raises(Unavailable):
+        run(servicer._write(KEY, 1, fragments()))
     with pytest.raises(NotFound):
-        run(read(backend))
-
-
-def test_delete_is_idempotent(backend: Backend) -> None:
-    run(write(backend, [b"x"]))
-    assert run(backend.delete(KEY, 0)) is True
-    assert run(backend.delete(KEY, 0)) is False
-    with pytest.raises(NotFound):
-        run(read(backend))
-
-
-def test_usage_counts_chunks(backend: Backend) -> None:
-    run(write(backend, [b"x"], index=0))
-    run(write(backend, [b"y"], index=1))
-    usage = run(backend.usage())
-    assert usage.chunks == 2
-    assert 0 < usage.free_bytes <= usage.capacity_bytes
+        run(read(backend, index=1))
 
 
 def test_fs_detects_bit_rot(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from dynostore.config import build, load_table, read_secret, settings_from
-from dynostore.container.server import ContainerSettings
+from dynostore.container.backends.s3 import S3Backend
+from dynostore.container.server import BACKENDS, ContainerSettings, make_backend
 from dynostore.errors import InvalidArgument
 from dynostore.gateway.server import GatewaySettings
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_example_container_configs_load(path: Path) -> None:
     settings = settings_from(ContainerSettings, path, "container", {})
     assert settings.gateway
-    assert settings.backend in ("fs", "memory")
+    assert settings.backend in BACKENDS
 
 
 def test_example_gateway_config_loads() -> None:
@@ -66,3 +67,47 @@ def test_secrets(tmp_path: Path) -> None:
     secret.write_text("")
     with pytest.raises(InvalidArgument, match="empty"):
         read_secret(None, secret, "token")
+
+
+def test_example_configs_cover_every_backend() -> None:
+    backends = {
+        settings_from(ContainerSettings, p, "container", {}).backend for p in (ROOT / "containers").glob("*.toml")
+    }
+    assert backends == set(BACKENDS)
+
+
+def test_s3_settings_build_the_backend(tmp_path: Path) -> None:
+    (tmp_path / "ak").write_text("AKID\n")
+    (tmp_path / "sk").write_text("SECRET\n")
+    values = {
+        "gateway": "g:1",
+        "backend": "s3",
+        "root": str(tmp_path),
+        "s3_bucket": "b",
+        "s3_endpoint": "http://127.0.0.1:9",
+        "s3_prefix": "p/",
+        "capacity_bytes": 1000,
+        "s3_access_key_file": str(tmp_path / "ak"),
+        "s3_secret_key_file": str(tmp_path / "sk"),
+    }
+    backend = make_backend(build(ContainerSettings, values, "test"))
+    assert isinstance(backend, S3Backend)
+    assert (backend.bucket, backend.prefix, backend.capacity_bytes) == ("b", "p/", 1000)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"backend": "fs", "root": "/x", "s3_bucket": "b"}, "s3_bucket applies to the s3 backend"),
+        ({"backend": "s3", "root": "/x", "rados_pool": "p", "s3_bucket": "b"}, "rados_pool applies to the rados"),
+        ({"backend": "s3", "root": "/x"}, "needs s3_bucket"),
+        ({"backend": "s3", "s3_bucket": "b"}, "needs root"),
+        ({"backend": "s3", "root": "/x", "s3_bucket": "b", "s3_access_key_file": "/k"}, "both"),
+        ({"backend": "s3", "root": "/x", "s3_bucket": "b", "s3_part_size": 1024}, "at least 5 MiB"),
+        ({"backend": "tape"}, "Unknown backend 'tape'"),
+        ({"backend": "fs"}, "needs a root"),
+    ],
+)
+def test_backend_settings_are_checked(values: dict[str, str | int], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        make_backend(build(ContainerSettings, {"gateway": "g:1", **values}, "test"))

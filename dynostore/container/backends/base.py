@@ -58,5 +58,12 @@ class Backend(abc.ABC):
     async def usage(self) -> Usage:
         """Capacity, free space and number of chunks."""
 
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Make sure the storage is reachable; called once when the container starts.
+
+        Raises:
+            Unavailable: the storage cannot be reached; the message names the settings to fix.
+        """
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources held by the backend."""

@@ -19,8 +19,8 @@ from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.erasure import format as chunk_format
 from dynostore.errors import NotFound
 
-# Chunks below this size are buffered and committed without a thread hop.
-_INLINE_COMMIT_BYTES = 1024 * 1024
+# Fragments are buffered in memory up to this size, then written in one call.
+_BUFFER_BYTES = 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -46,16 +46,12 @@ class _FileWriter(ChunkWriter):
         assert self._fd is not None
         self._pending += (chunk_format.record_header(len(data), crc), data)
         self._size += len(data)
-        if self._size >= _INLINE_COMMIT_BYTES:
+        if self._size >= _BUFFER_BYTES:
             os.writev(self._fd, self._pending)
             self._pending = []
 
     async def commit(self) -> None:
-        # Small chunks commit on the event loop: a thread hop costs more than their fsync.
-        if self._size < _INLINE_COMMIT_BYTES:
-            self._commit()
-        else:
-            await asyncio.to_thread(self._commit)
+        await asyncio.to_thread(self._commit)
 
     def _commit(self) -> None:
         assert self._fd is not None

@@ -1,0 +1,248 @@
+"""Moving chunks between the client and containers: streams and batched whole chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore.erasure import checksum
+from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
+from dynostore.rpc import from_rpc_error
+
+# A batch call carries at most this many chunks or bytes (messages are capped at 64 MiB).
+BATCH_CHUNKS = 256
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+def whole_fragment(result: container_pb2.ReadChunkResult) -> tuple[bytes | None, DynoStoreError | None]:
+    """The one verified fragment of a ReadChunks result, or the error that stands for it."""
+    if result.status.code:
+        return None, error_for_code(result.status.code, result.status.message)
+    if len(result.fragments) != 1:
+        return None, DataLoss(f"expected one fragment, found {len(result.fragments)}")
+    fragment = result.fragments[0]
+    if checksum(fragment.data) != fragment.crc32:
+        return None, DataLoss("a fragment failed its checksum in transit")
+    return fragment.data, None
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """One chunk of one object at one container address."""
+
+    address: str
+    key: str
+    index: int
+
+
+def _batches(refs: Sequence[ChunkRef], sizes: Sequence[int]) -> list[list[int]]:
+    """Positions of ``refs`` grouped per address into calls within the batch limits."""
+    by_address: dict[str, list[list[int]]] = {}
+    used: dict[str, int] = {}
+    for i, ref in enumerate(refs):
+        groups = by_address.setdefault(ref.address, [[]])
+        if len(groups[-1]) >= BATCH_CHUNKS or (groups[-1] and used[ref.address] + sizes[i] > BATCH_BYTES):
+            groups.append([])
+            used[ref.address] = 0
+        groups[-1].append(i)
+        used[ref.address] = used.get(ref.address, 0) + sizes[i]
+    return [group for groups in by_address.values() for group in groups]
+
+
+async def write_whole_chunks(
+    stubs: dict[str, container_pb2_grpc.ContainerStub],
+    refs: Sequence[ChunkRef],
+    fragments: Sequence[bytes],
+    timeout: float,
+    retry_timeout: float,
+) -> list[str | None]:
+    """Write one-fragment chunks, one WriteChunks call per container (and batch limit).
+
+    Returns an error description per chunk (None when stored). A call that
+    cannot reach its container is tried once more, waiting for the connection.
+    """
+    errors: list[str | None] = [None] * len(refs)
+
+    async def call(group: list[int]) -> None:
+        request = container_pb2.WriteChunksRequest(
+            chunks=[
+                container_pb2.WholeChunk(
+                    header=container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index),
+                    fragments=[container_pb2.Fragment(data=fragments[i], crc32=checksum(fragments[i]))],
+                )
+                for i in group
+            ]
+        )
+        stub = stubs[refs[group[0]].address]
+        try:
+            try:
+                reply = await stub.WriteChunks(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                # The channel may be backing off from a container that is back: wait for it once.
+                reply = await stub.WriteChunks(request, timeout=retry_timeout, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            for i in group:
+                errors[i] = f"{exc.code().name}: {exc.details()}"
+            return
+        for i, status in zip(group, reply.results, strict=True):
+            if status.code:
+                error = error_for_code(status.code, status.message)
+                errors[i] = f"{type(error).__name__}: {error}"
+
+    await asyncio.gather(*(call(g) for g in _batches(refs, [len(f) for f in fragments])))
+    return errors
+
+
+async def read_whole_chunks(
+    stubs: dict[str, container_pb2_grpc.ContainerStub], refs: Sequence[ChunkRef], timeout: float
+) -> list[bytes | None]:
+    """Read one-fragment chunks, one ReadChunks call per container; None where a chunk failed."""
+    found: list[bytes | None] = [None] * len(refs)
+
+    async def call(group: list[int]) -> None:
+        request = container_pb2.ReadChunksRequest(
+            chunks=[container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index) for i in group]
+        )
+        try:
+            reply = await stubs[refs[group[0]].address].ReadChunks(request, timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return
+        for i, result in zip(group, reply.results, strict=True):
+            found[i], _ = whole_fragment(result)
+
+    await asyncio.gather(*(call(g) for g in _batches(refs, [0] * len(refs))))
+    return found
+
+
+class ChunkWriter:
+    """Streams one chunk to one container, fed through a bounded queue."""
+
+    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, depth: int) -> None:
+        self.stub = stub
+        self.key = key
+        self.index = index
+        self.error: str | None = None
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=depth)
+        self._task: asyncio.Task[bool] | None = None
+
+    def start(self) -> None:
+        """Open the stream."""
+        self._task = asyncio.create_task(self._run())
+
+    async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest]:
+        yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=self.key, index=self.index))
+        while (fragment := await self._queue.get()) is not None:
+            yield container_pb2.PutChunkRequest(
+                fragment=container_pb2.Fragment(data=fragment, crc32=checksum(fragment))
+            )
+
+    async def _run(self) -> bool:
+        try:
+            await self.stub.PutChunk(self._messages())
+            return True
+        except grpc.aio.AioRpcError as exc:
+            self.error = f"{exc.code().name}: {exc.details()}"
+        except Exception as exc:
+            self.error = repr(exc)
+        while not self._queue.empty():  # unblock a producer waiting on a full queue
+            self._queue.get_nowait()
+        return False
+
+    async def send(self, fragment: bytes, timeout: float) -> None:
+        """Queue a fragment; a container that takes none for ``timeout`` seconds fails."""
+        if self.error is None:
+            await self._put(fragment, timeout)
+
+    async def finish(self, timeout: float) -> bool:
+        """End the stream and wait for the container's answer."""
+        assert self._task is not None
+        if self.error is None:
+            await self._put(None, timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self.error = f"DEADLINE_EXCEEDED: no answer within {timeout} s"
+            await self.cancel()
+            return False
+
+    async def _put(self, item: bytes | None, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._queue.put(item), timeout)
+        except TimeoutError:
+            self.error = f"DEADLINE_EXCEEDED: the container took no data for {timeout} s"
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        """Abandon the stream; the container drops what it received."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class ChunkReader:
+    """Reads one chunk fragment by fragment from a payload offset, verifying CRCs."""
+
+    def __init__(
+        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+    ):
+        self.index = index
+        self.patient = patient  # wait for the connection instead of failing fast
+        self.error: DynoStoreError | None = None
+        request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset)
+        self._call = stub.GetChunk(request, wait_for_ready=patient)
+        self._stream = aiter(self._call)
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The next fragment, or None (with ``error`` set) when this chunk failed."""
+        try:
+            reply = await asyncio.wait_for(anext(self._stream), timeout)
+        except StopAsyncIteration:
+            self.error = DataLoss("the chunk ended early")
+            return None
+        except TimeoutError:
+            self.error = DeadlineExceeded(f"no fragment within {timeout} s")
+            return None
+        except grpc.aio.AioRpcError as exc:
+            self.error = from_rpc_error(exc)
+            return None
+        fragment = reply.fragment
+        if checksum(fragment.data) != fragment.crc32:
+            self.error = DataLoss("a fragment failed its checksum in transit")
+            return None
+        return fragment.data
+
+    async def close(self) -> None:
+        """Stop the stream."""
+        self._call.cancel()
+
+
+class WholeChunkReader:
+    """Reads a one-fragment chunk in a single ReadChunks call (same interface as ChunkReader)."""
+
+    def __init__(
+        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+    ):
+        self.index = index
+        self.patient = patient
+        self.error: DynoStoreError | None = None
+        self._stub = stub
+        self._request = container_pb2.ReadChunksRequest(chunks=[container_pb2.ChunkHeader(key=key, index=index)])
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The chunk's only fragment, or None (with ``error`` set) when it failed."""
+        try:
+            reply = await self._stub.ReadChunks(self._request, timeout=timeout, wait_for_ready=self.patient)
+        except grpc.aio.AioRpcError as exc:
+            self.error = from_rpc_error(exc)
+            return None
+        fragment, self.error = whole_fragment(reply.results[0])
+        return fragment
+
+    async def close(self) -> None:
+        """Nothing to release."""

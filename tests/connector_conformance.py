@@ -1,0 +1,113 @@
+"""One conformance suite for every ProxyStore connector surface.
+
+ProxyStore keeps its shared connector tests out of its wheel; this suite
+checks the same protocol (proxystore 1.1 ``Connector`` and, where offered,
+``DeferrableConnector``) in its own words. A test module imports these test
+functions and provides a ``connector`` fixture.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+from typing import Any
+
+from proxystore.connectors.protocols import Connector, DeferrableConnector
+
+
+def _missing_key(connector: Any) -> Any:
+    """A key with no object: put one, then evict it."""
+    key = connector.put(b"soon gone")
+    connector.evict(key)
+    return key
+
+
+def test_satisfies_the_protocol(connector: Any) -> None:
+    assert isinstance(connector, Connector)
+
+
+def test_put_get_round_trip(connector: Any) -> None:
+    data = os.urandom(4096)
+    key = connector.put(data)
+    assert bytes(connector.get(key)) == data
+
+
+def test_bytes_like_inputs(connector: Any) -> None:
+    data = os.urandom(1000)
+    for wrapped in (bytearray(data), memoryview(data)):
+        assert bytes(connector.get(connector.put(wrapped))) == data
+
+
+def test_empty_and_large_objects(connector: Any) -> None:
+    for data in (b"", os.urandom(5 * 1024 * 1024 + 3)):
+        assert bytes(connector.get(connector.put(data))) == data
+
+
+def test_keys_are_picklable_named_tuples(connector: Any) -> None:
+    key = connector.put(b"x")
+    assert isinstance(key, tuple)
+    assert hasattr(type(key), "_fields")
+    assert pickle.loads(pickle.dumps(key)) == key
+    assert bytes(connector.get(pickle.loads(pickle.dumps(key)))) == b"x"
+
+
+def test_exists_and_evict(connector: Any) -> None:
+    key = connector.put(b"here")
+    assert connector.exists(key)
+    connector.evict(key)
+    assert not connector.exists(key)
+    assert connector.get(key) is None
+    connector.evict(key)  # evicting again is not an error
+
+
+def test_missing_keys_read_as_none(connector: Any) -> None:
+    assert connector.get(_missing_key(connector)) is None
+
+
+def test_batches_keep_order(connector: Any) -> None:
+    objects = [os.urandom(n) for n in (0, 1, 100, 10_000, 70_000)]
+    keys = connector.put_batch(objects)
+    assert len(keys) == len(objects)
+    assert [bytes(b) for b in connector.get_batch(keys)] == objects
+    missing = _missing_key(connector)
+    got = connector.get_batch([keys[1], missing, keys[0]])
+    assert [None if g is None else bytes(g) for g in got] == [objects[1], None, objects[0]]
+
+
+def test_config_is_the_constructor_keywords(connector: Any) -> None:
+    config = connector.config()
+    parameters = set(inspect.signature(type(connector)).parameters)
+    assert set(config) <= parameters
+    required = {
+        name
+        for name, p in inspect.signature(type(connector)).parameters.items()
+        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    }
+    assert required <= set(config)
+    twin = type(connector).from_config(config)
+    try:
+        assert twin.config() == config
+    finally:
+        twin.close()
+
+
+def test_a_copy_from_config_reads_the_same_objects(connector: Any) -> None:
+    if connector.config().get("include_data_in_config") is False:
+        return  # an in-process store shares nothing with its copies
+    key = connector.put(b"shared")
+    twin = type(connector).from_config(connector.config())
+    try:
+        assert bytes(twin.get(key)) == b"shared"
+    finally:
+        twin.close()
+
+
+def test_deferred_set(connector: Any) -> None:
+    if not isinstance(connector, DeferrableConnector):
+        return
+    deferrable: Any = connector
+    key = deferrable.new_key()
+    assert not deferrable.exists(key)
+    deferrable.set(key, b"later")
+    assert bytes(deferrable.get(key)) == b"later"

@@ -1,0 +1,100 @@
+"""DynoConnector through ProxyStore against a real fabric, in one and in several processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from proxystore.proxy import Proxy
+from proxystore.store import Store
+
+from dynostore.proxystore import DynoConnector, DynoKey
+from tests.connector_conformance import *  # noqa: F403 - the shared test functions
+from tests.integration.conftest import Session
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def connector(shared: Session) -> Iterator[DynoConnector]:
+    made = DynoConnector(apigateway=shared.fabric.gateway, token_user=shared.token, catalog="proxystore")
+    yield made
+    made.close()
+    made.close()
+
+
+def test_config_is_exactly_the_constructor_keywords(connector: DynoConnector) -> None:
+    import inspect
+
+    assert set(connector.config()) == set(inspect.signature(DynoConnector).parameters)
+
+
+def test_objects_land_in_the_catalog(shared: Session, connector: DynoConnector) -> None:
+    key = connector.put(b"listed")
+    assert key.key in {i.key for i in shared.client.list(catalog="proxystore", token_user=shared.token)}
+
+
+def test_set_needs_a_new_key(connector: DynoConnector) -> None:
+    with pytest.raises(ValueError, match="new_key"):
+        connector.set(DynoKey("0" * 32), b"x")
+
+
+def test_store_proxies_python_objects(connector: DynoConnector) -> None:
+    with Store("dyno-in-process", connector) as store:
+        for value in (b"raw bytes", {"a": [1, 2, 3]}, np.arange(100_000).reshape(100, 1000), 3):
+            proxy = store.proxy(value)
+            assert isinstance(proxy, Proxy)
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(proxy, value)
+            else:
+                assert proxy == value
+        assert store.proxy(3) ** 2 == 9
+        key = store.put({"evict": "me"})
+        assert store.exists(key)
+        store.evict(key)
+        assert not store.exists(key)
+
+
+def test_proxy_resolves_in_another_process(shared: Session, tmp_path: Path) -> None:
+    connector = DynoConnector(apigateway=shared.fabric.gateway, token_user=shared.token, catalog="proxystore")
+    value = {"array": list(range(1000)), "label": "from the parent"}
+    with Store("dyno-cross-process", connector, register=True) as store:
+        proxy = store.proxy(value)
+        pickled = tmp_path / "proxy.pkl"
+        pickled.write_bytes(pickle.dumps(proxy))
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import pickle, sys; p = pickle.loads(open(sys.argv[1], 'rb').read());"
+                "print(p['label'], sum(p['array']))",
+                str(pickled),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == f"from the parent {sum(range(1000))}"
+
+
+def test_workflow_example_runs(shared: Session) -> None:
+    env = {**os.environ, "DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": shared.token}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "proxystore_workflow.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert all("mean=499999.5000 shape=(1000, 1000)" in line for line in lines)

@@ -1,0 +1,101 @@
+"""SDK behaviour: AsyncClient, batches, threads, planned keys, hung containers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dynostore.client import AsyncClient, Client
+from dynostore.errors import AlreadyExists, NotFound, PermissionDenied
+from tests.integration.conftest import Session
+
+MiB = 1024 * 1024
+
+
+def test_async_client_has_the_same_methods(shared: Session) -> None:
+    public = {n for n in dir(Client) if not n.startswith("_")}
+    assert public <= {n for n in dir(AsyncClient) if not n.startswith("_")}
+
+    async def scenario() -> None:
+        async with AsyncClient(shared.fabric.gateway) as client:
+            data = os.urandom(4 * MiB + 1)
+            key = await client.put(data=data, token_user=shared.token, catalog="async")
+            assert await client.get(key=key, token_user=shared.token) == data
+            assert await client.exists(key=key, token_user=shared.token)
+            assert key in {i.key for i in await client.list(catalog="async", token_user=shared.token)}
+            await client.evict(key=key, token_user=shared.token)
+            with pytest.raises(NotFound):
+                await client.get(key=key, token_user=shared.token)
+
+    asyncio.run(scenario())
+
+
+def test_batches_mix_sizes_and_keep_order(shared: Session) -> None:
+    objects = [os.urandom(n) for n in (0, 10, 1000, 3 * MiB, 3 * MiB + 1, 7 * MiB)] * 3
+    keys = shared.client.put_batch(objects, token_user=shared.token, catalog="batch", names=[str(i) for i in range(18)])
+    assert len(set(keys)) == len(objects)
+    assert shared.client.get_batch(keys, token_user=shared.token) == objects
+    shared.client.evict(key=keys[2], token_user=shared.token)
+    assert shared.client.get_batch([keys[2], keys[1]], token_user=shared.token) == [None, objects[1]]
+    names = {i.key: i.name for i in shared.client.list(catalog="batch", token_user=shared.token)}
+    assert names[keys[5]] == "5"
+
+
+def test_big_batches_are_split_into_groups(shared: Session) -> None:
+    objects = [i.to_bytes(4, "big") for i in range(600)]
+    keys = shared.client.put_batch(objects, token_user=shared.token, catalog="many")
+    assert shared.client.get_batch(keys, token_user=shared.token) == objects
+
+
+def test_get_batch_of_another_users_object_is_refused(shared: Session) -> None:
+    key = shared.client.put(data=b"mine", token_user=shared.token, catalog="c")
+    other = shared.fabric.create_user("frank")
+    with pytest.raises(PermissionDenied):
+        shared.client.get_batch([key], token_user=other)
+
+
+def test_one_client_from_many_threads(shared: Session) -> None:
+    def work(i: int) -> None:
+        for j in range(10):
+            data = os.urandom(100 * i + j)
+            key = shared.client.put(data=data, token_user=shared.token, catalog="threads")
+            assert shared.client.get(key=key, token_user=shared.token) == data
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+
+
+def test_planned_keys_commit_once(shared: Session) -> None:
+    (reservation,) = shared.client.plan_keys(1, token_user=shared.token)
+    assert not shared.client.exists(key=reservation.key, token_user=shared.token)
+    key = shared.client.put(data=b"later", token_user=shared.token, catalog="c", planned=reservation)
+    assert key == reservation.key
+    assert shared.client.get(key=key, token_user=shared.token) == b"later"
+    with pytest.raises(AlreadyExists):
+        shared.client.put(data=b"again", token_user=shared.token, catalog="c", planned=reservation)
+    other = shared.fabric.create_user("grace")
+    (theirs,) = shared.client.plan_keys(1, token_user=other)
+    with pytest.raises(PermissionError):  # a reservation is its owner's alone
+        shared.client.put(data=b"x", token_user=shared.token, catalog="c", planned=theirs)
+
+
+def test_a_hung_container_costs_a_bounded_wait(own: Session) -> None:
+    data = os.urandom(8 * MiB)
+    key = own.client.put(data=data, token_user=own.token, catalog="c")
+    hung = own.fabric.containers[0]
+    assert hung.pid is not None
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        with Client(own.fabric.gateway, fragment_timeout=2) as client:
+            started = time.monotonic()
+            assert client.get(key=key, token_user=own.token) == data
+            again = client.put(data=data, token_user=own.token, catalog="c")
+            assert client.get(key=again, token_user=own.token) == data
+            assert time.monotonic() - started < 60
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
