@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 
+from dynostore.client import Client
 from dynostore.errors import DynoStoreError
 
 # Files larger than this get a progress bar when stderr is a terminal.
@@ -38,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run a local fabric (etcd + gateway + containers) in the foreground")
-    up.add_argument("--root", default="./dynostore-data", help="state directory (default ./dynostore-data)")
-    up.add_argument("--containers", type=int, default=5)
-    up.add_argument("--k", type=int, default=3)
-    up.add_argument("--m", type=int, default=2)
+    up.add_argument("--config", type=Path, help="TOML file describing a mixed fabric, e.g. fabric/mixed.toml")
+    up.add_argument("--root", help="state directory (default ./dynostore-data)")
+    up.add_argument("--containers", type=int, help="number of file-system containers (5; not with --config)")
+    up.add_argument("--k", type=int, help="data fragments (3)")
+    up.add_argument("--m", type=int, help="parity fragments (2)")
 
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
@@ -107,6 +110,50 @@ def build_parser() -> argparse.ArgumentParser:
     add = user_sub.add_parser("add", help="create a user and print its token")
     add.add_argument("name")
     _client_args(add)
+    _client_args(user_sub.add_parser("ls", help="list users"))
+    remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens")
+    remove.add_argument("name")
+    _client_args(remove)
+
+    catalog = sub.add_parser("catalog", help="manage catalogs")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    _client_args(catalog_sub.add_parser("ls", help="list your catalogs and those shared with you"))
+    for verb, text in (("create", "create an empty catalog"), ("info", "describe a catalog")):
+        one = catalog_sub.add_parser(verb, help=text)
+        one.add_argument("catalog")
+        _client_args(one)
+    drop = catalog_sub.add_parser("rm", help="delete a catalog")
+    drop.add_argument("catalog")
+    drop.add_argument("--force", action="store_true", help="also evict the objects it holds")
+    _client_args(drop)
+
+    share = sub.add_parser("share", help="share a catalog for reading")
+    share_sub = share.add_subparsers(dest="share_command", required=True)
+    for verb, text in (("add", "let USER read CATALOG"), ("rm", "take USER's access to CATALOG away")):
+        one = share_sub.add_parser(verb, help=text)
+        one.add_argument("catalog")
+        one.add_argument("user")
+        _client_args(one)
+    readers = share_sub.add_parser("ls", help="list who may read CATALOG")
+    readers.add_argument("catalog")
+    _client_args(readers)
+
+    watch = sub.add_parser("watch", help="print a catalog's events as they happen (Ctrl-C stops)")
+    watch.add_argument("catalog", help="name, or owner/name for a catalog shared with you")
+    watch.add_argument("--from-revision", type=int, default=0, help="replay events from this revision on")
+    _client_args(watch)
+
+    token = sub.add_parser("token", help="manage tokens (yours; anyone's with an admin token)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    new = token_sub.add_parser("new", help="create a token and print it (shown only once)")
+    new.add_argument("--user", help="whose token (admin only; default: yours)")
+    _client_args(new)
+    listing = token_sub.add_parser("ls", help="list token ids")
+    listing.add_argument("--user", help="whose tokens (admin only; default: yours)")
+    _client_args(listing)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    _client_args(revoke)
     return parser
 
 
@@ -115,7 +162,6 @@ def _show_progress(size: int) -> bool:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from dynostore.client import Client
 
     if not args.gateway:
         raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
@@ -138,8 +184,74 @@ def _client_command(args: argparse.Namespace) -> int:
         elif args.command == "rm":
             client.evict(args.key, token_user=args.token)
         elif args.command == "user":
-            print(client.create_user(args.name, token_user=args.token))
+            _user_command(client, args)
+        elif args.command == "token":
+            _token_command(client, args)
+        elif args.command == "catalog":
+            _catalog_command(client, args)
+        elif args.command == "share":
+            _share_command(client, args)
+        elif args.command == "watch":
+            _watch(client, args)
     return 0
+
+
+def _catalog_command(client: Client, args: argparse.Namespace) -> None:
+    if args.catalog_command == "ls":
+        me = client.whoami(token_user=args.token)
+        for info in client.list_catalogs(token_user=args.token):
+            print(info.name if info.owner == me else f"{info.owner}/{info.name}")
+    elif args.catalog_command == "create":
+        client.create_catalog(args.catalog, token_user=args.token)
+    elif args.catalog_command == "info":
+        info = client.describe_catalog(args.catalog, token_user=args.token)
+        print(f"catalog {info.owner}/{info.name}: {info.objects} objects, {info.bytes} bytes")
+        print(f"shared with: {', '.join(info.shared_with) or 'nobody'}")
+    else:
+        evicted = client.delete_catalog(args.catalog, token_user=args.token, force=args.force)
+        print(f"deleted {args.catalog}; {evicted} object(s) evicted")
+
+
+def _share_command(client: Client, args: argparse.Namespace) -> None:
+    if args.share_command == "add":
+        client.share(args.catalog, args.user, token_user=args.token)
+    elif args.share_command == "rm":
+        if not client.unshare(args.catalog, args.user, token_user=args.token):
+            print(f"{args.user} had no access to {args.catalog}", file=sys.stderr)
+    else:
+        for reader in client.describe_catalog(args.catalog, token_user=args.token).shared_with:
+            print(reader)
+
+
+def _watch(client: Client, args: argparse.Namespace) -> None:
+    with suppress(KeyboardInterrupt):
+        for event in client.subscribe(args.catalog, token_user=args.token, start_revision=args.from_revision):
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            what = event.user if event.kind in ("share", "unshare") else f"{event.key} {event.size:>10} {event.name}"
+            print(f"{stamp} rev {event.revision:>6} {event.kind:<7} {what}", flush=True)
+
+
+def _user_command(client: Client, args: argparse.Namespace) -> None:
+    if args.user_command == "add":
+        print(client.create_user(args.name, token_user=args.token))
+    elif args.user_command == "ls":
+        for user in client.list_users(token_user=args.token):
+            print(f"{user.name}{'  (admin)' if user.admin else ''}")
+    else:
+        revoked = client.remove_user(args.name, token_user=args.token)
+        print(f"removed {args.name}; {revoked} token(s) revoked")
+
+
+def _token_command(client: Client, args: argparse.Namespace) -> None:
+    if args.token_command == "new":
+        token, info = client.create_token(token_user=args.token, user=args.user)
+        print(token)
+        print(f"token id {info.id} (for revoking); the token itself is not shown again", file=sys.stderr)
+    elif args.token_command == "ls":
+        for info in client.list_tokens(token_user=args.token, user=args.user):
+            print(f"{info.id}  {info.user}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.created))}")
+    else:
+        client.revoke_token(args.id, token_user=args.token)
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -169,11 +281,20 @@ def _daemon(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from dynostore.local import LocalFabric
+    from dynostore.local import ContainerSpec, FabricConfig, LocalFabric, load_fabric_config
 
+    if args.config and args.containers is not None:
+        raise SystemExit("error: give --containers or --config, not both.")
+    if args.config:
+        config = load_fabric_config(args.config)
+    else:
+        config = FabricConfig([ContainerSpec() for _ in range(5 if args.containers is None else args.containers)])
+    root = args.root or config.root or "./dynostore-data"
+    k = config.k if args.k is None else args.k
+    m = config.m if args.m is None else args.m
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalFabric(containers=args.containers, root=args.root, k=args.k, m=args.m) as fabric:
+    with LocalFabric(containers=config.containers, root=root, k=k, m=m) as fabric:
         print(f"DynoStore is up: {len(fabric.containers)} containers, state in {fabric.root}")
         print(f"export DYNOSTORE_GATEWAY={fabric.gateway}")
         print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")

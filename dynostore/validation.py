@@ -45,6 +45,15 @@ def catalog(value: Any) -> str:
     return value
 
 
+def catalog_ref(value: Any, user: str) -> tuple[str, str]:
+    """``(owner, name)`` of a catalog named ``name`` (the user's) or ``owner/name``."""
+    value = _require_str(value, "catalog")
+    owner, slash, name = value.rpartition("/")
+    if not slash:
+        return user, catalog(value)
+    return user_name(owner), catalog(name)
+
+
 def user_name(value: Any) -> str:
     """A user name: lower-case letter first, then letters, digits, '_' or '-'."""
     value = _require_str(value, "user name")

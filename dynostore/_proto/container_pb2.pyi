@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChunkHeader(_message.Message):
-    __slots__ = ("key", "index")
+    __slots__ = ("key", "index", "container_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    container_id: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., container_id: _Optional[str] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("data", "crc32", "offset")

@@ -123,6 +123,96 @@ class ListRequest(_message.Message):
     catalog: str
     def __init__(self, catalog: _Optional[str] = ...) -> None: ...
 
+class CatalogRequest(_message.Message):
+    __slots__ = ("catalog",)
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    catalog: str
+    def __init__(self, catalog: _Optional[str] = ...) -> None: ...
+
+class CatalogInfo(_message.Message):
+    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    name: str
+    created: float
+    objects: int
+    bytes: int
+    shared_with: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListCatalogsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCatalogsResponse(_message.Message):
+    __slots__ = ("catalogs",)
+    CATALOGS_FIELD_NUMBER: _ClassVar[int]
+    catalogs: _containers.RepeatedCompositeFieldContainer[CatalogInfo]
+    def __init__(self, catalogs: _Optional[_Iterable[_Union[CatalogInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteCatalogRequest(_message.Message):
+    __slots__ = ("catalog", "force")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    catalog: str
+    force: bool
+    def __init__(self, catalog: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteCatalogResponse(_message.Message):
+    __slots__ = ("evicted",)
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    evicted: int
+    def __init__(self, evicted: _Optional[int] = ...) -> None: ...
+
+class ShareRequest(_message.Message):
+    __slots__ = ("catalog", "with_user")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    WITH_USER_FIELD_NUMBER: _ClassVar[int]
+    catalog: str
+    with_user: str
+    def __init__(self, catalog: _Optional[str] = ..., with_user: _Optional[str] = ...) -> None: ...
+
+class ShareResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    def __init__(self, changed: _Optional[bool] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("catalog", "start_revision")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    catalog: str
+    start_revision: int
+    def __init__(self, catalog: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "key", "name", "size", "time", "revision", "user", "owner", "catalog")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    key: str
+    name: str
+    size: int
+    time: float
+    revision: int
+    user: str
+    owner: str
+    catalog: str
+    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ...) -> None: ...
+
 class CreateUserRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +238,84 @@ class WhoAmIResponse(_message.Message):
     name: str
     admin: bool
     def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class UserInfo(_message.Message):
+    __slots__ = ("name", "admin", "created")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    admin: bool
+    created: float
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListUsersResponse(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[UserInfo]
+    def __init__(self, users: _Optional[_Iterable[_Union[UserInfo, _Mapping]]] = ...) -> None: ...
+
+class RemoveUserRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveUserResponse(_message.Message):
+    __slots__ = ("tokens_revoked",)
+    TOKENS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    tokens_revoked: int
+    def __init__(self, tokens_revoked: _Optional[int] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("id", "user", "created")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    user: str
+    created: float
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., created: _Optional[float] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "info")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    info: TokenInfo
+    def __init__(self, token: _Optional[str] = ..., info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class RegisterContainerRequest(_message.Message):
     __slots__ = ("container",)

@@ -69,6 +69,41 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_common__pb2.ObjectInfo.FromString,
                 _registered_method=True)
+        self.CreateCatalog = channel.unary_unary(
+                '/dynostore.v1.Gateway/CreateCatalog',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.FromString,
+                _registered_method=True)
+        self.ListCatalogs = channel.unary_unary(
+                '/dynostore.v1.Gateway/ListCatalogs',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListCatalogsRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListCatalogsResponse.FromString,
+                _registered_method=True)
+        self.DescribeCatalog = channel.unary_unary(
+                '/dynostore.v1.Gateway/DescribeCatalog',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.FromString,
+                _registered_method=True)
+        self.DeleteCatalog = channel.unary_unary(
+                '/dynostore.v1.Gateway/DeleteCatalog',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogResponse.FromString,
+                _registered_method=True)
+        self.Share = channel.unary_unary(
+                '/dynostore.v1.Gateway/Share',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ShareRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ShareResponse.FromString,
+                _registered_method=True)
+        self.Unshare = channel.unary_unary(
+                '/dynostore.v1.Gateway/Unshare',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ShareRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ShareResponse.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/dynostore.v1.Gateway/Subscribe',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.Event.FromString,
+                _registered_method=True)
         self.CreateUser = channel.unary_unary(
                 '/dynostore.v1.Gateway/CreateUser',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateUserRequest.SerializeToString,
@@ -78,6 +113,31 @@ class GatewayStub:
                 '/dynostore.v1.Gateway/WhoAmI',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/dynostore.v1.Gateway/ListUsers',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.RemoveUser = channel.unary_unary(
+                '/dynostore.v1.Gateway/RemoveUser',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/dynostore.v1.Gateway/CreateToken',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/dynostore.v1.Gateway/ListTokens',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/dynostore.v1.Gateway/RevokeToken',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
         self.RegisterContainer = channel.unary_unary(
                 '/dynostore.v1.Gateway/RegisterContainer',
@@ -140,7 +200,57 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Objects of a catalog, in key order.
+        """Objects of a catalog, in key order. A catalog is named "name" (your
+        own) or "owner/name" (one shared with you).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCatalog(self, request, context):
+        """Catalogs: created on first put or here; listed (yours, then those shared
+        with you), described, and deleted (with `force` when not empty: its
+        objects are evicted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCatalogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeCatalog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCatalog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Share(self, request, context):
+        """Sharing (the owner only): readers may get, list and subscribe, never
+        evict or put.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unshare(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """Events of a catalog (put, evict, share, unshare) as they happen, backed
+        by an etcd watch. Pass the last revision seen + 1 to resume without loss.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +266,39 @@ class GatewayServicer:
     def WhoAmI(self, request, context):
         """Who the presented token belongs to.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Users (admin only): list, and remove with all their tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Tokens: a user manages its own, an admin anyone's. A token is shown once,
+        at creation; afterwards only its id (a prefix of its hash) is known.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -212,6 +355,41 @@ def add_GatewayServicer_to_server(servicer, server):
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_common__pb2.ObjectInfo.SerializeToString,
             ),
+            'CreateCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCatalog,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.SerializeToString,
+            ),
+            'ListCatalogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogs,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListCatalogsRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListCatalogsResponse.SerializeToString,
+            ),
+            'DescribeCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCatalog,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.SerializeToString,
+            ),
+            'DeleteCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCatalog,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogResponse.SerializeToString,
+            ),
+            'Share': grpc.unary_unary_rpc_method_handler(
+                    servicer.Share,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ShareRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ShareResponse.SerializeToString,
+            ),
+            'Unshare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unshare,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ShareRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ShareResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.SubscribeRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.Event.SerializeToString,
+            ),
             'CreateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateUser,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateUserRequest.FromString,
@@ -221,6 +399,31 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.WhoAmIRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListUsersRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'RemoveUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveUser,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateTokenRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListTokensRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.SerializeToString,
             ),
             'RegisterContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterContainer,
@@ -415,6 +618,195 @@ class Gateway:
             _registered_method=True)
 
     @staticmethod
+    def CreateCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CreateCatalog',
+            dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/ListCatalogs',
+            dynostore_dot_v1_dot_gateway__pb2.ListCatalogsRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ListCatalogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/DescribeCatalog',
+            dynostore_dot_v1_dot_gateway__pb2.CatalogRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CatalogInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/DeleteCatalog',
+            dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.DeleteCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Share(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/Share',
+            dynostore_dot_v1_dot_gateway__pb2.ShareRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unshare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/Unshare',
+            dynostore_dot_v1_dot_gateway__pb2.ShareRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dynostore.v1.Gateway/Subscribe',
+            dynostore_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateUser(request,
             target,
             options=(),
@@ -458,6 +850,141 @@ class Gateway:
             '/dynostore.v1.Gateway/WhoAmI',
             dynostore_dot_v1_dot_gateway__pb2.WhoAmIRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/ListUsers',
+            dynostore_dot_v1_dot_gateway__pb2.ListUsersRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RemoveUser',
+            dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CreateToken',
+            dynostore_dot_v1_dot_gateway__pb2.CreateTokenRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/ListTokens',
+            dynostore_dot_v1_dot_gateway__pb2.ListTokensRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RevokeToken',
+            dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,19 +15,31 @@ same methods for asyncio code.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from dynostore.client.aio import AsyncClient, BytesLike
+from dynostore.client.aio import AsyncClient, BytesLike, CatalogInfo, Event, TokenInfo, UserInfo
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
 
 T = TypeVar("T")
 
-__all__ = ["AsyncClient", "Client", "ObjectInfo", "PlacementPolicy", "Reservation", "SpreadPlacement"]
+__all__ = [
+    "AsyncClient",
+    "CatalogInfo",
+    "Client",
+    "Event",
+    "ObjectInfo",
+    "PlacementPolicy",
+    "Reservation",
+    "SpreadPlacement",
+    "TokenInfo",
+    "UserInfo",
+]
 
 
 class Client:
@@ -179,3 +191,68 @@ class Client:
     def create_user(self, name: str, token_user: str) -> str:
         """Create user ``name`` (needs an admin token) and return its token."""
         return self._run(self._async.create_user(name, token_user))
+
+    def whoami(self, token_user: str) -> str:
+        """The name of the user the token belongs to."""
+        return self._run(self._async.whoami(token_user))
+
+    def list_users(self, token_user: str) -> builtins.list[UserInfo]:
+        """Every user (admin token needed)."""
+        return self._run(self._async.list_users(token_user))
+
+    def remove_user(self, name: str, token_user: str) -> int:
+        """Remove a user and revoke all its tokens at once (admin token needed); return how many."""
+        return self._run(self._async.remove_user(name, token_user))
+
+    def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
+        """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
+        return self._run(self._async.create_token(token_user, user))
+
+    def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
+        """Ids of your tokens (or, with an admin token, of ``user``'s)."""
+        return self._run(self._async.list_tokens(token_user, user))
+
+    def create_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
+        """Create an empty catalog (puts also create theirs)."""
+        return self._run(self._async.create_catalog(catalog, token_user))
+
+    def list_catalogs(self, token_user: str) -> builtins.list[CatalogInfo]:
+        """Your catalogs, then those shared with you (``owner/name`` reads them)."""
+        return self._run(self._async.list_catalogs(token_user))
+
+    def describe_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
+        """A catalog with its object count, bytes and readers."""
+        return self._run(self._async.describe_catalog(catalog, token_user))
+
+    def delete_catalog(self, catalog: str, token_user: str, force: bool = False) -> int:
+        """Delete one of your catalogs; one that holds objects needs ``force`` (evicts them)."""
+        return self._run(self._async.delete_catalog(catalog, token_user, force))
+
+    def share(self, catalog: str, with_user: str, token_user: str) -> None:
+        """Let ``with_user`` read, list and subscribe to your ``catalog`` (never evict or put)."""
+        self._run(self._async.share(catalog, with_user, token_user))
+
+    def unshare(self, catalog: str, with_user: str, token_user: str) -> bool:
+        """Take ``with_user``'s access away at once; return whether they had it."""
+        return self._run(self._async.unshare(catalog, with_user, token_user))
+
+    def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> Iterator[Event]:
+        """Events of a catalog as they happen (see :meth:`AsyncClient.subscribe`); close() the iterator to stop."""
+        events = self._async.subscribe(catalog, token_user, start_revision)
+
+        async def next_event() -> Event:
+            return await anext(events)
+
+        try:
+            while True:
+                try:
+                    yield self._run(next_event())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(events.aclose())
+
+    def revoke_token(self, token_id: str, token_user: str) -> None:
+        """Revoke a token by id; it stops working at once on every gateway."""
+        self._run(self._async.revoke_token(token_id, token_user))

@@ -12,17 +12,76 @@ async with AsyncClient("127.0.0.1:8095") as client:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
+
+from dynostore import validation
+from dynostore._proto import gateway_pb2
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
 from dynostore.errors import InvalidArgument
+from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.tuning import tune_malloc
 
 BytesLike = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as :meth:`AsyncClient.list_users` reports it."""
+
+    name: str
+    admin: bool
+    created: float
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    """A catalog; ``objects``, ``bytes`` and ``shared_with`` are filled by describe_catalog."""
+
+    owner: str
+    name: str
+    created: float
+    objects: int = 0
+    bytes: int = 0
+    shared_with: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change to a catalog: ``kind`` is put, evict, share or unshare (``user``: the reader)."""
+
+    kind: str
+    key: str
+    name: str
+    size: int
+    time: float
+    revision: int
+    user: str
+    owner: str
+    catalog: str
+
+
+def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
+    return CatalogInfo(
+        message.owner, message.name, message.created, message.objects, message.bytes, tuple(message.shared_with)
+    )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token's public id (16 hex digits of its hash), owner and creation time."""
+
+    id: str
+    user: str
+    created: float
 
 
 def bytes_segments(data: BytesLike) -> tuple[SegmentSource, int]:
@@ -228,3 +287,105 @@ class AsyncClient:
     async def create_user(self, name: str, token_user: str) -> str:
         """Create user ``name`` (needs an admin token) and return its token."""
         return await self._pipeline.create_user(name, token_user)
+
+    async def whoami(self, token_user: str) -> str:
+        """The name of the user the token belongs to."""
+        return str((await self._control("WhoAmI", gateway_pb2.WhoAmIRequest(), token_user)).name)
+
+    async def list_users(self, token_user: str) -> builtins.list[UserInfo]:
+        """Every user (admin token needed)."""
+        reply = await self._control("ListUsers", gateway_pb2.ListUsersRequest(), token_user)
+        return [UserInfo(u.name, u.admin, u.created) for u in reply.users]
+
+    async def remove_user(self, name: str, token_user: str) -> int:
+        """Remove a user and revoke all its tokens at once (admin token needed); return how many."""
+        validation.user_name(name)
+        reply = await self._control("RemoveUser", gateway_pb2.RemoveUserRequest(name=name), token_user)
+        return int(reply.tokens_revoked)
+
+    async def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
+        """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
+        reply = await self._control("CreateToken", gateway_pb2.CreateTokenRequest(user=user or ""), token_user)
+        return reply.token, TokenInfo(reply.info.id, reply.info.user, reply.info.created)
+
+    async def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
+        """Ids of your tokens (or, with an admin token, of ``user``'s)."""
+        reply = await self._control("ListTokens", gateway_pb2.ListTokensRequest(user=user or ""), token_user)
+        return [TokenInfo(t.id, t.user, t.created) for t in reply.tokens]
+
+    async def revoke_token(self, token_id: str, token_user: str) -> None:
+        """Revoke a token by id; it stops working at once on every gateway."""
+        await self._control("RevokeToken", gateway_pb2.RevokeTokenRequest(id=token_id), token_user)
+
+    # catalogs, sharing, events ------------------------------------------------
+
+    async def create_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
+        """Create an empty catalog (puts also create theirs)."""
+        reply = await self._control("CreateCatalog", gateway_pb2.CatalogRequest(catalog=catalog), token_user)
+        return _catalog_info(reply)
+
+    async def list_catalogs(self, token_user: str) -> builtins.list[CatalogInfo]:
+        """Your catalogs, then those shared with you (``owner/name`` reads them)."""
+        reply = await self._control("ListCatalogs", gateway_pb2.ListCatalogsRequest(), token_user)
+        return [_catalog_info(c) for c in reply.catalogs]
+
+    async def describe_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
+        """A catalog with its object count, bytes and readers."""
+        reply = await self._control("DescribeCatalog", gateway_pb2.CatalogRequest(catalog=catalog), token_user)
+        return _catalog_info(reply)
+
+    async def delete_catalog(self, catalog: str, token_user: str, force: bool = False) -> int:
+        """Delete one of your catalogs; one that holds objects needs ``force`` (evicts them). Returns evictions.
+
+        Raises:
+            FailedPrecondition: the catalog holds objects and ``force`` is false.
+        """
+        request = gateway_pb2.DeleteCatalogRequest(catalog=catalog, force=force)
+        return int((await self._control("DeleteCatalog", request, token_user)).evicted)
+
+    async def share(self, catalog: str, with_user: str, token_user: str) -> None:
+        """Let ``with_user`` read, list and subscribe to your ``catalog`` (never evict or put)."""
+        request = gateway_pb2.ShareRequest(catalog=catalog, with_user=with_user)
+        await self._control("Share", request, token_user)
+
+    async def unshare(self, catalog: str, with_user: str, token_user: str) -> bool:
+        """Take ``with_user``'s access away at once; return whether they had it."""
+        request = gateway_pb2.ShareRequest(catalog=catalog, with_user=with_user)
+        return bool((await self._control("Unshare", request, token_user)).changed)
+
+    async def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> AsyncGenerator[Event, None]:
+        """Events of a catalog (``kind``: put, evict, share, unshare) as they happen.
+
+        Runs until the caller stops iterating, or until the subscriber's access
+        ends. When the gateway goes away, it subscribes again from the last
+        revision it saw, so no event is lost or repeated; after ``retries``
+        failed attempts in a row it raises :class:`~dynostore.errors.Unavailable`.
+        """
+        validation.token(token_user)
+        next_revision, failures = start_revision, 0
+        while True:
+            call = self._pipeline.gateway_stub().Subscribe(
+                gateway_pb2.SubscribeRequest(catalog=catalog, start_revision=next_revision),
+                metadata=auth_metadata(token_user),
+            )
+            try:
+                async for message in call:
+                    failures = 0
+                    next_revision = message.revision + (message.kind != "ready")
+                    if message.kind != "ready":
+                        yield Event(
+                            message.kind, message.key, message.name, message.size, message.time,
+                            message.revision, message.user, message.owner, message.catalog,
+                        )  # fmt: skip
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._pipeline.retries + 5:
+                    raise from_rpc_error(exc) from None
+                failures += 1
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+            finally:
+                call.cancel()
+
+    async def _control(self, method: str, request: Any, token_user: str) -> Any:
+        validation.token(token_user)
+        return await self._pipeline.call(getattr(self._pipeline.gateway_stub(), method), request, token_user)

@@ -37,6 +37,7 @@ class ChunkRef:
     address: str
     key: str
     index: int
+    container_id: str = ""
 
 
 def _batches(refs: Sequence[ChunkRef], sizes: Sequence[int]) -> list[list[int]]:
@@ -71,7 +72,9 @@ async def write_whole_chunks(
         request = container_pb2.WriteChunksRequest(
             chunks=[
                 container_pb2.WholeChunk(
-                    header=container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index),
+                    header=container_pb2.ChunkHeader(
+                        key=refs[i].key, index=refs[i].index, container_id=refs[i].container_id
+                    ),
                     fragments=[container_pb2.Fragment(data=fragments[i], crc32=checksum(fragments[i]))],
                 )
                 for i in group
@@ -123,8 +126,11 @@ async def read_whole_chunks(
 class ChunkWriter:
     """Streams one chunk to one container, fed through a bounded queue."""
 
-    def __init__(self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, depth: int) -> None:
+    def __init__(
+        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, depth: int, container_id: str = ""
+    ) -> None:
         self.stub = stub
+        self.container_id = container_id
         self.key = key
         self.index = index
         self.error: str | None = None
@@ -136,7 +142,8 @@ class ChunkWriter:
         self._task = asyncio.create_task(self._run())
 
     async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest]:
-        yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=self.key, index=self.index))
+        header = container_pb2.ChunkHeader(key=self.key, index=self.index, container_id=self.container_id)
+        yield container_pb2.PutChunkRequest(header=header)
         while (fragment := await self._queue.get()) is not None:
             yield container_pb2.PutChunkRequest(
                 fragment=container_pb2.Fragment(data=fragment, crc32=checksum(fragment))

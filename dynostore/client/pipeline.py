@@ -38,6 +38,7 @@ from dynostore.errors import (
     DynoStoreError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
     error_for_code,
 )
@@ -169,6 +170,10 @@ class Pipeline:
     def _gateway(self) -> gateway_pb2_grpc.GatewayStub:
         return gateway_pb2_grpc.GatewayStub(self._channel(self.gateway_address))
 
+    def gateway_stub(self) -> gateway_pb2_grpc.GatewayStub:
+        """The gateway's stub, for control calls made through :meth:`call`."""
+        return self._gateway()
+
     def _container(self, address: str) -> container_pb2_grpc.ContainerStub:
         return container_pb2_grpc.ContainerStub(self._channel(address))
 
@@ -232,6 +237,9 @@ class Pipeline:
         reserved earlier with :meth:`plan_keys`, one per item.
         """
         validation.token(token)
+        if "/" in catalog:
+            validation.catalog_ref(catalog, "")
+            raise PermissionDenied("Objects can be put only into your own catalogs (a plain catalog name).")
         validation.catalog(catalog)
         for item in items:
             validation.object_name(item.name)
@@ -345,7 +353,7 @@ class Pipeline:
             if len(segment) != p.item.size or rest:
                 raise InvalidArgument(f"The source changed while it was stored ({p.item.size} bytes announced).")
             for index, (target, fragment) in enumerate(zip(p.targets, p.codec.encode(segment), strict=True)):
-                refs.append(ChunkRef(target.address, p.planned.key, index))
+                refs.append(ChunkRef(target.address, p.planned.key, index, target.id))
                 fragments.append(fragment)
         stubs = self._stubs([r.address for r in refs])
         errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout)
@@ -359,7 +367,8 @@ class Pipeline:
     async def _write_streamed(self, p: _Placed, progress: Progress | None) -> list[str | None]:
         """Many segments: one PutChunk stream per chunk, fed segment by segment."""
         writers = [
-            ChunkWriter(self._container(t.address), p.planned.key, i, self.queue_depth) for i, t in enumerate(p.targets)
+            ChunkWriter(self._container(t.address), p.planned.key, i, self.queue_depth, t.id)
+            for i, t in enumerate(p.targets)
         ]
         for w in writers:
             w.start()
@@ -609,8 +618,8 @@ class Pipeline:
         return reply.existed
 
     async def list(self, catalog: str, token: str) -> list[ObjectInfo]:
-        """Objects of a catalog."""
-        validation.catalog(catalog)
+        """Objects of a catalog (``name``, or ``owner/name`` for one shared with you)."""
+        validation.catalog_ref(catalog, "")
         validation.token(token)
         call = self._gateway().List(
             gateway_pb2.ListRequest(catalog=catalog), metadata=auth_metadata(token), timeout=self.timeout

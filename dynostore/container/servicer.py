@@ -45,6 +45,12 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self.container_id = container_id
         self.site = site
 
+    def _check_addressee(self, header: pb.ChunkHeader) -> None:
+        if header.container_id and header.container_id != self.container_id:
+            raise FailedPrecondition(
+                f"This is container {self.container_id}, not {header.container_id[:64]}; its address was reused."
+            )
+
     async def _write(self, key: str, index: int, fragments: AsyncIterator[pb.Fragment]) -> pb.PutChunkResponse:
         """Verify and store fragments; the chunk appears only if all of them arrive intact."""
         writer = await self.backend.open_writer(key, index)
@@ -69,6 +75,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("PutChunk must start with a header message.")
         key, index = _chunk_ref(first.header.key, first.header.index)
+        self._check_addressee(first.header)
 
         async def fragments() -> AsyncIterator[pb.Fragment]:
             async for message in request_iterator:
@@ -91,6 +98,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
 
             try:
                 key, index = _chunk_ref(chunk.header.key, chunk.header.index)
+                self._check_addressee(chunk.header)
                 await self._write(key, index, fragments())
             except Exception as exc:
                 return _status(exc)

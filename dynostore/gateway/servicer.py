@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,14 @@ from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from dynostore.gateway.tickets import PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
+from dynostore.registry.registry import TokenInfo
 from dynostore.rpc import open_channel
 
 log = logging.getLogger(__name__)
 MAX_PLANNED_KEYS = 1000
 # The most objects one CommitPut or Locate call takes.
 MAX_BATCH = 1000
+TOKEN_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,26 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def _owned(self, key: str, user: User) -> ObjectRecord:
         record = await self.registry.get_object(validation.key(key))
         if record.owner != user.name:
+            if await self.registry.can_read(record.owner, record.catalog, user.name):
+                raise PermissionDenied(f"Object {key} is shared with you read-only.")
             raise PermissionDenied(f"Object {key} belongs to another user.")
         return record
+
+    async def _readable(self, key: str, user: User) -> ObjectRecord:
+        record = await self.registry.get_object(validation.key(key))
+        if not await self.registry.can_read(record.owner, record.catalog, user.name):
+            raise PermissionDenied(f"Object {key} belongs to another user.")
+        return record
+
+    async def _catalog(self, context: grpc.aio.ServicerContext, ref: str, *, own: bool) -> tuple[User, str, str]:
+        """Caller, owner and name of a catalog the caller owns (``own``) or may read."""
+        user = await self._user(context)
+        owner, name = validation.catalog_ref(ref, user.name)
+        if owner != user.name and (own or not await self.registry.can_read(owner, name, user.name)):
+            raise PermissionDenied(
+                f"Catalog {ref!r} is not yours." if own else f"Catalog {ref!r} is not yours and not shared with you."
+            )
+        return user, owner, name
 
     # objects ----------------------------------------------------------------
 
@@ -119,6 +140,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def _record(self, commit: gateway_pb2.ObjectCommit, user: User, now: float) -> ObjectRecord:
         """Validate one object of a commit and build its registry record."""
         key = validation.key(commit.key)
+        if "/" in commit.catalog:
+            validation.catalog_ref(commit.catalog, user.name)
+            raise PermissionDenied("Objects can be put only into your own catalogs.")
         catalog = validation.catalog(commit.catalog)
         name = validation.object_name(commit.name)
         self.signer.check(commit.plan_ticket, key, user.name)
@@ -160,7 +184,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             location = reply.locations.add()
             if record is None:
                 location.code, location.message = NotFound.code.value[0], f"No object has the key {key}."
-            elif record.owner != user.name:
+            elif not await self.registry.can_read(record.owner, record.catalog, user.name):
                 location.code = PermissionDenied.code.value[0]
                 location.message = f"Object {key} belongs to another user."
             else:
@@ -180,7 +204,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         user = await self._user(context)
         key = validation.key(request.key)
         try:
-            await self._owned(key, user)
+            await self._readable(key, user)
         except (NotFound, PermissionDenied):
             return gateway_pb2.ExistsResponse(exists=False)
         return gateway_pb2.ExistsResponse(exists=True)
@@ -197,10 +221,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         record = await self.registry.delete_object(key)
         if record is None:
             return gateway_pb2.EvictResponse(existed=False)
-        task = asyncio.create_task(self._delete_chunks(record))
+        self._in_background(self._delete_chunks(record))
+        return gateway_pb2.EvictResponse(existed=True)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return gateway_pb2.EvictResponse(existed=True)
 
     async def _delete_chunks(self, record: ObjectRecord) -> None:
         """Best effort: chunks on unreachable containers stay until garbage collection."""
@@ -219,16 +246,84 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ObjectInfo]:
-        user = await self._user(context)
-        catalog = validation.catalog(request.catalog)
-        for key, entry in await self.registry.list_catalog(user.name, catalog):
+        _, owner, catalog = await self._catalog(context, request.catalog, own=False)
+        for key, entry in await self.registry.list_catalog(owner, catalog):
             yield common_pb2.ObjectInfo(
                 key=key,
                 name=entry["name"],
                 catalog=catalog,
-                owner=user.name,
+                owner=owner,
                 size=entry["size"],
                 created=entry["created"],
+            )
+
+    # catalogs ---------------------------------------------------------------
+
+    async def CreateCatalog(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.CatalogRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CatalogInfo:
+        _, owner, name = await self._catalog(context, request.catalog, own=True)
+        await self.registry.create_catalog(owner, name)
+        return _catalog_info(await self.registry.describe_catalog(owner, name))
+
+    async def ListCatalogs(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListCatalogsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListCatalogsResponse:
+        user = await self._user(context)
+        found = await self.registry.catalogs(user.name)
+        return gateway_pb2.ListCatalogsResponse(catalogs=[_catalog_info(c) for c in found])
+
+    async def DescribeCatalog(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.CatalogRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CatalogInfo:
+        _, owner, name = await self._catalog(context, request.catalog, own=False)
+        return _catalog_info(await self.registry.describe_catalog(owner, name))
+
+    async def DeleteCatalog(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.DeleteCatalogRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteCatalogResponse:
+        _, owner, name = await self._catalog(context, request.catalog, own=True)
+        evicted = await self.registry.delete_catalog(owner, name, request.force)
+        for record in evicted:
+            self._in_background(self._delete_chunks(record))
+        return gateway_pb2.DeleteCatalogResponse(evicted=len(evicted))
+
+    async def Share(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ShareRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ShareResponse:
+        _, owner, name = await self._catalog(context, request.catalog, own=True)
+        reader = validation.user_name(request.with_user)
+        if reader == owner:
+            raise InvalidArgument("A catalog cannot be shared with its owner.")
+        await self.registry.share(owner, name, reader)
+        return gateway_pb2.ShareResponse(changed=True)
+
+    async def Unshare(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ShareRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ShareResponse:
+        _, owner, name = await self._catalog(context, request.catalog, own=True)
+        changed = await self.registry.unshare(owner, name, validation.user_name(request.with_user))
+        return gateway_pb2.ShareResponse(changed=changed)
+
+    async def Subscribe(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.Event]:
+        user, owner, name = await self._catalog(context, request.catalog, own=False)
+        if request.start_revision < 0:
+            raise InvalidArgument("start_revision must not be negative.")
+        async for event in self.registry.catalog_events(owner, name, request.start_revision):
+            if event.kind == "unshare" and event.user == user.name and owner != user.name:
+                return  # access gone: the stream ends
+            yield gateway_pb2.Event(
+                kind=event.kind,
+                key=event.key,
+                name=event.name,
+                size=event.size,
+                time=event.time,
+                revision=event.revision,
+                user=event.user,
+                owner=owner,
+                catalog=name,
             )
 
     # users ------------------------------------------------------------------
@@ -246,6 +341,53 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     ) -> gateway_pb2.WhoAmIResponse:
         user = await self._user(context)
         return gateway_pb2.WhoAmIResponse(name=user.name, admin=user.admin)
+
+    async def ListUsers(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListUsersResponse:
+        await self._admin(context)
+        users = await self.registry.list_users()
+        return gateway_pb2.ListUsersResponse(
+            users=[gateway_pb2.UserInfo(name=u.name, admin=u.admin, created=u.created) for u in users]
+        )
+
+    async def RemoveUser(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RemoveUserRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RemoveUserResponse:
+        await self._admin(context)
+        revoked = await self.registry.remove_user(validation.user_name(request.name))
+        return gateway_pb2.RemoveUserResponse(tokens_revoked=revoked)
+
+    async def _token_owner(self, context: grpc.aio.ServicerContext, name: str) -> str:
+        """The user whose tokens a call manages: the caller, or anyone for an admin."""
+        user = await self._user(context)
+        if not name or name == user.name:
+            return user.name
+        if not user.admin:
+            raise PermissionDenied("Only an admin may manage another user's tokens.")
+        return (await self.registry.get_user(validation.user_name(name))).name
+
+    async def CreateToken(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CreateTokenResponse:
+        owner = await self._token_owner(context, request.user)
+        token, info = await self.registry.create_token(owner)
+        return gateway_pb2.CreateTokenResponse(token=token, info=_token_info(info))
+
+    async def ListTokens(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListTokensResponse:
+        owner = await self._token_owner(context, request.user)
+        return gateway_pb2.ListTokensResponse(tokens=[_token_info(i) for i in await self.registry.list_tokens(owner)])
+
+    async def RevokeToken(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RevokeTokenResponse:
+        user = await self._user(context)
+        if not TOKEN_ID_PATTERN.fullmatch(request.id):
+            raise InvalidArgument(f"{request.id[:40]!r} is not a token id (16 hex digits).")
+        await self.registry.revoke_token(request.id, user)
+        return gateway_pb2.RevokeTokenResponse()
 
     # containers -------------------------------------------------------------
 
@@ -284,6 +426,21 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
 def _as_dict(info: common_pb2.ContainerInfo) -> dict[str, Any]:
     return MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _catalog_info(info: dict[str, Any]) -> gateway_pb2.CatalogInfo:
+    return gateway_pb2.CatalogInfo(
+        owner=info["owner"],
+        name=info["name"],
+        created=info["created"],
+        objects=info.get("objects", 0),
+        bytes=info.get("bytes", 0),
+        shared_with=info.get("shared_with", []),
+    )
+
+
+def _token_info(info: TokenInfo) -> gateway_pb2.TokenInfo:
+    return gateway_pb2.TokenInfo(id=info.id, user=info.user, created=info.created)
 
 
 def _object_info(record: ObjectRecord) -> common_pb2.ObjectInfo:

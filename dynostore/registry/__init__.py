@@ -1,5 +1,5 @@
 """The registry: DynoStore's metadata, users and membership in etcd."""
 
-from dynostore.registry.registry import ObjectRecord, Registry, User
+from dynostore.registry.registry import CatalogEvent, ObjectRecord, Registry, TokenInfo, User
 
-__all__ = ["ObjectRecord", "Registry", "User"]
+__all__ = ["CatalogEvent", "ObjectRecord", "Registry", "TokenInfo", "User"]

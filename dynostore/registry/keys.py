@@ -2,13 +2,18 @@
 
 ```
 /dynostore/v1/auth/users/<name>                {"name", "admin", "created"}
-/dynostore/v1/auth/tokens/<sha256(token)>      user name
+/dynostore/v1/auth/tokens/<sha256(token)>      {"id", "user", "created"}  (id: 16 hex digits of the hash)
 /dynostore/v1/secrets/plan                     key that signs plan tickets (shared by gateways)
 /dynostore/v1/objects/<key>                    object record (JSON, see ObjectRecord)
-/dynostore/v1/catalogs/<owner>/<catalog>       {"owner", "name", "created"}
-/dynostore/v1/index/<owner>/<catalog>/<key>    {"name", "size", "created"}
+/dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created"}
+/dynostore/v1/catalogs/<owner>/<catalog>/objects/<key>   {"name", "size", "created"}
+/dynostore/v1/catalogs/<owner>/<catalog>/shares/<reader> {"created"}
+/dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
 ```
+
+Everything that happens to a catalog's contents (puts, evicts, shares) is a
+change under ``catalogs/<owner>/<catalog>/``: one etcd watch serves its events.
 """
 
 from __future__ import annotations
@@ -47,17 +52,44 @@ def obj(key: str) -> bytes:
 
 def catalog(owner: str, name: str) -> bytes:
     """Record of one catalog."""
-    return _k("catalogs", owner, name)
+    return _k("catalog-list", owner, name)
+
+
+def catalogs_of(owner: str) -> bytes:
+    """Prefix of the records of every catalog of ``owner``."""
+    return _k("catalog-list", owner, "")
+
+
+def catalog_events(owner: str, catalog_name: str) -> bytes:
+    """Prefix of everything that changes with a catalog's contents and shares."""
+    return _k("catalogs", owner, catalog_name, "")
 
 
 def index_entry(owner: str, catalog_name: str, key: str) -> bytes:
     """Entry of one object in its catalog's index."""
-    return _k("index", owner, catalog_name, key)
+    return _k("catalogs", owner, catalog_name, "objects", key)
 
 
 def index_prefix(owner: str, catalog_name: str) -> bytes:
     """Prefix of every index entry of a catalog."""
-    return _k("index", owner, catalog_name, "")
+    return _k("catalogs", owner, catalog_name, "objects", "")
+
+
+def share(owner: str, catalog_name: str, reader: str) -> bytes:
+    """Grant of read access to ``reader``."""
+    return _k("catalogs", owner, catalog_name, "shares", reader)
+
+
+def shares_prefix(owner: str, catalog_name: str) -> bytes:
+    """Prefix of every grant of a catalog."""
+    return _k("catalogs", owner, catalog_name, "shares", "")
+
+
+def shared_with(reader: str, owner: str = "", catalog_name: str = "") -> bytes:
+    """Reverse index of grants: what was shared with ``reader`` (a prefix when names are empty)."""
+    if not owner:
+        return _k("shared-with", reader, "")
+    return _k("shared-with", reader, owner, catalog_name)
 
 
 def container(container_id: str) -> bytes:

@@ -13,19 +13,21 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import aetcd
 
-from dynostore.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
+from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 # Objects per etcd transaction (etcd allows 128 operations per transaction by default).
 COMMIT_GROUP = 32
+# A token's public id: this many hex digits of its SHA-256.
+TOKEN_ID_CHARS = 16
 T = TypeVar("T")
 
 
@@ -59,6 +61,32 @@ class User:
     name: str
     admin: bool = False
     created: float = 0.0
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the registry keeps about a token besides its hash."""
+
+    id: str
+    user: str
+    created: float
+
+
+@dataclass(frozen=True)
+class CatalogEvent:
+    """One change to a catalog: kind is put, evict, share or unshare.
+
+    ``time`` is when a put or share was made; for evict and unshare, which
+    etcd keeps no time for, when the gateway saw the change.
+    """
+
+    kind: str
+    revision: int
+    key: str = ""
+    name: str = ""
+    size: int = 0
+    time: float = 0.0
+    user: str = ""
 
 
 @dataclass
@@ -110,16 +138,19 @@ class Registry:
 
     # users and tokens -------------------------------------------------------
 
+    def _put_token(self, token: str, user: str) -> tuple[Any, TokenInfo]:
+        token_hash = hash_token(token)
+        info = TokenInfo(id=token_hash[:TOKEN_ID_CHARS], user=user, created=time.time())
+        return self._tx.put(keys.token(token_hash), _dumps(asdict(info))), info
+
     @_etcd_errors
     async def ensure_admin(self, name: str, token: str) -> None:
         """Create admin ``name`` with ``token`` unless that token is known already."""
         user = User(name=name, admin=True, created=time.time())
+        put_token, _ = self._put_token(token, name)
         await self.etcd.transaction(
             compare=[self._tx.create(keys.token(hash_token(token))) == 0],
-            success=[
-                self._tx.put(keys.user(name), _dumps(asdict(user))),
-                self._tx.put(keys.token(hash_token(token)), name.encode()),
-            ],
+            success=[self._tx.put(keys.user(name), _dumps(asdict(user))), put_token],
             failure=[],
         )
 
@@ -132,17 +163,92 @@ class Registry:
         """
         token = new_token()
         user = User(name=name, admin=admin, created=time.time())
+        put_token, _ = self._put_token(token, name)
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.create(keys.user(name)) == 0],
-            success=[
-                self._tx.put(keys.user(name), _dumps(asdict(user))),
-                self._tx.put(keys.token(hash_token(token)), name.encode()),
-            ],
+            success=[self._tx.put(keys.user(name), _dumps(asdict(user))), put_token],
             failure=[],
         )
         if not ok:
             raise AlreadyExists(f"User {name!r} exists already.")
         return token
+
+    @_etcd_errors
+    async def list_users(self) -> list[User]:
+        """Every user, by name."""
+        return [User(**json.loads(kv.value)) for kv in await self.etcd.get_prefix(keys.user(""))]
+
+    @_etcd_errors
+    async def get_user(self, name: str) -> User:
+        """One user.
+
+        Raises:
+            NotFound: there is no such user.
+        """
+        found = await self.etcd.get(keys.user(name))
+        if found is None:
+            raise NotFound(f"There is no user {name!r}.")
+        return User(**json.loads(found.value))
+
+    async def _tokens(self, prefix: str = "") -> list[tuple[bytes, TokenInfo]]:
+        found = await self.etcd.get_prefix(keys.token(prefix))
+        return [(kv.key, TokenInfo(**json.loads(kv.value))) for kv in found]
+
+    @_etcd_errors
+    async def remove_user(self, name: str) -> int:
+        """Remove a user and all its tokens at once; return how many tokens went.
+
+        Raises:
+            NotFound: there is no such user.
+            FailedPrecondition: the user is an admin.
+        """
+        found = await self.etcd.get(keys.user(name))
+        if found is None:
+            raise NotFound(f"There is no user {name!r}.")
+        if User(**json.loads(found.value)).admin:
+            raise FailedPrecondition(f"{name!r} is an admin; admins cannot be removed.")
+        tokens = [key for key, info in await self._tokens() if info.user == name]
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
+            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens)],
+            failure=[],
+        )
+        if not ok:
+            raise FailedPrecondition(f"User {name!r} changed during removal; try again.")
+        return len(tokens)
+
+    @_etcd_errors
+    async def create_token(self, user: str) -> tuple[str, TokenInfo]:
+        """A new token of ``user``: ``(token, info)``; the token is shown only now.
+
+        Raises:
+            NotFound: there is no such user.
+        """
+        token = new_token()
+        put_token, info = self._put_token(token, user)
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.create(keys.user(user)) > 0], success=[put_token], failure=[]
+        )
+        if not ok:
+            raise NotFound(f"There is no user {user!r}.")
+        return token, info
+
+    @_etcd_errors
+    async def list_tokens(self, user: str) -> list[TokenInfo]:
+        """Ids and creation times of a user's tokens."""
+        return [info for _, info in await self._tokens() if info.user == user]
+
+    @_etcd_errors
+    async def revoke_token(self, token_id: str, requester: User) -> None:
+        """Revoke the token with this id; it stops working on every gateway at once.
+
+        Raises:
+            NotFound: no token of the requester (or of anyone, for an admin) has this id.
+        """
+        matches = [(k, i) for k, i in await self._tokens(token_id) if requester.admin or i.user == requester.name]
+        if len(matches) != 1:
+            raise NotFound(f"No token of yours has the id {token_id!r}.")
+        await self.etcd.delete(matches[0][0])
 
     @_etcd_errors
     async def authenticate(self, token: str) -> User:
@@ -158,8 +264,8 @@ class Registry:
         generation = self._auth_generation
         owner = await self.etcd.get(keys.token(token_hash))
         if owner is None:
-            raise Unauthenticated("The token is not valid; ask an admin for a new one.")
-        record = await self.etcd.get(keys.user(owner.value.decode()))
+            raise Unauthenticated("The token is not valid (unknown or revoked); ask an admin for a new one.")
+        record = await self.etcd.get(keys.user(TokenInfo(**json.loads(owner.value)).user))
         if record is None:
             raise Unauthenticated("The token's user no longer exists.")
         user = User(**json.loads(record.value))
@@ -291,6 +397,169 @@ class Registry:
         prefix = keys.index_prefix(owner, catalog)
         found = await self.etcd.get_prefix(prefix)
         return [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in found]
+
+    # catalogs, shares and events ----------------------------------------------
+
+    @_etcd_errors
+    async def create_catalog(self, owner: str, name: str) -> None:
+        """Create an empty catalog.
+
+        Raises:
+            AlreadyExists: the owner has a catalog of that name.
+        """
+        info = {"owner": owner, "name": name, "created": time.time()}
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.create(keys.catalog(owner, name)) == 0],
+            success=[self._tx.put(keys.catalog(owner, name), _dumps(info))],
+            failure=[],
+        )
+        if not ok:
+            raise AlreadyExists(f"Catalog {name!r} exists already.")
+
+    @_etcd_errors
+    async def catalogs(self, user: str) -> list[dict[str, Any]]:
+        """Records of the user's catalogs, then of catalogs shared with the user."""
+        own = [json.loads(kv.value) for kv in await self.etcd.get_prefix(keys.catalogs_of(user))]
+        shared = []
+        for kv in await self.etcd.get_prefix(keys.shared_with(user)):
+            owner, name = kv.key[len(keys.shared_with(user)) :].decode().split("/", 1)
+            found = await self.etcd.get(keys.catalog(owner, name))
+            if found is not None:
+                shared.append(json.loads(found.value))
+        return own + shared
+
+    @_etcd_errors
+    async def describe_catalog(self, owner: str, name: str) -> dict[str, Any]:
+        """A catalog's record with its object count, bytes and readers.
+
+        Raises:
+            NotFound: there is no such catalog.
+        """
+        found = await self.etcd.get(keys.catalog(owner, name))
+        if found is None:
+            raise NotFound(f"There is no catalog {owner}/{name}.")
+        entries = await self.list_catalog(owner, name)
+        return {
+            **json.loads(found.value),
+            "objects": len(entries),
+            "bytes": sum(e["size"] for _, e in entries),
+            "shared_with": await self.shares(owner, name),
+        }
+
+    @_etcd_errors
+    async def delete_catalog(self, owner: str, name: str, force: bool) -> list[ObjectRecord]:
+        """Delete a catalog, its shares and (with ``force``) its objects; return the evicted records.
+
+        Raises:
+            NotFound: there is no such catalog.
+            FailedPrecondition: the catalog holds objects and ``force`` is false.
+        """
+        if await self.etcd.get(keys.catalog(owner, name)) is None:
+            raise NotFound(f"There is no catalog {owner}/{name}.")
+        entries = await self.list_catalog(owner, name)
+        if entries and not force:
+            raise FailedPrecondition(
+                f"Catalog {name!r} holds {len(entries)} objects; delete it with force to evict them too."
+            )
+        evicted = [r for key, _ in entries if (r := await self.delete_object(key)) is not None]
+        readers = await self.shares(owner, name)
+        await self.etcd.transaction(
+            compare=[],
+            success=[
+                self._tx.delete(keys.catalog(owner, name)),
+                *(self._tx.delete(keys.share(owner, name, r)) for r in readers),
+                *(self._tx.delete(keys.shared_with(r, owner, name)) for r in readers),
+            ],
+            failure=[],
+        )
+        return evicted
+
+    @_etcd_errors
+    async def share(self, owner: str, name: str, reader: str) -> None:
+        """Let ``reader`` read and list the catalog.
+
+        Raises:
+            NotFound: the catalog or the reader does not exist.
+        """
+        info = _dumps({"created": time.time()})
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.create(keys.catalog(owner, name)) > 0, self._tx.create(keys.user(reader)) > 0],
+            success=[
+                self._tx.put(keys.share(owner, name, reader), info),
+                self._tx.put(keys.shared_with(reader, owner, name), info),
+            ],
+            failure=[],
+        )
+        if not ok:
+            raise NotFound(f"Catalog {name!r} or user {reader!r} does not exist.")
+
+    @_etcd_errors
+    async def unshare(self, owner: str, name: str, reader: str) -> bool:
+        """Take ``reader``'s read access away; return whether it had any."""
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.create(keys.share(owner, name, reader)) > 0],
+            success=[
+                self._tx.delete(keys.share(owner, name, reader)),
+                self._tx.delete(keys.shared_with(reader, owner, name)),
+            ],
+            failure=[],
+        )
+        return bool(ok)
+
+    @_etcd_errors
+    async def shares(self, owner: str, name: str) -> list[str]:
+        """Users the catalog is shared with."""
+        prefix = keys.shares_prefix(owner, name)
+        return [kv.key[len(prefix) :].decode() for kv in await self.etcd.get_prefix(prefix)]
+
+    @_etcd_errors
+    async def can_read(self, owner: str, name: str, user: str) -> bool:
+        """Whether ``user`` owns the catalog or it is shared with them."""
+        return owner == user or await self.etcd.get(keys.share(owner, name, user)) is not None
+
+    async def catalog_events(self, owner: str, name: str, start_revision: int = 0) -> AsyncIterator[CatalogEvent]:
+        """Puts, evicts and shares of a catalog as they happen, from ``start_revision`` on if given.
+
+        The first event is of kind ``ready`` and carries the revision the watch
+        starts from, so that a subscriber can resume from there without loss.
+
+        Raises:
+            FailedPrecondition: events from ``start_revision`` were compacted away.
+            Unavailable: the registry is unreachable.
+        """
+        prefix = keys.catalog_events(owner, name)
+        objects, shares = keys.index_prefix(owner, name), keys.shares_prefix(owner, name)
+        try:
+            if not start_revision:
+                start_revision = (await self.etcd.get_prefix(keys.catalog(owner, name))).header.revision + 1
+            watch = await self.etcd.watch_prefix(prefix, start_revision=start_revision, prev_kv=True)
+            yield CatalogEvent(kind="ready", revision=start_revision)
+            async for event in watch:
+                kv = event.kv if event.kind == "PUT" else (event.prev_kv or event.kv)
+                if kv.key.startswith(objects):
+                    entry = json.loads(kv.value) if kv.value else {}
+                    yield CatalogEvent(
+                        kind="put" if event.kind == "PUT" else "evict",
+                        key=kv.key[len(objects) :].decode(),
+                        name=entry.get("name", ""),
+                        size=entry.get("size", 0),
+                        time=entry.get("created", 0.0) if event.kind == "PUT" else time.time(),
+                        revision=event.kv.mod_revision,
+                    )
+                elif kv.key.startswith(shares):
+                    shared = json.loads(kv.value) if kv.value and event.kind == "PUT" else {}
+                    yield CatalogEvent(
+                        kind="share" if event.kind == "PUT" else "unshare",
+                        user=kv.key[len(shares) :].decode(),
+                        time=shared.get("created", time.time()),
+                        revision=event.kv.mod_revision,
+                    )
+        except aetcd.RevisionCompactedError as exc:
+            raise FailedPrecondition(
+                f"Events from revision {start_revision} were compacted; subscribe without a start revision."
+            ) from exc
+        except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
+            raise Unavailable(f"The registry (etcd) is unreachable: {exc}") from exc
 
     # containers -------------------------------------------------------------
 

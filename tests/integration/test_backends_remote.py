@@ -206,3 +206,45 @@ def test_unreachable_ceph_is_one_clear_message(tmp_path: Path, ceph: CephCluster
     assert "ceph_conf / rados_pool" in done.stderr
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 90
+
+
+def test_rados_part_write_failure_leaves_only_the_old_chunk(ceph: CephCluster) -> None:
+    backend = rados_backend(ceph)
+    run(backend.check())
+    run(write(backend, [b"old"]))
+    original = backend.call  # type: ignore[attr-defined]
+    writes = 0
+
+    async def flaky(operation: str, *args: Any) -> Any:
+        nonlocal writes
+        if operation == "write_full":
+            writes += 1
+            if writes == 3:
+                raise Unavailable("RADOS write_full failed: injected.")
+        return await original(operation, *args)
+
+    backend.call = flaky  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        writer = await backend.open_writer(KEY, 0)
+        with pytest.raises(Unavailable):
+            await write_all(writer, 12)
+        await writer.abort()
+
+    run(scenario())
+    assert run(read(backend)) == [b"old"]
+    names = run(backend.run(lambda: sorted(o.key for o in backend._ioctx.list_objects())))  # type: ignore[attr-defined]
+    assert len(names) == 2  # the old chunk's head and its one part
+    run(backend.close())
+
+
+def test_s3_start_aborts_uploads_left_by_a_crash(moto: S3Server) -> None:
+    backend = s3_backend(moto)
+    client = moto.client()
+    client.create_multipart_upload(Bucket="dynostore", Key=f"{backend.prefix}chunks/01/{KEY}.0")
+    client.create_multipart_upload(Bucket="dynostore", Key="elsewhere/x")  # not this container's
+    run(backend.check())
+    left = client.list_multipart_uploads(Bucket="dynostore").get("Uploads", [])
+    assert [u["Key"] for u in left if u["Key"].startswith(backend.prefix)] == []
+    assert any(u["Key"] == "elsewhere/x" for u in left)
+    run(backend.close())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from dynostore.client import Client
 from dynostore.errors import DataLoss
 from dynostore.local import ContainerSpec, LocalFabric
 from tests.servers import REGION, CephCluster, S3Server
@@ -46,8 +50,8 @@ def rados_spec(cluster: CephCluster, site: str) -> ContainerSpec:
     )
 
 
-def exercise(fabric: LocalFabric, lost_site: str) -> None:
-    """Put objects, stop every container of ``lost_site``, read them all back."""
+def exercise(fabric: LocalFabric, lost_site: str) -> tuple[str, dict[str, bytes]]:
+    """Put objects, stop every container of ``lost_site``, read them all back; return the token and them."""
     token = fabric.create_user("carol")
     with fabric.client() as client:
         objects = {}
@@ -62,6 +66,7 @@ def exercise(fabric: LocalFabric, lost_site: str) -> None:
             container.stop()
         for key, data in objects.items():
             assert client.get(key=key, token_user=token) == data, f"lost site {lost_site}"
+    return token, objects
 
 
 @pytest.fixture
@@ -74,7 +79,15 @@ def test_s3_fabric_survives_a_lost_site(tmp_path: Path, moto: S3Server, s3_keys:
     specs = [s3_spec(moto, site, s3_keys) for site in sites]
     with LocalFabric(containers=specs, root=tmp_path / "fabric") as fabric:
         assert [c.site for c in fabric.containers] == sites
-        exercise(fabric, "east")
+        token, objects = exercise(fabric, "east")
+        for container in fabric.containers:  # restarted S3 containers serve their chunks again
+            if container.site == "east":
+                container.start()
+            elif container.site == "west":
+                container.stop()
+        with fabric.client() as client:
+            for key, data in objects.items():
+                assert client.get(key=key, token_user=token) == data
 
 
 def test_mixed_fabric_survives_a_lost_site(
@@ -111,3 +124,43 @@ def test_mixed_fabric_losing_three_containers_is_data_loss(
                 container.stop()
             with pytest.raises(DataLoss):
                 client.get(key=key, token_user=token)
+
+
+def test_up_runs_a_mixed_fabric_from_a_config_file(tmp_path: Path, moto: S3Server, s3_keys: dict[str, Path]) -> None:
+    s3 = "".join(
+        f'[[fabric.containers]]\nbackend = "s3"\nsite = "cloud"\ns3_bucket = "dynostore"\n'
+        f's3_endpoint = "{moto.endpoint}"\ns3_region = "{REGION}"\ns3_prefix = "up-{i}-{uuid.uuid4().hex[:8]}/"\n'
+        f'capacity_bytes = 1_000_000_000\ns3_access_key_file = "{s3_keys["s3_access_key_file"]}"\n'
+        f's3_secret_key_file = "{s3_keys["s3_secret_key_file"]}"\n\n'
+        for i in range(2)
+    )
+    fs = "".join(f'[[fabric.containers]]\nbackend = "fs"\nsite = "hpc-{i}"\n\n' for i in range(3))
+    config = tmp_path / "fabric.toml"
+    config.write_text(f'[fabric]\nroot = "{tmp_path / "up"}"\nk = 3\nm = 2\n\n{s3}{fs}')
+    up = subprocess.Popen(
+        [sys.executable, "-m", "dynostore", "up", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "5 containers" in text, text
+        gateway = text.split("DYNOSTORE_GATEWAY=")[1].split()[0]
+        token = text.split("DYNOSTORE_TOKEN=")[1].split()[0]
+        with Client(gateway) as client:
+            data = os.urandom(2 * MiB + 3)
+            key = client.put(data=data, token_user=token, catalog="up")
+            assert client.get(key=key, token_user=token) == data
+        listed = moto.client().list_objects_v2(Bucket="dynostore", Prefix="up-")["Contents"]
+        assert len({item["Key"].split("/")[0] for item in listed}) == 2  # a chunk in each S3 container
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    assert up.returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import grpc
@@ -90,7 +91,7 @@ def test_bad_keys_are_rejected(shared: Session, key: str) -> None:
             call(key=key, token_user=shared.token)
 
 
-@pytest.mark.parametrize("catalog", ["../x", "", "a/b", "-x", "x" * 200])
+@pytest.mark.parametrize("catalog", ["../x", "", "a/../b", "-x", "x" * 200, "Bob/x"])
 def test_bad_catalogs_are_rejected(shared: Session, catalog: str) -> None:
     with pytest.raises(InvalidArgument):
         shared.client.put(data=b"x", token_user=shared.token, catalog=catalog)
@@ -213,3 +214,15 @@ def test_grpcurl_sees_services_and_health(shared: Session) -> None:
         timeout=30,
     )
     assert "rpc PlanPut" in described.stdout, described.stderr
+
+
+def test_containers_refuse_chunks_meant_for_another(shared: Session) -> None:
+    """A reused address must not take chunks meant for a container that is gone."""
+    header = container_pb2.ChunkHeader(key="b" * 32, index=0, container_id="c-somebody-else")
+    chunk = container_pb2.WholeChunk(
+        header=header, fragments=[container_pb2.Fragment(data=b"x", crc32=zlib.crc32(b"x"))]
+    )
+    with grpc.insecure_channel(shared.fabric.containers[0].address) as channel:
+        reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(container_pb2.WriteChunksRequest(chunks=[chunk]))
+    assert reply.results[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "address was reused" in reply.results[0].message

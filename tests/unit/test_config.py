@@ -7,6 +7,7 @@ from dynostore.container.backends.s3 import S3Backend
 from dynostore.container.server import BACKENDS, ContainerSettings, make_backend
 from dynostore.errors import InvalidArgument
 from dynostore.gateway.server import GatewaySettings
+from dynostore.local import load_fabric_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,3 +112,27 @@ def test_s3_settings_build_the_backend(tmp_path: Path) -> None:
 def test_backend_settings_are_checked(values: dict[str, str | int], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         make_backend(build(ContainerSettings, {"gateway": "g:1", **values}, "test"))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "fabric").glob("*.toml")))
+def test_example_fabric_configs_load(path: Path) -> None:
+    config = load_fabric_config(path)
+    assert {spec.backend for spec in config.containers} <= set(BACKENDS)
+    assert len({spec.site for spec in config.containers}) >= 3  # a lost site costs at most m chunks
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[fabric]\n", "give each container"),
+        ("[fabric]\nsize = 3\n[[fabric.containers]]\n", "unknown fabric setting"),
+        ('[[fabric.containers]]\nbackend = "s3"\nbuckett = "x"\n', "buckett"),
+        ('[[fabric.containers]]\nroot = "/x"\n', "sets those itself"),
+        ('[fabric]\nk = "3"\n[[fabric.containers]]\n', "'k' must be int"),
+    ],
+)
+def test_bad_fabric_configs_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "fabric.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidArgument, match=message):
+        load_fabric_config(path)

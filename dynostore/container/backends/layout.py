@@ -103,7 +103,7 @@ class BlockReader:
             data = self._buffer[self._position : self._position + n]
             self._position += n
             return data
-        pieces = [self._buffer[self._position :]]
+        pieces = [self._buffer[self._position :]] if available else []
         self._buffer, self._position = b"", 0
         while available < n:
             block = await self._next_block()
@@ -111,7 +111,7 @@ class BlockReader:
                 raise DataLoss(f"{self._name} is truncated.")
             pieces.append(block)
             available += len(block)
-        joined = b"".join(pieces)
+        joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         self._buffer = joined
         self._position = n
         return joined[:n] if available > n else joined

@@ -36,7 +36,7 @@ import secrets
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -164,8 +164,10 @@ class _RadosWriter(ChunkWriter):
         self._index.lengths.append(len(data))
         size = self._backend.object_size
         while len(self._buffer) >= size:
-            await self._send(bytes(self._buffer[:size]))
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])  # one copy, not two
             del self._buffer[:size]
+            await self._send(part)
 
     async def _send(self, body: bytes) -> None:
         busy = [task for task in self._parts if not task.done()]
@@ -184,7 +186,10 @@ class _RadosWriter(ChunkWriter):
             self._buffer = bytearray()
         await asyncio.gather(*self._parts)
         head = _Head(self._stream_bytes, self._backend.object_size, self._tag, self._index)
-        old = await self._backend.read_head(self._head, "old chunk", missing_ok=True)
+        try:
+            old = await self._backend.read_head(self._head, "old chunk", missing_ok=True)
+        except DataLoss:
+            old = None  # a damaged head is replaced; its parts, unknown, stay behind
         await self._backend.call("write_full", self._head, head.encode())
         self._done = True
         self._backend.count_commit(replaced=old is not None)
@@ -199,13 +204,7 @@ class _RadosWriter(ChunkWriter):
         for task in self._parts:
             task.cancel()
         await asyncio.gather(*self._parts, return_exceptions=True)
-        for n in range(len(self._parts)):
-            try:
-                await self._backend.call("remove_object", self._part(n))
-            except NotFound:
-                pass
-            except Unavailable as exc:
-                log.warning("Could not remove %s of an aborted write: %s", self._part(n), exc)
+        await self._backend.remove_objects([self._part(n) for n in range(len(self._parts))])
 
 
 class RadosBackend(Backend):
@@ -298,11 +297,16 @@ class RadosBackend(Backend):
 
     async def remove_parts(self, head: str, old: _Head) -> None:
         """Remove the part objects of a replaced or deleted chunk (best effort)."""
-        for n in range(old.parts):
-            try:
-                await self.call("remove_object", f"{head}.{old.tag}.{n}")
-            except (NotFound, Unavailable) as exc:
-                log.debug("Could not remove part %d of %s: %s", n, head, exc)
+        await self.remove_objects([f"{head}.{old.tag}.{n}" for n in range(old.parts)])
+
+    async def remove_objects(self, names: list[str]) -> None:
+        """Remove objects in parallel; missing ones are fine, failures are logged."""
+        results = await asyncio.gather(*(self.call("remove_object", n) for n in names), return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, Unavailable):
+                log.warning("Could not remove %s: %s", name, result)
+            elif isinstance(result, BaseException) and not isinstance(result, NotFound):
+                raise result
 
     def count_commit(self, *, replaced: bool) -> None:
         """Account a committed chunk (until the next listing)."""
@@ -378,14 +382,22 @@ class RadosBackend(Backend):
         stop = start + head.index.stream_length(first, count)
         if first == 0:
             start = 0  # include MAGIC, checked below
-        reader = BlockReader(self._blocks(head_name, head, start, stop, name), name)
-        if first == 0 and await reader.read_exactly(len(chunk_format.MAGIC)) != chunk_format.MAGIC:
-            raise DataLoss(f"{name} is not a DynoStore chunk (bad magic or version).")
-        async for record in reader.records(payload_offset, count):
-            yield record
+        pending: list[asyncio.Task[bytes]] = []
+        reader = BlockReader(self._blocks(head_name, head, start, stop, name, pending), name)
+        try:
+            if first == 0 and await reader.read_exactly(len(chunk_format.MAGIC)) != chunk_format.MAGIC:
+                raise DataLoss(f"{name} is not a DynoStore chunk (bad magic or version).")
+            async for record in reader.records(payload_offset, count):
+                yield record
+        finally:
+            for task in pending:  # a reader that stops early leaves a read-ahead behind
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
-    def _blocks(self, head_name: str, head: _Head, start: int, stop: int, name: str) -> Callable[[], Any]:
-        """A block source over stream bytes ``[start, stop)``, reading one part ahead."""
+    def _blocks(
+        self, head_name: str, head: _Head, start: int, stop: int, name: str, pending: list[asyncio.Task[bytes]]
+    ) -> Callable[[], Awaitable[bytes]]:
+        """A block source over stream bytes ``[start, stop)``, reading one part ahead into ``pending``."""
         pieces = []
         position = start
         while position < stop:
@@ -393,7 +405,6 @@ class RadosBackend(Backend):
             size = min(head.object_size - within, stop - position)
             pieces.append((f"{head_name}.{head.tag}.{n}", within, size))
             position += size
-        pending: list[asyncio.Task[bytes]] = []
 
         async def fetch(obj: str, within: int, size: int) -> bytes:
             try:

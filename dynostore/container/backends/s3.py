@@ -56,7 +56,7 @@ _FOOTER = struct.Struct(">II8s")
 _FOOTER_MAGIC = b"DYNIDX01"
 # Bytes fetched from the end of an object to find the footer and (usually) the whole index.
 _TAIL_BYTES = 64 * 1024
-_READ_BLOCK = 1 * MiB
+_READ_BLOCK = 4 * MiB
 # Parts of one chunk uploaded at the same time.
 _PARTS_IN_FLIGHT = 3
 # Seconds between listings of the bucket for usage(); commits and deletes adjust it in between.
@@ -74,18 +74,25 @@ class _S3Writer(ChunkWriter):
     def __init__(self, backend: S3Backend, name: str) -> None:
         self._backend = backend
         self._name = name
-        self._buffer = bytearray(chunk_format.MAGIC)
+        # Pieces of the next part, joined (one copy) when it is sent.
+        self._pieces: list[bytes] = [chunk_format.MAGIC]
+        self._buffered = len(chunk_format.MAGIC)
         self._index = FragmentIndex()
         self._upload_id: str | None = None
         self._parts: list[asyncio.Task[dict[str, Any]]] = []
         self._size = 0
         self._closed = False
 
+    def _take(self) -> bytes:
+        body = b"".join(self._pieces)
+        self._pieces, self._buffered = [], 0
+        return body
+
     async def write(self, data: bytes, crc: int) -> None:
-        self._buffer += chunk_format.record_header(len(data), crc)
-        self._buffer += data
+        self._pieces += (chunk_format.record_header(len(data), crc), data)
+        self._buffered += chunk_format.RECORD_HEADER_BYTES + len(data)
         self._index.lengths.append(len(data))
-        if len(self._buffer) >= self._backend.part_size:
+        if self._buffered >= self._backend.part_size:
             await self._send_part()
 
     async def _send_part(self) -> None:
@@ -99,7 +106,7 @@ class _S3Writer(ChunkWriter):
         for task in self._parts:
             if task.done():
                 task.result()  # raise the first failure now, not at commit
-        body, self._buffer = bytes(self._buffer), bytearray()
+        body = self._take()
         self._size += len(body)
         number = len(self._parts) + 1
         self._parts.append(asyncio.create_task(self._upload_part(number, body)))
@@ -112,12 +119,10 @@ class _S3Writer(ChunkWriter):
 
     async def commit(self) -> None:
         index = self._index.encode()
-        self._buffer += end_marker(len(self._index.lengths))
-        self._buffer += index
-        self._buffer += _FOOTER.pack(checksum(index), len(self._index.lengths), _FOOTER_MAGIC)
+        count = len(self._index.lengths)
+        self._pieces += (end_marker(count), index, _FOOTER.pack(checksum(index), count, _FOOTER_MAGIC))
         if self._upload_id is None:
-            body = bytes(self._buffer)
-            self._buffer = bytearray()
+            body = self._take()
             await self._backend.call("put_object", Key=self._name, Body=body)
             size = len(body)
         else:
@@ -137,7 +142,7 @@ class _S3Writer(ChunkWriter):
         if self._closed:
             return
         self._closed = True
-        self._buffer = bytearray()
+        self._pieces, self._buffered = [], 0
         for task in self._parts:
             task.cancel()
         await asyncio.gather(*self._parts, return_exceptions=True)

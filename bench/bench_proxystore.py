@@ -1,0 +1,145 @@
+"""ProxyStore Store put/get through DynoConnector beside RedisConnector and FileConnector.
+
+Usage: python bench/bench_proxystore.py [--sizes 1K,1M,64M] [--count 300]
+
+Needs Debian's redis-server on PATH (apt-get install redis-server); it is
+started here on a free loopback port without persistence and stopped at the
+end. Also measures raw durable etcd puts (aetcd, sequential, 1 KiB values) to
+the fabric's own etcd in the same run, the reference for small durable puts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aetcd
+from proxystore.connectors.file import FileConnector
+from proxystore.connectors.redis import RedisConnector
+from proxystore.store import Store
+
+from dynostore.local import LocalFabric, free_port
+from dynostore.proxystore import DynoConnector
+
+UNITS = {"K": 1 << 10, "M": 1 << 20}
+
+
+def parse_size(text: str) -> int:
+    return int(text[:-1]) * UNITS[text[-1].upper()]
+
+
+@contextmanager
+def redis_server() -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: apt-get install redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def rate(fn: Callable[[], object], count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return count / (time.perf_counter() - started)
+
+
+def measure(store: Store[Any], data: bytes, count: int) -> tuple[float, float]:
+    """(puts/s, gets/s) of ``count`` objects; every get really fetches (no cache)."""
+    keys: list[Any] = []
+    put_rate = rate(lambda: keys.append(store.put(data)), count)
+    it = iter(keys)
+    get_rate = rate(lambda: store.get(next(it)), count)
+    if store.get(keys[-1]) != data:
+        raise SystemExit(f"{store.name} returned different bytes.")
+    for key in keys:
+        store.evict(key)
+    return put_rate, get_rate
+
+
+def etcd_put_rate(address: str, count: int) -> float:
+    host, port = address.rsplit(":", 1)
+
+    async def run() -> float:
+        async with aetcd.Client(host=host, port=int(port)) as client:
+            value = os.urandom(1024)
+            started = time.perf_counter()
+            for i in range(count):
+                await client.put(f"/bench/raw/{i}".encode(), value)
+            elapsed = time.perf_counter() - started
+            await client.delete_prefix(b"/bench/raw/")
+            return count / elapsed
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1K,1M,64M")
+    parser.add_argument("--count", type=int, default=300, help="objects per size (fewer for big ones)")
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    results: dict[str, dict[int, tuple[float, float]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
+        LocalFabric(containers=5, root=f"{root}/fabric") as fabric,
+        redis_server() as redis_port,
+    ):
+        token = fabric.create_user("bench")
+        connectors: dict[str, Any] = {
+            "DynoConnector": DynoConnector(apigateway=fabric.gateway, token_user=token, catalog="bench"),
+            "RedisConnector": RedisConnector("127.0.0.1", redis_port),
+            "FileConnector": FileConnector(f"{root}/files"),
+        }
+        for name, connector in connectors.items():
+            with Store(f"bench-{name}", connector, cache_size=0) as store:
+                results[name] = {}
+                for size in sizes:
+                    count = max(3, min(args.count, (256 << 20) // size))
+                    results[name][size] = measure(store, os.urandom(size), count)
+        etcd_rate = etcd_put_rate(fabric.etcd_address, args.count)
+
+    print(f"# ProxyStore Store put/get ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no Store cache)")
+    print()
+    print("| connector | size | puts/s | gets/s | put MB/s | get MB/s | put vs Redis | get vs Redis |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, by_size in results.items():
+        for size, (put, get) in by_size.items():
+            redis_put, redis_get = results["RedisConnector"][size]
+            label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+            print(
+                f"| {name} | {label} | {put:,.1f} | {get:,.1f} | {put * size / 1e6:,.1f} | {get * size / 1e6:,.1f} "
+                f"| {put / redis_put:.2f}x | {get / redis_get:.2f}x |"
+            )
+    small = min(sizes)
+    print()
+    print(f"raw durable etcd puts (1 KiB, sequential): {etcd_rate:,.0f}/s;")
+    print(
+        f"DynoConnector {small >> 10} KiB puts: {results['DynoConnector'][small][0]:,.0f}/s "
+        f"= {results['DynoConnector'][small][0] / etcd_rate:.2f}x of raw etcd"
+    )
+
+
+if __name__ == "__main__":
+    main()

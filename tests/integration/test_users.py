@@ -1,0 +1,111 @@
+"""Users and tokens: management, and revocation that bites at once on every gateway."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynostore.client import Client
+from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dynostore.local import ManagedProcess
+from tests.integration.conftest import Session
+
+
+@pytest.fixture
+def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
+    """Another gateway process on the same etcd."""
+    ready = tmp_path / "gateway2.addr"
+    process = ManagedProcess(
+        "gateway2",
+        [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
+         "--listen", "127.0.0.1:0", "--ready-file", str(ready)],
+        tmp_path / "gateway2.log",
+    )  # fmt: skip
+    process.start()
+    try:
+        yield process.wait_for_file(ready)
+    finally:
+        process.stop()
+
+
+def test_admins_list_and_remove_users(shared: Session) -> None:
+    admin, c = shared.fabric.admin_token, shared.client
+    henry = shared.fabric.create_user("henry")
+    names = {u.name: u.admin for u in c.list_users(token_user=admin)}
+    assert names["admin"] is True
+    assert names["henry"] is False
+    with pytest.raises(PermissionDenied):
+        c.list_users(token_user=henry)
+    with pytest.raises(PermissionDenied):
+        c.remove_user("alice", token_user=henry)
+    key = c.put(data=b"h", token_user=henry, catalog="c")
+    assert c.remove_user("henry", token_user=admin) == 1
+    with pytest.raises(Unauthenticated):
+        c.get(key=key, token_user=henry)
+    with pytest.raises(NotFound):
+        c.remove_user("henry", token_user=admin)
+    with pytest.raises(FailedPrecondition):
+        c.remove_user("admin", token_user=admin)
+
+
+def test_tokens_are_shown_once_and_revoked_everywhere_at_once(shared: Session, second_gateway: str) -> None:
+    c = shared.client
+    ivy = shared.fabric.create_user("ivy")
+    extra, info = c.create_token(token_user=ivy)
+    assert info.user == "ivy"
+    assert len(info.id) == 16
+    assert extra not in info.id
+    assert {t.id for t in c.list_tokens(token_user=ivy)} >= {info.id}
+    with Client(second_gateway) as other:
+        key = other.put(data=b"via gateway 2", token_user=extra, catalog="c")  # warms gateway 2's cache
+        assert other.get(key=key, token_user=extra) == b"via gateway 2"
+        c.revoke_token(info.id, token_user=ivy)  # through gateway 1
+        with pytest.raises(Unauthenticated):
+            other.get(key=key, token_user=extra)
+        assert other.get(key=key, token_user=ivy) == b"via gateway 2"
+    assert info.id not in {t.id for t in c.list_tokens(token_user=ivy)}
+
+
+def test_token_rules(shared: Session) -> None:
+    c, admin = shared.client, shared.fabric.admin_token
+    jack = shared.fabric.create_user("jack")
+    kim = shared.fabric.create_user("kim")
+    with pytest.raises(PermissionDenied):
+        c.create_token(token_user=jack, user="kim")
+    kims_token, kims_info = c.create_token(token_user=admin, user="kim")
+    assert c.exists(key="0" * 32, token_user=kims_token) is False
+    with pytest.raises(NotFound):  # not jack's token
+        c.revoke_token(kims_info.id, token_user=jack)
+    with pytest.raises(InvalidArgument):
+        c.revoke_token("../../x", token_user=jack)
+    with pytest.raises(NotFound):
+        c.create_token(token_user=admin, user="nobody")
+    c.revoke_token(kims_info.id, token_user=admin)
+    with pytest.raises(Unauthenticated):
+        c.exists(key="0" * 32, token_user=kims_token)
+    assert c.exists(key="0" * 32, token_user=kim) is False
+
+
+def test_cli_users_and_tokens(shared: Session) -> None:
+    def run(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": token}
+        return subprocess.run(
+            [sys.executable, "-m", "dynostore", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    admin = shared.fabric.admin_token
+    leo = run("user", "add", "leo", token=admin).stdout.strip()
+    assert "leo" in run("user", "ls", token=admin).stdout
+    made = run("token", "new", token=leo)
+    assert made.returncode == 0, made.stderr
+    token_id = made.stderr.split("token id ")[1].split()[0]
+    assert token_id in run("token", "ls", token=leo).stdout
+    assert run("token", "revoke", token_id, token=leo).returncode == 0
+    assert run("token", "ls", token=made.stdout.strip()).returncode == 1
+    removed = run("user", "rm", "leo", token=admin)
+    assert "removed leo" in removed.stdout
