@@ -1,6 +1,6 @@
 """Put/get throughput of a LocalFabric beside a single-stream gRPC baseline.
 
-Usage: python bench/bench_fabric.py [--sizes 1K,1M,64M,256M] [--repeat 3] [--small 1000]
+Usage: python -m bench.bench_fabric [--sizes 1K,1M,64M,256M] [--repeat 3] [--small 1000]
 
 The baseline streams the same bytes, as ~1 MiB fragments, over one plain gRPC
 stream to one container process of the same fabric (PutChunk/GetChunk of a
@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
-
-from dynostore._proto import container_pb2, container_pb2_grpc
+from bench.common import ContainerStream, median_seconds
 from dynostore.client import Client
-from dynostore.erasure import checksum
 from dynostore.local import LocalFabric
-from dynostore.rpc import CHANNEL_OPTIONS
 from dynostore.rpc.tuning import tune_malloc
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -44,38 +39,33 @@ def label(size: int) -> str:
     return f"{size} B"
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 class Baseline:
     """One plain gRPC stream to one container: the reference for every ratio."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = container_pb2_grpc.ContainerStub(self.channel)
+    def __init__(self, fabric: LocalFabric) -> None:
+        # Tickets are minted once per key up front, so signing costs the baseline nothing per call.
+        self._tickets: dict[tuple[str, str], str] = {}
+        self._fabric = fabric
+        self.stream = ContainerStream(fabric.containers[0].address, self._ticket)
 
-    def put(self, data: bytes) -> str:
-        key = uuid.uuid4().hex
-        view = memoryview(data)
+    def _ticket(self, key: str, op: str) -> str:
+        if (key, op) not in self._tickets:
+            self._tickets[key, op] = self._fabric.mint_ticket(key, op)
+        return self._tickets[key, op]
 
-        def messages() -> Iterator[container_pb2.PutChunkRequest]:
-            yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=key, index=0))
-            for start in range(0, max(len(data), 1), FRAGMENT):
-                piece = bytes(view[start : start + FRAGMENT])
-                yield container_pb2.PutChunkRequest(fragment=container_pb2.Fragment(data=piece, crc32=checksum(piece)))
+    def prepare(self, count: int) -> list[str]:
+        keys = [uuid.uuid4().hex for _ in range(count)]
+        for key in keys:
+            self._ticket(key, "write")
+            self._ticket(key, "read")
+        return keys
 
-        self.stub.PutChunk(messages())
+    def put(self, key: str, data: bytes) -> str:
+        self.stream.put(key, data)
         return key
 
     def get(self, key: str) -> bytes:
-        parts = [r.fragment.data for r in self.stub.GetChunk(container_pb2.GetChunkRequest(key=key, index=0))]
-        return b"".join(parts)
+        return self.stream.get(key)
 
 
 def measure_size(
@@ -85,7 +75,8 @@ def measure_size(
     data = os.urandom(size)
     keys: list[str] = []
     base_keys: list[str] = []
-    base_put = median_seconds(lambda: base_keys.append(baseline.put(data)), repeat)
+    fresh = iter(baseline.prepare(repeat))
+    base_put = median_seconds(lambda: base_keys.append(baseline.put(next(fresh), data)), repeat)
     base_get = median_seconds(lambda: baseline.get(base_keys[-1]), repeat)
     put = median_seconds(lambda: keys.append(client.put(data=data, token_user=token, catalog="bench")), repeat)
     get = median_seconds(lambda: client.get(key=keys[-1], token_user=token), repeat)
@@ -119,12 +110,13 @@ def main() -> None:
         Client(fabric.gateway) as client,
     ):
         token = fabric.create_user("bench")
-        baseline = Baseline(fabric.containers[0].address)
+        baseline = Baseline(fabric)
         rows = [measure_size(client, token, baseline, size, args.repeat) for size in sizes]
         small = os.urandom(1024)
         small_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small)
         threaded_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small, threads=8)
-        base_small_rate = rate(lambda: baseline.put(small), args.small)
+        small_keys = iter(baseline.prepare(args.small))
+        base_small_rate = rate(lambda: baseline.put(next(small_keys), small), args.small)
 
     def mbps(size: int, seconds: float) -> str:
         return f"{size / seconds / 1e6:,.1f}"

@@ -1,6 +1,6 @@
 """ProxyStore Store put/get through DynoConnector beside RedisConnector and FileConnector.
 
-Usage: python bench/bench_proxystore.py [--sizes 1K,1M,64M] [--count 300]
+Usage: python -m bench.bench_proxystore [--sizes 1K,1M,64M] [--count 300]
 
 Needs Debian's redis-server on PATH (apt-get install redis-server); it is
 started here on a free loopback port without persistence and stopped at the

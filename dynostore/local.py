@@ -26,6 +26,8 @@ LocalFabric(containers=[
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -42,7 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dynostore import tickets
 from dynostore.client import Client
+from dynostore.registry import Registry
+from dynostore.registry.registry import TicketKeyRecord
 
 START_TIMEOUT = 30.0
 
@@ -464,3 +471,22 @@ class LocalFabric:
         """Create user ``name`` and return its token."""
         with self.client() as client:
             return client.create_user(name, token_user=self.admin_token)
+
+    def mint_ticket(self, key: str, op: str, lifetime: float = 600) -> str:
+        """A chunk ticket for ``op`` (read or write) on ``key``, signed with the fabric's current key.
+
+        For tests and benchmarks that talk to containers directly: as the
+        operator of this fabric's etcd, it holds the signing keys.
+        """
+        host, port = self.etcd_address.rsplit(":", 1)
+
+        async def newest() -> TicketKeyRecord:
+            registry = Registry(host, int(port))
+            try:
+                return [r for r in await registry.ticket_keys() if r.active(time.time())][-1]
+            finally:
+                await registry.close()
+
+        record = asyncio.run(newest())
+        private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(record.private))
+        return tickets.sign(private, record.kid, key, op, lifetime)

@@ -32,10 +32,12 @@ class DynoKey(NamedTuple):
         key: the object key (32 hex digits).
         plan_ticket: set only on keys made by :meth:`DynoConnector.new_key`
             and not yet given an object; lets :meth:`DynoConnector.set` commit it.
+        chunk_ticket: likewise, lets :meth:`DynoConnector.set` write its chunks.
     """
 
     key: str
     plan_ticket: str = ""
+    chunk_ticket: str = ""
 
 
 class DynoConnector:
@@ -151,7 +153,7 @@ class DynoConnector:
     def new_key(self, obj: bytes | None = None) -> DynoKey:
         """A key to give an object later with :meth:`set` (within 6 hours)."""
         (planned,) = self.client.plan_keys(1, token_user=self.token_user)
-        return DynoKey(planned.key, planned.plan_ticket)
+        return DynoKey(planned.key, planned.plan_ticket, planned.chunk_ticket)
 
     def set(self, key: DynoKey, obj: BytesLike) -> None:
         """Store ``obj`` under a key from :meth:`new_key` (once per key).
@@ -162,5 +164,5 @@ class DynoConnector:
         """
         if not key.plan_ticket:
             raise InvalidArgument("set() takes a key made by new_key().")
-        reservation = Reservation(key.key, key.plan_ticket)
+        reservation = Reservation(key.key, key.plan_ticket, key.chunk_ticket)
         self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog, planned=reservation)

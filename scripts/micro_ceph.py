@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A throwaway single-host Ceph cluster for tests: 1 mon + 1 osd (+ radosgw), plain processes.
 
-    python scripts/micro_ceph.py start DIR [--pool NAME] [--rgw]   # prints KEY=VALUE lines
+    python scripts/micro_ceph.py start DIR [--pool NAME] [--rgw] [--owner-pid PID]   # prints KEY=VALUE lines
     python scripts/micro_ceph.py stop DIR
     python scripts/micro_ceph.py status DIR
 
@@ -14,7 +14,9 @@ object write to the pool succeeded and prints (and writes to DIR/env)
 ``RGW_ENDPOINT``, ``RGW_ACCESS_KEY``, ``RGW_SECRET_KEY``. On failure it stops
 what it started. ``stop`` signals only the pids recorded in DIR/pids whose
 command line still names DIR/ceph.conf, the osd before the mon (an osd whose
-mon is gone waits 5 s for it).
+mon is gone waits 5 s for it). With ``--owner-pid``, a small watcher process
+stops the cluster when that process ends, so a test run that is killed does
+not leave Ceph daemons behind.
 
 Knowledge this relies on (learnt the hard way on Debian 12, Ceph 16):
 
@@ -245,9 +247,10 @@ class Cluster:
         stopped = 0
         for name in STOP_ORDER:
             pid_file = self.pids / f"{name}.pid"
-            if not pid_file.exists():
+            try:
+                pid = int(pid_file.read_text())
+            except (OSError, ValueError):
                 continue
-            pid = int(pid_file.read_text())
             if is_ours(pid, self.conf):
                 os.kill(pid, signal.SIGTERM)
                 stopped += 1
@@ -259,19 +262,59 @@ class Cluster:
                     os.kill(pid, signal.SIGKILL)
                     while is_ours(pid, self.conf):
                         time.sleep(0.05)
-            pid_file.unlink()
+            pid_file.unlink(missing_ok=True)
         return stopped
+
+    def watch(self, owner: int, started: str) -> None:
+        """Stop the cluster once process ``owner`` (started at ``started``) is gone; return if stopped first."""
+        while any(self.pids.glob("*.pid")):
+            if start_time(owner) != started:
+                say(f"owner {owner} is gone; stopping the cluster")
+                self.stop()
+                return
+            time.sleep(0.5)
+
+
+def start_time(pid: int) -> str | None:
+    """Start time of a live process (tells a reused pid apart), None if gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def spawn_watcher(root: Path, owner: int) -> None:
+    """Start a detached process that stops the cluster when ``owner`` ends."""
+    started = start_time(owner)
+    if started is None:
+        raise RuntimeError(f"Owner process {owner} is not running.")
+    argv = [sys.executable, str(Path(__file__).resolve()), "watch", str(root), "--owner-pid", str(owner)]
+    with open(root / "log" / "watch.stdout", "ab") as out:
+        process = subprocess.Popen(
+            [*argv, "--owner-start", started],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (root / "watch.pid").write_text(f"{process.pid}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Throwaway single-host Ceph cluster for tests.")
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "watch"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--pool", default="dynostore")
     parser.add_argument("--rgw", action="store_true", help="also start an S3 gateway (radosgw)")
+    parser.add_argument("--owner-pid", type=int, help="stop the cluster when this process ends")
+    parser.add_argument("--owner-start", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(args.dir)
+    if args.command == "watch":
+        cluster.watch(args.owner_pid, args.owner_start)
+        return 0
     if args.command == "stop":
         say(f"stopped {cluster.stop()} process(es)")
         return 0
@@ -283,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         env = cluster.start(args.pool, args.rgw)
+        if args.owner_pid:
+            spawn_watcher(cluster.root, args.owner_pid)
     except BaseException as exc:
         say(f"start failed, cleaning up: {exc}")
         cluster.stop()

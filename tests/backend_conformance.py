@@ -150,6 +150,19 @@ class BackendConformance:
         with pytest.raises(NotFound):
             run(read(backend))
 
+    def test_list_chunks(self, backend: Backend) -> None:
+        async def listed() -> set[tuple[str, int]]:
+            return {name async for name in backend.list_chunks()}
+
+        other = "f" * 32
+        assert run(listed()) == set()
+        run(write(backend, [b"a" * 100], index=0))
+        run(write(backend, [os.urandom(MiB) for _ in range(7)], index=4))  # several parts or objects
+        run(write(backend, [b"c"], key=other, index=1))
+        assert run(listed()) == {(KEY, 0), (KEY, 4), (other, 1)}
+        run(backend.delete(KEY, 4))
+        assert run(listed()) == {(KEY, 0), (other, 1)}
+
     def test_usage_counts_chunks(self, backend: Backend) -> None:
         before = run(backend.usage())
         run(write(backend, [b"x"], index=0))

@@ -8,6 +8,7 @@ signals exactly the daemons it recorded.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -128,11 +129,14 @@ def ceph_missing() -> str | None:
 
 @contextmanager
 def ceph_cluster(directory: Path) -> Iterator[CephCluster]:
-    """A micro Ceph cluster (mon, osd, radosgw) under ``directory``, stopped on exit."""
+    """A micro Ceph cluster (mon, osd, radosgw) under ``directory``, stopped on exit.
+
+    It is also stopped when this process dies without cleaning up (its watcher sees to that).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
-            [sys.executable, str(MICRO_CEPH), "start", str(directory), "--rgw"],
+            [sys.executable, str(MICRO_CEPH), "start", str(directory), "--rgw", "--owner-pid", str(os.getpid())],
             capture_output=True,
             text=True,
             timeout=180,

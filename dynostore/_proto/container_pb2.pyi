@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChunkHeader(_message.Message):
-    __slots__ = ("key", "index", "container_id")
+    __slots__ = ("key", "index", "container_id", "ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
     container_id: str
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., container_id: _Optional[str] = ...) -> None: ...
+    ticket: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., container_id: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("data", "crc32", "offset")
@@ -43,16 +45,18 @@ class PutChunkResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ..., fragments: _Optional[int] = ...) -> None: ...
 
 class GetChunkRequest(_message.Message):
-    __slots__ = ("key", "index", "offset", "length")
+    __slots__ = ("key", "index", "offset", "length", "ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
     offset: int
     length: int
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    ticket: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., ticket: _Optional[str] = ...) -> None: ...
 
 class GetChunkResponse(_message.Message):
     __slots__ = ("fragment",)
@@ -109,12 +113,14 @@ class ReadChunkResult(_message.Message):
     def __init__(self, status: _Optional[_Union[ChunkStatus, _Mapping]] = ..., fragments: _Optional[_Iterable[_Union[Fragment, _Mapping]]] = ...) -> None: ...
 
 class DeleteChunkRequest(_message.Message):
-    __slots__ = ("key", "index")
+    __slots__ = ("key", "index", "ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    ticket: str
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., ticket: _Optional[str] = ...) -> None: ...
 
 class DeleteChunkResponse(_message.Message):
     __slots__ = ("existed",)

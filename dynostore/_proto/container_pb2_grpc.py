@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class ContainerStub:
     """A data container stores the chunks of erasure-coded objects at one site.
+    Every chunk call carries a ticket signed by the gateway (Ed25519) that names
+    the object key, the operation (read or write) and an expiry; the container
+    checks it with the gateway's public keys, so knowing a container's address
+    gives no access to data.
     A chunk is the list of fragments with the same index over all segments of
     an object; each fragment travels and is stored with its CRC-32.
     """
@@ -71,6 +75,10 @@ class ContainerStub:
 
 class ContainerServicer:
     """A data container stores the chunks of erasure-coded objects at one site.
+    Every chunk call carries a ticket signed by the gateway (Ed25519) that names
+    the object key, the operation (read or write) and an expiry; the container
+    checks it with the gateway's public keys, so knowing a container's address
+    gives no access to data.
     A chunk is the list of fragments with the same index over all segments of
     an object; each fragment travels and is stored with its CRC-32.
     """
@@ -167,6 +175,10 @@ def add_ContainerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Container:
     """A data container stores the chunks of erasure-coded objects at one site.
+    Every chunk call carries a ticket signed by the gateway (Ed25519) that names
+    the object key, the operation (read or write) and an expiry; the container
+    checks it with the gateway's public keys, so knowing a container's address
+    gives no access to data.
     A chunk is the list of fragments with the same index over all segments of
     an object; each fragment travels and is stored with its CRC-32.
     """

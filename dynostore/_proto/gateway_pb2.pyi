@@ -18,14 +18,16 @@ class PlanPutRequest(_message.Message):
     def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PlannedKey(_message.Message):
-    __slots__ = ("key", "plan_ticket", "expires")
+    __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PLAN_TICKET_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TICKET_FIELD_NUMBER: _ClassVar[int]
     key: str
     plan_ticket: str
     expires: float
-    def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ...) -> None: ...
+    chunk_ticket: str
+    def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ..., chunk_ticket: _Optional[str] = ...) -> None: ...
 
 class PlanPutResponse(_message.Message):
     __slots__ = ("plans", "policy", "containers")
@@ -74,18 +76,20 @@ class LocateRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Location(_message.Message):
-    __slots__ = ("object", "policy", "chunks", "code", "message")
+    __slots__ = ("object", "policy", "chunks", "code", "message", "chunk_ticket")
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TICKET_FIELD_NUMBER: _ClassVar[int]
     object: _common_pb2.ObjectInfo
     policy: _common_pb2.ECPolicy
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
     code: int
     message: str
-    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    chunk_ticket: str
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., chunk_ticket: _Optional[str] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
     __slots__ = ("locations",)
@@ -323,13 +327,23 @@ class RegisterContainerRequest(_message.Message):
     container: _common_pb2.ContainerInfo
     def __init__(self, container: _Optional[_Union[_common_pb2.ContainerInfo, _Mapping]] = ...) -> None: ...
 
+class TicketKey(_message.Message):
+    __slots__ = ("id", "public_key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    public_key: bytes
+    def __init__(self, id: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
 class RegisterContainerResponse(_message.Message):
-    __slots__ = ("lease_id", "ttl_seconds")
+    __slots__ = ("lease_id", "ttl_seconds", "ticket_keys")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TICKET_KEYS_FIELD_NUMBER: _ClassVar[int]
     lease_id: int
     ttl_seconds: int
-    def __init__(self, lease_id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    ticket_keys: _containers.RepeatedCompositeFieldContainer[TicketKey]
+    def __init__(self, lease_id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., ticket_keys: _Optional[_Iterable[_Union[TicketKey, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("container_id", "lease_id", "free_bytes")
@@ -342,10 +356,24 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., lease_id: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("alive",)
+    __slots__ = ("alive", "ticket_keys")
     ALIVE_FIELD_NUMBER: _ClassVar[int]
+    TICKET_KEYS_FIELD_NUMBER: _ClassVar[int]
     alive: bool
-    def __init__(self, alive: _Optional[bool] = ...) -> None: ...
+    ticket_keys: _containers.RepeatedCompositeFieldContainer[TicketKey]
+    def __init__(self, alive: _Optional[bool] = ..., ticket_keys: _Optional[_Iterable[_Union[TicketKey, _Mapping]]] = ...) -> None: ...
+
+class RotateTicketKeyRequest(_message.Message):
+    __slots__ = ("grace_seconds",)
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grace_seconds: int
+    def __init__(self, grace_seconds: _Optional[int] = ...) -> None: ...
+
+class RotateTicketKeyResponse(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListContainersRequest(_message.Message):
     __slots__ = ()

@@ -154,6 +154,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
+        self.RotateTicketKey = channel.unary_unary(
+                '/dynostore.v1.Gateway/RotateTicketKey',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -322,6 +327,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateTicketKey(self, request, context):
+        """Start signing chunk tickets with a new key (admin only), without downtime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -439,6 +451,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListContainers,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'RotateTicketKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateTicketKey,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1066,6 +1083,33 @@ class Gateway:
             '/dynostore.v1.Gateway/ListContainers',
             dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateTicketKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RotateTicketKey',
+            dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -253,6 +253,10 @@ class Client:
             if not self._closed:
                 self._run(events.aclose())
 
+    def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
+        """Make the gateways sign chunk tickets with a new key (admin); return its id."""
+        return self._run(self._async.rotate_ticket_key(token_user, grace_seconds))
+
     def revoke_token(self, token_id: str, token_user: str) -> None:
         """Revoke a token by id; it stops working at once on every gateway."""
         self._run(self._async.revoke_token(token_id, token_user))

@@ -386,6 +386,14 @@ class AsyncClient:
             finally:
                 call.cancel()
 
+    async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
+        """Make the gateways sign chunk tickets with a new key (admin); return its id.
+
+        Tickets signed with older keys stay valid for ``grace_seconds`` (0: the ticket lifetime).
+        """
+        request = gateway_pb2.RotateTicketKeyRequest(grace_seconds=grace_seconds)
+        return str((await self._control("RotateTicketKey", request, token_user)).id)
+
     async def _control(self, method: str, request: Any, token_user: str) -> Any:
         validation.token(token_user)
         return await self._pipeline.call(getattr(self._pipeline.gateway_stub(), method), request, token_user)

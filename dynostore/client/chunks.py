@@ -38,6 +38,7 @@ class ChunkRef:
     key: str
     index: int
     container_id: str = ""
+    ticket: str = ""
 
 
 def _batches(refs: Sequence[ChunkRef], sizes: Sequence[int]) -> list[list[int]]:
@@ -73,7 +74,7 @@ async def write_whole_chunks(
             chunks=[
                 container_pb2.WholeChunk(
                     header=container_pb2.ChunkHeader(
-                        key=refs[i].key, index=refs[i].index, container_id=refs[i].container_id
+                        key=refs[i].key, index=refs[i].index, container_id=refs[i].container_id, ticket=refs[i].ticket
                     ),
                     fragments=[container_pb2.Fragment(data=fragments[i], crc32=checksum(fragments[i]))],
                 )
@@ -110,7 +111,9 @@ async def read_whole_chunks(
 
     async def call(group: list[int]) -> None:
         request = container_pb2.ReadChunksRequest(
-            chunks=[container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index) for i in group]
+            chunks=[
+                container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index, ticket=refs[i].ticket) for i in group
+            ]
         )
         try:
             reply = await stubs[refs[group[0]].address].ReadChunks(request, timeout=timeout)
@@ -127,10 +130,17 @@ class ChunkWriter:
     """Streams one chunk to one container, fed through a bounded queue."""
 
     def __init__(
-        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, depth: int, container_id: str = ""
+        self,
+        stub: container_pb2_grpc.ContainerStub,
+        key: str,
+        index: int,
+        depth: int,
+        container_id: str = "",
+        ticket: str = "",
     ) -> None:
         self.stub = stub
         self.container_id = container_id
+        self.ticket = ticket
         self.key = key
         self.index = index
         self.error: str | None = None
@@ -142,7 +152,9 @@ class ChunkWriter:
         self._task = asyncio.create_task(self._run())
 
     async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest]:
-        header = container_pb2.ChunkHeader(key=self.key, index=self.index, container_id=self.container_id)
+        header = container_pb2.ChunkHeader(
+            key=self.key, index=self.index, container_id=self.container_id, ticket=self.ticket
+        )
         yield container_pb2.PutChunkRequest(header=header)
         while (fragment := await self._queue.get()) is not None:
             yield container_pb2.PutChunkRequest(
@@ -196,12 +208,19 @@ class ChunkReader:
     """Reads one chunk fragment by fragment from a payload offset, verifying CRCs."""
 
     def __init__(
-        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+        self,
+        stub: container_pb2_grpc.ContainerStub,
+        key: str,
+        index: int,
+        offset: int,
+        *,
+        ticket: str = "",
+        patient: bool = False,
     ):
         self.index = index
         self.patient = patient  # wait for the connection instead of failing fast
         self.error: DynoStoreError | None = None
-        request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset)
+        request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset, ticket=ticket)
         self._call = stub.GetChunk(request, wait_for_ready=patient)
         self._stream = aiter(self._call)
 
@@ -233,13 +252,21 @@ class WholeChunkReader:
     """Reads a one-fragment chunk in a single ReadChunks call (same interface as ChunkReader)."""
 
     def __init__(
-        self, stub: container_pb2_grpc.ContainerStub, key: str, index: int, offset: int, *, patient: bool = False
+        self,
+        stub: container_pb2_grpc.ContainerStub,
+        key: str,
+        index: int,
+        offset: int,
+        *,
+        ticket: str = "",
+        patient: bool = False,
     ):
         self.index = index
         self.patient = patient
         self.error: DynoStoreError | None = None
         self._stub = stub
-        self._request = container_pb2.ReadChunksRequest(chunks=[container_pb2.ChunkHeader(key=key, index=index)])
+        header = container_pb2.ChunkHeader(key=key, index=index, ticket=ticket)
+        self._request = container_pb2.ReadChunksRequest(chunks=[header])
 
     async def next(self, timeout: float) -> bytes | None:
         """The chunk's only fragment, or None (with ``error`` set) when it failed."""

@@ -105,6 +105,7 @@ class Reservation:
 
     key: str
     plan_ticket: str
+    chunk_ticket: str
 
 
 @dataclass
@@ -250,7 +251,10 @@ class Pipeline:
         keys: list[str] = []
         for start in range(0, len(items), GROUP):
             group_planned = (
-                [gateway_pb2.PlannedKey(key=r.key, plan_ticket=r.plan_ticket) for r in planned[start : start + GROUP]]
+                [
+                    gateway_pb2.PlannedKey(key=r.key, plan_ticket=r.plan_ticket, chunk_ticket=r.chunk_ticket)
+                    for r in planned[start : start + GROUP]
+                ]
                 if planned is not None
                 else None
             )
@@ -315,7 +319,7 @@ class Pipeline:
         """Reserve ``count`` keys to give objects later with :meth:`put` (``planned=``)."""
         validation.token(token)
         plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=count), token)
-        return [Reservation(p.key, p.plan_ticket) for p in plan.plans]
+        return [Reservation(p.key, p.plan_ticket, p.chunk_ticket) for p in plan.plans]
 
     async def _plan(
         self, token: str, k: int, m: int, count: int, *, pooled: bool
@@ -353,7 +357,7 @@ class Pipeline:
             if len(segment) != p.item.size or rest:
                 raise InvalidArgument(f"The source changed while it was stored ({p.item.size} bytes announced).")
             for index, (target, fragment) in enumerate(zip(p.targets, p.codec.encode(segment), strict=True)):
-                refs.append(ChunkRef(target.address, p.planned.key, index, target.id))
+                refs.append(ChunkRef(target.address, p.planned.key, index, target.id, p.planned.chunk_ticket))
                 fragments.append(fragment)
         stubs = self._stubs([r.address for r in refs])
         errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout)
@@ -367,7 +371,7 @@ class Pipeline:
     async def _write_streamed(self, p: _Placed, progress: Progress | None) -> list[str | None]:
         """Many segments: one PutChunk stream per chunk, fed segment by segment."""
         writers = [
-            ChunkWriter(self._container(t.address), p.planned.key, i, self.queue_depth, t.id)
+            ChunkWriter(self._container(t.address), p.planned.key, i, self.queue_depth, t.id, p.planned.chunk_ticket)
             for i, t in enumerate(p.targets)
         ]
         for w in writers:
@@ -423,13 +427,19 @@ class Pipeline:
     async def _discard(self, placed: list[_Placed]) -> None:
         """Best effort removal of the chunks that puts which failed did store (and only those)."""
 
-        async def delete(key: str, index: int, address: str) -> None:
+        async def delete(planned: gateway_pb2.PlannedKey, index: int, address: str) -> None:
+            request = container_pb2.DeleteChunkRequest(key=planned.key, index=index, ticket=planned.chunk_ticket)
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._container(address).DeleteChunk(
-                    container_pb2.DeleteChunkRequest(key=key, index=index), timeout=5
-                )
+                await self._container(address).DeleteChunk(request, timeout=5)
 
-        await asyncio.gather(*(delete(p.planned.key, i, t.address) for p in placed for i, t in enumerate(p.targets)))
+        await asyncio.gather(
+            *(
+                delete(p.planned, i, t.address)
+                for p in placed
+                for i, t in enumerate(p.targets)
+                if not p.errors or p.errors[i] is None
+            )
+        )
 
     # get --------------------------------------------------------------------
 
@@ -503,7 +513,7 @@ class Pipeline:
                 (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= k, c.index)
             )[:k]
             wanted.append([len(refs) + j for j in range(len(usable))])
-            refs += [ChunkRef(c.address, location.object.key, c.index) for c in usable]
+            refs += [ChunkRef(c.address, location.object.key, c.index, ticket=location.chunk_ticket) for c in usable]
         fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout)
         decoded: list[bytes | None] = []
         for location, positions in zip(locations, wanted, strict=True):
@@ -549,7 +559,9 @@ class Pipeline:
                     while spare and (len(active) < codec.k or spare[0][1]):
                         loc, patient = spare.pop(0)
                         stub = self._container(loc.address)
-                        active.append(reader_type(stub, key, loc.index, offset, patient=patient))
+                        active.append(
+                            reader_type(stub, key, loc.index, offset, ticket=location.chunk_ticket, patient=patient)
+                        )
                     waiting = [r for r in active if fragments[r.index] is None]
                     if not waiting:
                         raise DataLoss(

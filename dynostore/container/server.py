@@ -20,6 +20,7 @@ from dynostore.container.servicer import ContainerServicer
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
 from dynostore.rpc.tuning import tune_malloc
+from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,20 @@ class Membership:
     """Registers the container with the gateway and keeps its lease alive."""
 
     def __init__(
-        self, settings: ContainerSettings, token: str, info: common_pb2.ContainerInfo, backend: Backend
+        self,
+        settings: ContainerSettings,
+        token: str,
+        info: common_pb2.ContainerInfo,
+        backend: Backend,
+        verifier: TicketVerifier,
     ) -> None:
-        """Announce ``info`` to the gateway named in ``settings``, presenting ``token``."""
+        """Announce ``info`` to the gateway named in ``settings``, presenting ``token``.
+
+        The gateway's answers carry the chunk-ticket keys, handed to ``verifier``.
+        """
         self._settings = settings
         self._token = token
+        self._verifier = verifier
         self._info = info
         self._backend = backend
         self.registered = asyncio.Event()
@@ -183,6 +193,7 @@ class Membership:
                         metadata=metadata,
                         timeout=5,
                     )
+                    self._verifier.set_keys({k.id: k.public_key for k in reply.ticket_keys})
                     self.registered.set()
                     log.info("Registered %s with %s", self._info.id, self._settings.gateway)
                     interval = max(reply.ttl_seconds / 3, 0.5)
@@ -198,6 +209,8 @@ class Membership:
                             metadata=metadata,
                             timeout=5,
                         )
+                        if beat.ticket_keys:
+                            self._verifier.set_keys({k.id: k.public_key for k in beat.ticket_keys})
                         if not beat.alive:
                             log.warning("Lease lost; registering again.")
                             break
@@ -216,7 +229,8 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         await backend.close()
         raise
     container_id = container_identity(settings)
-    servicer = ContainerServicer(backend, container_id, settings.site)
+    verifier = TicketVerifier()
+    servicer = ContainerServicer(backend, container_id, settings.site, verifier)
     server, port = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_ContainerServicer_to_server(servicer, s),
@@ -225,7 +239,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
-    membership = Membership(settings, token, info, backend)
+    membership = Membership(settings, token, info, backend, verifier)
     member_task = asyncio.create_task(membership.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
+from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,12 @@ def _chunk_ref(key: str, index: int) -> tuple[str, int]:
 class ContainerServicer(pb_grpc.ContainerServicer):
     """Serves PutChunk/GetChunk/DeleteChunk/Stat over one backend."""
 
-    def __init__(self, backend: Backend, container_id: str, site: str) -> None:
-        """Serve ``backend`` as container ``container_id`` at ``site``."""
+    def __init__(self, backend: Backend, container_id: str, site: str, verifier: TicketVerifier) -> None:
+        """Serve ``backend`` as container ``container_id`` at ``site``, checking tickets with ``verifier``."""
         self.backend = backend
         self.container_id = container_id
         self.site = site
+        self.verifier = verifier
 
     def _check_addressee(self, header: pb.ChunkHeader) -> None:
         if header.container_id and header.container_id != self.container_id:
@@ -76,6 +78,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             raise InvalidArgument("PutChunk must start with a header message.")
         key, index = _chunk_ref(first.header.key, first.header.index)
         self._check_addressee(first.header)
+        self.verifier.check(first.header.ticket, key, "write")
 
         async def fragments() -> AsyncIterator[pb.Fragment]:
             async for message in request_iterator:
@@ -99,6 +102,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             try:
                 key, index = _chunk_ref(chunk.header.key, chunk.header.index)
                 self._check_addressee(chunk.header)
+                self.verifier.check(chunk.header.ticket, key, "write")
                 await self._write(key, index, fragments())
             except Exception as exc:
                 return _status(exc)
@@ -110,6 +114,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self, request: pb.GetChunkRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GetChunkResponse]:
         key, index = _chunk_ref(request.key, request.index)
+        self.verifier.check(request.ticket, key, "read")
         async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
             yield pb.GetChunkResponse(fragment=pb.Fragment(data=data, crc32=crc, offset=offset))
 
@@ -124,6 +129,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             result = reply.results.add()
             try:
                 key, index = _chunk_ref(header.key, header.index)
+                self.verifier.check(header.ticket, key, "read")
                 async for offset, data, crc in self.backend.read(key, index):
                     budget -= len(data)
                     if budget < 0:
@@ -140,6 +146,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self, request: pb.DeleteChunkRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteChunkResponse:
         key, index = _chunk_ref(request.key, request.index)
+        self.verifier.check(request.ticket, key, "write")
         return pb.DeleteChunkResponse(existed=await self.backend.delete(key, index))
 
     async def Stat(  # noqa: N802 - gRPC method name

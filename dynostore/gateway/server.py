@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
-from dynostore.gateway.tickets import PlanSigner
+from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
 
@@ -46,7 +46,9 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())
     auth_watch = asyncio.create_task(registry.watch_auth())
-    servicer = GatewayServicer(registry, settings.policy, signer)
+    authority = ChunkTicketAuthority(registry)
+    await authority.published()  # makes the first key if there is none
+    servicer = GatewayServicer(registry, settings.policy, signer, authority)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),

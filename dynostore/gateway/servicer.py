@@ -18,7 +18,7 @@ from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from dynostore.gateway.tickets import PlanSigner
+from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.registry.registry import TokenInfo
 from dynostore.rpc import open_channel
@@ -54,11 +54,14 @@ def _token_from(context: grpc.aio.ServicerContext) -> str:
 class GatewayServicer(pb_grpc.GatewayServicer):
     """The control-path RPCs over one :class:`Registry`."""
 
-    def __init__(self, registry: Registry, policy: GatewayPolicy, signer: PlanSigner) -> None:
-        """Serve ``registry`` with the defaults in ``policy``, signing plans with ``signer``."""
+    def __init__(
+        self, registry: Registry, policy: GatewayPolicy, signer: PlanSigner, authority: ChunkTicketAuthority
+    ) -> None:
+        """Serve ``registry`` with the defaults in ``policy``; sign plans and chunk tickets."""
         self.registry = registry
         self.policy = policy
         self.signer = signer
+        self.authority = authority
         self._containers: list[dict[str, Any]] = []
         self._containers_read = 0.0
         self._background: set[asyncio.Task[None]] = set()
@@ -119,7 +122,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         for _ in range(count):
             key = uuid.uuid4().hex
             ticket, expires = self.signer.sign(key, user.name)
-            plans.append(gateway_pb2.PlannedKey(key=key, plan_ticket=ticket, expires=expires))
+            chunk_ticket = await self.authority.sign(key, "write", lifetime=self.signer.lifetime)
+            plans.append(
+                gateway_pb2.PlannedKey(key=key, plan_ticket=ticket, expires=expires, chunk_ticket=chunk_ticket)
+            )
         containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._live_containers()]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
         return gateway_pb2.PlanPutResponse(plans=plans, policy=policy, containers=containers)
@@ -189,6 +195,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 location.message = f"Object {key} belongs to another user."
             else:
                 location.object.CopyFrom(_object_info(record))
+                location.chunk_ticket = await self.authority.sign(key, "read")
                 location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
                 location.chunks.extend(
                     common_pb2.ChunkLocation(
@@ -232,6 +239,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def _delete_chunks(self, record: ObjectRecord) -> None:
         """Best effort: chunks on unreachable containers stay until garbage collection."""
         addresses = {c["id"]: c["address"] for c in await self._live_containers()}
+        ticket = await self.authority.sign(record.key, "write")
         for index, (cid, stored) in enumerate(record.chunks):
             address = addresses.get(cid)
             if not stored or not address:
@@ -239,7 +247,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             try:
                 async with open_channel(address) as channel:
                     stub = container_pb2_grpc.ContainerStub(channel)
-                    await stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=record.key, index=index), timeout=5)
+                    request = container_pb2.DeleteChunkRequest(key=record.key, index=index, ticket=ticket)
+                    await stub.DeleteChunk(request, timeout=5)
             except grpc.aio.AioRpcError as exc:
                 log.warning("Could not delete chunk %d of %s: %s", index, record.key, exc.details())
 
@@ -402,7 +411,19 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         ttl = self.policy.container_ttl
         lease_id = await self.registry.register_container(_as_dict(info), ttl)
         self._containers_read = 0.0
-        return gateway_pb2.RegisterContainerResponse(lease_id=lease_id, ttl_seconds=ttl)
+        return gateway_pb2.RegisterContainerResponse(
+            lease_id=lease_id, ttl_seconds=ttl, ticket_keys=await self._ticket_keys()
+        )
+
+    async def _ticket_keys(self) -> list[gateway_pb2.TicketKey]:
+        return [gateway_pb2.TicketKey(id=k, public_key=v) for k, v in (await self.authority.published()).items()]
+
+    async def RotateTicketKey(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RotateTicketKeyRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RotateTicketKeyResponse:
+        await self._admin(context)
+        grace = request.grace_seconds or None
+        return gateway_pb2.RotateTicketKeyResponse(id=await self.authority.rotate(grace))
 
     async def Heartbeat(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
@@ -414,7 +435,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             return gateway_pb2.HeartbeatResponse(alive=False)
         current["free_bytes"] = request.free_bytes
         alive = await self.registry.refresh_container(current, request.lease_id)
-        return gateway_pb2.HeartbeatResponse(alive=alive)
+        return gateway_pb2.HeartbeatResponse(alive=alive, ticket_keys=await self._ticket_keys())
 
     async def ListContainers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListContainersRequest, context: grpc.aio.ServicerContext

@@ -1,4 +1,4 @@
-"""Plan tickets: proof that a caller was given a key to commit.
+"""Plan tickets (proof that a caller was given a key to commit) and chunk-ticket signing.
 
 PlanPut hands out a fresh key with a ticket, an HMAC-SHA256 (keyed with a
 secret all gateways share through etcd) over the key, the owner and an expiry.
@@ -8,11 +8,17 @@ owner, so planning a put costs no etcd write and any gateway can commit it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dynostore import tickets as chunk_tickets
 from dynostore.errors import FailedPrecondition, PermissionDenied
+from dynostore.registry import Registry
+from dynostore.registry.registry import TicketKeyRecord
 
 
 class PlanSigner:
@@ -44,3 +50,47 @@ class PlanSigner:
             raise PermissionDenied(f"The plan ticket does not allow {owner} to commit {key}.")
         if int(expires_text) < (time.time() if now is None else now):
             raise FailedPrecondition(f"The plan of {key} expired; put the object again.")
+
+
+class ChunkTicketAuthority:
+    """Signs chunk tickets with the registry's newest key; knows which keys containers must accept."""
+
+    def __init__(self, registry: Registry, lifetime: float = 3600, refresh_seconds: float = 5.0) -> None:
+        """Sign tickets valid for ``lifetime`` seconds; re-read the keys every ``refresh_seconds``."""
+        self._registry = registry
+        self.lifetime = lifetime
+        self._refresh_seconds = refresh_seconds
+        self._records: list[TicketKeyRecord] = []
+        self._read_at = -1e9
+        self._signing: tuple[str, Ed25519PrivateKey] | None = None
+
+    async def _keys(self) -> list[TicketKeyRecord]:
+        if time.monotonic() - self._read_at > self._refresh_seconds:
+            records = await self._registry.ticket_keys()
+            if not any(r.active(time.time()) for r in records):
+                await self._registry.add_ticket_key(grace=None)
+                records = await self._registry.ticket_keys()
+            self._records, self._read_at = records, time.monotonic()
+            newest = [r for r in records if r.active(time.time())][-1]
+            if self._signing is None or self._signing[0] != newest.kid:
+                raw = base64.b64decode(newest.private)
+                self._signing = (newest.kid, Ed25519PrivateKey.from_private_bytes(raw))
+        return self._records
+
+    async def published(self) -> dict[str, bytes]:
+        """Public keys that tickets may be signed with now (id -> raw key)."""
+        now = time.time()
+        return {r.kid: base64.b64decode(r.public) for r in await self._keys() if r.active(now)}
+
+    async def sign(self, key: str, op: str, lifetime: float | None = None) -> str:
+        """A ticket for ``op`` (read or write) on the chunks of ``key``."""
+        await self._keys()
+        assert self._signing is not None
+        kid, private = self._signing
+        return chunk_tickets.sign(private, kid, key, op, lifetime or self.lifetime)
+
+    async def rotate(self, grace: float | None = None) -> str:
+        """Start signing with a new key; older keys stay accepted for ``grace`` seconds."""
+        kid = await self._registry.add_ticket_key(grace=self.lifetime if grace is None else grace)
+        self._read_at = -1e9
+        return kid

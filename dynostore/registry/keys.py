@@ -4,6 +4,7 @@
 /dynostore/v1/auth/users/<name>                {"name", "admin", "created"}
 /dynostore/v1/auth/tokens/<sha256(token)>      {"id", "user", "created"}  (id: 16 hex digits of the hash)
 /dynostore/v1/secrets/plan                     key that signs plan tickets (shared by gateways)
+/dynostore/v1/secrets/ticket-keys/<id>         Ed25519 key pair for chunk tickets, with its retirement time
 /dynostore/v1/objects/<key>                    object record (JSON, see ObjectRecord)
 /dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created"}
 /dynostore/v1/catalogs/<owner>/<catalog>/objects/<key>   {"name", "size", "created"}
@@ -38,6 +39,11 @@ def token(token_hash: str) -> bytes:
 def auth_prefix() -> bytes:
     """Prefix of every user and token record."""
     return _k("auth", "")
+
+
+def ticket_key(kid: str) -> bytes:
+    """One chunk-ticket signing key."""
+    return _k("secrets", "ticket-keys", kid)
 
 
 def plan_secret() -> bytes:

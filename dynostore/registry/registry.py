@@ -7,6 +7,7 @@ half-made object, user or catalog entry.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
 import json
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import aetcd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
@@ -70,6 +72,21 @@ class TokenInfo:
     id: str
     user: str
     created: float
+
+
+@dataclass(frozen=True)
+class TicketKeyRecord:
+    """A chunk-ticket key pair (base64 raw Ed25519 keys) and when it stops being accepted."""
+
+    kid: str
+    private: str
+    public: str
+    created: float
+    retire_after: float | None = None
+
+    def active(self, now: float) -> bool:
+        """Whether tickets signed with this key are accepted at ``now``."""
+        return self.retire_after is None or self.retire_after > now
 
 
 @dataclass(frozen=True)
@@ -397,6 +414,35 @@ class Registry:
         prefix = keys.index_prefix(owner, catalog)
         found = await self.etcd.get_prefix(prefix)
         return [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in found]
+
+    # chunk-ticket keys --------------------------------------------------------
+
+    @_etcd_errors
+    async def ticket_keys(self) -> list[TicketKeyRecord]:
+        """Every chunk-ticket key, oldest first."""
+        found = await self.etcd.get_prefix(keys.ticket_key(""))
+        return sorted((TicketKeyRecord(**json.loads(kv.value)) for kv in found), key=lambda r: r.created)
+
+    @_etcd_errors
+    async def add_ticket_key(self, grace: float | None) -> str:
+        """Add a new signing key; with ``grace``, the current keys retire that many seconds from now."""
+        private = Ed25519PrivateKey.generate()
+        now = time.time()
+        record = TicketKeyRecord(
+            kid=secrets.token_hex(4),
+            private=base64.b64encode(private.private_bytes_raw()).decode(),
+            public=base64.b64encode(private.public_key().public_bytes_raw()).decode(),
+            created=now,
+        )
+        ops = [self._tx.put(keys.ticket_key(record.kid), _dumps(asdict(record)))]
+        for old in await self.ticket_keys():
+            if old.retire_after is not None and old.retire_after < now - 86400:
+                ops.append(self._tx.delete(keys.ticket_key(old.kid)))  # long retired
+            elif grace is not None and (old.retire_after is None or old.retire_after > now + grace):
+                retiring = TicketKeyRecord(**{**asdict(old), "retire_after": now + grace})
+                ops.append(self._tx.put(keys.ticket_key(old.kid), _dumps(asdict(retiring))))
+        await self.etcd.transaction(compare=[], success=ops, failure=[])
+        return record.kid
 
     # catalogs, shares and events ----------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from dynostore.erasure.checksum import checksum
 from dynostore.errors import NotFound, Unavailable
 from dynostore.local import free_port
 from tests.backend_conformance import KEY, BackendConformance, MiB, read, run, write
-from tests.servers import REGION, CephCluster, S3Server, moto_server
+from tests.servers import REGION, CephCluster, S3Server, ceph_cluster, ceph_missing, moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +249,30 @@ def test_s3_start_aborts_uploads_left_by_a_crash(moto: S3Server) -> None:
     assert [u["Key"] for u in left if u["Key"].startswith(backend.prefix)] == []
     assert any(u["Key"] == "elsewhere/x" for u in left)
     run(backend.close())
+
+
+def test_rados_osd_lost_mid_put_fails_the_write(tmp_path: Path) -> None:
+    reason = ceph_missing()
+    if reason:
+        pytest.skip(reason)
+    from dynostore.container.backends.rados import RadosBackend
+
+    with ceph_cluster(tmp_path / "ceph") as cluster:  # a cluster of its own: its osd is killed
+        backend = RadosBackend(cluster.pool, ceph_conf=cluster.conf, object_size=2 * MiB, timeout=5.0)
+        run(backend.check())
+
+        async def scenario() -> None:
+            writer = await backend.open_writer(KEY, 0)
+            for _ in range(5):  # two parts written
+                data = os.urandom(MiB)
+                await writer.write(data, checksum(data))
+            osd = int((tmp_path / "ceph" / "pids" / "osd.pid").read_text())
+            os.kill(osd, signal.SIGKILL)
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="RADOS"):
+                await write_all(writer, 10)
+            assert time.monotonic() - started < 60
+            await writer.abort()  # cannot remove the parts now: logs, does not raise
+
+        run(scenario())
+        run(backend.close())

@@ -145,7 +145,7 @@ def test_servers_reject_bad_requests_themselves(shared: Session) -> None:
         with pytest.raises(grpc.RpcError) as info:
             container.PutChunk(iter([container_pb2.PutChunkRequest(fragment=container_pb2.Fragment(data=b"x"))]))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        header = container_pb2.ChunkHeader(key="a" * 32, index=0)
+        header = container_pb2.ChunkHeader(key="a" * 32, index=0, ticket=shared.fabric.mint_ticket("a" * 32, "write"))
         bad_crc = container_pb2.Fragment(data=b"x", crc32=1)
         with pytest.raises(grpc.RpcError) as info:
             container.PutChunk(
@@ -157,8 +157,9 @@ def test_servers_reject_bad_requests_themselves(shared: Session) -> None:
                 )
             )
         assert info.value.code() == grpc.StatusCode.DATA_LOSS
+        read = shared.fabric.mint_ticket("a" * 32, "read")
         with pytest.raises(grpc.RpcError) as info:
-            list(container.GetChunk(container_pb2.GetChunkRequest(key="a" * 32, index=0)))
+            list(container.GetChunk(container_pb2.GetChunkRequest(key="a" * 32, index=0, ticket=read)))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -13,6 +13,7 @@ from dynostore.container.backends import Backend, ChunkWriter, FileSystemBackend
 from dynostore.container.servicer import ContainerServicer
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, NotFound, Unavailable
+from dynostore.tickets import TicketVerifier
 from tests.backend_conformance import KEY, BackendConformance, read, run, write
 
 
@@ -71,6 +72,9 @@ class _FailingBackend(Backend):
     async def delete(self, key: str, index: int) -> bool:
         return await self.inner.delete(key, index)
 
+    def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        return self.inner.list_chunks()
+
     async def usage(self) -> Usage:
         return await self.inner.usage()
 
@@ -79,7 +83,7 @@ class _FailingBackend(Backend):
 def test_backend_failing_mid_stream_fails_the_chunk_cleanly(backend: Backend, fail_at: int) -> None:
     run(write(backend, [b"old"]))
     failing = _FailingBackend(backend, fail_at)
-    servicer = ContainerServicer(failing, "c-test", "site")
+    servicer = ContainerServicer(failing, "c-test", "site", TicketVerifier())
 
     async def fragments() -> AsyncIterator[pb.Fragment]:
         for _ in range(4):

@@ -55,6 +55,10 @@ class Backend(abc.ABC):
         """Remove a chunk; return whether it existed."""
 
     @abc.abstractmethod
+    def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        """Yield ``(key, index)`` of every stored chunk, in no particular order."""
+
+    @abc.abstractmethod
     async def usage(self) -> Usage:
         """Capacity, free space and number of chunks."""
 

@@ -120,6 +120,18 @@ class FileSystemBackend(Backend):
             return False
         return True
 
+    async def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        shards = sorted(await asyncio.to_thread(os.listdir, self._chunks))
+        for shard in shards:
+            try:
+                names = await asyncio.to_thread(os.listdir, self._chunks / shard)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                key, _, index = name.rpartition(".")
+                if key and index.isdigit():
+                    yield key, int(index)
+
     async def usage(self) -> Usage:
         disk = shutil.disk_usage(self.root)
         chunks = sum(1 for _ in self._chunks.glob("*/*"))

@@ -60,6 +60,10 @@ class MemoryBackend(Backend):
     async def delete(self, key: str, index: int) -> bool:
         return self.chunks.pop((key, index), None) is not None
 
+    async def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        for name in list(self.chunks):
+            yield name
+
     async def usage(self) -> Usage:
         used = sum(len(d) for fragments in self.chunks.values() for d, _ in fragments)
         return Usage(self._capacity, max(self._capacity - used, 0), len(self.chunks))

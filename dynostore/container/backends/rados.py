@@ -201,8 +201,7 @@ class _RadosWriter(ChunkWriter):
             return
         self._done = True
         self._buffer = bytearray()
-        for task in self._parts:
-            task.cancel()
+        # Let part writes in flight land (their threads cannot be stopped), then remove them all.
         await asyncio.gather(*self._parts, return_exceptions=True)
         await self._backend.remove_objects([self._part(n) for n in range(len(self._parts))])
 
@@ -438,6 +437,26 @@ class RadosBackend(Backend):
             await self.remove_parts(head_name, head)
         self._chunks = max(self._chunks - 1, 0)
         return True
+
+    async def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        if self._ioctx is None:
+            raise Unavailable("The RADOS backend is not connected.")
+        objects = self._ioctx.list_objects()
+
+        def batch() -> list[str]:
+            return [obj.key for _, obj in zip(range(1000), objects, strict=False)]
+
+        while True:
+            try:
+                names = await self.run(batch)
+            except rados.Error as exc:
+                raise Unavailable(f"Listing pool {self.pool!r} failed: {exc}") from None
+            if not names:
+                return
+            for name in names:
+                key, dot, index = name.partition(".")
+                if dot and index.isdigit():  # heads only: parts have more dots
+                    yield key, int(index)
 
     async def usage(self) -> Usage:
         now = time.monotonic()

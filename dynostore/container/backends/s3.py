@@ -33,7 +33,7 @@ import functools
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -143,8 +143,7 @@ class _S3Writer(ChunkWriter):
             return
         self._closed = True
         self._pieces, self._buffered = [], 0
-        for task in self._parts:
-            task.cancel()
+        # Let part uploads in flight finish (their threads cannot be stopped), then abort.
         await asyncio.gather(*self._parts, return_exceptions=True)
         if self._upload_id is not None:
             try:
@@ -198,6 +197,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.endpoint = endpoint
         self.prefix = prefix
+        self._chunk_prefix = f"{prefix}chunks/"
         self.part_size = part_size
         self.capacity_bytes = capacity_bytes
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
@@ -246,7 +246,12 @@ class S3Backend(Backend):
         return reply
 
     def _object(self, key: str, index: int) -> str:
-        return f"{self.prefix}chunks/{key[:2]}/{key}.{index}"
+        return f"{self._chunk_prefix}{key[:2]}/{key}.{index}"
+
+    def _pages(self) -> Iterator[dict[str, Any]]:
+        """Pages of the listing of this container's chunks (each ``next`` is a request)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        return iter(paginator.paginate(Bucket=self.bucket, Prefix=self._chunk_prefix))
 
     def count_commit(self, size: int) -> None:
         """Account a committed chunk of ``size`` bytes (until the next listing)."""
@@ -269,7 +274,7 @@ class S3Backend(Backend):
                 f"Cannot reach S3 bucket {self.bucket!r} at {where} "
                 f"(settings s3_bucket / s3_endpoint / s3_region / S3 credentials): {exc}"
             ) from None
-        uploads = await self.call("list_multipart_uploads", Prefix=f"{self.prefix}chunks/")
+        uploads = await self.call("list_multipart_uploads", Prefix=self._chunk_prefix)
         for upload in uploads.get("Uploads", []):
             with contextlib.suppress(Unavailable, NotFound):
                 await self.call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
@@ -381,6 +386,20 @@ class S3Backend(Backend):
         self._chunks = max(self._chunks - 1, 0)
         return True
 
+    async def list_chunks(self) -> AsyncIterator[tuple[str, int]]:
+        pages = self._pages()
+        while True:
+            try:
+                page = await self.run(next, pages, None)
+            except (BotoCoreError, ClientError) as exc:
+                raise Unavailable(f"Listing S3 bucket {self.bucket!r} failed: {exc}") from None
+            if page is None:
+                return
+            for item in page.get("Contents", []):
+                key, _, index = str(item["Key"]).rsplit("/", 1)[-1].rpartition(".")
+                if key and index.isdigit():
+                    yield key, int(index)
+
     async def usage(self) -> Usage:
         now = time.monotonic()
         if self._listed_at is None or now - self._listed_at > _USAGE_REFRESH:
@@ -391,10 +410,7 @@ class S3Backend(Backend):
     def _list_usage(self) -> tuple[int, int]:
         used = chunks = 0
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=f"{self.prefix}chunks/"
-            )
-            for page in pages:
+            for page in self._pages():
                 for item in page.get("Contents", []):
                     used += int(item["Size"])
                     chunks += 1
