@@ -1,6 +1,6 @@
 """Chunk write/read throughput of a container per backend, beside the raw backend in the same run.
 
-Usage: python bench/bench_backends.py [--size 64M] [--repeat 3] [--backends fs,s3-moto,rados,s3-rgw]
+Usage: python -m bench.bench_backends [--size 64M] [--repeat 3] [--backends fs,s3-moto,rados,s3-rgw]
 
 For each backend one container process (of a ``LocalFabric``) receives a chunk
 of ``--size`` bytes over one gRPC stream as 1 MiB fragments (PutChunk) and
@@ -18,24 +18,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dynostore._proto import container_pb2, container_pb2_grpc
-from dynostore.erasure import checksum
+from bench.common import ContainerStream, median_seconds
 from dynostore.local import ContainerSpec, LocalFabric
-from dynostore.rpc import CHANNEL_OPTIONS
 from dynostore.rpc.tuning import tune_malloc
 from tests.servers import REGION, CephCluster, S3Server, ceph_cluster, ceph_missing, moto_server
 
@@ -43,38 +34,17 @@ MiB = 1 << 20
 RADOS_OBJECT = 4 * MiB
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+class Tickets:
+    """Chunk tickets minted once per key and operation, so signing is not measured."""
 
+    def __init__(self, fabric: LocalFabric) -> None:
+        self._fabric = fabric
+        self._tickets: dict[tuple[str, str], str] = {}
 
-class ContainerStream:
-    """PutChunk/GetChunk of one chunk over one gRPC stream."""
-
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = container_pb2_grpc.ContainerStub(self.channel)
-
-    def put(self, key: str, data: bytes) -> None:
-        view = memoryview(data)
-
-        def messages() -> Iterator[container_pb2.PutChunkRequest]:
-            yield container_pb2.PutChunkRequest(header=container_pb2.ChunkHeader(key=key, index=0))
-            for start in range(0, len(data), MiB):
-                piece = bytes(view[start : start + MiB])
-                yield container_pb2.PutChunkRequest(fragment=container_pb2.Fragment(data=piece, crc32=checksum(piece)))
-
-        self.stub.PutChunk(messages())
-
-    def get(self, key: str) -> bytes:
-        return b"".join(r.fragment.data for r in self.stub.GetChunk(container_pb2.GetChunkRequest(key=key, index=0)))
-
-    def delete(self, key: str) -> None:
-        self.stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=key, index=0))
+    def __call__(self, key: str, op: str) -> str:
+        if (key, op) not in self._tickets:
+            self._tickets[key, op] = self._fabric.mint_ticket(key, op)
+        return self._tickets[key, op]
 
 
 class Raw(Protocol):
@@ -156,6 +126,8 @@ class RawRados:
 def measure(raw: Raw, container: ContainerStream, data: bytes, repeat: int) -> tuple[float, float, float, float]:
     """Median seconds of raw put, container put, raw get, container get."""
     raw_name, key = uuid.uuid4().hex, uuid.uuid4().hex
+    for op in ("write", "read"):
+        container.mint(key, op)
     raw_put = median_seconds(lambda: raw.put(raw_name, data), repeat)
     raw_get = median_seconds(lambda: raw.get(raw_name), repeat)
     put = median_seconds(lambda: container.put(key, data), repeat)
@@ -208,7 +180,8 @@ def main() -> None:
             else:
                 raise SystemExit(f"Unknown backend {name!r}.")
             with LocalFabric(containers=[spec], root=root / f"fabric-{name}") as fabric:
-                rows.append((name, *measure(raw, ContainerStream(fabric.containers[0].address), data, args.repeat)))
+                stream = ContainerStream(fabric.containers[0].address, Tickets(fabric))
+                rows.append((name, *measure(raw, stream, data, args.repeat)))
 
     def mbps(seconds: float) -> str:
         return f"{size / seconds / 1e6:,.1f}"

@@ -31,6 +31,17 @@ def _client_args(p: argparse.ArgumentParser) -> None:
         help="gateway host:port [$DYNOSTORE_GATEWAY]",
     )
     p.add_argument("--token", default=os.environ.get("DYNOSTORE_TOKEN"), help="your token [$DYNOSTORE_TOKEN]")
+    p.add_argument(
+        "--tls-ca",
+        default=os.environ.get("DYNOSTORE_TLS_CA"),
+        help="CA certificate of a fabric that runs TLS [$DYNOSTORE_TLS_CA]",
+    )
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="... and this private key (PEM)")
+    p.add_argument("--tls-ca", type=Path, help="CA certificate that signed the other servers' certificates")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--k", type=int, help="data fragments (3)")
     up.add_argument("--m", type=int, help="parity fragments (2)")
 
+    certs = sub.add_parser("certs", help="make a CA and a server certificate for a TLS deployment")
+    certs.add_argument("directory", type=Path)
+    certs.add_argument(
+        "--host", action="append", default=[], help="name or address the servers are reached at (repeatable)"
+    )
+
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
 
@@ -58,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--container-ttl", type=int, help="seconds a silent container stays registered (10)")
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+    _tls_args(gw)
 
     ct = sub.add_parser(
         "container", help="run a data container (settings: --config FILE [container] table, then flags)"
@@ -71,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
+    _tls_args(ct)
     ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
     s3 = ct.add_argument_group("s3 backend (credentials: the two key files, else $AWS_ACCESS_KEY_ID...)")
     s3.add_argument("--s3-bucket", help="bucket to store chunks in (must exist)")
@@ -167,7 +186,7 @@ def _client_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
     if not args.token:
         raise SystemExit("error: no token; pass --token or set DYNOSTORE_TOKEN.")
-    with Client(args.gateway) as client:
+    with Client(args.gateway, tls_ca=args.tls_ca) as client:
         if args.command == "put":
             progress = _show_progress(args.file.stat().st_size)
             print(
@@ -323,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
             return _daemon(args)
         if args.command == "up":
             return _up(args)
+        if args.command == "certs":
+            from dynostore.rpc.tls import make_certs
+
+            paths = make_certs(args.directory, args.host or ["127.0.0.1", "localhost"])
+            for what, path in paths.items():
+                print(f"{what:>6}: {path}")
+            return 0
         if args.command == "demo":
             return _demo(args)
         return _client_command(args)

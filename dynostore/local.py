@@ -50,6 +50,7 @@ from dynostore import tickets
 from dynostore.client import Client
 from dynostore.registry import Registry
 from dynostore.registry.registry import TicketKeyRecord
+from dynostore.rpc.tls import make_certs
 
 START_TIMEOUT = 30.0
 
@@ -282,6 +283,7 @@ class ContainerHandle(ManagedProcess):
             "--site", self.site,
             "--listen", listen,
             "--ready-file", str(ready),
+            *self._fabric.tls_args,
         ]  # fmt: skip
         self.env = {**self.spec.env, "DYNOSTORE_TOKEN": self._fabric.admin_token}
         super().start()
@@ -300,6 +302,7 @@ class LocalFabric:
         k: int = 3,
         m: int = 2,
         sites: list[str] | None = None,
+        tls: bool = False,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -309,6 +312,8 @@ class LocalFabric:
             k: default data fragments per segment.
             m: default parity fragments per segment.
             sites: site label of each container (default: the spec's, else one site per container).
+            tls: run the gateway and containers over TLS, with a CA and certificate made under
+                ``root/tls`` (``tls_ca`` names the CA file clients need).
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -325,6 +330,8 @@ class LocalFabric:
         self.containers = [
             ContainerHandle(i, self, site, spec) for i, (site, spec) in enumerate(zip(sites, specs, strict=True))
         ]
+        self.tls = tls
+        self.tls_ca: Path | None = None
         self.admin_token = ""
         self.gateway = ""
         self.etcd_address = ""
@@ -349,6 +356,8 @@ class LocalFabric:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.admin_token = self._admin_token()
+            if self.tls:
+                self.tls_ca = self._certificates()
             self._start_etcd()
             self._start_gateway()
             for container in self.containers:
@@ -454,6 +463,7 @@ class LocalFabric:
                 str(self.m),
                 "--ready-file",
                 str(ready),
+                *self.tls_args,
             ],
             self.root / "logs" / "gateway.log",
             env={"DYNOSTORE_ADMIN_TOKEN": self.admin_token},
@@ -461,11 +471,30 @@ class LocalFabric:
         self._gateway.start()
         self.gateway = self._gateway.wait_for_file(ready)
 
+    def _certificates(self) -> Path:
+        """The CA file of this fabric, made (with the server certificate) on first use."""
+        directory = self.root / "tls"
+        if not (directory / "ca.pem").exists():
+            make_certs(directory, ["127.0.0.1", "localhost"])
+        return directory / "ca.pem"
+
+    @property
+    def tls_args(self) -> list[str]:
+        """Command-line flags that make a server of this fabric speak TLS (none without TLS)."""
+        if self.tls_ca is None:
+            return []
+        directory = self.tls_ca.parent
+        return [
+            "--tls-cert", str(directory / "server.pem"),
+            "--tls-key", str(directory / "server-key.pem"),
+            "--tls-ca", str(self.tls_ca),
+        ]  # fmt: skip
+
     # conveniences -----------------------------------------------------------
 
     def client(self, **kwargs: object) -> Client:
         """A new :class:`~dynostore.client.Client` of this fabric's gateway."""
-        return Client(self.gateway, **kwargs)  # type: ignore[arg-type]
+        return Client(self.gateway, tls_ca=self.tls_ca, **kwargs)  # type: ignore[arg-type]
 
     def create_user(self, name: str) -> str:
         """Create user ``name`` and return its token."""

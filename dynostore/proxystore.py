@@ -56,6 +56,7 @@ class DynoConnector:
         k: int = 0,
         m: int = 0,
         timeout: float = 30.0,
+        tls_ca: str | None = None,
     ) -> None:
         """Connect to the gateway at ``apigateway`` as the owner of ``token_user``.
 
@@ -66,13 +67,15 @@ class DynoConnector:
             k: data fragments per segment (0: the gateway's default).
             m: parity fragments per segment (used when ``k`` is set).
             timeout: seconds allowed for each control call.
+            tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
         """
         self.apigateway = apigateway
         self.token_user = token_user
         self.catalog = catalog
         self.k, self.m = k, m
         self.timeout = timeout
-        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m)
+        self.tls_ca = tls_ca
+        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(apigateway={self.apigateway!r}, catalog={self.catalog!r})"
@@ -113,6 +116,7 @@ class DynoConnector:
             "k": self.k,
             "m": self.m,
             "timeout": self.timeout,
+            "tls_ca": self.tls_ca,
         }
 
     @classmethod

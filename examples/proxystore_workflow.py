@@ -30,7 +30,10 @@ def summarize(array: Any, meta: Any) -> str:
 def main() -> None:
     """Put two objects, fan tasks out to processes, print their results."""
     connector = DynoConnector(
-        apigateway=os.environ["DYNOSTORE_GATEWAY"], token_user=os.environ["DYNOSTORE_TOKEN"], catalog="workflow"
+        apigateway=os.environ["DYNOSTORE_GATEWAY"],
+        token_user=os.environ["DYNOSTORE_TOKEN"],
+        catalog="workflow",
+        tls_ca=os.environ.get("DYNOSTORE_TLS_CA"),  # set for a fabric that runs TLS
     )
     with Store("dynostore-workflow", connector, register=True) as store:
         array = store.proxy(np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000))

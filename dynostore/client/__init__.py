@@ -60,6 +60,7 @@ class Client:
         retries: int = 3,
         k: int = 0,
         m: int = 0,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         """Connect to the gateway at ``gateway`` (``host:port``); arguments as for :class:`AsyncClient`."""
         self._async = AsyncClient(
@@ -70,6 +71,7 @@ class Client:
             retries=retries,
             k=k,
             m=m,
+            tls_ca=tls_ca,
         )
         self.gateway = gateway
         self._loop = asyncio.new_event_loop()

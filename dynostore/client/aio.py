@@ -28,6 +28,7 @@ from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, from_rpc_error
+from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 
 BytesLike = bytes | bytearray | memoryview
@@ -127,6 +128,7 @@ class AsyncClient:
         retries: int = 3,
         k: int = 0,
         m: int = 0,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         """Prepare a client of the gateway at ``gateway`` (``host:port``); connects lazily.
 
@@ -139,6 +141,7 @@ class AsyncClient:
             retries: times a control call is retried while the gateway is unavailable.
             k: data fragments per segment for puts (0: the gateway's default).
             m: parity fragments per segment for puts (used when ``k`` is set).
+            tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
 
         Raises:
             InvalidArgument: the address or the policy is malformed.
@@ -149,7 +152,12 @@ class AsyncClient:
         self.gateway = gateway
         self.k, self.m = k, m
         self._pipeline = Pipeline(
-            gateway, placement=placement, timeout=timeout, fragment_timeout=fragment_timeout, retries=retries
+            gateway,
+            placement=placement,
+            timeout=timeout,
+            fragment_timeout=fragment_timeout,
+            retries=retries,
+            tls=Tls.load(Path(tls_ca)) if tls_ca else None,
         )
 
     async def close(self) -> None:

@@ -43,6 +43,7 @@ from dynostore.errors import (
     error_for_code,
 )
 from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
+from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,6 +141,7 @@ class Pipeline:
         retry_timeout: float = 3.0,
         retries: int = 3,
         queue_depth: int = 2,
+        tls: Tls | None = None,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
@@ -149,9 +151,11 @@ class Pipeline:
         try, waiting up to ``retry_timeout`` for its connection, before a get
         gives up or a put records its chunk as missing. Control calls that
         find the gateway unavailable are retried ``retries`` times with
-        exponential backoff.
+        exponential backoff. With ``tls``, every channel (gateway and
+        containers) uses TLS and trusts its CA.
         """
         self.gateway_address = gateway
+        self.tls = tls
         self.placement = placement or SpreadPlacement()
         self.timeout = timeout
         self.fragment_timeout = fragment_timeout
@@ -165,7 +169,7 @@ class Pipeline:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = open_channel(address)
+            channel = self._channels[address] = open_channel(address, self.tls)
         return channel
 
     def _gateway(self) -> gateway_pb2_grpc.GatewayStub:

@@ -19,6 +19,7 @@ from dynostore.container.backends import Backend, FileSystemBackend, MemoryBacke
 from dynostore.container.servicer import ContainerServicer
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
+from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 from dynostore.tickets import TicketVerifier
 
@@ -37,6 +38,10 @@ class ContainerSettings:
     container_id: str | None = None
     # The token to register with comes from $DYNOSTORE_TOKEN or this file.
     token_file: Path | None = None
+    # TLS: this server's certificate and key, and the CA that signed the others'.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     ready_file: Path | None = None
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
@@ -181,7 +186,8 @@ class Membership:
     async def run(self) -> None:
         """Register, then heartbeat until cancelled; re-register when the lease is lost."""
         metadata = auth_metadata(self._token)
-        async with open_channel(self._settings.gateway) as channel:
+        tls = Tls.load(self._settings.tls_ca, self._settings.tls_cert, self._settings.tls_key)
+        async with open_channel(self._settings.gateway, tls) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             while True:
                 try:
@@ -235,6 +241,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         settings.listen,
         lambda s: pb_grpc.add_ContainerServicer_to_server(servicer, s),
         ["dynostore.v1.Container"],
+        Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key),
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"

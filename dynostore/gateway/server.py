@@ -13,6 +13,7 @@ from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
+from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ class GatewaySettings:
     container_ttl: int = 10
     # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
     admin_token_file: Path | None = None
+    # TLS: this server's certificate and key, and the CA that signed the others'.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
     ready_file: Path | None = None
 
     @property
@@ -40,6 +45,7 @@ class GatewaySettings:
 
 async def serve(settings: GatewaySettings, admin_token: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new."""
+    tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     host, _, port = settings.etcd.rpartition(":")
     registry = Registry(host or "127.0.0.1", int(port))
     if admin_token:
@@ -48,11 +54,12 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     auth_watch = asyncio.create_task(registry.watch_auth())
     authority = ChunkTicketAuthority(registry)
     await authority.published()  # makes the first key if there is none
-    servicer = GatewayServicer(registry, settings.policy, signer, authority)
+    servicer = GatewayServicer(registry, settings.policy, signer, authority, tls)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),
         ["dynostore.v1.Gateway"],
+        tls,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
     log.info("Gateway serving on %s (etcd %s)", address, settings.etcd)

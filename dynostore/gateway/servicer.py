@@ -22,6 +22,7 @@ from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.registry.registry import TokenInfo
 from dynostore.rpc import open_channel
+from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 MAX_PLANNED_KEYS = 1000
@@ -55,9 +56,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     """The control-path RPCs over one :class:`Registry`."""
 
     def __init__(
-        self, registry: Registry, policy: GatewayPolicy, signer: PlanSigner, authority: ChunkTicketAuthority
+        self,
+        registry: Registry,
+        policy: GatewayPolicy,
+        signer: PlanSigner,
+        authority: ChunkTicketAuthority,
+        tls: Tls | None = None,
     ) -> None:
-        """Serve ``registry`` with the defaults in ``policy``; sign plans and chunk tickets."""
+        """Serve ``registry`` with the defaults in ``policy``; sign plans and chunk tickets.
+
+        ``tls`` is used to reach containers (to delete evicted chunks).
+        """
+        self.tls = tls
         self.registry = registry
         self.policy = policy
         self.signer = signer
@@ -245,7 +255,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             if not stored or not address:
                 continue
             try:
-                async with open_channel(address) as channel:
+                async with open_channel(address, self.tls) as channel:
                     stub = container_pb2_grpc.ContainerStub(channel)
                     request = container_pb2.DeleteChunkRequest(key=record.key, index=index, ticket=ticket)
                     await stub.DeleteChunk(request, timeout=5)

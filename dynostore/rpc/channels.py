@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from dynostore.rpc.tls import Tls
+
 # Fragments travel as ~1 MiB messages; leave room for larger segment sizes.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -17,9 +19,11 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """Open an asyncio channel to ``address`` (``host:port``)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def open_channel(address: str, tls: Tls | None = None) -> grpc.aio.Channel:
+    """Open an asyncio channel to ``address`` (``host:port``), over TLS when ``tls`` is given."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=CHANNEL_OPTIONS)
 
 
 def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:

@@ -10,17 +10,20 @@ from grpc_reflection.v1alpha import reflection
 
 from dynostore.rpc.channels import CHANNEL_OPTIONS
 from dynostore.rpc.errors import ErrorMappingInterceptor
+from dynostore.rpc.tls import Tls
 
 
 async def start_server(
     address: str,
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
+    tls: Tls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``address`` and return it with its bound port.
 
     ``register`` adds the servicers; ``service_names`` are their full names,
-    announced through health checking and server reflection.
+    announced through health checking and server reflection. With ``tls``
+    the server speaks only TLS.
     """
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[ErrorMappingInterceptor()])
     register(server)
@@ -28,7 +31,7 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.server_credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"Could not listen on {address}.")
     await server.start()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from dynostore.client import Client
@@ -24,12 +26,31 @@ class Session:
     client: Client
     token: str
 
+    def channel(self, address: str) -> grpc.Channel:
+        """A plain gRPC channel to one of the fabric's servers (TLS when the fabric uses it)."""
+        if self.fabric.tls_ca is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(self.fabric.tls_ca.read_bytes()))
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """One fabric for a whole module; tests must not stop its processes."""
+    @property
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the CLI (and examples) to reach this fabric."""
+        env = {**os.environ, "DYNOSTORE_GATEWAY": self.fabric.gateway}
+        if self.fabric.tls_ca is not None:
+            env["DYNOSTORE_TLS_CA"] = str(self.fabric.tls_ca)
+        return env
+
+    @property
+    def grpcurl_security(self) -> list[str]:
+        """grpcurl's flags for this fabric's transport."""
+        return ["-cacert", str(self.fabric.tls_ca)] if self.fabric.tls_ca else ["-plaintext"]
+
+
+@pytest.fixture(scope="module", params=["plain", "tls"])
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """One fabric for a whole module (the module runs twice: plain, then TLS); tests must not stop its processes."""
     root = tmp_path_factory.mktemp("fabric")
-    with LocalFabric(containers=5, root=root) as fabric, fabric.client() as client:
+    with LocalFabric(containers=5, root=root, tls=request.param == "tls") as fabric, fabric.client() as client:
         yield Session(fabric, client, fabric.create_user("alice"))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -145,7 +144,7 @@ def test_subscription_survives_a_gateway_restart(shared: Session, tmp_path: Path
 
 
 def test_cli_catalogs_shares_and_watch(shared: Session) -> None:
-    env = {**os.environ, "DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": shared.token}
+    env = {**shared.cli_env, "DYNOSTORE_TOKEN": shared.token}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
-
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.local import ManagedProcess
 from dynostore.rpc import auth_metadata
@@ -24,7 +22,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_user_put_ls_get_rm(shared: Session, tmp_path: Path) -> None:
-    admin = {"DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": shared.fabric.admin_token}
+    admin = {**shared.cli_env, "DYNOSTORE_TOKEN": shared.fabric.admin_token}
     made = run(["user", "add", "dave"], admin)
     assert made.returncode == 0, made.stderr
     env = {**admin, "DYNOSTORE_TOKEN": made.stdout.strip()}
@@ -45,7 +43,7 @@ def test_user_put_ls_get_rm(shared: Session, tmp_path: Path) -> None:
 
 
 def test_errors_are_one_clear_line(shared: Session, tmp_path: Path) -> None:
-    env = {"DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": "wrong"}
+    env = {**shared.cli_env, "DYNOSTORE_TOKEN": "wrong"}
     result = run(["ls", "cli"], env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
@@ -90,6 +88,10 @@ def test_container_from_config_file_registers(shared: Session, tmp_path: Path) -
         f'[container]\ngateway = "{shared.fabric.gateway}"\nsite = "extra"\nbackend = "memory"\n'
         f'listen = "127.0.0.1:0"\nready_file = "{ready}"\n'
     )
+    if shared.fabric.tls_ca:  # the flags LocalFabric passes, as settings
+        flags = shared.fabric.tls_args
+        settings = {flags[i][2:].replace("-", "_"): flags[i + 1] for i in range(0, len(flags), 2)}
+        config.write_text(config.read_text() + "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
     process = ManagedProcess(
         "extra", [*DYNOSTORE, "container", "--config", str(config)], tmp_path / "extra.log",
         env={"DYNOSTORE_TOKEN": shared.fabric.admin_token},
@@ -97,7 +99,7 @@ def test_container_from_config_file_registers(shared: Session, tmp_path: Path) -
     process.start()
     try:
         address = process.wait_for_file(ready)
-        with grpc.insecure_channel(shared.fabric.gateway) as channel:
+        with shared.channel(shared.fabric.gateway) as channel:
             listed = gateway_pb2_grpc.GatewayStub(channel).ListContainers(
                 gateway_pb2.ListContainersRequest(), metadata=auth_metadata(shared.token)
             )

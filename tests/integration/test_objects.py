@@ -129,7 +129,7 @@ def test_only_admins_create_users(shared: Session) -> None:
 
 def test_servers_reject_bad_requests_themselves(shared: Session) -> None:
     """Bypass the SDK: the gateway and containers validate on their own."""
-    with grpc.insecure_channel(shared.fabric.gateway) as channel:
+    with shared.channel(shared.fabric.gateway) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             gateway.Locate(gateway_pb2.LocateRequest(keys=["../../etc/passwd"]), metadata=auth_metadata(shared.token))
@@ -137,7 +137,7 @@ def test_servers_reject_bad_requests_themselves(shared: Session) -> None:
         with pytest.raises(grpc.RpcError) as info:
             gateway.Locate(gateway_pb2.LocateRequest(keys=["0" * 32]))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with grpc.insecure_channel(shared.fabric.containers[0].address) as channel:
+    with shared.channel(shared.fabric.containers[0].address) as channel:
         container = container_pb2_grpc.ContainerStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             list(container.GetChunk(container_pb2.GetChunkRequest(key="../../etc/passwd", index=0)))
@@ -171,7 +171,7 @@ def test_every_server_has_health_and_reflection(shared: Session) -> None:
         "dynostore.v1.Container": shared.fabric.containers[0].address,
     }
     for service, address in addresses.items():
-        with grpc.insecure_channel(address) as channel:
+        with shared.channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -191,13 +191,13 @@ def test_grpcurl_sees_services_and_health(shared: Session) -> None:
         (shared.fabric.containers[0].address, "dynostore.v1.Container"),
     ]:
         listed = subprocess.run(
-            [GRPCURL_EXECUTABLE, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30
+            [GRPCURL_EXECUTABLE, *shared.grpcurl_security, address, "list"], capture_output=True, text=True, timeout=30
         )
         assert service in listed.stdout.split(), listed.stderr
         health = subprocess.run(
             [
                 GRPCURL_EXECUTABLE,
-                "-plaintext",
+                *shared.grpcurl_security,
                 "-d",
                 f'{{"service": "{service}"}}',
                 address,
@@ -209,7 +209,7 @@ def test_grpcurl_sees_services_and_health(shared: Session) -> None:
         )
         assert '"status": "SERVING"' in health.stdout, health.stderr
     described = subprocess.run(
-        [GRPCURL_EXECUTABLE, "-plaintext", shared.fabric.gateway, "describe", "dynostore.v1.Gateway"],
+        [GRPCURL_EXECUTABLE, *shared.grpcurl_security, shared.fabric.gateway, "describe", "dynostore.v1.Gateway"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -223,7 +223,7 @@ def test_containers_refuse_chunks_meant_for_another(shared: Session) -> None:
     chunk = container_pb2.WholeChunk(
         header=header, fragments=[container_pb2.Fragment(data=b"x", crc32=zlib.crc32(b"x"))]
     )
-    with grpc.insecure_channel(shared.fabric.containers[0].address) as channel:
+    with shared.channel(shared.fabric.containers[0].address) as channel:
         reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(container_pb2.WriteChunksRequest(chunks=[chunk]))
     assert reply.results[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "address was reused" in reply.results[0].message

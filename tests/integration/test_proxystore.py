@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -23,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def connector(shared: Session) -> Iterator[DynoConnector]:
-    made = DynoConnector(apigateway=shared.fabric.gateway, token_user=shared.token, catalog="proxystore")
+    made = DynoConnector(
+        apigateway=shared.fabric.gateway,
+        token_user=shared.token,
+        catalog="proxystore",
+        tls_ca=str(shared.fabric.tls_ca) if shared.fabric.tls_ca else None,
+    )
     yield made
     made.close()
     made.close()
@@ -62,7 +66,12 @@ def test_store_proxies_python_objects(connector: DynoConnector) -> None:
 
 
 def test_proxy_resolves_in_another_process(shared: Session, tmp_path: Path) -> None:
-    connector = DynoConnector(apigateway=shared.fabric.gateway, token_user=shared.token, catalog="proxystore")
+    connector = DynoConnector(
+        apigateway=shared.fabric.gateway,
+        token_user=shared.token,
+        catalog="proxystore",
+        tls_ca=str(shared.fabric.tls_ca) if shared.fabric.tls_ca else None,
+    )
     value = {"array": list(range(1000)), "label": "from the parent"}
     with Store("dyno-cross-process", connector, register=True) as store:
         proxy = store.proxy(value)
@@ -86,7 +95,7 @@ def test_proxy_resolves_in_another_process(shared: Session, tmp_path: Path) -> N
 
 
 def test_workflow_example_runs(shared: Session) -> None:
-    env = {**os.environ, "DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": shared.token}
+    env = {**shared.cli_env, "DYNOSTORE_TOKEN": shared.token}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "proxystore_workflow.py")],
         env=env,

@@ -22,7 +22,7 @@ def test_async_client_has_the_same_methods(shared: Session) -> None:
     assert public <= {n for n in dir(AsyncClient) if not n.startswith("_")}
 
     async def scenario() -> None:
-        async with AsyncClient(shared.fabric.gateway) as client:
+        async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
             data = os.urandom(4 * MiB + 1)
             key = await client.put(data=data, token_user=shared.token, catalog="async")
             assert await client.get(key=key, token_user=shared.token) == data

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore import tickets
 from dynostore._proto import container_pb2, container_pb2_grpc
-from dynostore.client import Client
 from tests.integration.conftest import Session
 
 
@@ -20,9 +19,10 @@ def located(session: Session, key: str) -> tuple[str, list[tuple[int, str]]]:
     import asyncio
 
     from dynostore.client.pipeline import Pipeline
+    from dynostore.rpc.tls import Tls
 
     async def run() -> tuple[str, list[tuple[int, str]]]:
-        pipeline = Pipeline(session.fabric.gateway)
+        pipeline = Pipeline(session.fabric.gateway, tls=Tls.load(session.fabric.tls_ca))
         try:
             location = await pipeline.locate_one(key, session.token)
             return location.chunk_ticket, [(c.index, c.address) for c in location.chunks if c.stored]
@@ -32,8 +32,8 @@ def located(session: Session, key: str) -> tuple[str, list[tuple[int, str]]]:
     return asyncio.run(run())
 
 
-def read(address: str, key: str, index: int, ticket: str) -> grpc.StatusCode:
-    with grpc.insecure_channel(address) as channel:
+def read(session: Session, address: str, key: str, index: int, ticket: str) -> grpc.StatusCode:
+    with session.channel(address) as channel:
         reply = container_pb2_grpc.ContainerStub(channel).ReadChunks(
             container_pb2.ReadChunksRequest(chunks=[container_pb2.ChunkHeader(key=key, index=index, ticket=ticket)])
         )
@@ -49,18 +49,20 @@ def test_tickets_bind_key_and_operation(shared: Session) -> None:
     other = shared.client.put(data=b"other bytes", token_user=shared.token, catalog="tickets")
     ticket, chunks = located(shared, key)
     index, address = chunks[0]
-    assert read(address, key, index, ticket) == grpc.StatusCode.OK
-    assert read(address, key, index, "") == grpc.StatusCode.PERMISSION_DENIED
+    assert read(shared, address, key, index, ticket) == grpc.StatusCode.OK
+    assert read(shared, address, key, index, "") == grpc.StatusCode.PERMISSION_DENIED
     other_ticket, _ = located(shared, other)
-    assert read(address, key, index, other_ticket) == grpc.StatusCode.PERMISSION_DENIED  # replayed for another key
+    assert (
+        read(shared, address, key, index, other_ticket) == grpc.StatusCode.PERMISSION_DENIED
+    )  # replayed for another key
     write = shared.fabric.mint_ticket(key, "write")
-    assert read(address, key, index, write) == grpc.StatusCode.PERMISSION_DENIED  # wrong operation
+    assert read(shared, address, key, index, write) == grpc.StatusCode.PERMISSION_DENIED  # wrong operation
     forged = tickets.sign(Ed25519PrivateKey.generate(), ticket.split(".")[0], key, "read", 60)
-    assert read(address, key, index, forged) == grpc.StatusCode.PERMISSION_DENIED
+    assert read(shared, address, key, index, forged) == grpc.StatusCode.PERMISSION_DENIED
     kid, expires, op, signature = ticket.split(".")
     tampered = f"{kid}.{int(expires) + 3600}.{op}.{signature}"
-    assert read(address, key, index, tampered) == grpc.StatusCode.PERMISSION_DENIED
-    assert read(address, key, index, "garbage") == grpc.StatusCode.PERMISSION_DENIED
+    assert read(shared, address, key, index, tampered) == grpc.StatusCode.PERMISSION_DENIED
+    assert read(shared, address, key, index, "garbage") == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_expired_tickets_are_refused(shared: Session) -> None:
@@ -68,14 +70,14 @@ def test_expired_tickets_are_refused(shared: Session) -> None:
     _, chunks = located(shared, key)
     index, address = chunks[0]
     expired = shared.fabric.mint_ticket(key, "read", lifetime=-1)
-    assert read(address, key, index, expired) == grpc.StatusCode.PERMISSION_DENIED
+    assert read(shared, address, key, index, expired) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_writes_and_deletes_need_write_tickets(shared: Session) -> None:
     key = "c" * 32
     address = shared.fabric.containers[1].address
     fragment = container_pb2.Fragment(data=b"x", crc32=zlib.crc32(b"x"))
-    with grpc.insecure_channel(address) as channel:
+    with shared.channel(address) as channel:
         stub = container_pb2_grpc.ContainerStub(channel)
         for ticket in ("", shared.fabric.mint_ticket(key, "read")):
             header = container_pb2.ChunkHeader(key=key, index=0, ticket=ticket)
@@ -91,20 +93,22 @@ def test_writes_and_deletes_need_write_tickets(shared: Session) -> None:
 def test_key_rotation_without_downtime(shared: Session) -> None:
     key = shared.client.put(data=b"before rotation", token_user=shared.token, catalog="tickets")
     old_ticket, chunks = located(shared, key)
-    with Client(shared.fabric.gateway) as client:
+    with shared.fabric.client() as client:
         new_kid = client.rotate_ticket_key(token_user=shared.fabric.admin_token, grace_seconds=3600)
     assert new_kid != old_ticket.split(".")[0]
     deadline = time.monotonic() + 30  # containers learn the new key at their next heartbeat
     new_ticket = ""
     while time.monotonic() < deadline:
         new_ticket, _ = located(shared, key)
-        if new_ticket.startswith(new_kid) and all(read(a, key, i, new_ticket) == grpc.StatusCode.OK for i, a in chunks):
+        if new_ticket.startswith(new_kid) and all(
+            read(shared, a, key, i, new_ticket) == grpc.StatusCode.OK for i, a in chunks
+        ):
             break
         time.sleep(0.5)
     assert new_ticket.startswith(new_kid)
     for index, address in chunks:
-        assert read(address, key, index, new_ticket) == grpc.StatusCode.OK
-        assert read(address, key, index, old_ticket) == grpc.StatusCode.OK  # grace period
+        assert read(shared, address, key, index, new_ticket) == grpc.StatusCode.OK
+        assert read(shared, address, key, index, old_ticket) == grpc.StatusCode.OK  # grace period
     assert shared.client.get(key=key, token_user=shared.token) == b"before rotation"
     with pytest.raises(PermissionError):
         shared.client.rotate_ticket_key(token_user=shared.token)

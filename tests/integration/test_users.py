@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
     process = ManagedProcess(
         "gateway2",
         [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
-         "--listen", "127.0.0.1:0", "--ready-file", str(ready)],
+         "--listen", "127.0.0.1:0", "--ready-file", str(ready), *shared.fabric.tls_args],
         tmp_path / "gateway2.log",
     )  # fmt: skip
     process.start()
@@ -61,7 +60,7 @@ def test_tokens_are_shown_once_and_revoked_everywhere_at_once(shared: Session, s
     assert len(info.id) == 16
     assert extra not in info.id
     assert {t.id for t in c.list_tokens(token_user=ivy)} >= {info.id}
-    with Client(second_gateway) as other:
+    with Client(second_gateway, tls_ca=shared.fabric.tls_ca) as other:
         key = other.put(data=b"via gateway 2", token_user=extra, catalog="c")  # warms gateway 2's cache
         assert other.get(key=key, token_user=extra) == b"via gateway 2"
         c.revoke_token(info.id, token_user=ivy)  # through gateway 1
@@ -93,7 +92,7 @@ def test_token_rules(shared: Session) -> None:
 
 def test_cli_users_and_tokens(shared: Session) -> None:
     def run(*args: str, token: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "DYNOSTORE_GATEWAY": shared.fabric.gateway, "DYNOSTORE_TOKEN": token}
+        env = {**shared.cli_env, "DYNOSTORE_TOKEN": token}
         return subprocess.run(
             [sys.executable, "-m", "dynostore", *args], env=env, capture_output=True, text=True, timeout=60
         )

@@ -274,7 +274,11 @@ class S3Backend(Backend):
                 f"Cannot reach S3 bucket {self.bucket!r} at {where} "
                 f"(settings s3_bucket / s3_endpoint / s3_region / S3 credentials): {exc}"
             ) from None
-        uploads = await self.call("list_multipart_uploads", Prefix=self._chunk_prefix)
+        try:
+            uploads = await self.call("list_multipart_uploads", Prefix=self._chunk_prefix)
+        except (Unavailable, NotFound) as exc:  # e.g. not allowed to list uploads: not fatal
+            log.warning("Cannot list unfinished uploads in bucket %r: %s", self.bucket, exc)
+            return
         for upload in uploads.get("Uploads", []):
             with contextlib.suppress(Unavailable, NotFound):
                 await self.call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
