@@ -135,15 +135,21 @@ def ceph_cluster(directory: Path) -> Iterator[CephCluster]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(
-            [sys.executable, str(MICRO_CEPH), "start", str(directory), "--rgw", "--owner-pid", str(os.getpid())],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"micro_ceph.py start failed:\n{done.stderr}")
+        for attempt in range(2):  # a daemon that loses a port race at start-up gets one more try
+            done = subprocess.run(
+                [sys.executable, str(MICRO_CEPH), "start", str(directory), "--rgw", "--owner-pid", str(os.getpid())],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+            subprocess.run([sys.executable, str(MICRO_CEPH), "stop", str(directory)], timeout=120, check=False)
+            if attempt:
+                raise RuntimeError(f"micro_ceph.py start failed:\n{done.stderr}")
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
         env = dict(line.split("=", 1) for line in done.stdout.split())
         rgw = S3Server(env["RGW_ENDPOINT"], env["RGW_ACCESS_KEY"], env["RGW_SECRET_KEY"])
         yield CephCluster(Path(env["CEPH_CONF"]), env["CEPH_POOL"], rgw)
