@@ -115,6 +115,10 @@ def main() -> None:
         small = os.urandom(1024)
         small_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small)
         threaded_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small, threads=8)
+        batch = [small] * 100
+        batch_rate = 100 * rate(
+            lambda: client.put_batch(batch, token_user=token, catalog="small"), max(1, args.small // 100)
+        )
         small_keys = iter(baseline.prepare(args.small))
         base_small_rate = rate(lambda: baseline.put(next(small_keys), small), args.small)
 
@@ -133,7 +137,10 @@ def main() -> None:
             f"| {mbps(size, base_get)} | {mbps(size, get)} | {base_get / get:.2f}x |"
         )
     print()
-    print(f"1 KiB puts from one client: {small_rate:,.0f}/s sequential, {threaded_rate:,.0f}/s from 8 threads;")
+    print(
+        f"1 KiB puts from one client: {small_rate:,.0f}/s sequential, {threaded_rate:,.0f}/s from 8 threads, "
+        f"{batch_rate:,.0f}/s with put_batch of 100;"
+    )
     print(f"baseline, 1 KiB single chunks to one container: {base_small_rate:,.0f}/s sequential")
     sys.stdout.flush()
 
