@@ -658,4 +658,4 @@ def _lost(location: gateway_pb2.Location, active: list[Reader]) -> str:
     return ", ".join(str(c.index) for c in location.chunks if c.index not in alive) or "none"
 
 
-__all__ = ["DynoStoreError", "ObjectInfo", "Pipeline", "PutItem", "Reservation"]
+__all__ = ["ObjectInfo", "Pipeline", "PutItem", "Reservation"]

@@ -130,3 +130,16 @@ def test_fs_shards_by_key_prefix(tmp_path: Path) -> None:
     backend = FileSystemBackend(tmp_path)
     run(write(backend, [b"x"]))
     assert (tmp_path / "chunks" / KEY[:2] / f"{KEY}.0").exists()
+
+
+def test_fs_chunk_count_is_kept_without_rescanning(tmp_path: Path) -> None:
+    backend = FileSystemBackend(tmp_path)
+    run(write(backend, [b"a"], index=0))
+    assert run(backend.usage()).chunks == 1  # the one scan
+    run(write(backend, [b"b"], index=1))
+    run(write(backend, [b"c"], index=1))  # replaces: no new chunk
+    assert run(backend.usage()).chunks == 2
+    run(backend.delete(KEY, 0))
+    run(backend.delete(KEY, 0))
+    assert run(backend.usage()).chunks == 1
+    assert run(FileSystemBackend(tmp_path).usage()).chunks == 1  # a restart scans again

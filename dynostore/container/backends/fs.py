@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,8 +64,11 @@ class _FileWriter(ChunkWriter):
         finally:
             os.close(fd)
         self._backend.ensure_dir(self._final.parent)
+        replaced = self._final.exists()
         os.replace(self._temp, self._final)
         _fsync_dir(self._final.parent)
+        if not replaced:
+            self._backend.count_chunks(+1)
 
     async def abort(self) -> None:
         if self._fd is not None:
@@ -87,6 +91,14 @@ class FileSystemBackend(Backend):
         shutil.rmtree(self._incoming, ignore_errors=True)
         self._incoming.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()
+        self._chunk_count: int | None = None  # counted once, then kept up to date
+        self._count_lock = threading.Lock()
+
+    def count_chunks(self, change: int) -> None:
+        """Adjust the chunk count after a chunk appeared (+1) or went (-1)."""
+        with self._count_lock:
+            if self._chunk_count is not None:
+                self._chunk_count += change
 
     def _path(self, key: str, index: int) -> Path:
         return self._chunks / key[:2] / f"{key}.{index}"
@@ -116,6 +128,7 @@ class FileSystemBackend(Backend):
     async def delete(self, key: str, index: int) -> bool:
         try:
             self._path(key, index).unlink()
+            self.count_chunks(-1)
         except FileNotFoundError:
             return False
         return True
@@ -134,5 +147,9 @@ class FileSystemBackend(Backend):
 
     async def usage(self) -> Usage:
         disk = shutil.disk_usage(self.root)
-        chunks = sum(1 for _ in self._chunks.glob("*/*"))
-        return Usage(disk.total, disk.free, chunks)
+        if self._chunk_count is None:  # one scan per process; heartbeats then cost nothing
+            counted = await asyncio.to_thread(lambda: sum(1 for _ in self._chunks.glob("*/*")))
+            with self._count_lock:
+                if self._chunk_count is None:
+                    self._chunk_count = counted
+        return Usage(disk.total, disk.free, self._chunk_count)
