@@ -143,6 +143,14 @@ class BackendConformance:
         with pytest.raises(NotFound):
             run(read(backend, offset=10, length=10))
 
+    def test_exists(self, backend: Backend) -> None:
+        assert run(backend.exists(KEY, 0)) is False
+        run(write(backend, [b""]))
+        assert run(backend.exists(KEY, 0)) is True
+        assert run(backend.exists(KEY, 1)) is False
+        run(backend.delete(KEY, 0))
+        assert run(backend.exists(KEY, 0)) is False
+
     def test_delete_is_idempotent(self, backend: Backend) -> None:
         run(write(backend, [b"x"]))
         assert run(backend.delete(KEY, 0)) is True

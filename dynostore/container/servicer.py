@@ -13,7 +13,7 @@ from dynostore._proto import container_pb2 as pb
 from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
+from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,13 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             )
 
     async def _write(self, key: str, index: int, fragments: AsyncIterator[pb.Fragment]) -> pb.PutChunkResponse:
-        """Verify and store fragments; the chunk appears only if all of them arrive intact."""
+        """Verify and store fragments; the chunk appears only if all of them arrive intact.
+
+        Chunks are written once: a chunk that exists is never replaced through
+        the RPCs, so a write ticket cannot alter a committed object.
+        """
+        if await self.backend.exists(key, index):
+            raise AlreadyExists(f"Chunk {index} of {key} is stored already; chunks are written once.")
         writer = await self.backend.open_writer(key, index)
         size = count = 0
         try:

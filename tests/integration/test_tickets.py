@@ -112,3 +112,18 @@ def test_key_rotation_without_downtime(shared: Session) -> None:
     assert shared.client.get(key=key, token_user=shared.token) == b"before rotation"
     with pytest.raises(PermissionError):
         shared.client.rotate_ticket_key(token_user=shared.token)
+
+
+def test_a_write_ticket_cannot_alter_a_stored_chunk(shared: Session) -> None:
+    key = shared.client.put(data=b"original bytes", token_user=shared.token, catalog="tickets")
+    _, chunks = located(shared, key)
+    write = shared.fabric.mint_ticket(key, "write")
+    fragment = container_pb2.Fragment(data=b"evil", crc32=zlib.crc32(b"evil"))
+    for index, address in chunks:
+        header = container_pb2.ChunkHeader(key=key, index=index, ticket=write)
+        with shared.channel(address) as channel:
+            reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(
+                container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
+            )
+        assert reply.results[0].code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert shared.client.get(key=key, token_user=shared.token) == b"original bytes"

@@ -12,7 +12,7 @@ from dynostore._proto import container_pb2 as pb
 from dynostore.container.backends import Backend, ChunkWriter, FileSystemBackend, MemoryBackend, Usage
 from dynostore.container.servicer import ContainerServicer
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, NotFound, Unavailable
+from dynostore.errors import AlreadyExists, DataLoss, NotFound, Unavailable
 from dynostore.tickets import TicketVerifier
 from tests.backend_conformance import KEY, BackendConformance, read, run, write
 
@@ -91,9 +91,14 @@ def test_backend_failing_mid_stream_fails_the_chunk_cleanly(backend: Backend, fa
             yield pb.Fragment(data=data, crc32=checksum(data))
 
     with pytest.raises(Unavailable):
-        run(servicer._write(KEY, 0, fragments()))
+        run(servicer._write(KEY, 2, fragments()))
     assert failing.writers[0].aborted
-    assert run(read(backend)) == [b"old"]  # the old chunk, whole; nothing of the failed write
+    with pytest.raises(NotFound):  # nothing of the failed write
+        run(read(backend, index=2))
+    assert run(read(backend)) == [b"old"]
+    with pytest.raises(AlreadyExists):  # chunks are written once through the RPCs
+        run(servicer._write(KEY, 0, fragments()))
+    assert run(read(backend)) == [b"old"]
     with pytest.raises(Unavailable):
         run(servicer._write(KEY, 1, fragments()))
     with pytest.raises(NotFound):

@@ -6,6 +6,8 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from dynostore.errors import NotFound
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -49,6 +51,15 @@ class Backend(abc.ABC):
             NotFound: the chunk is not stored here.
             DataLoss: the stored chunk fails verification.
         """
+
+    async def exists(self, key: str, index: int) -> bool:
+        """Whether the chunk is stored (backends override this with a cheaper check)."""
+        try:
+            async for _ in self.read(key, index, 0, 1):
+                break
+        except NotFound:
+            return False
+        return True
 
     @abc.abstractmethod
     async def delete(self, key: str, index: int) -> bool:

@@ -125,6 +125,9 @@ class FileSystemBackend(Backend):
             for record in chunk_format.read_records(f, offset, length, name=f"Chunk {index} of {key}"):
                 yield record
 
+    async def exists(self, key: str, index: int) -> bool:
+        return self._path(key, index).exists()
+
     async def delete(self, key: str, index: int) -> bool:
         try:
             self._path(key, index).unlink()

@@ -57,6 +57,9 @@ class MemoryBackend(Backend):
                 yield position, data, crc
             position += len(data)
 
+    async def exists(self, key: str, index: int) -> bool:
+        return (key, index) in self.chunks
+
     async def delete(self, key: str, index: int) -> bool:
         return self.chunks.pop((key, index), None) is not None
 
