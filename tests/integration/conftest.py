@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,28 @@ class Session:
     def grpcurl_security(self) -> list[str]:
         """grpcurl's flags for this fabric's transport."""
         return ["-cacert", str(self.fabric.tls_ca)] if self.fabric.tls_ca else ["-plaintext"]
+
+
+@contextmanager
+def dynostore_up(*args: str) -> Iterator[tuple[str, str, str]]:
+    """Run ``dynostore up ARGS`` until it is ready; yield (gateway, admin token, what it printed); SIGTERM it after."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "dynostore", "up", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "DYNOSTORE_GATEWAY=" in text, text
+        yield text.split("DYNOSTORE_GATEWAY=")[1].split()[0], text.split("DYNOSTORE_TOKEN=")[1].split()[0], text
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    assert up.returncode == 0
 
 
 @pytest.fixture(scope="module", params=["plain", "tls"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.local import ManagedProcess
 from dynostore.rpc import auth_metadata
 from tests.conftest import child_pids
-from tests.integration.conftest import Session
+from tests.integration.conftest import Session, dynostore_up
 
 DYNOSTORE = [sys.executable, "-m", "dynostore"]
 
@@ -55,29 +54,14 @@ def test_errors_are_one_clear_line(shared: Session, tmp_path: Path) -> None:
 
 def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path) -> None:
     before = child_pids()
-    up = subprocess.Popen(
-        [*DYNOSTORE, "up", "--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lines = []
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        text = "".join(lines)
-        assert "DYNOSTORE_GATEWAY=127.0.0.1:" in text, text
-        token = text.split("DYNOSTORE_TOKEN=")[1].split()[0]
-        gateway = text.split("DYNOSTORE_GATEWAY=")[1].split()[0]
+    with dynostore_up("--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1") as (
+        gateway,
+        token,
+        text,
+    ):
+        assert gateway.startswith("127.0.0.1:"), text
         made = run(["user", "add", "erin"], {"DYNOSTORE_GATEWAY": gateway, "DYNOSTORE_TOKEN": token})
         assert made.returncode == 0, made.stderr
-    finally:
-        up.send_signal(signal.SIGTERM)
-        up.wait(timeout=60)
-    assert up.returncode == 0
     assert child_pids() == before
 
 

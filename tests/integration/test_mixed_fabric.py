@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 from dynostore.client import Client
 from dynostore.errors import DataLoss
 from dynostore.local import ContainerSpec, LocalFabric
+from tests.integration.conftest import dynostore_up
 from tests.servers import REGION, CephCluster, S3Server
 
 pytestmark = pytest.mark.integration
@@ -137,30 +135,11 @@ def test_up_runs_a_mixed_fabric_from_a_config_file(tmp_path: Path, moto: S3Serve
     fs = "".join(f'[[fabric.containers]]\nbackend = "fs"\nsite = "hpc-{i}"\n\n' for i in range(3))
     config = tmp_path / "fabric.toml"
     config.write_text(f'[fabric]\nroot = "{tmp_path / "up"}"\nk = 3\nm = 2\n\n{s3}{fs}')
-    up = subprocess.Popen(
-        [sys.executable, "-m", "dynostore", "up", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        lines = []
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        text = "".join(lines)
+    with dynostore_up("--config", str(config)) as (gateway, token, text):
         assert "5 containers" in text, text
-        gateway = text.split("DYNOSTORE_GATEWAY=")[1].split()[0]
-        token = text.split("DYNOSTORE_TOKEN=")[1].split()[0]
         with Client(gateway) as client:
             data = os.urandom(2 * MiB + 3)
             key = client.put(data=data, token_user=token, catalog="up")
             assert client.get(key=key, token_user=token) == data
         listed = moto.client().list_objects_v2(Bucket="dynostore", Prefix="up-")["Contents"]
         assert len({item["Key"].split("/")[0] for item in listed}) == 2  # a chunk in each S3 container
-    finally:
-        up.send_signal(signal.SIGTERM)
-        up.wait(timeout=60)
-    assert up.returncode == 0
