@@ -6,6 +6,11 @@ Needs Debian's redis-server on PATH (apt-get install redis-server); it is
 started here on a free loopback port without persistence and stopped at the
 end. Also measures raw durable etcd puts (aetcd, sequential, 1 KiB values) to
 the fabric's own etcd in the same run, the reference for small durable puts.
+
+Two fabrics are measured: the usual one (5 file-system containers: chunks
+fsynced to disk) and one of 5 memory containers, which keeps chunks in RAM
+like Redis without persistence and so separates the cost of the disk from
+the cost of the data path.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.store import Store
 
-from dynostore.local import LocalFabric, free_port
+from dynostore.local import ContainerSpec, LocalFabric, free_port
 from dynostore.proxystore import DynoConnector
 
 UNITS = {"K": 1 << 10, "M": 1 << 20}
@@ -104,16 +109,21 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
         LocalFabric(containers=5, root=f"{root}/fabric") as fabric,
+        LocalFabric(containers=[ContainerSpec("memory")] * 5, root=f"{root}/memory-fabric") as memory_fabric,
         redis_server() as redis_port,
     ):
         token = fabric.create_user("bench")
+        memory_token = memory_fabric.create_user("bench")
         connectors: dict[str, Any] = {
             "DynoConnector": DynoConnector(apigateway=fabric.gateway, token_user=token, catalog="bench"),
+            "DynoConnector, memory containers": DynoConnector(
+                apigateway=memory_fabric.gateway, token_user=memory_token, catalog="bench"
+            ),
             "RedisConnector": RedisConnector("127.0.0.1", redis_port),
             "FileConnector": FileConnector(f"{root}/files"),
         }
-        for name, connector in connectors.items():
-            with Store(f"bench-{name}", connector, cache_size=0) as store:
+        for number, (name, connector) in enumerate(connectors.items()):
+            with Store(f"bench-{number}", connector, cache_size=0) as store:
                 results[name] = {}
                 for size in sizes:
                     count = max(3, min(args.count, (256 << 20) // size))

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--k", type=int, help="default data fragments (3)")
     gw.add_argument("--m", type=int, help="default parity fragments (2)")
     gw.add_argument("--container-ttl", type=int, help="seconds a silent container stays registered (10)")
+    gw.add_argument(
+        "--inline-max-bytes", type=int, help="objects up to this size are kept inline in etcd, no chunks (4096; 0: off)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _tls_args(gw)

@@ -303,6 +303,7 @@ class LocalFabric:
         m: int = 2,
         sites: list[str] | None = None,
         tls: bool = False,
+        inline_max_bytes: int = 4096,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -314,6 +315,8 @@ class LocalFabric:
             sites: site label of each container (default: the spec's, else one site per container).
             tls: run the gateway and containers over TLS, with a CA and certificate made under
                 ``root/tls`` (``tls_ca`` names the CA file clients need).
+            inline_max_bytes: objects up to this size are kept inline in etcd
+                instead of as chunks (0: never).
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -321,6 +324,7 @@ class LocalFabric:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
+        self.inline_max_bytes = inline_max_bytes
         self.run_dir = self.root / "run"
         self.python_command = [sys.executable, "-m", "dynostore"]
         specs = [ContainerSpec() for _ in range(containers)] if isinstance(containers, int) else list(containers)
@@ -426,6 +430,12 @@ class LocalFabric:
                 f"dynostore={peer}",
                 "--log-level",
                 "warn",
+                # Keep an hour of history (for event resumption), then let etcd
+                # reclaim old revisions: evicted records and inline bytes.
+                "--auto-compaction-mode",
+                "periodic",
+                "--auto-compaction-retention",
+                "1h",
             ],
             self.root / "logs" / "etcd.log",
         )
@@ -461,6 +471,8 @@ class LocalFabric:
                 str(self.k),
                 "--m",
                 str(self.m),
+                "--inline-max-bytes",
+                str(self.inline_max_bytes),
                 "--ready-file",
                 str(ready),
                 *self.tls_args,

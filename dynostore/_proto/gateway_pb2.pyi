@@ -30,17 +30,19 @@ class PlannedKey(_message.Message):
     def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ..., chunk_ticket: _Optional[str] = ...) -> None: ...
 
 class PlanPutResponse(_message.Message):
-    __slots__ = ("plans", "policy", "containers")
+    __slots__ = ("plans", "policy", "containers", "inline_max_bytes")
     PLANS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     plans: _containers.RepeatedCompositeFieldContainer[PlannedKey]
     policy: _common_pb2.ECPolicy
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
-    def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
+    inline_max_bytes: int
+    def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., inline_max_bytes: _Optional[int] = ...) -> None: ...
 
 class ObjectCommit(_message.Message):
-    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket")
+    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket", "inline", "data", "crc32")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +50,9 @@ class ObjectCommit(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     PLAN_TICKET_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
     key: str
     catalog: str
     name: str
@@ -55,7 +60,10 @@ class ObjectCommit(_message.Message):
     policy: _common_pb2.ECPolicy
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
     plan_ticket: str
-    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ...) -> None: ...
+    inline: bool
+    data: bytes
+    crc32: int
+    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class CommitPutRequest(_message.Message):
     __slots__ = ("objects",)
@@ -76,20 +84,26 @@ class LocateRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Location(_message.Message):
-    __slots__ = ("object", "policy", "chunks", "code", "message", "chunk_ticket")
+    __slots__ = ("object", "policy", "chunks", "code", "message", "chunk_ticket", "inline", "data", "crc32")
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_TICKET_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
     object: _common_pb2.ObjectInfo
     policy: _common_pb2.ECPolicy
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
     code: int
     message: str
     chunk_ticket: str
-    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., chunk_ticket: _Optional[str] = ...) -> None: ...
+    inline: bool
+    data: bytes
+    crc32: int
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., chunk_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class LocateResponse(_message.Message):
     __slots__ = ("locations",)

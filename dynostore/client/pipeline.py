@@ -32,6 +32,7 @@ from dynostore.client.chunks import (
 )
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.erasure import Codec
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import (
     AlreadyExists,
     DataLoss,
@@ -126,6 +127,9 @@ class _Placed:
     codec: Codec
     targets: list[common_pb2.ContainerInfo]
     errors: list[str | None]
+    # Small objects go inline: their bytes travel in the commit, no chunks.
+    inline: bool = False
+    data: bytes = b""
 
 
 class Pipeline:
@@ -286,19 +290,20 @@ class Pipeline:
             pooled = len(items) == 1 and items[0].size <= POOLED_PUT_BYTES
             plan, planned = await self._plan(token, k, m, len(items), pooled=pooled)
         codec = Codec(plan.policy.k, plan.policy.m)
-        placed = [
-            _Placed(
-                item,
-                key,
-                plan.policy,
-                codec,
-                self.placement.place(plan.containers, codec.n, -(-max(item.size, 1) // codec.k) + 1024),
-                [],
-            )
-            for item, key in zip(items, planned, strict=True)
-        ]
+        placed = []
+        for item, key in zip(items, planned, strict=True):
+            if plan.inline_max_bytes and item.size <= plan.inline_max_bytes:
+                placed.append(_Placed(item, key, plan.policy, codec, [], [], inline=True))
+            else:
+                targets = self.placement.place(plan.containers, codec.n, -(-max(item.size, 1) // codec.k) + 1024)
+                placed.append(_Placed(item, key, plan.policy, codec, targets, []))
         try:
-            whole = [p for p in placed if p.item.size <= plan.policy.segment_size]
+            for p in placed:
+                if p.inline:
+                    p.data = await _one_segment(p.item, p.policy.segment_size)
+                    if progress:
+                        progress(p.item.size)
+            whole = [p for p in placed if not p.inline and p.item.size <= plan.policy.segment_size]
             if whole:
                 await self._write_whole(whole, progress)
             for p in placed:
@@ -306,6 +311,8 @@ class Pipeline:
                     p.errors = await self._write_streamed(p, progress)
             quorum = min(codec.k + 1, codec.n)
             for p in placed:
+                if p.inline:
+                    continue
                 if (stored := sum(e is None for e in p.errors)) < quorum:
                     failed = "; ".join(f"chunk {i}: {e}" for i, e in enumerate(p.errors) if e)
                     raise Unavailable(
@@ -355,11 +362,7 @@ class Pipeline:
         refs: list[ChunkRef] = []
         fragments: list[bytes] = []
         for p in placed:
-            source = p.item.segments(p.policy.segment_size)
-            segment: bytes = await anext(aiter(source), b"")
-            rest: bytes = await anext(source, b"")
-            if len(segment) != p.item.size or rest:
-                raise InvalidArgument(f"The source changed while it was stored ({p.item.size} bytes announced).")
+            segment = await _one_segment(p.item, p.policy.segment_size)
             for index, (target, fragment) in enumerate(zip(p.targets, p.codec.encode(segment), strict=True)):
                 refs.append(ChunkRef(target.address, p.planned.key, index, target.id, p.planned.chunk_ticket))
                 fragments.append(fragment)
@@ -406,6 +409,17 @@ class Pipeline:
         request = gateway_pb2.CommitPutRequest(
             objects=[
                 gateway_pb2.ObjectCommit(
+                    key=p.planned.key,
+                    catalog=catalog,
+                    name=p.item.name,
+                    size=p.item.size,
+                    plan_ticket=p.planned.plan_ticket,
+                    inline=True,
+                    data=p.data,
+                    crc32=checksum(p.data),
+                )
+                if p.inline
+                else gateway_pb2.ObjectCommit(
                     key=p.planned.key,
                     catalog=catalog,
                     name=p.item.name,
@@ -499,7 +513,9 @@ class Pipeline:
                 continue
             if location.code:
                 raise error_for_code(location.code, location.message)
-            if location.object.size <= location.policy.segment_size:
+            if location.inline:
+                results[i] = _inline_bytes(location)
+            elif location.object.size <= location.policy.segment_size:
                 whole.append(i)
             else:
                 results[i] = b"".join([s async for s in self._segments(location, None)])
@@ -537,6 +553,12 @@ class Pipeline:
         Data chunks are read first; a chunk that fails, times out or fails its
         checksum is replaced by another from the same segment on.
         """
+        if location.inline:
+            data = _inline_bytes(location)
+            if progress:
+                progress(len(data))
+            yield data
+            return
         key = location.object.key
         policy = location.policy
         codec = Codec(policy.k, policy.m)
@@ -651,6 +673,23 @@ class Pipeline:
         validation.token(token)
         reply = await self.call(self._gateway().CreateUser, gateway_pb2.CreateUserRequest(name=name), token)
         return reply.token
+
+
+async def _one_segment(item: PutItem, segment_size: int) -> bytes:
+    """All the bytes of an object of at most one segment."""
+    source = item.segments(segment_size)
+    segment: bytes = await anext(aiter(source), b"")
+    rest: bytes = await anext(source, b"")
+    if len(segment) != item.size or rest:
+        raise InvalidArgument(f"The source changed while it was stored ({item.size} bytes announced).")
+    return segment
+
+
+def _inline_bytes(location: gateway_pb2.Location) -> bytes:
+    """An inline object's bytes, verified against their CRC-32."""
+    if len(location.data) != location.object.size or checksum(location.data) != location.crc32:
+        raise DataLoss(f"The inline bytes of object {location.object.key} fail their checksum.")
+    return location.data
 
 
 def _lost(location: gateway_pb2.Location, active: list[Reader]) -> str:

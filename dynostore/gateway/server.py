@@ -29,6 +29,8 @@ class GatewaySettings:
     m: int = 2
     # Seconds a container stays registered without a heartbeat.
     container_ttl: int = 10
+    # Objects up to this many bytes are kept inline in etcd, without chunks (0: never).
+    inline_max_bytes: int = 4096
     # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
     admin_token_file: Path | None = None
     # TLS: this server's certificate and key, and the CA that signed the others'.
@@ -40,11 +42,14 @@ class GatewaySettings:
     @property
     def policy(self) -> GatewayPolicy:
         """The put and membership defaults of these settings."""
-        return GatewayPolicy(k=self.k, m=self.m, container_ttl=self.container_ttl)
+        return GatewayPolicy(
+            k=self.k, m=self.m, container_ttl=self.container_ttl, inline_max_bytes=self.inline_max_bytes
+        )
 
 
 async def serve(settings: GatewaySettings, admin_token: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new."""
+    policy = settings.policy  # checked before anything starts
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     host, _, port = settings.etcd.rpartition(":")
     registry = Registry(host or "127.0.0.1", int(port))
@@ -54,7 +59,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     auth_watch = asyncio.create_task(registry.watch_auth())
     authority = ChunkTicketAuthority(registry)
     await authority.published()  # makes the first key if there is none
-    servicer = GatewayServicer(registry, settings.policy, signer, authority, tls)
+    servicer = GatewayServicer(registry, policy, signer, authority, tls)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),

@@ -17,7 +17,8 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
-from dynostore.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dynostore.erasure.checksum import checksum
+from dynostore.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.registry.registry import TokenInfo
@@ -29,6 +30,9 @@ MAX_PLANNED_KEYS = 1000
 # The most objects one CommitPut or Locate call takes.
 MAX_BATCH = 1000
 TOKEN_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+# The largest inline object a gateway may be configured for: 32 of them (one
+# commit transaction) stay well under etcd's 1.5 MiB request limit.
+MAX_INLINE_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,16 @@ class GatewayPolicy:
     fragment_target: int = 1024 * 1024
     container_ttl: int = 10
     container_cache_seconds: float = 1.0
+    # Objects up to this size are kept inline in etcd, without chunks (0: never).
+    inline_max_bytes: int = 4096
+
+    def __post_init__(self) -> None:
+        """Refuse settings the registry cannot honour."""
+        if not 0 <= self.inline_max_bytes <= MAX_INLINE_BYTES:
+            raise InvalidArgument(
+                f"inline_max_bytes must be 0 to {MAX_INLINE_BYTES} (etcd holds these bytes), "
+                f"not {self.inline_max_bytes}."
+            )
 
 
 def _token_from(context: grpc.aio.ServicerContext) -> str:
@@ -138,7 +152,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             )
         containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._live_containers()]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
-        return gateway_pb2.PlanPutResponse(plans=plans, policy=policy, containers=containers)
+        return gateway_pb2.PlanPutResponse(
+            plans=plans, policy=policy, containers=containers, inline_max_bytes=self.policy.inline_max_bytes
+        )
 
     async def CommitPut(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.CommitPutRequest, context: grpc.aio.ServicerContext
@@ -162,6 +178,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         catalog = validation.catalog(commit.catalog)
         name = validation.object_name(commit.name)
         self.signer.check(commit.plan_ticket, key, user.name)
+        if commit.inline:
+            return self._inline_record(commit, key, user, catalog, name, now)
+        if commit.data:
+            raise InvalidArgument("Only inline commits carry data.")
         k, m = validation.ec_params(commit.policy.k, commit.policy.m)
         if commit.policy.segment_size <= 0:
             raise InvalidArgument("The policy's segment_size must be positive.")
@@ -187,6 +207,36 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             created=now,
         )
 
+    def _inline_record(
+        self, commit: gateway_pb2.ObjectCommit, key: str, user: User, catalog: str, name: str, now: float
+    ) -> ObjectRecord:
+        """The record of a small object whose bytes travel in the commit itself."""
+        limit = self.policy.inline_max_bytes
+        if not limit:
+            raise InvalidArgument("This gateway keeps no objects inline (inline_max_bytes = 0).")
+        if len(commit.data) > limit:
+            raise InvalidArgument(f"Inline objects hold at most {limit} bytes here, not {len(commit.data)}.")
+        if commit.size != len(commit.data):
+            raise InvalidArgument(f"An inline commit announces {commit.size} bytes but carries {len(commit.data)}.")
+        if commit.chunks:
+            raise InvalidArgument("An inline commit lists no chunks.")
+        if checksum(commit.data) != commit.crc32:
+            raise DataLoss(f"The bytes of inline object {key} do not match their CRC-32; nothing was stored.")
+        return ObjectRecord(
+            key=key,
+            owner=user.name,
+            catalog=catalog,
+            name=name,
+            size=commit.size,
+            k=0,
+            m=0,
+            segment_size=0,
+            created=now,
+            inline=True,
+            crc32=commit.crc32,
+            data=commit.data,
+        )
+
     async def Locate(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.LocateRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.LocateResponse:
@@ -205,6 +255,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 location.message = f"Object {key} belongs to another user."
             else:
                 location.object.CopyFrom(_object_info(record))
+                if record.inline:
+                    location.inline, location.data, location.crc32 = True, record.data, record.crc32
+                    continue
                 location.chunk_ticket = await self.authority.sign(key, "read")
                 location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
                 location.chunks.extend(

@@ -56,6 +56,11 @@ def obj(key: str) -> bytes:
     return _k("objects", key)
 
 
+def inline_data(key: str) -> bytes:
+    """The bytes of an object stored inline (small objects kept in etcd, no chunks)."""
+    return _k("inline", key)
+
+
 def catalog(owner: str, name: str) -> bytes:
     """Record of one catalog."""
     return _k("catalog-list", owner, name)

@@ -121,10 +121,17 @@ class ObjectRecord:
     # chunk index -> [container id, stored?]
     chunks: list[tuple[str, bool]] = field(default_factory=list)
     created: float = 0.0
+    # Inline objects keep their bytes in etcd (under their own key, not in
+    # this record's JSON) and have no chunks; crc32 guards those bytes.
+    inline: bool = False
+    crc32: int = 0
+    data: bytes = field(default=b"", repr=False, compare=False)
 
     def to_json(self) -> bytes:
-        """Serialize for etcd."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Serialize for etcd (without an inline object's bytes)."""
+        fields = asdict(self)
+        del fields["data"]
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ObjectRecord:
@@ -344,6 +351,8 @@ class Registry:
                 entry = {"name": r.name, "size": r.size, "created": r.created}
                 ops.append(self._tx.put(keys.obj(r.key), r.to_json()))
                 ops.append(self._tx.put(keys.index_entry(r.owner, r.catalog, r.key), _dumps(entry)))
+                if r.inline:
+                    ops.append(self._tx.put(keys.inline_data(r.key), r.data))
                 info = {"owner": r.owner, "name": r.catalog, "created": r.created}
                 catalogs.setdefault(keys.catalog(r.owner, r.catalog), _dumps(info))
             for catalog_key, info_json in catalogs.items():
@@ -362,14 +371,20 @@ class Registry:
 
     @_etcd_errors
     async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
-        """Records of committed objects (None where a key has none), read in few round trips."""
+        """Records of committed objects (None where a key has none), read in few round trips.
+
+        Inline objects come with their bytes (``record.data``), read in the same transaction.
+        """
         found: list[ObjectRecord | None] = []
         for start in range(0, len(object_keys), COMMIT_GROUP):
             group = object_keys[start : start + COMMIT_GROUP]
-            _, replies = await self.etcd.transaction(
-                compare=[], success=[self._tx.get(keys.obj(k)) for k in group], failure=[]
-            )
-            found += [ObjectRecord.from_json(r[0][0]) if r else None for r in replies]
+            ops = [op for k in group for op in (self._tx.get(keys.obj(k)), self._tx.get(keys.inline_data(k)))]
+            _, replies = await self.etcd.transaction(compare=[], success=ops, failure=[])
+            for record_reply, data_reply in zip(replies[::2], replies[1::2], strict=True):
+                record = ObjectRecord.from_json(record_reply[0][0]) if record_reply else None
+                if record is not None and record.inline:
+                    record.data = data_reply[0][0] if data_reply else b""
+                found.append(record)
         return found
 
     @_etcd_errors
@@ -402,6 +417,7 @@ class Registry:
                 success=[
                     self._tx.delete(keys.obj(key)),
                     self._tx.delete(keys.index_entry(record.owner, record.catalog, key)),
+                    *([self._tx.delete(keys.inline_data(key))] if record.inline else []),
                 ],
                 failure=[],
             )

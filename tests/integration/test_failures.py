@@ -15,7 +15,8 @@ from dynostore.local import LocalFabric
 from tests.integration.conftest import Session
 
 MiB = 1024 * 1024
-SIZES = [1, 1024, 3 * MiB + 5, 8 * MiB]
+# 1 and 1024 bytes are inline (kept in etcd); 5000 is one coded segment.
+SIZES = [1, 1024, 5000, 3 * MiB + 5, 8 * MiB]
 
 
 def put_all(s: Session, sizes: list[int] = SIZES) -> dict[str, bytes]:
@@ -57,7 +58,7 @@ def test_three_lost_is_a_clear_error(own: Session) -> None:
 
 
 def test_corrupt_chunks_fall_back_to_parity(own: Session) -> None:
-    objects = put_all(own, [1000, 7 * MiB])
+    objects = put_all(own, [5000, 7 * MiB])
     for key in objects:
         files = chunk_files(own.fabric, key)
         for index in (0, 2):  # two data chunks

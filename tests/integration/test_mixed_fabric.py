@@ -17,7 +17,7 @@ from tests.servers import REGION, CephCluster, S3Server
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-SIZES = [0, 1, 1000, 3 * MiB + 5, 20 * MiB + 7]
+SIZES = [0, 1, 1000, 5000, 3 * MiB + 5, 20 * MiB + 7]
 
 
 def s3_spec(server: S3Server, site: str, keys: dict[str, Path]) -> ContainerSpec:

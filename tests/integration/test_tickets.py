@@ -40,13 +40,18 @@ def read(session: Session, address: str, key: str, index: int, ticket: str) -> g
     return grpc.StatusCode.OK if not reply.results[0].status.code else _code(reply.results[0].status.code)
 
 
+def coded(text: bytes) -> bytes:
+    """``text`` padded past the gateway's inline limit, so that it is stored as chunks."""
+    return text + bytes(5000)
+
+
 def _code(number: int) -> grpc.StatusCode:
     return next(c for c in grpc.StatusCode if c.value[0] == number)
 
 
 def test_tickets_bind_key_and_operation(shared: Session) -> None:
-    key = shared.client.put(data=b"secret bytes", token_user=shared.token, catalog="tickets")
-    other = shared.client.put(data=b"other bytes", token_user=shared.token, catalog="tickets")
+    key = shared.client.put(data=coded(b"secret bytes"), token_user=shared.token, catalog="tickets")
+    other = shared.client.put(data=coded(b"other bytes"), token_user=shared.token, catalog="tickets")
     ticket, chunks = located(shared, key)
     index, address = chunks[0]
     assert read(shared, address, key, index, ticket) == grpc.StatusCode.OK
@@ -66,7 +71,7 @@ def test_tickets_bind_key_and_operation(shared: Session) -> None:
 
 
 def test_expired_tickets_are_refused(shared: Session) -> None:
-    key = shared.client.put(data=b"brief", token_user=shared.token, catalog="tickets")
+    key = shared.client.put(data=coded(b"brief"), token_user=shared.token, catalog="tickets")
     _, chunks = located(shared, key)
     index, address = chunks[0]
     expired = shared.fabric.mint_ticket(key, "read", lifetime=-1)
@@ -91,7 +96,7 @@ def test_writes_and_deletes_need_write_tickets(shared: Session) -> None:
 
 
 def test_key_rotation_without_downtime(shared: Session) -> None:
-    key = shared.client.put(data=b"before rotation", token_user=shared.token, catalog="tickets")
+    key = shared.client.put(data=coded(b"before rotation"), token_user=shared.token, catalog="tickets")
     old_ticket, chunks = located(shared, key)
     with shared.fabric.client() as client:
         new_kid = client.rotate_ticket_key(token_user=shared.fabric.admin_token, grace_seconds=3600)
@@ -109,13 +114,13 @@ def test_key_rotation_without_downtime(shared: Session) -> None:
     for index, address in chunks:
         assert read(shared, address, key, index, new_ticket) == grpc.StatusCode.OK
         assert read(shared, address, key, index, old_ticket) == grpc.StatusCode.OK  # grace period
-    assert shared.client.get(key=key, token_user=shared.token) == b"before rotation"
+    assert shared.client.get(key=key, token_user=shared.token) == coded(b"before rotation")
     with pytest.raises(PermissionError):
         shared.client.rotate_ticket_key(token_user=shared.token)
 
 
 def test_a_write_ticket_cannot_alter_a_stored_chunk(shared: Session) -> None:
-    key = shared.client.put(data=b"original bytes", token_user=shared.token, catalog="tickets")
+    key = shared.client.put(data=coded(b"original bytes"), token_user=shared.token, catalog="tickets")
     _, chunks = located(shared, key)
     write = shared.fabric.mint_ticket(key, "write")
     fragment = container_pb2.Fragment(data=b"evil", crc32=zlib.crc32(b"evil"))
@@ -126,4 +131,4 @@ def test_a_write_ticket_cannot_alter_a_stored_chunk(shared: Session) -> None:
                 container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
             )
         assert reply.results[0].code == grpc.StatusCode.ALREADY_EXISTS.value[0]
-    assert shared.client.get(key=key, token_user=shared.token) == b"original bytes"
+    assert shared.client.get(key=key, token_user=shared.token) == coded(b"original bytes")
