@@ -167,6 +167,9 @@ class Pipeline:
         self.retries = retries
         self.queue_depth = queue_depth
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # Stubs are made once per channel: a stub binds every method of its service.
+        self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None
+        self._container_stubs: dict[str, container_pb2_grpc.ContainerStub] = {}
         self._plans: dict[tuple[str, int, int], _PlanPool] = {}
         self._plan_lock = asyncio.Lock()
 
@@ -177,14 +180,19 @@ class Pipeline:
         return channel
 
     def _gateway(self) -> gateway_pb2_grpc.GatewayStub:
-        return gateway_pb2_grpc.GatewayStub(self._channel(self.gateway_address))
+        if self._gateway_stub is None:
+            self._gateway_stub = gateway_pb2_grpc.GatewayStub(self._channel(self.gateway_address))
+        return self._gateway_stub
 
     def gateway_stub(self) -> gateway_pb2_grpc.GatewayStub:
         """The gateway's stub, for control calls made through :meth:`call`."""
         return self._gateway()
 
     def _container(self, address: str) -> container_pb2_grpc.ContainerStub:
-        return container_pb2_grpc.ContainerStub(self._channel(address))
+        stub = self._container_stubs.get(address)
+        if stub is None:
+            stub = self._container_stubs[address] = container_pb2_grpc.ContainerStub(self._channel(address))
+        return stub
 
     def _stubs(self, addresses: Sequence[str]) -> dict[str, container_pb2_grpc.ContainerStub]:
         return {a: self._container(a) for a in set(addresses)}
@@ -192,6 +200,7 @@ class Pipeline:
     async def close(self) -> None:
         """Close every channel."""
         channels, self._channels = self._channels, {}
+        self._gateway_stub, self._container_stubs = None, {}
         for channel in channels.values():
             await channel.close()
 
