@@ -59,9 +59,10 @@ def test_one_byte_over_the_limit_is_erasure_coded(shared: Session) -> None:
 
 
 def test_batches_mix_inline_and_coded_objects(shared: Session) -> None:
-    objects = [os.urandom(n) for n in (10, 70_000, 4000, 0, 5 * 1024 * 1024)]
+    sizes = [10, 70_000, 4000, 0, 5 * 1024 * 1024] + [INLINE_MAX] * 70  # commits go 32 objects per transaction
+    objects = [os.urandom(n) for n in sizes]
     keys = shared.client.put_batch(objects, token_user=shared.token, catalog="inline")
-    assert [locate(shared, k).inline for k in keys] == [True, False, True, True, False]
+    assert [locate(shared, k).inline for k in keys] == [n <= INLINE_MAX for n in sizes]
     assert shared.client.get_batch(keys, token_user=shared.token) == objects
 
 
