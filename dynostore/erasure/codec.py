@@ -6,6 +6,8 @@ Reed-Solomon can be singular for some loss patterns).
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -15,6 +17,10 @@ from dynostore import validation
 from dynostore.errors import DataLoss
 
 EC_TYPE = "isa_l_rs_cauchy"
+# liberasurecode's fragment header: 80 bytes, starting with (little-endian)
+# u32 index, u32 payload size, u32 backend metadata size, u64 segment size.
+HEADER_BYTES = 80
+HEADER_FIELDS = struct.Struct("<IIIQ")
 # pyeclib needs m >= 1; with m == 0 a segment is split into k framed pieces.
 
 
@@ -50,6 +56,10 @@ class Codec:
             return _join([present[i] for i in range(self.k)])
         # Data fragments alone decode without arithmetic; prefer them.
         chosen = sorted(present, key=lambda i: (i >= self.k, i))[: self.k]
+        if chosen[-1] < self.k and _headers_understood(self.k, self.m):
+            joined = _join_data([present[i] for i in chosen])
+            if joined is not None:
+                return joined
         try:
             return self._driver.decode([present[i] for i in chosen])
         except Exception as exc:  # pyeclib raises its own hierarchy
@@ -63,6 +73,38 @@ class Codec:
 @lru_cache(maxsize=64)
 def _driver(k: int, m: int) -> ECDriver:
     return ECDriver(k=k, m=m, ec_type=EC_TYPE)
+
+
+def _join_data(fragments: list[bytes]) -> bytes | None:
+    """The segment held by data fragments 0..k-1, joined from their payloads (one copy).
+
+    Returns None when a header does not add up, leaving the decoding to pyeclib.
+    """
+    payloads = []
+    segment_size = -1
+    for index, fragment in enumerate(fragments):
+        if len(fragment) < HEADER_BYTES:
+            return None
+        found, size, backend_bytes, total = HEADER_FIELDS.unpack_from(fragment)
+        if found != index or backend_bytes or HEADER_BYTES + size > len(fragment) or segment_size not in (-1, total):
+            return None
+        segment_size = total
+        payloads.append(memoryview(fragment)[HEADER_BYTES : HEADER_BYTES + size])
+    joined = b"".join(payloads)
+    if len(joined) < segment_size:
+        return None
+    return joined if len(joined) == segment_size else joined[:segment_size]
+
+
+@lru_cache(maxsize=64)
+def _headers_understood(k: int, m: int) -> bool:
+    """Whether this pyeclib's fragments parse as :func:`_join_data` expects (checked once per policy)."""
+    driver = _driver(k, m)
+    for size in (0, 1, 1000, 3 * 4096 + 5):
+        segment = os.urandom(size)
+        if _join_data(driver.encode(segment)[:k]) != segment:
+            return False
+    return True
 
 
 def _split(segment: memoryview, k: int) -> list[bytes]:

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from dynostore.erasure import Codec
+from dynostore.erasure import codec as codec_module
 from dynostore.errors import DataLoss, InvalidArgument
 
 
@@ -54,3 +55,19 @@ def test_fragment_size_matches_encoding() -> None:
 def test_bad_policies_are_rejected(k: int, m: int) -> None:
     with pytest.raises(InvalidArgument):
         Codec(k, m)
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 3 * 1024 * 1024 + 7])
+def test_data_fragments_join_like_pyeclib_decodes(size: int) -> None:
+    codec = Codec(3, 2)
+    segment = os.urandom(size)
+    data = codec.encode(segment)[:3]
+    assert codec_module._headers_understood(3, 2)
+    assert codec_module._join_data(data) == segment == codec_module._driver(3, 2).decode(data)
+
+
+def test_join_leaves_fragments_it_does_not_understand_to_pyeclib() -> None:
+    data = Codec(3, 2).encode(os.urandom(5000))[:3]
+    assert codec_module._join_data([data[1], data[0], data[2]]) is None  # out of order
+    assert codec_module._join_data([data[0][:40], data[1], data[2]]) is None  # truncated header
+    assert codec_module._join_data([data[0][:-10], data[1], data[2]]) is None  # truncated payload
