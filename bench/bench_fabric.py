@@ -113,7 +113,12 @@ def main() -> None:
         baseline = Baseline(fabric)
         rows = [measure_size(client, token, baseline, size, args.repeat) for size in sizes]
         small = os.urandom(1024)
-        small_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small)
+        small_keys_put: list[str] = []
+        small_rate = rate(
+            lambda: small_keys_put.append(client.put(data=small, token_user=token, catalog="small")), args.small
+        )
+        fetch = iter(small_keys_put)
+        small_get_rate = rate(lambda: client.get(key=next(fetch), token_user=token), args.small)
         threaded_rate = rate(lambda: client.put(data=small, token_user=token, catalog="small"), args.small, threads=8)
         batch = [small] * 100
         batch_rate = 100 * rate(
@@ -141,6 +146,7 @@ def main() -> None:
         f"1 KiB puts from one client: {small_rate:,.0f}/s sequential, {threaded_rate:,.0f}/s from 8 threads, "
         f"{batch_rate:,.0f}/s with put_batch of 100;"
     )
+    print(f"1 KiB gets from one client: {small_get_rate:,.0f}/s sequential")
     print(f"baseline, 1 KiB single chunks to one container: {base_small_rate:,.0f}/s sequential")
     sys.stdout.flush()
 

@@ -17,6 +17,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+from tqdm import tqdm
+
 from dynostore.client import Client
 from dynostore.errors import DynoStoreError
 
@@ -123,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("catalog")
     _client_args(ls)
 
+    repair = sub.add_parser(
+        "repair", help="rebuild chunks that are missing or on containers gone, for objects or whole catalogs"
+    )
+    repair.add_argument("keys", nargs="*", help="object keys")
+    repair.add_argument("--catalog", action="append", default=[], help="repair every object of this catalog")
+    _client_args(repair)
+
     rm = sub.add_parser("rm", help="evict an object")
     rm.add_argument("key")
     _client_args(rm)
@@ -131,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="create a user and print its token")
     add.add_argument("name")
+    add.add_argument(
+        "--container", action="store_true", help="a container credential: may only register containers (one per site)"
+    )
     _client_args(add)
     _client_args(user_sub.add_parser("ls", help="list users"))
     remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens")
@@ -205,6 +217,8 @@ def _client_command(args: argparse.Namespace) -> int:
                 print(f"{info.key}  {info.size:>12}  {info.name}")
         elif args.command == "rm":
             client.evict(args.key, token_user=args.token)
+        elif args.command == "repair":
+            return _repair(client, args)
         elif args.command == "user":
             _user_command(client, args)
         elif args.command == "token":
@@ -216,6 +230,30 @@ def _client_command(args: argparse.Namespace) -> int:
         elif args.command == "watch":
             _watch(client, args)
     return 0
+
+
+def _repair(client: Client, args: argparse.Namespace) -> int:
+    """Repair the named objects and catalogs; report each repaired object; 1 if any could not be."""
+    keys = list(args.keys)
+    for catalog in args.catalog:
+        keys += [info.key for info in client.list(catalog, token_user=args.token)]
+    if not keys:
+        raise SystemExit("error: name object keys or --catalog.")
+    rebuilt = failed = 0
+    with tqdm(total=len(keys), unit="object", desc="repair", disable=not sys.stderr.isatty()) as bar:
+        for key in keys:
+            try:
+                count = client.repair(key, token_user=args.token)
+            except DynoStoreError as exc:
+                failed += 1
+                tqdm.write(f"{key}: not repaired: {exc}", file=sys.stderr)
+            else:
+                rebuilt += count
+                if count:
+                    tqdm.write(f"{key}: rebuilt {count} chunk(s)")
+            bar.update(1)
+    print(f"{len(keys)} object(s) checked, {rebuilt} chunk(s) rebuilt, {failed} object(s) not repaired")
+    return 1 if failed else 0
 
 
 def _catalog_command(client: Client, args: argparse.Namespace) -> None:
@@ -255,10 +293,11 @@ def _watch(client: Client, args: argparse.Namespace) -> None:
 
 def _user_command(client: Client, args: argparse.Namespace) -> None:
     if args.user_command == "add":
-        print(client.create_user(args.name, token_user=args.token))
+        print(client.create_user(args.name, token_user=args.token, container=args.container))
     elif args.user_command == "ls":
         for user in client.list_users(token_user=args.token):
-            print(f"{user.name}{'  (admin)' if user.admin else ''}")
+            role = "  (admin)" if user.admin else "  (container)" if user.container else ""
+            print(f"{user.name}{role}")
     else:
         revoked = client.remove_user(args.name, token_user=args.token)
         print(f"removed {args.name}; {revoked} token(s) revoked")

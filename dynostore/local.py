@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore import tickets
 from dynostore.client import Client
+from dynostore.errors import AlreadyExists
 from dynostore.registry import Registry
 from dynostore.registry.registry import TicketKeyRecord
 from dynostore.rpc.tls import make_certs
@@ -285,7 +286,7 @@ class ContainerHandle(ManagedProcess):
             "--ready-file", str(ready),
             *self._fabric.tls_args,
         ]  # fmt: skip
-        self.env = {**self.spec.env, "DYNOSTORE_TOKEN": self._fabric.admin_token}
+        self.env = {**self.spec.env, "DYNOSTORE_TOKEN": self._fabric.container_token}
         super().start()
         address = self.wait_for_file(ready)
         self.port = int(address.rsplit(":", 1)[1])
@@ -337,6 +338,8 @@ class LocalFabric:
         self.tls = tls
         self.tls_ca: Path | None = None
         self.admin_token = ""
+        # The containers' credential: it may register containers and nothing else.
+        self.container_token = ""
         self.gateway = ""
         self.etcd_address = ""
         self._etcd: ManagedProcess | None = None
@@ -364,6 +367,7 @@ class LocalFabric:
                 self.tls_ca = self._certificates()
             self._start_etcd()
             self._start_gateway()
+            self.container_token = self._container_token()
             for container in self.containers:
                 container.start()
         except BaseException:
@@ -394,6 +398,23 @@ class LocalFabric:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
+        return token
+
+    def _container_token(self) -> str:
+        """The token of the fabric's container credential, made on first start."""
+        path = self.root / "container.token"
+        if path.exists():
+            return path.read_text().strip()
+        with self.client() as client:
+            try:
+                token = client.create_user("containers", token_user=self.admin_token, container=True)
+            except AlreadyExists:  # made by a start that stopped before saving its token
+                token, _ = client.create_token(self.admin_token, user="containers")
+        temp = path.with_name(path.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        temp.replace(path)
         return token
 
     def _ports(self) -> dict[str, int]:

@@ -111,6 +111,40 @@ class LocateResponse(_message.Message):
     locations: _containers.RepeatedCompositeFieldContainer[Location]
     def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
 
+class PlanRepairRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class PlanRepairResponse(_message.Message):
+    __slots__ = ("location", "write_ticket", "containers", "revision")
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TICKET_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    location: Location
+    write_ticket: str
+    containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
+    revision: int
+    def __init__(self, location: _Optional[_Union[Location, _Mapping]] = ..., write_ticket: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class CommitRepairRequest(_message.Message):
+    __slots__ = ("key", "revision", "chunks")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    revision: int
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkLocation]
+    def __init__(self, key: _Optional[str] = ..., revision: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ...) -> None: ...
+
+class CommitRepairResponse(_message.Message):
+    __slots__ = ("repaired",)
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    repaired: int
+    def __init__(self, repaired: _Optional[int] = ...) -> None: ...
+
 class ExistsRequest(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -232,10 +266,12 @@ class Event(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "container")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    container: bool
+    def __init__(self, name: _Optional[str] = ..., container: _Optional[bool] = ...) -> None: ...
 
 class CreateUserResponse(_message.Message):
     __slots__ = ("name", "token")
@@ -250,22 +286,26 @@ class WhoAmIRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WhoAmIResponse(_message.Message):
-    __slots__ = ("name", "admin")
+    __slots__ = ("name", "admin", "container")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
+    container: bool
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., container: _Optional[bool] = ...) -> None: ...
 
 class UserInfo(_message.Message):
-    __slots__ = ("name", "admin", "created")
+    __slots__ = ("name", "admin", "created", "container")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
     created: float
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ...) -> None: ...
+    container: bool
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ..., container: _Optional[bool] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
     __slots__ = ()

@@ -59,6 +59,16 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ExistsRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ExistsResponse.FromString,
                 _registered_method=True)
+        self.PlanRepair = channel.unary_unary(
+                '/dynostore.v1.Gateway/PlanRepair',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.PlanRepairRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.PlanRepairResponse.FromString,
+                _registered_method=True)
+        self.CommitRepair = channel.unary_unary(
+                '/dynostore.v1.Gateway/CommitRepair',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.FromString,
+                _registered_method=True)
         self.Evict = channel.unary_unary(
                 '/dynostore.v1.Gateway/Evict',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.EvictRequest.SerializeToString,
@@ -197,6 +207,21 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanRepair(self, request, context):
+        """Repair (the owner only): an object's chunk locations with tickets to read
+        them and to write replacements, and the live containers; then record the
+        replacement chunks, refused if the object changed in between.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitRepair(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Evict(self, request, context):
         """Remove an object; evicting a missing key succeeds.
         """
@@ -309,7 +334,7 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterContainer(self, request, context):
-        """Container membership; these calls need an admin token.
+        """Container membership; these calls need an admin or a container token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -356,6 +381,16 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Exists,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ExistsRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.ExistsResponse.SerializeToString,
+            ),
+            'PlanRepair': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanRepair,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.PlanRepairRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.PlanRepairResponse.SerializeToString,
+            ),
+            'CommitRepair': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitRepair,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.SerializeToString,
             ),
             'Evict': grpc.unary_unary_rpc_method_handler(
                     servicer.Evict,
@@ -570,6 +605,60 @@ class Gateway:
             '/dynostore.v1.Gateway/Exists',
             dynostore_dot_v1_dot_gateway__pb2.ExistsRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.ExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanRepair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/PlanRepair',
+            dynostore_dot_v1_dot_gateway__pb2.PlanRepairRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.PlanRepairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitRepair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CommitRepair',
+            dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.FromString,
             options,
             channel_credentials,
             insecure,

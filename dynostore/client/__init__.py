@@ -167,6 +167,15 @@ class Client:
         """Remove object ``key``; removing a missing object is not an error."""
         self._run(self._async.evict(key, token_user))
 
+    def repair(self, key: str, token_user: str, progress: ProgressArg = None) -> int:
+        """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.
+
+        Raises:
+            DataLoss: too few chunks are left to rebuild it.
+            Unavailable: some replacement chunks could not be written.
+        """
+        return self._run(self._async.repair(key, token_user, progress))
+
     def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
         """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
         yield from self._run(self._async.list(catalog, token_user))
@@ -190,9 +199,13 @@ class Client:
         """Write object ``key`` to ``path``, streaming; the file appears only when complete."""
         self._run(self._async.get_file(key, path, token_user, progress))
 
-    def create_user(self, name: str, token_user: str) -> str:
-        """Create user ``name`` (needs an admin token) and return its token."""
-        return self._run(self._async.create_user(name, token_user))
+    def create_user(self, name: str, token_user: str, container: bool = False) -> str:
+        """Create user ``name`` (needs an admin token) and return its token.
+
+        With ``container``, the user is a container credential: its token may
+        register containers and send their heartbeats, and do nothing else.
+        """
+        return self._run(self._async.create_user(name, token_user, container))
 
     def whoami(self, token_user: str) -> str:
         """The name of the user the token belongs to."""

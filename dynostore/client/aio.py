@@ -41,6 +41,7 @@ class UserInfo:
     name: str
     admin: bool
     created: float
+    container: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,19 @@ class AsyncClient:
         """Remove object ``key``; removing a missing object is not an error."""
         await self._pipeline.evict(key, token_user)
 
+    async def repair(self, key: str, token_user: str, progress: ProgressArg = None) -> int:
+        """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.
+
+        ``progress``: a callable given the bytes re-read after each segment, or True for a bar.
+
+        Raises:
+            DataLoss: too few chunks are left to rebuild it.
+            Unavailable: some replacement chunks could not be written.
+        """
+        location = await self._pipeline.locate_one(key, token_user)
+        with progress_callback(progress, location.object.size, f"repair {key[:8]}") as report:
+            return await self._pipeline.repair(key, token_user, report)
+
     async def list(self, catalog: str, token_user: str) -> list[ObjectInfo]:
         """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
         return await self._pipeline.list(catalog, token_user)
@@ -292,9 +306,13 @@ class AsyncClient:
 
     # users ------------------------------------------------------------------
 
-    async def create_user(self, name: str, token_user: str) -> str:
-        """Create user ``name`` (needs an admin token) and return its token."""
-        return await self._pipeline.create_user(name, token_user)
+    async def create_user(self, name: str, token_user: str, container: bool = False) -> str:
+        """Create user ``name`` (needs an admin token) and return its token.
+
+        With ``container``, the user is a container credential: its token may
+        register containers and send their heartbeats, and do nothing else.
+        """
+        return await self._pipeline.create_user(name, token_user, container)
 
     async def whoami(self, token_user: str) -> str:
         """The name of the user the token belongs to."""
@@ -303,7 +321,7 @@ class AsyncClient:
     async def list_users(self, token_user: str) -> builtins.list[UserInfo]:
         """Every user (admin token needed)."""
         reply = await self._control("ListUsers", gateway_pb2.ListUsersRequest(), token_user)
-        return [UserInfo(u.name, u.admin, u.created) for u in reply.users]
+        return [UserInfo(u.name, u.admin, u.created, u.container) for u in reply.users]
 
     async def remove_user(self, name: str, token_user: str) -> int:
         """Remove a user and revoke all its tokens at once (admin token needed); return how many."""

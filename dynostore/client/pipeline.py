@@ -453,20 +453,26 @@ class Pipeline:
 
     async def _discard(self, placed: list[_Placed]) -> None:
         """Best effort removal of the chunks that puts which failed did store (and only those)."""
+        await asyncio.gather(
+            *(
+                self._delete_chunks(
+                    p.planned.key,
+                    p.planned.chunk_ticket,
+                    [(i, t.address) for i, t in enumerate(p.targets) if not p.errors or p.errors[i] is None],
+                )
+                for p in placed
+            )
+        )
 
-        async def delete(planned: gateway_pb2.PlannedKey, index: int, address: str) -> None:
-            request = container_pb2.DeleteChunkRequest(key=planned.key, index=index, ticket=planned.chunk_ticket)
+    async def _delete_chunks(self, key: str, ticket: str, chunks: Sequence[tuple[int, str]]) -> None:
+        """Best effort removal of chunks ``(index, container address)`` of ``key``."""
+
+        async def delete(index: int, address: str) -> None:
+            request = container_pb2.DeleteChunkRequest(key=key, index=index, ticket=ticket)
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._container(address).DeleteChunk(request, timeout=5)
 
-        await asyncio.gather(
-            *(
-                delete(p.planned, i, t.address)
-                for p in placed
-                for i, t in enumerate(p.targets)
-                if not p.errors or p.errors[i] is None
-            )
-        )
+        await asyncio.gather(*(delete(index, address) for index, address in chunks))
 
     # get --------------------------------------------------------------------
 
@@ -650,6 +656,68 @@ class Pipeline:
 
     # other calls --------------------------------------------------------------
 
+    # repair -----------------------------------------------------------------
+
+    async def repair(self, key: str, token: str, progress: Progress | None = None) -> int:
+        """Rebuild the chunks of an object that are missing or on containers no longer live.
+
+        The object is read (through parity where needed) and re-encoded; the
+        missing fragments go to live containers, preferably ones holding no
+        chunk of it, and the gateway records them. Returns how many chunks
+        were rebuilt (0 when nothing was missing, or the object is inline).
+
+        Raises:
+            DataLoss: fewer than k chunks are readable.
+            Unavailable: some replacement chunks could not be written (the others are recorded).
+            FailedPrecondition: the object changed during the repair.
+        """
+        validation.key(key)
+        validation.token(token)
+        plan = await self.call(self._gateway().PlanRepair, gateway_pb2.PlanRepairRequest(key=key), token)
+        location = plan.location
+        missing = [c.index for c in location.chunks if not c.address]
+        if location.inline or not missing:
+            return 0
+        holders = {c.container_id for c in location.chunks}
+        fresh = [c for c in plan.containers if c.id not in holders]
+        codec = Codec(location.policy.k, location.policy.m)
+        chunk_bytes = codec.fragment_size(location.policy.segment_size) * max(
+            1, -(-location.object.size // location.policy.segment_size)
+        )
+        targets = self.placement.place(fresh or plan.containers, len(missing), chunk_bytes)
+        writers = [
+            ChunkWriter(self._container(t.address), key, index, self.queue_depth, t.id, plan.write_ticket)
+            for index, t in zip(missing, targets, strict=True)
+        ]
+        replacements = [(index, t.address) for index, t in zip(missing, targets, strict=True)]
+        for w in writers:
+            w.start()
+        try:
+            async for segment in self._segments(location, progress):
+                fragments = codec.encode(segment)
+                await asyncio.gather(*(w.send(fragments[w.index], self.fragment_timeout) for w in writers))
+            await asyncio.gather(*(w.finish(self.fragment_timeout) for w in writers))
+        except BaseException:
+            await asyncio.gather(*(w.cancel() for w in writers))
+            await self._delete_chunks(key, plan.write_ticket, replacements)
+            raise
+        rebuilt = [
+            common_pb2.ChunkLocation(index=w.index, container_id=t.id, stored=True)
+            for w, t in zip(writers, targets, strict=True)
+            if w.error is None
+        ]
+        if rebuilt:
+            request = gateway_pb2.CommitRepairRequest(key=key, revision=plan.revision, chunks=rebuilt)
+            try:
+                await self.call(self._gateway().CommitRepair, request, token)
+            except BaseException:
+                await self._delete_chunks(key, plan.write_ticket, replacements)
+                raise
+        failed = [f"chunk {w.index}: {w.error}" for w in writers if w.error is not None]
+        if failed:
+            raise Unavailable(f"Rebuilt {len(rebuilt)} of {len(writers)} chunks of {key}; " + "; ".join(failed))
+        return len(rebuilt)
+
     async def exists(self, key: str, token: str) -> bool:
         """Whether ``key`` names an object the token may read."""
         validation.key(key)
@@ -676,11 +744,12 @@ class Pipeline:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    async def create_user(self, name: str, token: str) -> str:
-        """Create a user (admin token needed) and return its token."""
+    async def create_user(self, name: str, token: str, container: bool = False) -> str:
+        """Create a user (admin token needed) and return its token; ``container``: a container credential."""
         validation.user_name(name)
         validation.token(token)
-        reply = await self.call(self._gateway().CreateUser, gateway_pb2.CreateUserRequest(name=name), token)
+        request = gateway_pb2.CreateUserRequest(name=name, container=container)
+        reply = await self.call(self._gateway().CreateUser, request, token)
         return reply.token
 
 

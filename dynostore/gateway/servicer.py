@@ -90,8 +90,22 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self._containers_read = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
-    async def _user(self, context: grpc.aio.ServicerContext) -> User:
+    async def _caller(self, context: grpc.aio.ServicerContext) -> User:
+        """Whoever the token belongs to, container credentials included."""
         return await self.registry.authenticate(validation.token(_token_from(context)))
+
+    async def _user(self, context: grpc.aio.ServicerContext) -> User:
+        user = await self._caller(context)
+        if user.container:
+            raise PermissionDenied("A container credential may only register containers and send heartbeats.")
+        return user
+
+    async def _member(self, context: grpc.aio.ServicerContext) -> User:
+        """An admin or a container credential: who may register containers."""
+        user = await self._caller(context)
+        if not (user.admin or user.container):
+            raise PermissionDenied("Only an admin or a container token may register containers.")
+        return user
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> User:
         user = await self._user(context)
@@ -108,11 +122,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     async def _owned(self, key: str, user: User) -> ObjectRecord:
         record = await self.registry.get_object(validation.key(key))
+        await self._check_owner(record, user)
+        return record
+
+    async def _check_owner(self, record: ObjectRecord, user: User) -> None:
+        key = record.key
         if record.owner != user.name:
             if await self.registry.can_read(record.owner, record.catalog, user.name):
                 raise PermissionDenied(f"Object {key} is shared with you read-only.")
             raise PermissionDenied(f"Object {key} belongs to another user.")
-        return record
 
     async def _readable(self, key: str, user: User) -> ObjectRecord:
         record = await self.registry.get_object(validation.key(key))
@@ -254,19 +272,61 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 location.code = PermissionDenied.code.value[0]
                 location.message = f"Object {key} belongs to another user."
             else:
-                location.object.CopyFrom(_object_info(record))
-                if record.inline:
-                    location.inline, location.data, location.crc32 = True, record.data, record.crc32
-                    continue
-                location.chunk_ticket = await self.authority.sign(key, "read")
-                location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
-                location.chunks.extend(
-                    common_pb2.ChunkLocation(
-                        index=i, container_id=cid, address=addresses.get(cid, "") if stored else "", stored=stored
-                    )
-                    for i, (cid, stored) in enumerate(record.chunks)
-                )
+                await self._fill_location(location, record, addresses)
         return reply
+
+    async def _fill_location(
+        self, location: gateway_pb2.Location, record: ObjectRecord, addresses: dict[str, str]
+    ) -> None:
+        """Describe ``record`` in ``location``: its bytes if inline, else its chunks with a read ticket."""
+        location.object.CopyFrom(_object_info(record))
+        if record.inline:
+            location.inline, location.data, location.crc32 = True, record.data, record.crc32
+            return
+        location.chunk_ticket = await self.authority.sign(record.key, "read")
+        location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
+        location.chunks.extend(
+            common_pb2.ChunkLocation(
+                index=i, container_id=cid, address=addresses.get(cid, "") if stored else "", stored=stored
+            )
+            for i, (cid, stored) in enumerate(record.chunks)
+        )
+
+    async def PlanRepair(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.PlanRepairRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PlanRepairResponse:
+        user = await self._user(context)
+        key = validation.key(request.key)
+        record, revision = await self.registry.get_object_revision(key)
+        await self._check_owner(record, user)
+        live = await self._live_containers()
+        reply = gateway_pb2.PlanRepairResponse(revision=revision)
+        await self._fill_location(reply.location, record, {c["id"]: c["address"] for c in live})
+        if not record.inline:  # inline objects have no chunks to repair
+            reply.write_ticket = await self.authority.sign(key, "write")
+            reply.containers.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live)
+        return reply
+
+    async def CommitRepair(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.CommitRepairRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CommitRepairResponse:
+        user = await self._user(context)
+        key = validation.key(request.key)
+        record = await self._owned(key, user)
+        if record.inline:
+            raise InvalidArgument(f"Object {key} is inline; it has no chunks to repair.")
+        live = {c["id"] for c in await self._live_containers()}
+        replacements: dict[int, str] = {}
+        for chunk in request.chunks:
+            if chunk.index >= len(record.chunks) or chunk.index in replacements:
+                raise InvalidArgument(f"Chunk index {chunk.index} is out of range or given twice.")
+            if validation.container_id(chunk.container_id) not in live:
+                raise InvalidArgument(f"Container {chunk.container_id} is not a live container.")
+            replacements[chunk.index] = chunk.container_id
+        if not replacements:
+            raise InvalidArgument("CommitRepair names no chunks.")
+        await self.registry.replace_chunks(key, request.revision, replacements)
+        return gateway_pb2.CommitRepairResponse(repaired=len(replacements))
 
     async def Exists(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ExistsRequest, context: grpc.aio.ServicerContext
@@ -405,14 +465,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     ) -> gateway_pb2.CreateUserResponse:
         await self._admin(context)
         name = validation.user_name(request.name)
-        token = await self.registry.create_user(name)
+        token = await self.registry.create_user(name, container=request.container)
         return gateway_pb2.CreateUserResponse(name=name, token=token)
 
     async def WhoAmI(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.WhoAmIResponse:
-        user = await self._user(context)
-        return gateway_pb2.WhoAmIResponse(name=user.name, admin=user.admin)
+        user = await self._caller(context)
+        return gateway_pb2.WhoAmIResponse(name=user.name, admin=user.admin, container=user.container)
 
     async def ListUsers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
@@ -420,7 +480,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         await self._admin(context)
         users = await self.registry.list_users()
         return gateway_pb2.ListUsersResponse(
-            users=[gateway_pb2.UserInfo(name=u.name, admin=u.admin, created=u.created) for u in users]
+            users=[
+                gateway_pb2.UserInfo(name=u.name, admin=u.admin, created=u.created, container=u.container)
+                for u in users
+            ]
         )
 
     async def RemoveUser(  # noqa: N802 - gRPC method name
@@ -466,7 +529,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def RegisterContainer(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RegisterContainerRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RegisterContainerResponse:
-        await self._admin(context)
+        await self._member(context)
         info = request.container
         validation.container_id(info.id)
         if not info.address or len(info.address) > 256:
@@ -491,7 +554,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def Heartbeat(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.HeartbeatResponse:
-        await self._admin(context)
+        await self._member(context)
         validation.container_id(request.container_id)
         current = {c["id"]: c for c in await self.registry.containers()}.get(request.container_id)
         if current is None:

@@ -63,6 +63,8 @@ class User:
     name: str
     admin: bool = False
     created: float = 0.0
+    # A container credential: may register containers and nothing else.
+    container: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,14 +181,14 @@ class Registry:
         )
 
     @_etcd_errors
-    async def create_user(self, name: str, admin: bool = False) -> str:
+    async def create_user(self, name: str, admin: bool = False, container: bool = False) -> str:
         """Create a user and return its first token (shown once, stored hashed).
 
         Raises:
             AlreadyExists: a user of that name exists.
         """
         token = new_token()
-        user = User(name=name, admin=admin, created=time.time())
+        user = User(name=name, admin=admin, created=time.time(), container=container)
         put_token, _ = self._put_token(token, name)
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.create(keys.user(name)) == 0],
@@ -398,6 +400,39 @@ class Registry:
         if found is None:
             raise NotFound(f"No object has the key {key}.")
         return ObjectRecord.from_json(found.value)
+
+    @_etcd_errors
+    async def get_object_revision(self, key: str) -> tuple[ObjectRecord, int]:
+        """The record of a committed object and the etcd revision it was last changed at.
+
+        Raises:
+            NotFound: no object has this key.
+        """
+        found = await self.etcd.get(keys.obj(key))
+        if found is None:
+            raise NotFound(f"No object has the key {key}.")
+        return ObjectRecord.from_json(found.value), found.mod_revision
+
+    @_etcd_errors
+    async def replace_chunks(self, key: str, revision: int, replacements: dict[int, str]) -> None:
+        """Record that chunk ``index`` of an object is now stored on container ``replacements[index]``.
+
+        Raises:
+            NotFound: the object is gone.
+            FailedPrecondition: the object changed since ``revision``.
+        """
+        record, current = await self.get_object_revision(key)
+        if current != revision:
+            raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
+        for index, container_id in replacements.items():
+            record.chunks[index] = (container_id, True)
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.mod(keys.obj(key)) == revision],
+            success=[self._tx.put(keys.obj(key), record.to_json())],
+            failure=[],
+        )
+        if not ok:
+            raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
 
     @_etcd_errors
     async def exists(self, key: str) -> bool:

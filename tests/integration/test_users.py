@@ -108,3 +108,34 @@ def test_cli_users_and_tokens(shared: Session) -> None:
     assert run("token", "ls", token=made.stdout.strip()).returncode == 1
     removed = run("user", "rm", "leo", token=admin)
     assert "removed leo" in removed.stdout
+
+
+def test_container_credentials_register_containers_and_nothing_else(shared: Session) -> None:
+    c, token = shared.client, shared.fabric.container_token
+    assert token  # the fabric's containers registered with it
+    users = {u.name: u for u in c.list_users(token_user=shared.fabric.admin_token)}
+    assert users["containers"].container
+    assert not users["containers"].admin
+    assert c.whoami(token_user=token) == "containers"
+    for forbidden in (
+        lambda: c.put(data=b"x", token_user=token, catalog="c"),
+        lambda: c.list("c", token_user=token),
+        lambda: c.create_user("eve", token_user=token),
+        lambda: c.create_token(token),
+        lambda: c.list_users(token_user=token),
+        lambda: c.rotate_ticket_key(token_user=token),
+    ):
+        with pytest.raises(PermissionDenied):
+            forbidden()
+    site = c.create_user("site-x", token_user=shared.fabric.admin_token, container=True)
+    with pytest.raises(PermissionDenied):
+        c.put(data=b"x", token_user=site, catalog="c")
+    listed = subprocess.run(
+        [sys.executable, "-m", "dynostore", "user", "ls", "--token", shared.fabric.admin_token],
+        env=shared.cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "site-x  (container)" in listed.stdout

@@ -1,0 +1,123 @@
+"""Repair: chunks recorded as missing, or on containers gone, are rebuilt elsewhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
+from dynostore.errors import NotFound, PermissionDenied
+from dynostore.local import LocalFabric
+from dynostore.rpc import auth_metadata
+from tests.integration.conftest import Session
+
+MiB = 1024 * 1024
+
+
+def holders(fabric: LocalFabric, token: str, key: str) -> dict[int, str]:
+    """Chunk index -> name of the live container holding it (absent where none does)."""
+    by_id = {c.container_id: c.name for c in fabric.containers}
+    with grpc.insecure_channel(fabric.gateway) as channel:
+        reply = gateway_pb2_grpc.GatewayStub(channel).Locate(
+            gateway_pb2.LocateRequest(keys=[key]), metadata=auth_metadata(token), timeout=10
+        )
+    return {c.index: by_id[c.container_id] for c in reply.locations[0].chunks if c.address}
+
+
+def wait_until_gone(fabric: LocalFabric, container_id: str) -> None:
+    """Wait until the container's lease ran out and the gateway no longer lists it."""
+    deadline = time.monotonic() + 40
+    with grpc.insecure_channel(fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        metadata = auth_metadata(fabric.admin_token)
+        while any(
+            c.id == container_id
+            for c in stub.ListContainers(gateway_pb2.ListContainersRequest(), metadata=metadata).containers
+        ):
+            assert time.monotonic() < deadline, f"{container_id} is still registered"
+            time.sleep(0.5)
+    time.sleep(1.5)  # the gateway's view of the containers is cached for a second
+
+
+def test_lost_container_chunks_are_rebuilt_on_a_spare(tmp_path: Path) -> None:
+    with LocalFabric(containers=6, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("erin")
+        objects = {}
+        for size in (5000, 5 * MiB):
+            data = os.urandom(size)
+            objects[client.put(data=data, token_user=token, catalog="c")] = data
+        placed = {key: holders(fabric, token, key) for key in objects}
+        assert all(len(p) == 5 for p in placed.values())
+        # A container holding a chunk of both objects (5 of 6 containers hold one of each).
+        name = next(n for n in placed[next(iter(objects))].values() if all(n in p.values() for p in placed.values()))
+        lost = next(c for c in fabric.containers if c.name == name)
+        lost.kill()
+        wait_until_gone(fabric, lost.container_id)
+        first, second = objects
+        assert client.repair(first, token_user=token) == 1
+        assert client.repair(first, token_user=token) == 0  # nothing left to do
+        env = {**os.environ, "DYNOSTORE_GATEWAY": fabric.gateway, "DYNOSTORE_TOKEN": token}
+        cli = subprocess.run(
+            [sys.executable, "-m", "dynostore", "repair", "--catalog", "c"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert f"{second}: rebuilt 1 chunk(s)" in cli.stdout
+        assert "2 object(s) checked, 1 chunk(s) rebuilt, 0 object(s) not repaired" in cli.stdout
+        for key, data in objects.items():
+            assert len(holders(fabric, token, key)) == 5
+            # Two more of the original holders go: only the rebuilt chunk keeps the object readable.
+            others = [n for n in placed[key].values() if n != lost.name][:2]
+            gone = [c for c in fabric.containers if c.name in others]
+            for container in gone:
+                container.kill()
+            assert client.get(key=key, token_user=token) == data
+            for container in gone:
+                container.start()
+
+
+def test_repair_is_for_owners_and_existing_objects(shared: Session) -> None:
+    key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="repairs")
+    assert shared.client.repair(key, token_user=shared.token) == 0
+    inline = shared.client.put(data=b"tiny", token_user=shared.token, catalog="repairs")
+    assert shared.client.repair(inline, token_user=shared.token) == 0
+    other = shared.fabric.create_user(f"mallory{os.getpid()}{time.monotonic_ns()}")
+    with pytest.raises(PermissionDenied):
+        shared.client.repair(key, token_user=other)
+    with pytest.raises(NotFound):
+        shared.client.repair("0" * 32, token_user=shared.token)
+
+
+def test_commit_repair_checks_containers_indexes_and_revision(shared: Session) -> None:
+    key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="repairs")
+    metadata = auth_metadata(shared.token)
+    with shared.channel(shared.fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        plan = stub.PlanRepair(gateway_pb2.PlanRepairRequest(key=key), metadata=metadata, timeout=10)
+        assert plan.write_ticket
+        assert len(plan.location.chunks) == 5
+        live = plan.containers[0].id
+
+        def commit(revision: int, index: int, container_id: str) -> grpc.StatusCode:
+            chunk = common_pb2.ChunkLocation(index=index, container_id=container_id, stored=True)
+            request = gateway_pb2.CommitRepairRequest(key=key, revision=revision, chunks=[chunk])
+            try:
+                stub.CommitRepair(request, metadata=metadata, timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        assert commit(plan.revision, 9, live) == grpc.StatusCode.INVALID_ARGUMENT
+        assert commit(plan.revision, 0, "f" * 32) == grpc.StatusCode.INVALID_ARGUMENT
+        assert commit(plan.revision - 1, 0, live) == grpc.StatusCode.FAILED_PRECONDITION
+    assert shared.client.get(key=key, token_user=shared.token)  # unchanged and readable
