@@ -196,8 +196,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         catalog = validation.catalog(commit.catalog)
         name = validation.object_name(commit.name)
         self.signer.check(commit.plan_ticket, key, user.name)
-        if commit.inline:
-            return self._inline_record(commit, key, user, catalog, name, now)
+        layout = self._inline_layout(commit, key) if commit.inline else self._chunk_layout(commit)
+        return ObjectRecord(
+            key=key, owner=user.name, catalog=catalog, name=name, size=commit.size, created=now, **layout
+        )
+
+    def _chunk_layout(self, commit: gateway_pb2.ObjectCommit) -> dict[str, Any]:
+        """Policy and chunk list of an erasure-coded object, validated."""
         if commit.data:
             raise InvalidArgument("Only inline commits carry data.")
         k, m = validation.ec_params(commit.policy.k, commit.policy.m)
@@ -212,23 +217,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         stored = sum(c.stored for c in chunks)
         if stored < min(k + 1, k + m):
             raise InvalidArgument(f"Only {stored} chunks are stored; a put needs at least {min(k + 1, k + m)}.")
-        return ObjectRecord(
-            key=key,
-            owner=user.name,
-            catalog=catalog,
-            name=name,
-            size=commit.size,
-            k=k,
-            m=m,
-            segment_size=commit.policy.segment_size,
-            chunks=[(c.container_id, c.stored) for c in chunks],
-            created=now,
-        )
+        return {
+            "k": k,
+            "m": m,
+            "segment_size": commit.policy.segment_size,
+            "chunks": [(c.container_id, c.stored) for c in chunks],
+        }
 
-    def _inline_record(
-        self, commit: gateway_pb2.ObjectCommit, key: str, user: User, catalog: str, name: str, now: float
-    ) -> ObjectRecord:
-        """The record of a small object whose bytes travel in the commit itself."""
+    def _inline_layout(self, commit: gateway_pb2.ObjectCommit, key: str) -> dict[str, Any]:
+        """Bytes and CRC-32 of a small object that travel in the commit itself, validated."""
         limit = self.policy.inline_max_bytes
         if not limit:
             raise InvalidArgument("This gateway keeps no objects inline (inline_max_bytes = 0).")
@@ -240,20 +237,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             raise InvalidArgument("An inline commit lists no chunks.")
         if checksum(commit.data) != commit.crc32:
             raise DataLoss(f"The bytes of inline object {key} do not match their CRC-32; nothing was stored.")
-        return ObjectRecord(
-            key=key,
-            owner=user.name,
-            catalog=catalog,
-            name=name,
-            size=commit.size,
-            k=0,
-            m=0,
-            segment_size=0,
-            created=now,
-            inline=True,
-            crc32=commit.crc32,
-            data=commit.data,
-        )
+        return {"k": 0, "m": 0, "segment_size": 0, "inline": True, "crc32": commit.crc32, "data": commit.data}
 
     async def Locate(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.LocateRequest, context: grpc.aio.ServicerContext
