@@ -119,7 +119,7 @@ def test_container_credentials_register_containers_and_nothing_else(shared: Sess
     assert c.whoami(token_user=token) == "containers"
     for forbidden in (
         lambda: c.put(data=b"x", token_user=token, catalog="c"),
-        lambda: c.list("c", token_user=token),
+        lambda: list(c.list("c", token_user=token)),
         lambda: c.create_user("eve", token_user=token),
         lambda: c.create_token(token),
         lambda: c.list_users(token_user=token),
