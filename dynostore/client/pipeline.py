@@ -49,8 +49,7 @@ from dynostore.rpc.tls import Tls
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Puts of one object of at most this many bytes take their key from a pool of planned keys.
-POOLED_PUT_BYTES = 1024 * 1024
+# Puts of one object take their key from a pool of this many planned keys.
 PLAN_POOL_SIZE = 64
 # A pool's view of the live containers is renewed after this long.
 PLAN_POOL_SECONDS = 2.0
@@ -296,8 +295,7 @@ class Pipeline:
             async with self._plan_lock:
                 plan, planned = (await self._pool(token, k, m)).plan, list(reserved)
         else:
-            pooled = len(items) == 1 and items[0].size <= POOLED_PUT_BYTES
-            plan, planned = await self._plan(token, k, m, len(items), pooled=pooled)
+            plan, planned = await self._plan(token, k, m, len(items), pooled=len(items) == 1)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
         for item, key in zip(items, planned, strict=True):
@@ -346,7 +344,7 @@ class Pipeline:
     ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
         """Planned keys with the policy and container view to use for them.
 
-        Single small puts take keys from a pool planned in one call, renewed
+        Single puts take keys from a pool planned in one call, renewed
         when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
         """
         if not pooled:
