@@ -5,7 +5,9 @@ Usage: python -m bench.bench_proxystore [--sizes 1K,1M,64M] [--count 300]
 Needs Debian's redis-server on PATH (apt-get install redis-server); it is
 started here on a free loopback port without persistence and stopped at the
 end. Also measures raw durable etcd puts (aetcd, sequential, 1 KiB values) to
-the fabric's own etcd in the same run, the reference for small durable puts.
+the fabric's own etcd in the same run, the reference for small durable puts,
+and the rate of the cheapest gateway call (``whoami``: one gRPC round trip,
+no etcd), the ceiling of any operation that goes through the gateway.
 
 Two fabrics are measured: the usual one (5 file-system containers: chunks
 fsynced to disk) and one of 5 memory containers, which keeps chunks in RAM
@@ -129,6 +131,9 @@ def main() -> None:
                     count = max(3, min(args.count, (256 << 20) // size))
                     results[name][size] = measure(store, os.urandom(size), count)
         etcd_rate = etcd_put_rate(fabric.etcd_address, args.count)
+        with fabric.client() as client:
+            client.whoami(token_user=token)
+            call_rate = rate(lambda: client.whoami(token_user=token), args.count * 3)
 
     print(f"# ProxyStore Store put/get ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no Store cache)")
     print()
@@ -145,6 +150,7 @@ def main() -> None:
     small = min(sizes)
     print()
     print(f"raw durable etcd puts (1 KiB, sequential): {etcd_rate:,.0f}/s;")
+    print(f"one gateway round trip without etcd (Client.whoami, sequential): {call_rate:,.0f}/s;")
     print(
         f"DynoConnector {small >> 10} KiB puts: {results['DynoConnector'][small][0]:,.0f}/s "
         f"= {results['DynoConnector'][small][0] / etcd_rate:.2f}x of raw etcd"
