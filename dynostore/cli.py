@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--inline-max-bytes", type=int, help="objects up to this size are kept inline in etcd, no chunks (4096; 0: off)"
     )
+    gw.add_argument("--repair-interval", type=float, help="seconds between repair sweeps (300; 0: none)")
+    gw.add_argument(
+        "--repair-grace", type=float, help="seconds a container may be gone before its chunks are rebuilt (600)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _tls_args(gw)

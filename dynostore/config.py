@@ -49,6 +49,8 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
             return Path(value)
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
         if option in (str, bool) and isinstance(value, option):
             return value
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)

@@ -305,6 +305,8 @@ class LocalFabric:
         sites: list[str] | None = None,
         tls: bool = False,
         inline_max_bytes: int = 4096,
+        repair_interval: float | None = None,
+        repair_grace: float | None = None,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -318,6 +320,9 @@ class LocalFabric:
                 ``root/tls`` (``tls_ca`` names the CA file clients need).
             inline_max_bytes: objects up to this size are kept inline in etcd
                 instead of as chunks (0: never).
+            repair_interval: seconds between the gateway's repair sweeps (None: its default, 300).
+            repair_grace: seconds a container may be gone before a sweep rebuilds
+                its chunks elsewhere (None: the gateway's default, 600).
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -326,6 +331,10 @@ class LocalFabric:
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
         self.inline_max_bytes = inline_max_bytes
+        self.repair_options = [
+            *(["--repair-interval", str(repair_interval)] if repair_interval is not None else []),
+            *(["--repair-grace", str(repair_grace)] if repair_grace is not None else []),
+        ]
         self.run_dir = self.root / "run"
         self.python_command = [sys.executable, "-m", "dynostore"]
         specs = [ContainerSpec() for _ in range(containers)] if isinstance(containers, int) else list(containers)
@@ -494,6 +503,7 @@ class LocalFabric:
                 str(self.m),
                 "--inline-max-bytes",
                 str(self.inline_max_bytes),
+                *self.repair_options,
                 "--ready-file",
                 str(ready),
                 *self.tls_args,

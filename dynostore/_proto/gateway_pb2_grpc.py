@@ -208,7 +208,7 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlanRepair(self, request, context):
-        """Repair (the owner only): an object's chunk locations with tickets to read
+        """Repair (the owner or an admin): an object's chunk locations with tickets to read
         them and to write replacements, and the live containers; then record the
         replacement chunks, refused if the object changed in between.
         """

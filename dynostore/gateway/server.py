@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
+from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import Registry
@@ -31,6 +33,10 @@ class GatewaySettings:
     container_ttl: int = 10
     # Objects up to this many bytes are kept inline in etcd, without chunks (0: never).
     inline_max_bytes: int = 4096
+    # Repair sweeps: every repair_interval seconds (0: never), rebuild chunks
+    # recorded as missing, and those on containers unregistered for repair_grace seconds.
+    repair_interval: float = 300.0
+    repair_grace: float = 600.0
     # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
     admin_token_file: Path | None = None
     # TLS: this server's certificate and key, and the CA that signed the others'.
@@ -77,7 +83,25 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    repairer = None
+    if settings.repair_interval > 0 and admin_token:
+        host = "127.0.0.1" if address.startswith(("0.0.0.0:", "[::]:")) else address.rsplit(":", 1)[0]
+        repairer = Repairer(
+            registry,
+            f"{host}:{bound}",
+            admin_token,
+            interval=settings.repair_interval,
+            grace=settings.repair_grace,
+            tls=tls,
+        )
+        sweeps = asyncio.create_task(repairer.run())
+    elif settings.repair_interval > 0:
+        log.warning("No admin token was given: this gateway runs no repair sweeps.")
     await stop.wait()
+    if repairer is not None:
+        sweeps.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeps
     await server.stop(grace=2)
     auth_watch.cancel()
     await registry.close()

@@ -56,6 +56,11 @@ def obj(key: str) -> bytes:
     return _k("objects", key)
 
 
+def repair_lock() -> bytes:
+    """The lock a gateway holds while it sweeps objects for repair (one sweep at a time)."""
+    return _k("locks", "repair")
+
+
 def inline_data(key: str) -> bytes:
     """The bytes of an object stored inline (small objects kept in etcd, no chunks)."""
     return _k("inline", key)

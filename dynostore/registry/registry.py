@@ -401,6 +401,12 @@ class Registry:
             raise NotFound(f"No object has the key {key}.")
         return ObjectRecord.from_json(found.value)
 
+    async def object_records(self) -> AsyncIterator[ObjectRecord]:
+        """Every object record, read 1/256 of the key space at a time (keys are hex)."""
+        for prefix in range(256):
+            for kv in await self.etcd.get_prefix(keys.obj(f"{prefix:02x}")):
+                yield ObjectRecord.from_json(kv.value)
+
     @_etcd_errors
     async def get_object_revision(self, key: str) -> tuple[ObjectRecord, int]:
         """The record of a committed object and the etcd revision it was last changed at.

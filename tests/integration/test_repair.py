@@ -121,3 +121,26 @@ def test_commit_repair_checks_containers_indexes_and_revision(shared: Session) -
         assert commit(plan.revision, 0, "f" * 32) == grpc.StatusCode.INVALID_ARGUMENT
         assert commit(plan.revision - 1, 0, live) == grpc.StatusCode.FAILED_PRECONDITION
     assert shared.client.get(key=key, token_user=shared.token)  # unchanged and readable
+
+
+def test_the_gateway_repairs_chunks_of_a_lost_container_by_itself(tmp_path: Path) -> None:
+    with (
+        LocalFabric(containers=6, root=tmp_path / "fabric", repair_interval=1, repair_grace=0) as fabric,
+        fabric.client() as client,
+    ):
+        token = fabric.create_user("frank")
+        data = os.urandom(4 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        lost = next(c for c in fabric.containers if c.name == placed[1])
+        lost.kill()
+        wait_until_gone(fabric, lost.container_id)
+        deadline = time.monotonic() + 60
+        while len(now := holders(fabric, token, key)) < 5:
+            assert time.monotonic() < deadline, f"not repaired: {now}"
+            time.sleep(0.5)
+        assert lost.name not in now.values()
+        for name in [n for n in placed.values() if n != lost.name][:2]:
+            next(c for c in fabric.containers if c.name == name).kill()
+        assert client.get(key=key, token_user=token) == data
+        assert "Repair sweep" in (fabric.root / "logs" / "gateway.log").read_text()

@@ -23,6 +23,14 @@ def test_example_gateway_config_loads() -> None:
     settings = settings_from(GatewaySettings, ROOT / "gateway" / "gateway.toml", "gateway", {})
     assert (settings.k, settings.m) == (3, 2)
     assert settings.policy.container_ttl == 10
+    assert settings.repair_interval == 300.0
+    assert settings.policy.inline_max_bytes == 4096
+
+
+def test_float_settings_take_ints_not_bools() -> None:
+    assert build(GatewaySettings, {"repair_grace": 5}, "test").repair_grace == 5.0
+    with pytest.raises(InvalidArgument, match="'repair_interval' must be float"):
+        build(GatewaySettings, {"repair_interval": True}, "test")
 
 
 def test_flags_override_file(tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""The gateway's repair sweeps: rebuild chunks that are missing or on containers long gone.
+
+A sweep reads every object record; an object with a chunk recorded as missing
+at put time, or on a container that has not been registered for ``grace``
+seconds, is repaired through the client pipeline (the same code as
+``dynostore repair``), calling this gateway with the admin token. An etcd lock
+keeps the gateways of a fabric from sweeping at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from dynostore.client.pipeline import Pipeline
+from dynostore.errors import DynoStoreError
+from dynostore.registry import Registry, keys
+from dynostore.rpc.tls import Tls
+
+log = logging.getLogger(__name__)
+
+
+class Repairer:
+    """Sweeps the registry every ``interval`` seconds and repairs what needs it."""
+
+    def __init__(
+        self, registry: Registry, gateway: str, admin_token: str, *, interval: float, grace: float, tls: Tls | None
+    ) -> None:
+        """Repair through the gateway at ``gateway`` with ``admin_token``."""
+        self.registry = registry
+        self.admin_token = admin_token
+        self.interval = interval
+        self.grace = grace
+        self.pipeline = Pipeline(gateway, tls=tls)
+        self._started = time.monotonic()
+        # Container id -> when a sweep last saw it registered.
+        self._last_seen: dict[str, float] = {}
+
+    async def run(self) -> None:
+        """Sweep until cancelled; a failed sweep is logged and retried at the next interval."""
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("Repair sweep failed; the next one is in %.0f s.", self.interval)
+        finally:
+            await self.pipeline.close()
+
+    async def sweep(self) -> tuple[int, int]:
+        """One sweep unless another gateway is sweeping: ``(objects checked, chunks rebuilt)``."""
+        lock = self.registry.etcd.lock(keys.repair_lock(), ttl=max(60, int(self.interval)))
+        if not await lock.acquire(timeout=1):
+            return 0, 0
+        try:
+            now = time.monotonic()
+            live = {c["id"] for c in await self.registry.containers()}
+            self._last_seen.update(dict.fromkeys(live, now))
+
+            def needs_repair(container_id: str, stored: bool) -> bool:
+                gone_since = self._last_seen.get(container_id, self._started)
+                return not stored or (container_id not in live and now - gone_since >= self.grace)
+
+            checked = rebuilt = 0
+            async for record in self.registry.object_records():
+                checked += 1
+                if record.inline or not any(needs_repair(cid, stored) for cid, stored in record.chunks):
+                    continue
+                try:
+                    count = await self.pipeline.repair(record.key, self.admin_token)
+                except DynoStoreError as exc:
+                    log.warning("Could not repair object %s: %s", record.key, exc)
+                    continue
+                rebuilt += count
+                log.info("Repaired object %s: %d chunk(s) rebuilt", record.key, count)
+            log.info("Repair sweep: %d object(s) checked, %d chunk(s) rebuilt", checked, rebuilt)
+            return checked, rebuilt
+        finally:
+            await lock.release()
