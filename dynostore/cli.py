@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", action="append", default=[], help="name or address the servers are reached at (repeatable)"
     )
 
+    web = sub.add_parser("web", help="serve the web UI (browse, upload, download, evict) for a gateway")
+    web.add_argument("--listen", default="127.0.0.1:8088", help="address to serve on (127.0.0.1:8088)")
+    _client_args(web)
+
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
 
@@ -397,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "web":
+            from dynostore.web import serve as serve_web
+
+            if not args.gateway:
+                raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
+            with suppress(KeyboardInterrupt):
+                serve_web(args.gateway, args.listen, args.tls_ca)
+            return 0
         return _client_command(args)
     except DynoStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

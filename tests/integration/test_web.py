@@ -1,0 +1,181 @@
+"""The web UI against a real fabric: over HTTP, and in a real Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from dynostore.errors import NotFound
+from tests.integration.conftest import Session
+
+CHROMIUM = "/usr/bin/chromium"
+# Chromium on a machine without a network: no background connections, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Web:
+    url: str
+    session: Session
+
+
+@pytest.fixture
+def web(shared: Session) -> Iterator[Web]:
+    """``dynostore web`` for the shared fabric, on a free port; stopped after the test."""
+    env = {**shared.cli_env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dynostore", "web", "--listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "web UI on http://" in line, line + process.stdout.read()
+        yield Web(line.split()[3], shared)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def call(
+    url: str, method: str = "GET", body: bytes | None = None, cookie: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    if cookie:
+        request.add_header("Cookie", cookie)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def sign_in(web: Web, token: str) -> str:
+    status, headers, _ = call(f"{web.url}login", "POST", f"token={quote(token)}".encode())
+    assert status == 303
+    return headers["Set-Cookie"].split(";")[0]
+
+
+def test_sign_in_browse_upload_download_evict_over_http(web: Web) -> None:
+    s = web.session
+    status, _, page = call(web.url)
+    assert status == 401
+    assert b"Sign in" in page
+    status, _, page = call(f"{web.url}login", "POST", b"token=dyn_not-a-real-token-at-all-xxxxxxxxx")
+    assert status == 401
+    assert b"not valid" in page
+    cookie = sign_in(web, s.token)
+    assert "HttpOnly" in call(f"{web.url}login", "POST", f"token={quote(s.token)}".encode())[1]["Set-Cookie"]
+
+    data = os.urandom(300_000)
+    name = '<img src=x onerror="alert(1)">.bin'
+    upload = f"{web.url}catalogs/web-ui?name={quote(name)}"
+    assert call(upload, "PUT", data, cookie)[0] == 403  # no change header: refused
+    status, _, key_bytes = call(upload, "PUT", data, cookie, {"X-DynoStore-Request": "1"})
+    assert status == 201
+    key = key_bytes.decode()
+    assert s.client.get(key=key, token_user=s.token) == data
+
+    status, _, page = call(web.url, cookie=cookie)
+    assert status == 200
+    assert b'href="/catalogs/web-ui"' in page
+    status, _, page = call(f"{web.url}catalogs/web-ui", cookie=cookie)
+    assert status == 200
+    assert key.encode() in page
+    assert b"&lt;img src=x" in page
+    assert b"<img src=x" not in page  # escaped, never markup
+
+    status, headers, body = call(f"{web.url}objects/{key}?name=x.bin", cookie=cookie)
+    assert status == 200
+    assert body == data
+    assert "attachment" in headers["Content-Disposition"]
+
+    assert call(f"{web.url}objects/{key}", "DELETE", cookie=cookie)[0] == 403
+    assert call(f"{web.url}objects/{key}", "DELETE", cookie=cookie, headers={"X-DynoStore-Request": "1"})[0] == 204
+    with pytest.raises(NotFound):
+        s.client.get(key=key, token_user=s.token)
+    assert call(f"{web.url}objects/{key}", cookie=cookie)[0] == 404
+
+
+def test_shared_catalogs_are_read_only(web: Web) -> None:
+    s = web.session
+    key = s.client.put(data=b"for readers", token_user=s.token, catalog="web-shared", name="note.txt")
+    reader = s.fabric.create_user(f"webreader{os.getpid()}")
+    s.client.share("web-shared", "webreader" + str(os.getpid()), token_user=s.token)
+    cookie = sign_in(web, reader)
+    owner = s.client.whoami(token_user=s.token)
+    status, _, page = call(web.url, cookie=cookie)
+    assert f"{owner}/web-shared".encode() in page
+    status, _, page = call(f"{web.url}catalogs/{quote(owner + '/web-shared', safe='')}", cookie=cookie)
+    assert status == 200
+    assert b"read only" in page
+    assert b'class="evict"' not in page
+    assert b'id="upload"' not in page
+    assert call(f"{web.url}objects/{key}?name=note.txt", cookie=cookie)[2] == b"for readers"
+    assert call(f"{web.url}objects/{key}", "DELETE", cookie=cookie, headers={"X-DynoStore-Request": "1"})[0] == 403
+    assert s.client.exists(key=key, token_user=s.token)
+
+
+def test_in_chromium(web: Web, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
+    s = web.session
+    upload = tmp_path / "results.csv"
+    upload.write_bytes(os.urandom(3 * 1024 * 1024))
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.goto(web.url)
+            page.fill("input[name=token]", s.token)
+            page.click("button:has-text('Sign in')")
+            page.wait_for_selector("h2:has-text('Catalogs')")
+            page.fill("input[name=catalog]", "browser")
+            page.click("button:has-text('Open')")
+            page.wait_for_url("**/catalogs/browser")
+            page.set_input_files("input[type=file]", str(upload))
+            page.click("button:has-text('Upload')")
+            row = page.wait_for_selector("tr:has-text('results.csv')")
+            assert row is not None
+            with page.expect_download() as info:
+                page.click("a:has-text('results.csv')")
+            saved = tmp_path / "downloaded"
+            info.value.save_as(saved)
+            assert saved.read_bytes() == upload.read_bytes()
+            keys = [o.key for o in s.client.list("browser", token_user=s.token) if o.name == "results.csv"]
+            assert len(keys) == 1
+            page.click("button.evict")
+            page.wait_for_selector("tr:has-text('results.csv')", state="detached")
+            assert not s.client.exists(key=keys[0], token_user=s.token)
+            page.click("button:has-text('Sign out')")
+            page.wait_for_selector("input[name=token]")
+        finally:
+            browser.close()
