@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("catalog")
     _client_args(ls)
 
+    stat = sub.add_parser("stat", help="show an object's metadata and where its chunks are")
+    stat.add_argument("key")
+    _client_args(stat)
+
     repair = sub.add_parser(
         "repair", help="rebuild chunks that are missing or on containers gone, for objects or whole catalogs"
     )
@@ -227,6 +231,8 @@ def _client_command(args: argparse.Namespace) -> int:
             client.evict(args.key, token_user=args.token)
         elif args.command == "repair":
             return _repair(client, args)
+        elif args.command == "stat":
+            _stat(client, args)
         elif args.command == "user":
             _user_command(client, args)
         elif args.command == "token":
@@ -238,6 +244,20 @@ def _client_command(args: argparse.Namespace) -> int:
         elif args.command == "watch":
             _watch(client, args)
     return 0
+
+
+def _stat(client: Client, args: argparse.Namespace) -> None:
+    stat = client.stat(args.key, token_user=args.token)
+    info = stat.info
+    print(f"key      {info.key}\nname     {info.name}\ncatalog  {info.owner}/{info.catalog}\nsize     {info.size}")
+    print(f"created  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(info.created))}")
+    if stat.inline:
+        print("stored   inline in the registry (etcd), no chunks")
+        return
+    print(f"policy   k={stat.k} m={stat.m}{'  DEGRADED: run dynostore repair' if stat.degraded else ''}")
+    for chunk in stat.chunks:
+        state = "ok" if chunk.live else "missing" if not chunk.stored else "container gone"
+        print(f"chunk {chunk.index:<2} {chunk.container_id}  {state}")
 
 
 def _repair(client: Client, args: argparse.Namespace) -> int:

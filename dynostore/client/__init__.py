@@ -21,7 +21,16 @@ import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from dynostore.client.aio import AsyncClient, BytesLike, CatalogInfo, Event, TokenInfo, UserInfo
+from dynostore.client.aio import (
+    AsyncClient,
+    BytesLike,
+    CatalogInfo,
+    ChunkState,
+    Event,
+    ObjectStat,
+    TokenInfo,
+    UserInfo,
+)
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
@@ -31,9 +40,11 @@ T = TypeVar("T")
 __all__ = [
     "AsyncClient",
     "CatalogInfo",
+    "ChunkState",
     "Client",
     "Event",
     "ObjectInfo",
+    "ObjectStat",
     "PlacementPolicy",
     "Reservation",
     "SpreadPlacement",
@@ -183,6 +194,10 @@ class Client:
     def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
         return self._run(self._async.size(key, token_user))
+
+    def stat(self, key: str, token_user: str) -> ObjectStat:
+        """Metadata of object ``key`` and where each of its chunks is (``.degraded`` if repair is due)."""
+        return self._run(self._async.stat(key, token_user))
 
     def put_file(
         self,

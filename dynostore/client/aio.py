@@ -23,7 +23,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
-from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource
+from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
 from dynostore.errors import InvalidArgument
@@ -69,6 +69,32 @@ class Event:
     user: str
     owner: str
     catalog: str
+
+
+@dataclass(frozen=True)
+class ChunkState:
+    """Where one chunk of an object is: ``live`` when it is stored on a registered container."""
+
+    index: int
+    container_id: str
+    stored: bool
+    live: bool
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """An object's metadata and the state of its chunks (none for inline objects)."""
+
+    info: ObjectInfo
+    inline: bool
+    k: int
+    m: int
+    chunks: tuple[ChunkState, ...]
+
+    @property
+    def degraded(self) -> bool:
+        """Whether some chunk is missing or on a container that is not registered (repair rebuilds it)."""
+        return any(not c.live for c in self.chunks)
 
 
 def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
@@ -266,6 +292,12 @@ class AsyncClient:
     async def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
         return (await self._pipeline.locate_one(key, token_user)).object.size
+
+    async def stat(self, key: str, token_user: str) -> ObjectStat:
+        """Metadata of object ``key`` and where each of its chunks is."""
+        location = await self._pipeline.locate_one(key, token_user)
+        chunks = tuple(ChunkState(c.index, c.container_id, c.stored, bool(c.address)) for c in location.chunks)
+        return ObjectStat(object_info(location.object), location.inline, location.policy.k, location.policy.m, chunks)
 
     async def put_file(
         self,

@@ -60,9 +60,16 @@ def test_lost_container_chunks_are_rebuilt_on_a_spare(tmp_path: Path) -> None:
         lost.kill()
         wait_until_gone(fabric, lost.container_id)
         first, second = objects
-        assert client.repair(first, token_user=token) == 1
-        assert client.repair(first, token_user=token) == 0  # nothing left to do
+        assert client.stat(first, token_user=token).degraded
         env = {**os.environ, "DYNOSTORE_GATEWAY": fabric.gateway, "DYNOSTORE_TOKEN": token}
+        shown = subprocess.run(
+            [sys.executable, "-m", "dynostore", "stat", first], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert "DEGRADED" in shown
+        assert f"{lost.container_id}  container gone" in shown
+        assert client.repair(first, token_user=token) == 1
+        assert not client.stat(first, token_user=token).degraded
+        assert client.repair(first, token_user=token) == 0  # nothing left to do
         cli = subprocess.run(
             [sys.executable, "-m", "dynostore", "repair", "--catalog", "c"],
             env=env,
@@ -87,9 +94,15 @@ def test_lost_container_chunks_are_rebuilt_on_a_spare(tmp_path: Path) -> None:
 
 
 def test_repair_is_for_owners_and_existing_objects(shared: Session) -> None:
-    key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="repairs")
+    key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="repairs", name="k")
+    stat = shared.client.stat(key, token_user=shared.token)
+    assert (stat.info.name, stat.info.size, stat.inline, stat.k, stat.m) == ("k", 5000, False, 3, 2)
+    assert [c.index for c in stat.chunks if c.live] == [0, 1, 2, 3, 4]
+    assert not stat.degraded
     assert shared.client.repair(key, token_user=shared.token) == 0
     inline = shared.client.put(data=b"tiny", token_user=shared.token, catalog="repairs")
+    assert shared.client.stat(inline, token_user=shared.token).inline
+    assert not shared.client.stat(inline, token_user=shared.token).chunks
     assert shared.client.repair(inline, token_user=shared.token) == 0
     other = shared.fabric.create_user(f"mallory{os.getpid()}{time.monotonic_ns()}")
     with pytest.raises(PermissionDenied):
