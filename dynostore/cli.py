@@ -38,6 +38,12 @@ def _client_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("DYNOSTORE_TLS_CA"),
         help="CA certificate of a fabric that runs TLS [$DYNOSTORE_TLS_CA]",
     )
+    p.add_argument(
+        "--relay",
+        action="store_true",
+        default=os.environ.get("DYNOSTORE_RELAY", "") not in ("", "0"),
+        help="move data through the gateway, for hosts that cannot reach the containers [$DYNOSTORE_RELAY=1]",
+    )
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -213,7 +219,7 @@ def _client_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
     if not args.token:
         raise SystemExit("error: no token; pass --token or set DYNOSTORE_TOKEN.")
-    with Client(args.gateway, tls_ca=args.tls_ca) as client:
+    with Client(args.gateway, tls_ca=args.tls_ca, relay=args.relay) as client:
         if args.command == "put":
             progress = _show_progress(args.file.stat().st_size)
             print(
@@ -427,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.gateway:
                 raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
             with suppress(KeyboardInterrupt):
-                serve_web(args.gateway, args.listen, args.tls_ca)
+                serve_web(args.gateway, args.listen, args.tls_ca, args.relay)
             return 0
         return _client_command(args)
     except DynoStoreError as exc:

@@ -111,6 +111,50 @@ class LocateResponse(_message.Message):
     locations: _containers.RepeatedCompositeFieldContainer[Location]
     def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
 
+class RelayPutHeader(_message.Message):
+    __slots__ = ("catalog", "name", "size", "k", "m", "planned")
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    catalog: str
+    name: str
+    size: int
+    k: int
+    m: int
+    planned: PlannedKey
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., planned: _Optional[_Union[PlannedKey, _Mapping]] = ...) -> None: ...
+
+class RelayPutRequest(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: RelayPutHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[RelayPutHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RelayPutResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class RelayGetRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class RelayGetResponse(_message.Message):
+    __slots__ = ("object", "data")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    object: _common_pb2.ObjectInfo
+    data: bytes
+    def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class PlanRepairRequest(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]

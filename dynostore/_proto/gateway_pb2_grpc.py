@@ -69,6 +69,16 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.FromString,
                 _registered_method=True)
+        self.RelayPut = channel.stream_unary(
+                '/dynostore.v1.Gateway/RelayPut',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RelayPutRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RelayPutResponse.FromString,
+                _registered_method=True)
+        self.RelayGet = channel.unary_stream(
+                '/dynostore.v1.Gateway/RelayGet',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RelayGetRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RelayGetResponse.FromString,
+                _registered_method=True)
         self.Evict = channel.unary_unary(
                 '/dynostore.v1.Gateway/Evict',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.EvictRequest.SerializeToString,
@@ -217,6 +227,22 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CommitRepair(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelayPut(self, request_iterator, context):
+        """Relay, for clients that can reach only the gateway: the gateway runs the
+        client pipeline (erasure coding, placement, checksums) for the caller.
+        RelayPut takes a header, then the object's bytes in messages of about
+        1 MiB; RelayGet streams an object back, its description first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RelayGet(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -391,6 +417,16 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.CommitRepair,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.SerializeToString,
+            ),
+            'RelayPut': grpc.stream_unary_rpc_method_handler(
+                    servicer.RelayPut,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RelayPutRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RelayPutResponse.SerializeToString,
+            ),
+            'RelayGet': grpc.unary_stream_rpc_method_handler(
+                    servicer.RelayGet,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RelayGetRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RelayGetResponse.SerializeToString,
             ),
             'Evict': grpc.unary_unary_rpc_method_handler(
                     servicer.Evict,
@@ -659,6 +695,60 @@ class Gateway:
             '/dynostore.v1.Gateway/CommitRepair',
             dynostore_dot_v1_dot_gateway__pb2.CommitRepairRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.CommitRepairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelayPut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/dynostore.v1.Gateway/RelayPut',
+            dynostore_dot_v1_dot_gateway__pb2.RelayPutRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RelayPutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelayGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RelayGet',
+            dynostore_dot_v1_dot_gateway__pb2.RelayGetRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RelayGetResponse.FromString,
             options,
             channel_credentials,
             insecure,

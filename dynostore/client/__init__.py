@@ -72,6 +72,7 @@ class Client:
         k: int = 0,
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
+        relay: bool = False,
     ) -> None:
         """Connect to the gateway at ``gateway`` (``host:port``); arguments as for :class:`AsyncClient`."""
         self._async = AsyncClient(
@@ -83,6 +84,7 @@ class Client:
             k=k,
             m=m,
             tls_ca=tls_ca,
+            relay=relay,
         )
         self.gateway = gateway
         self._loop = asyncio.new_event_loop()

@@ -156,6 +156,7 @@ class AsyncClient:
         k: int = 0,
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
+        relay: bool = False,
     ) -> None:
         """Prepare a client of the gateway at ``gateway`` (``host:port``); connects lazily.
 
@@ -169,6 +170,8 @@ class AsyncClient:
             k: data fragments per segment for puts (0: the gateway's default).
             m: parity fragments per segment for puts (used when ``k`` is set).
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
+            relay: move object bytes through the gateway, which codes and places
+                them (for clients that can reach the gateway but not the containers).
 
         Raises:
             InvalidArgument: the address or the policy is malformed.
@@ -185,6 +188,7 @@ class AsyncClient:
             fragment_timeout=fragment_timeout,
             retries=retries,
             tls=Tls.load(Path(tls_ca)) if tls_ca else None,
+            relay=relay,
         )
 
     async def close(self) -> None:

@@ -55,6 +55,10 @@ PLAN_POOL_SIZE = 64
 PLAN_POOL_SECONDS = 2.0
 # put_many and get_many work in groups of this many objects (one control call each).
 GROUP = 256
+# Relayed objects travel in messages of this many bytes; a relayed put may take
+# the control timeout plus one second per RELAY_MIN_RATE bytes.
+RELAY_MESSAGE = 1024 * 1024
+RELAY_MIN_RATE = 4 * 1024 * 1024
 
 # Segments are produced by the caller: an async iterator of bytes, each
 # ``segment_size`` long except the last.
@@ -145,6 +149,7 @@ class Pipeline:
         retries: int = 3,
         queue_depth: int = 2,
         tls: Tls | None = None,
+        relay: bool = False,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
@@ -155,7 +160,9 @@ class Pipeline:
         gives up or a put records its chunk as missing. Control calls that
         find the gateway unavailable are retried ``retries`` times with
         exponential backoff. With ``tls``, every channel (gateway and
-        containers) uses TLS and trusts its CA.
+        containers) uses TLS and trusts its CA. With ``relay``, object bytes
+        go through the gateway (``RelayPut``/``RelayGet``), for clients that
+        cannot reach the containers.
         """
         self.gateway_address = gateway
         self.tls = tls
@@ -165,6 +172,7 @@ class Pipeline:
         self.retry_timeout = retry_timeout
         self.retries = retries
         self.queue_depth = queue_depth
+        self.relay = relay
         self._channels: dict[str, grpc.aio.Channel] = {}
         # Stubs are made once per channel: a stub binds every method of its service.
         self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None
@@ -264,6 +272,11 @@ class Pipeline:
             validation.ec_params(k, m)
         if planned is not None and len(planned) != len(items):
             raise InvalidArgument("Give one planned key per object.")
+        if self.relay:
+            return [
+                await self._relay_put(item, token, catalog, k, m, progress, planned[i] if planned else None)
+                for i, item in enumerate(items)
+            ]
         keys: list[str] = []
         for start in range(0, len(items), GROUP):
             group_planned = (
@@ -332,6 +345,38 @@ class Pipeline:
             await self._discard(placed)
             raise
         return [p.planned.key for p in placed]
+
+    async def _relay_put(
+        self,
+        item: PutItem,
+        token: str,
+        catalog: str,
+        k: int,
+        m: int,
+        progress: Progress | None,
+        planned: Reservation | None,
+    ) -> str:
+        """Stream one object to the gateway, which stores it with this same pipeline."""
+        header = gateway_pb2.RelayPutHeader(catalog=catalog, name=item.name, size=item.size, k=k, m=m)
+        if planned is not None:
+            header.planned.key = planned.key
+            header.planned.plan_ticket = planned.plan_ticket
+            header.planned.chunk_ticket = planned.chunk_ticket
+
+        async def requests() -> AsyncIterator[gateway_pb2.RelayPutRequest]:
+            yield gateway_pb2.RelayPutRequest(header=header)
+            async for segment in item.segments(RELAY_MESSAGE):
+                if segment:
+                    yield gateway_pb2.RelayPutRequest(data=segment)
+                if progress:
+                    progress(len(segment))
+
+        deadline = self.timeout + item.size / RELAY_MIN_RATE
+        try:
+            reply = await self._gateway().RelayPut(requests(), metadata=auth_metadata(token), timeout=deadline)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return reply.key
 
     async def plan_keys(self, count: int, token: str, k: int = 0, m: int = 0) -> list[Reservation]:
         """Reserve ``count`` keys to give objects later with :meth:`put` (``planned=``)."""
@@ -504,8 +549,35 @@ class Pipeline:
             NotFound: no object has this key.
             DataLoss: fewer than k chunks can be read for some segment.
         """
-        async for segment in self._segments(await self.locate_one(key, token), progress):
+        if self.relay:
+            async for data in self._relay_get(key, token, progress):
+                yield data
+            return
+        async for segment in self.read(await self.locate_one(key, token), progress):
             yield segment
+
+    async def _relay_get(self, key: str, token: str, progress: Progress | None) -> AsyncIterator[bytes]:
+        """An object's bytes through the gateway; each message must come within ``fragment_timeout``."""
+        validation.key(key)
+        validation.token(token)
+        call = self._gateway().RelayGet(gateway_pb2.RelayGetRequest(key=key), metadata=auth_metadata(token))
+        replies = aiter(call)
+        try:
+            while True:
+                try:
+                    reply = await asyncio.wait_for(anext(replies), self.fragment_timeout)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise Unavailable(f"The gateway sent nothing of {key} for {self.fragment_timeout} s.") from None
+                if reply.data:
+                    if progress:
+                        progress(len(reply.data))
+                    yield reply.data
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     async def get_many(self, keys: Sequence[str], token: str) -> list[bytes | None]:
         """The bytes of each object, None where no object has the key.
@@ -518,6 +590,8 @@ class Pipeline:
             PermissionDenied: an object belongs to another user.
             DataLoss: an object cannot be rebuilt.
         """
+        if self.relay:
+            return [await self._relay_get_or_none(key, token) for key in keys]
         locations = await self.locate(keys, token)
         results: list[bytes | None] = [None] * len(keys)
         whole: list[int] = []
@@ -531,10 +605,16 @@ class Pipeline:
             elif location.object.size <= location.policy.segment_size:
                 whole.append(i)
             else:
-                results[i] = b"".join([s async for s in self._segments(location, None)])
+                results[i] = b"".join([s async for s in self.read(location, None)])
         for i, data in zip(whole, await self._read_whole([locations[i] for i in whole]), strict=True):
-            results[i] = data if data is not None else b"".join([s async for s in self._segments(locations[i], None)])
+            results[i] = data if data is not None else b"".join([s async for s in self.read(locations[i], None)])
         return results
+
+    async def _relay_get_or_none(self, key: str, token: str) -> bytes | None:
+        try:
+            return b"".join([data async for data in self._relay_get(key, token, None)])
+        except NotFound:
+            return None
 
     async def _read_whole(self, locations: list[gateway_pb2.Location]) -> list[bytes | None]:
         """One-segment objects from their data chunks, batched; None where one is missing."""
@@ -560,7 +640,7 @@ class Pipeline:
                 decoded.append(codec.decode(parts))
         return decoded
 
-    async def _segments(self, location: gateway_pb2.Location, progress: Progress | None) -> AsyncIterator[bytes]:
+    async def read(self, location: gateway_pb2.Location, progress: Progress | None = None) -> AsyncIterator[bytes]:
         """Decode an object segment by segment, switching to parity where chunks fail.
 
         Data chunks are read first; a chunk that fails, times out or fails its
@@ -691,7 +771,7 @@ class Pipeline:
         for w in writers:
             w.start()
         try:
-            async for segment in self._segments(location, progress):
+            async for segment in self.read(location, progress):
                 fragments = codec.encode(segment)
                 await asyncio.gather(*(w.send(fragments[w.index], self.fragment_timeout) for w in writers))
             await asyncio.gather(*(w.finish(self.fragment_timeout) for w in writers))

@@ -16,7 +16,6 @@ import time
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError
 from dynostore.registry import Registry, keys
-from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -25,29 +24,26 @@ class Repairer:
     """Sweeps the registry every ``interval`` seconds and repairs what needs it."""
 
     def __init__(
-        self, registry: Registry, gateway: str, admin_token: str, *, interval: float, grace: float, tls: Tls | None
+        self, registry: Registry, pipeline: Pipeline, admin_token: str, *, interval: float, grace: float
     ) -> None:
-        """Repair through the gateway at ``gateway`` with ``admin_token``."""
+        """Repair with ``pipeline`` (a client of this gateway) and ``admin_token``."""
         self.registry = registry
         self.admin_token = admin_token
         self.interval = interval
         self.grace = grace
-        self.pipeline = Pipeline(gateway, tls=tls)
+        self.pipeline = pipeline
         self._started = time.monotonic()
         # Container id -> when a sweep last saw it registered.
         self._last_seen: dict[str, float] = {}
 
     async def run(self) -> None:
         """Sweep until cancelled; a failed sweep is logged and retried at the next interval."""
-        try:
-            while True:
-                await asyncio.sleep(self.interval)
-                try:
-                    await self.sweep()
-                except Exception:
-                    log.exception("Repair sweep failed; the next one is in %.0f s.", self.interval)
-        finally:
-            await self.pipeline.close()
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("Repair sweep failed; the next one is in %.0f s.", self.interval)
 
     async def sweep(self) -> tuple[int, int]:
         """One sweep unless another gateway is sweeping: ``(objects checked, chunks rebuilt)``."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
+from dynostore.client.pipeline import Pipeline
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
@@ -83,16 +84,13 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Relay and repair run the client pipeline against this very gateway.
+    host = "127.0.0.1" if address.startswith(("0.0.0.0:", "[::]:")) else address.rsplit(":", 1)[0]
+    servicer.relay = pipeline = Pipeline(f"{host}:{bound}", tls=tls)
     repairer = None
     if settings.repair_interval > 0 and admin_token:
-        host = "127.0.0.1" if address.startswith(("0.0.0.0:", "[::]:")) else address.rsplit(":", 1)[0]
         repairer = Repairer(
-            registry,
-            f"{host}:{bound}",
-            admin_token,
-            interval=settings.repair_interval,
-            grace=settings.repair_grace,
-            tls=tls,
+            registry, pipeline, admin_token, interval=settings.repair_interval, grace=settings.repair_grace
         )
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:
@@ -103,5 +101,6 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         with contextlib.suppress(asyncio.CancelledError):
             await sweeps
     await server.stop(grace=2)
+    await pipeline.close()
     auth_watch.cancel()
     await registry.close()

@@ -17,8 +17,9 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
+from dynostore.client.pipeline import RELAY_MESSAGE, Pipeline, PutItem, Reservation
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dynostore.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.registry.registry import TokenInfo
@@ -86,6 +87,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.policy = policy
         self.signer = signer
         self.authority = authority
+        # The client pipeline the relay runs, talking to this gateway (set once it serves).
+        self.relay: Pipeline | None = None
         self._containers: list[dict[str, Any]] = []
         self._containers_read = 0.0
         self._background: set[asyncio.Task[None]] = set()
@@ -275,6 +278,63 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             )
             for i, (cid, stored) in enumerate(record.chunks)
         )
+
+    def _relay(self) -> Pipeline:
+        if self.relay is None:
+            raise Unavailable("The relay is starting; try again.")
+        return self.relay
+
+    async def RelayPut(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[gateway_pb2.RelayPutRequest], context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RelayPutResponse:
+        await self._user(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("RelayPut must start with a header message.")
+        header = first.header
+        size = header.size
+
+        async def segments(segment_size: int) -> AsyncIterator[bytes]:
+            buffer = bytearray()
+            received = 0
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "data":
+                    raise InvalidArgument("RelayPut takes one header, then only data.")
+                received += len(message.data)
+                if received > size:
+                    raise InvalidArgument(f"RelayPut announced {size} bytes and sent more.")
+                buffer += message.data
+                while len(buffer) >= segment_size:
+                    yield bytes(buffer[:segment_size])
+                    del buffer[:segment_size]
+            if received != size:
+                raise InvalidArgument(f"RelayPut announced {size} bytes and sent {received}.")
+            if buffer:
+                yield bytes(buffer)
+
+        planned = header.planned
+        reservation = Reservation(planned.key, planned.plan_ticket, planned.chunk_ticket) if planned.key else None
+        (key,) = await self._relay().put(
+            [PutItem(segments, size, header.name)],
+            token=_token_from(context),
+            catalog=header.catalog,
+            k=header.k,
+            m=header.m,
+            planned=[reservation] if reservation else None,
+        )
+        return gateway_pb2.RelayPutResponse(key=key)
+
+    async def RelayGet(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RelayGetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.RelayGetResponse]:
+        await self._user(context)
+        relay = self._relay()
+        location = await relay.locate_one(validation.key(request.key), _token_from(context))
+        yield gateway_pb2.RelayGetResponse(object=location.object)
+        async for segment in relay.read(location):
+            view = memoryview(segment)
+            for start in range(0, len(view), RELAY_MESSAGE):
+                yield gateway_pb2.RelayGetResponse(data=bytes(view[start : start + RELAY_MESSAGE]))
 
     async def PlanRepair(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.PlanRepairRequest, context: grpc.aio.ServicerContext

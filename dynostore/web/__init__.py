@@ -296,9 +296,12 @@ class Handler(BaseHTTPRequestHandler):
         self._redirect("/", f"{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
 
 
-def serve(gateway: str, listen: str = "127.0.0.1:8088", tls_ca: str | None = None) -> None:
-    """Serve the web UI for the fabric at ``gateway`` until interrupted."""
+def serve(gateway: str, listen: str = "127.0.0.1:8088", tls_ca: str | None = None, relay: bool = False) -> None:
+    """Serve the web UI for the fabric at ``gateway`` until interrupted (``relay``: data through the gateway)."""
     host, _, port = listen.rpartition(":")
-    with Client(gateway, tls_ca=tls_ca) as client, WebUI((host or "127.0.0.1", int(port)), client) as server:
+    with (
+        Client(gateway, tls_ca=tls_ca, relay=relay) as client,
+        WebUI((host or "127.0.0.1", int(port)), client) as server,
+    ):
         print(f"web UI on http://{host or '127.0.0.1'}:{server.server_port}/ (gateway {gateway})", flush=True)
         server.serve_forever()
