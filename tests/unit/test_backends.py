@@ -37,7 +37,7 @@ class _FailingWriter(ChunkWriter):
         self.writes = 0
         self.aborted = False
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         self.writes += 1
         if self.writes == self.fail_at:
             raise Unavailable("The storage went away.")

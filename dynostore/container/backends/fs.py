@@ -40,10 +40,10 @@ class _FileWriter(ChunkWriter):
         self._temp = temp
         self._final = final
         self._fd: int | None = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._pending: list[bytes] = [chunk_format.MAGIC]
+        self._pending: list[bytes | memoryview] = [chunk_format.MAGIC]
         self._size = 0
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         assert self._fd is not None
         self._pending += (chunk_format.record_header(len(data), crc), data)
         self._size += len(data)

@@ -17,8 +17,8 @@ class _MemoryWriter(ChunkWriter):
         self._name = name
         self._fragments: Fragments = []
 
-    async def write(self, data: bytes, crc: int) -> None:
-        self._fragments.append((data, crc))
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
+        self._fragments.append((bytes(data), crc))
 
     async def commit(self) -> None:
         self._store[self._name] = self._fragments

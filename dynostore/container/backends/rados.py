@@ -158,7 +158,7 @@ class _RadosWriter(ChunkWriter):
     def _part(self, n: int) -> str:
         return f"{self._head}.{self._tag}.{n}"
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         self._buffer += chunk_format.record_header(len(data), crc)
         self._buffer += data
         self._index.lengths.append(len(data))

@@ -75,7 +75,7 @@ class _S3Writer(ChunkWriter):
         self._backend = backend
         self._name = name
         # Pieces of the next part, joined (one copy) when it is sent.
-        self._pieces: list[bytes] = [chunk_format.MAGIC]
+        self._pieces: list[bytes | memoryview] = [chunk_format.MAGIC]
         self._buffered = len(chunk_format.MAGIC)
         self._index = FragmentIndex()
         self._upload_id: str | None = None
@@ -88,7 +88,7 @@ class _S3Writer(ChunkWriter):
         self._pieces, self._buffered = [], 0
         return body
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         self._pieces += (chunk_format.record_header(len(data), crc), data)
         self._buffered += chunk_format.RECORD_HEADER_BYTES + len(data)
         self._index.lengths.append(len(data))
