@@ -153,7 +153,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                         raise FailedPrecondition(
                             f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
                         )
-                    result.fragments.append(pb.Fragment(data=data, crc32=crc, offset=offset))
+                    result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
             except Exception as exc:
                 del result.fragments[:]
                 result.status.CopyFrom(_status(exc))

@@ -48,8 +48,12 @@ class Backend(abc.ABC):
         """Start writing chunk ``index`` of object ``key``."""
 
     @abc.abstractmethod
-    def read(self, key: str, index: int, offset: int = 0, length: int = 0) -> AsyncIterator[tuple[int, bytes, int]]:
+    def read(
+        self, key: str, index: int, offset: int = 0, length: int = 0
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         """Yield ``(payload_offset, data, crc)`` of the fragments overlapping the range.
+
+        ``data`` may be a read-only view of a larger buffer (no copy made).
 
         Raises:
             NotFound: the chunk is not stored here.

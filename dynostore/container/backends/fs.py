@@ -243,7 +243,7 @@ class FileSystemBackend(Backend):
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         """Read and verify batches of records in a thread, one batch ahead of the caller."""
         path = self._path(key, index)
         try:

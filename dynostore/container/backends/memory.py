@@ -42,7 +42,7 @@ class MemoryBackend(Backend):
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         fragments = self.chunks.get((key, index))
         if fragments is None:
             raise NotFound(f"Chunk {index} of {key} is not stored here.")
