@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from dynostore._proto import container_pb2
-from dynostore.client.chunks import ContainerStub, reply_fragment
+from dynostore.client.chunks import ContainerStub, verified_data
 from dynostore.container import wire
 from dynostore.rpc import CHANNEL_OPTIONS
 from dynostore.rpc.tuning import crc32
@@ -55,7 +55,7 @@ class ContainerStream:
 
     def get(self, key: str) -> bytes:
         request = container_pb2.GetChunkRequest(key=key, index=0, ticket=self.mint(key, "read"))
-        return b"".join([reply_fragment(r)[0] for r in self.stub.GetChunk(request)])
+        return b"".join([verified_data(r) for r in self.stub.GetChunk(request)])
 
     def delete(self, key: str) -> None:
         self.stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=key, index=0, ticket=self.mint(key, "write")))

@@ -59,8 +59,8 @@ class ContainerStub(container_pb2_grpc.ContainerStub):
         )
 
 
-def reply_fragment(reply: wire.WireFragment | container_pb2.GetChunkResponse) -> tuple[bytes, int, int]:
-    """``(data, crc32, offset)`` of a ``GetChunk`` reply from either stub; verifies the CRC.
+def verified_data(reply: wire.WireFragment | container_pb2.GetChunkResponse) -> bytes | memoryview:
+    """The data of a ``GetChunk`` reply from either stub, CRC verified (a view: no copy).
 
     Raises:
         DataLoss: the fragment fails its checksum.
@@ -68,8 +68,7 @@ def reply_fragment(reply: wire.WireFragment | container_pb2.GetChunkResponse) ->
     fragment = reply if isinstance(reply, wire.WireFragment) else reply.fragment
     if checksum(fragment.data) != fragment.crc32:
         raise DataLoss("a fragment failed its checksum in transit")
-    data = fragment.data if isinstance(fragment.data, bytes) else bytes(fragment.data)
-    return data, fragment.crc32, fragment.offset
+    return fragment.data
 
 
 @dataclass(frozen=True)
@@ -284,11 +283,11 @@ class ChunkReader:
             self.error = from_rpc_error(exc)
             return None
         try:
-            data, _, _ = reply_fragment(reply)
+            data = verified_data(reply)
         except DataLoss as exc:
             self.error = exc
             return None
-        return data
+        return data if isinstance(data, bytes) else bytes(data)
 
     async def close(self) -> None:
         """Stop the stream."""
