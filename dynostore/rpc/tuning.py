@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import importlib.metadata
+import importlib.util
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1
@@ -71,17 +71,15 @@ def _zlib_crc32(data: Buffer) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def _isal_candidates() -> list[str]:
-    found = []
-    try:
-        files = importlib.metadata.files("pyeclib") or []
-        found += [str(f.locate()) for f in files if Path(str(f)).name.startswith("libisal")]
-    except importlib.metadata.PackageNotFoundError:
-        pass
+def _isal_candidates() -> Iterator[str]:
+    """Paths of ISA-L: pyeclib's bundled copy first, then the system's (a slower lookup)."""
+    spec = importlib.util.find_spec("pyeclib")
+    if spec is not None and spec.origin:
+        # auditwheel puts the wheel's own libraries beside the package, in pyeclib.libs/.
+        yield from sorted(str(p) for p in Path(spec.origin).parent.parent.glob("pyeclib.libs/libisal*.so*"))
     system = ctypes.util.find_library("isal")
     if system:
-        found.append(system)
-    return found
+        yield system
 
 
 def _buffer_crc32(fn: Callable[[int, int, int], int]) -> Callable[[Buffer], int]:
