@@ -125,17 +125,22 @@ class RawRados:
 
 def measure(raw: Raw, container: ContainerStream, data: bytes, repeat: int) -> tuple[float, float, float, float]:
     """Median seconds of raw put, container put, raw get, container get."""
-    raw_name, key = uuid.uuid4().hex, uuid.uuid4().hex
-    for op in ("write", "read"):
-        container.mint(key, op)
+    raw_name = uuid.uuid4().hex
+    # Chunks are written once: each container write gets a key of its own.
+    keys = [uuid.uuid4().hex for _ in range(repeat)]
+    for key in keys:
+        for op in ("write", "read"):
+            container.mint(key, op)
+    unwritten = iter(keys)
     raw_put = median_seconds(lambda: raw.put(raw_name, data), repeat)
     raw_get = median_seconds(lambda: raw.get(raw_name), repeat)
-    put = median_seconds(lambda: container.put(key, data), repeat)
-    get = median_seconds(lambda: container.get(key), repeat)
-    if raw.get(raw_name) != data or container.get(key) != data:
+    put = median_seconds(lambda: container.put(next(unwritten), data), repeat)
+    get = median_seconds(lambda: container.get(keys[0]), repeat)
+    if raw.get(raw_name) != data or any(container.get(key) != data for key in keys):
         raise SystemExit("Read back different bytes.")
     raw.delete(raw_name)
-    container.delete(key)
+    for key in keys:
+        container.delete(key)
     return raw_put, put, raw_get, get
 
 

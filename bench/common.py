@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from dynostore._proto import container_pb2, container_pb2_grpc
-from dynostore.erasure import checksum
+from dynostore._proto import container_pb2
+from dynostore.client.chunks import ContainerStub, verified_data
+from dynostore.container import wire
 from dynostore.rpc import CHANNEL_OPTIONS
+from dynostore.rpc.tuning import crc32
 
 FRAGMENT = 1 << 20
 # (key, operation) -> chunk ticket; LocalFabric.mint_ticket is one.
@@ -28,28 +30,32 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
 
 
 class ContainerStream:
-    """PutChunk/GetChunk/DeleteChunk of chunk 0 of a key over one gRPC stream: the baseline."""
+    """PutChunk/GetChunk/DeleteChunk of chunk 0 of a key over one gRPC stream: the baseline.
+
+    It uses the SDK's stub and wire format (``dynostore.client.chunks``) and,
+    like the SDK, computes every fragment's CRC on writes and verifies it on reads.
+    """
 
     def __init__(self, address: str, mint: Mint) -> None:
         self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = container_pb2_grpc.ContainerStub(self.channel)
+        self.stub = ContainerStub(self.channel)
         self.mint = mint
 
     def put(self, key: str, data: bytes) -> None:
         view = memoryview(data)
         header = container_pb2.ChunkHeader(key=key, index=0, ticket=self.mint(key, "write"))
 
-        def messages() -> Iterator[container_pb2.PutChunkRequest]:
+        def messages() -> Iterator[container_pb2.PutChunkRequest | bytes]:
             yield container_pb2.PutChunkRequest(header=header)
             for start in range(0, max(len(data), 1), FRAGMENT):
-                piece = bytes(view[start : start + FRAGMENT])
-                yield container_pb2.PutChunkRequest(fragment=container_pb2.Fragment(data=piece, crc32=checksum(piece)))
+                piece = view[start : start + FRAGMENT]
+                yield wire.encode_put_fragment(piece, crc32(piece))
 
         self.stub.PutChunk(messages())
 
     def get(self, key: str) -> bytes:
         request = container_pb2.GetChunkRequest(key=key, index=0, ticket=self.mint(key, "read"))
-        return b"".join(r.fragment.data for r in self.stub.GetChunk(request))
+        return b"".join([verified_data(r) for r in self.stub.GetChunk(request)])
 
     def delete(self, key: str) -> None:
         self.stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=key, index=0, ticket=self.mint(key, "write")))

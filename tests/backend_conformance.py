@@ -36,13 +36,13 @@ async def write(backend: Backend, fragments: list[bytes], key: str = KEY, index:
 
 
 async def read(backend: Backend, key: str = KEY, index: int = 0, offset: int = 0, length: int = 0) -> list[bytes]:
-    return [d async for _, d, _ in backend.read(key, index, offset, length)]
+    return [bytes(d) async for _, d, _ in backend.read(key, index, offset, length)]
 
 
 async def read_records(
     backend: Backend, key: str = KEY, index: int = 0, offset: int = 0, length: int = 0
 ) -> list[tuple[int, bytes, int]]:
-    return [record async for record in backend.read(key, index, offset, length)]
+    return [(o, bytes(d), c) async for o, d, c in backend.read(key, index, offset, length)]
 
 
 def expected(fragments: list[bytes], offset: int, length: int) -> list[tuple[int, bytes]]:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import grpc
 
 from dynostore._proto import container_pb2, container_pb2_grpc
-from dynostore.erasure import checksum
+from dynostore.container import wire
 from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
 from dynostore.rpc import from_rpc_error
+from dynostore.rpc.tuning import crc32 as checksum
 
 # A batch call carries at most this many chunks or bytes (messages are capped at 64 MiB).
 BATCH_CHUNKS = 256
@@ -28,6 +29,46 @@ def whole_fragment(result: container_pb2.ReadChunkResult) -> tuple[bytes | None,
     if checksum(fragment.data) != fragment.crc32:
         return None, DataLoss("a fragment failed its checksum in transit")
     return fragment.data, None
+
+
+class ContainerStub(container_pb2_grpc.ContainerStub):
+    """The generated stub, with ``PutChunk``/``GetChunk`` on the copy-saving wire format of :mod:`wire`.
+
+    ``GetChunk`` yields :class:`wire.WireFragment` (or a ``GetChunkResponse``
+    for an unusual message); ``PutChunk`` takes serialized requests as well
+    as messages. :class:`ChunkReader` and :class:`ChunkWriter` work with both
+    this stub and the generated one.
+    """
+
+    wire_format = True
+
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
+        """Make the stub's callables on ``channel`` (synchronous or asyncio)."""
+        super().__init__(channel)
+        self.GetChunk = channel.unary_stream(
+            "/dynostore.v1.Container/GetChunk",
+            request_serializer=container_pb2.GetChunkRequest.SerializeToString,
+            response_deserializer=wire.decode_get_reply,
+            _registered_method=True,
+        )
+        self.PutChunk = channel.stream_unary(
+            "/dynostore.v1.Container/PutChunk",
+            request_serializer=wire.serialize,
+            response_deserializer=container_pb2.PutChunkResponse.FromString,
+            _registered_method=True,
+        )
+
+
+def verified_data(reply: wire.WireFragment | container_pb2.GetChunkResponse) -> bytes | memoryview:
+    """The data of a ``GetChunk`` reply from either stub, CRC verified (a view: no copy).
+
+    Raises:
+        DataLoss: the fragment fails its checksum.
+    """
+    fragment = reply if isinstance(reply, wire.WireFragment) else reply.fragment
+    if checksum(fragment.data) != fragment.crc32:
+        raise DataLoss("a fragment failed its checksum in transit")
+    return fragment.data
 
 
 @dataclass(frozen=True)
@@ -151,15 +192,19 @@ class ChunkWriter:
         """Open the stream."""
         self._task = asyncio.create_task(self._run())
 
-    async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest]:
+    async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest | bytes]:
         header = container_pb2.ChunkHeader(
             key=self.key, index=self.index, container_id=self.container_id, ticket=self.ticket
         )
         yield container_pb2.PutChunkRequest(header=header)
+        encoded = getattr(self.stub, "wire_format", False)
         while (fragment := await self._queue.get()) is not None:
-            yield container_pb2.PutChunkRequest(
-                fragment=container_pb2.Fragment(data=fragment, crc32=checksum(fragment))
-            )
+            if encoded:
+                yield wire.encode_put_fragment(fragment, checksum(fragment))
+            else:
+                yield container_pb2.PutChunkRequest(
+                    fragment=container_pb2.Fragment(data=fragment, crc32=checksum(fragment))
+                )
 
     async def _run(self) -> bool:
         try:
@@ -237,11 +282,12 @@ class ChunkReader:
         except grpc.aio.AioRpcError as exc:
             self.error = from_rpc_error(exc)
             return None
-        fragment = reply.fragment
-        if checksum(fragment.data) != fragment.crc32:
-            self.error = DataLoss("a fragment failed its checksum in transit")
+        try:
+            data = verified_data(reply)
+        except DataLoss as exc:
+            self.error = exc
             return None
-        return fragment.data
+        return data if isinstance(data, bytes) else bytes(data)
 
     async def close(self) -> None:
         """Stop the stream."""

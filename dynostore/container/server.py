@@ -13,10 +13,9 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
-from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.config import read_secret
 from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
-from dynostore.container.servicer import ContainerServicer
+from dynostore.container.servicer import ContainerServicer, add_to_server
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
 from dynostore.rpc.tls import Tls
@@ -239,7 +238,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
     servicer = ContainerServicer(backend, container_id, settings.site, verifier)
     server, port = await start_server(
         settings.listen,
-        lambda s: pb_grpc.add_ContainerServicer_to_server(servicer, s),
+        lambda s: add_to_server(servicer, s),
         ["dynostore.v1.Container"],
         Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key),
     )

@@ -11,9 +11,10 @@ import grpc
 from dynostore import validation
 from dynostore._proto import container_pb2 as pb
 from dynostore._proto import container_pb2_grpc as pb_grpc
+from dynostore.container import wire
 from dynostore.container.backends import Backend
-from dynostore.erasure.checksum import checksum
 from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
+from dynostore.rpc.tuning import crc32
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ MAX_CHUNKS = validation.MAX_K + validation.MAX_M
 # The most ReadChunks returns in one reply, and the most chunks a batch call takes.
 MAX_READ_BYTES = 32 * 1024 * 1024
 MAX_BATCH = 1024
+SERVICE = "dynostore.v1.Container"
 
 
 def _status(exc: Exception) -> pb.ChunkStatus:
@@ -53,7 +55,9 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                 f"This is container {self.container_id}, not {header.container_id[:64]}; its address was reused."
             )
 
-    async def _write(self, key: str, index: int, fragments: AsyncIterator[pb.Fragment]) -> pb.PutChunkResponse:
+    async def _write(
+        self, key: str, index: int, fragments: AsyncIterator[pb.Fragment | wire.WireFragment]
+    ) -> pb.PutChunkResponse:
         """Verify and store fragments; the chunk appears only if all of them arrive intact.
 
         Chunks are written once: a chunk that exists is never replaced through
@@ -65,7 +69,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         size = count = 0
         try:
             async for fragment in fragments:
-                if checksum(fragment.data) != fragment.crc32:
+                if crc32(fragment.data) != fragment.crc32:
                     raise DataLoss(f"Fragment {count} of chunk {index} arrived corrupted.")
                 await writer.write(fragment.data, fragment.crc32)
                 size += len(fragment.data)
@@ -77,20 +81,26 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         return pb.PutChunkResponse(size=size, fragments=count)
 
     async def PutChunk(  # noqa: N802 - gRPC method name
-        self, request_iterator: AsyncIterator[pb.PutChunkRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.PutChunkRequest | wire.WireFragment],
+        context: grpc.aio.ServicerContext,
     ) -> pb.PutChunkResponse:
+        """Store a streamed chunk; fragments come decoded by :func:`wire.decode_put_request`."""
         first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, pb.PutChunkRequest) or first.WhichOneof("part") != "header":
             raise InvalidArgument("PutChunk must start with a header message.")
         key, index = _chunk_ref(first.header.key, first.header.index)
         self._check_addressee(first.header)
         self.verifier.check(first.header.ticket, key, "write")
 
-        async def fragments() -> AsyncIterator[pb.Fragment]:
+        async def fragments() -> AsyncIterator[pb.Fragment | wire.WireFragment]:
             async for message in request_iterator:
-                if message.WhichOneof("part") != "fragment":
+                if isinstance(message, wire.WireFragment):
+                    yield message
+                elif message.WhichOneof("part") == "fragment":
+                    yield message.fragment
+                else:
                     raise InvalidArgument("PutChunk takes one header, then only fragments.")
-                yield message.fragment
 
         return await self._write(key, index, fragments())
 
@@ -118,11 +128,12 @@ class ContainerServicer(pb_grpc.ContainerServicer):
 
     async def GetChunk(  # noqa: N802 - gRPC method name
         self, request: pb.GetChunkRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.GetChunkResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Stream a chunk as serialized ``GetChunkResponse`` messages (see :func:`wire.serialize`)."""
         key, index = _chunk_ref(request.key, request.index)
         self.verifier.check(request.ticket, key, "read")
         async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
-            yield pb.GetChunkResponse(fragment=pb.Fragment(data=data, crc32=crc, offset=offset))
+            yield wire.encode_get_reply(offset, data, crc)
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
         self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
@@ -142,7 +153,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                         raise FailedPrecondition(
                             f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
                         )
-                    result.fragments.append(pb.Fragment(data=data, crc32=crc, offset=offset))
+                    result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
             except Exception as exc:
                 del result.fragments[:]
                 result.status.CopyFrom(_status(exc))
@@ -167,3 +178,32 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             free_bytes=usage.free_bytes,
             chunks=usage.chunks,
         )
+
+
+def add_to_server(servicer: ContainerServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` like the generated code does, with the fast wire format of the chunk streams."""
+    handlers = {
+        "PutChunk": grpc.stream_unary_rpc_method_handler(
+            servicer.PutChunk,
+            request_deserializer=wire.decode_put_request,
+            response_serializer=pb.PutChunkResponse.SerializeToString,
+        ),
+        "GetChunk": grpc.unary_stream_rpc_method_handler(
+            servicer.GetChunk,
+            request_deserializer=pb.GetChunkRequest.FromString,
+            response_serializer=wire.serialize,
+        ),
+    }
+    for name, request, reply in (
+        ("WriteChunks", pb.WriteChunksRequest, pb.WriteChunksResponse),
+        ("ReadChunks", pb.ReadChunksRequest, pb.ReadChunksResponse),
+        ("DeleteChunk", pb.DeleteChunkRequest, pb.DeleteChunkResponse),
+        ("Stat", pb.StatRequest, pb.StatResponse),
+    ):
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=request.FromString,
+            response_serializer=reply.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

@@ -37,7 +37,7 @@ class _FailingWriter(ChunkWriter):
         self.writes = 0
         self.aborted = False
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         self.writes += 1
         if self.writes == self.fail_at:
             raise Unavailable("The storage went away.")
@@ -66,7 +66,9 @@ class _FailingBackend(Backend):
         self.writers.append(writer)
         return writer
 
-    def read(self, key: str, index: int, offset: int = 0, length: int = 0) -> AsyncIterator[tuple[int, bytes, int]]:
+    def read(
+        self, key: str, index: int, offset: int = 0, length: int = 0
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         return self.inner.read(key, index, offset, length)
 
     async def delete(self, key: str, index: int) -> bool:
@@ -148,3 +150,45 @@ def test_fs_chunk_count_is_kept_without_rescanning(tmp_path: Path) -> None:
     run(backend.delete(KEY, 0))
     assert run(backend.usage()).chunks == 1
     assert run(FileSystemBackend(tmp_path).usage()).chunks == 1  # a restart scans again
+
+
+def test_fs_many_small_fragments_and_large_ones(tmp_path: Path) -> None:
+    backend = FileSystemBackend(tmp_path)
+    small = [os.urandom(10) for _ in range(2000)]  # more buffers than one writev takes
+    run(write(backend, small, index=0))
+    assert run(read(backend, index=0)) == small
+    large = [os.urandom(3 << 20) for _ in range(5)]  # several writes in flight, several read batches
+    run(write(backend, large, index=1))
+    assert run(read(backend, index=1)) == large
+    assert run(read(backend, index=1, offset=(7 << 20), length=1)) == [large[2]]
+
+
+def test_fs_reader_stopped_early_releases_the_file(tmp_path: Path) -> None:
+    backend = FileSystemBackend(tmp_path)
+    run(write(backend, [os.urandom(3 << 20) for _ in range(4)]))
+
+    async def first() -> bytes:
+        reader = backend.read(KEY, 0)
+        async for _, data, _ in reader:
+            await reader.aclose()  # type: ignore[attr-defined]
+            return bytes(data)
+        raise AssertionError("no fragment")
+
+    assert len(run(first())) == 3 << 20
+    assert run(backend.delete(KEY, 0))
+
+
+def test_fs_abort_waits_for_the_write_in_flight(tmp_path: Path) -> None:
+    backend = FileSystemBackend(tmp_path)
+
+    async def aborted() -> None:
+        writer = await backend.open_writer(KEY, 0)
+        for _ in range(3):
+            data = os.urandom(4 << 20)
+            await writer.write(data, checksum(data))
+        await writer.abort()
+
+    run(aborted())
+    assert not list((tmp_path / "incoming").iterdir())
+    with pytest.raises(NotFound):
+        run(read(backend))

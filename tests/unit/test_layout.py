@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from dynostore.container.backends.layout import BlockReader, FragmentIndex, end_marker
+from dynostore.container.backends.layout import BlockReader, FragmentIndex, ReadAhead, end_marker
 from dynostore.erasure import format as chunk_format
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss
@@ -30,7 +30,7 @@ def stream(fragments: list[bytes], *, end: bool = True) -> bytes:
 async def parse(data: bytes, block: int, count: int | None = None) -> list[tuple[int, bytes, int]]:
     reader = BlockReader(blocks(data, block), "chunk")
     assert await reader.read_exactly(8) == chunk_format.MAGIC
-    return [r async for r in reader.records(0, count)]
+    return [(o, bytes(d), c) async for o, d, c in reader.records(0, count)]
 
 
 def test_index_bytes_are_pinned() -> None:
@@ -73,3 +73,36 @@ def test_truncation_and_corruption_are_data_loss() -> None:
     wrong_count = stream([b"hello"], end=False) + end_marker(2)
     with pytest.raises(DataLoss, match="end marker"):
         asyncio.run(parse(wrong_count, 5))
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096, 1 << 20])
+def test_records_parse_through_read_ahead(block: int) -> None:
+    fragments = [bytes([i]) * (1000 * i) for i in range(8)]
+
+    async def go() -> list[tuple[int, bytes, int]]:
+        source = ReadAhead(blocks(stream(fragments), block))
+        reader = BlockReader(source, "chunk")
+        assert await reader.read_exactly(8) == chunk_format.MAGIC
+        found = [(o, bytes(d), c) async for o, d, c in reader.records(0, None)]
+        assert await source() == b""  # stays ended
+        await source.aclose()
+        return found
+
+    assert [d for _, d, _ in asyncio.run(go())] == fragments
+
+
+def test_read_ahead_close_waits_for_the_fetch_in_flight() -> None:
+    fetched: list[int] = []
+
+    async def slow() -> bytes:
+        await asyncio.sleep(0.01)
+        fetched.append(1)
+        return b"x"
+
+    async def go() -> None:
+        source = ReadAhead(slow)
+        assert await source() == b"x"  # and one more fetch starts
+        await source.aclose()
+        assert len(fetched) == 2
+
+    asyncio.run(go())

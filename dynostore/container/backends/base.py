@@ -22,8 +22,12 @@ class ChunkWriter(abc.ABC):
     """Receives the fragments of one chunk; nothing is visible before commit."""
 
     @abc.abstractmethod
-    async def write(self, data: bytes, crc: int) -> None:
-        """Append one fragment whose CRC-32 the caller has verified."""
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
+        """Append one fragment whose CRC-32 the caller has verified.
+
+        ``data`` may be a read-only view of the received message (no copy was
+        made); it stays valid for as long as it is referenced.
+        """
 
     @abc.abstractmethod
     async def commit(self) -> None:
@@ -44,8 +48,12 @@ class Backend(abc.ABC):
         """Start writing chunk ``index`` of object ``key``."""
 
     @abc.abstractmethod
-    def read(self, key: str, index: int, offset: int = 0, length: int = 0) -> AsyncIterator[tuple[int, bytes, int]]:
+    def read(
+        self, key: str, index: int, offset: int = 0, length: int = 0
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         """Yield ``(payload_offset, data, crc)`` of the fragments overlapping the range.
+
+        ``data`` may be a read-only view of a larger buffer (no copy made).
 
         Raises:
             NotFound: the chunk is not stored here.

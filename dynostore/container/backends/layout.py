@@ -10,14 +10,16 @@ offset fetches only the byte range of the fragments it needs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 from dynostore.erasure import format as chunk_format
-from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss
+from dynostore.rpc.tuning import crc32 as checksum
 
 _LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct(">II")
@@ -83,17 +85,21 @@ class FragmentIndex:
 
 
 class BlockReader:
-    """Reads exact byte counts from a source that hands out blocks of any size."""
+    """Reads exact byte counts from a source that hands out blocks of any size.
+
+    What lies within one block is handed out as a view of it (no copy); only
+    a read that straddles blocks joins its own bytes.
+    """
 
     def __init__(self, next_block: Callable[[], Awaitable[bytes]], name: str) -> None:
         """Read from ``next_block`` (returns ``b""`` at the end); ``name`` is used in errors."""
         self._next_block = next_block
         self._name = name
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self._position = 0
 
-    async def read_exactly(self, n: int) -> bytes:
-        """The next ``n`` bytes.
+    async def read_exactly(self, n: int) -> bytes | memoryview:
+        """The next ``n`` bytes, as a view of a block when they lie within one.
 
         Raises:
             DataLoss: the source ended first.
@@ -104,23 +110,25 @@ class BlockReader:
             self._position += n
             return data
         pieces = [self._buffer[self._position :]] if available else []
-        self._buffer, self._position = b"", 0
-        while available < n:
-            block = await self._next_block()
+        needed = n - available
+        while needed:
+            block = memoryview(await self._next_block())
             if not block:
                 raise DataLoss(f"{self._name} is truncated.")
-            pieces.append(block)
-            available += len(block)
-        joined = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._buffer = joined
-        self._position = n
-        return joined[:n] if available > n else joined
+            taken = min(needed, len(block))
+            pieces.append(block[:taken])
+            needed -= taken
+            self._buffer, self._position = block, taken
+        return b"".join(pieces)
 
-    async def records(self, payload_offset: int, count: int | None) -> AsyncIterator[tuple[int, bytes, int]]:
+    async def records(
+        self, payload_offset: int, count: int | None
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         """Yield ``(payload_offset, data, crc)`` of the next records.
 
         Reads ``count`` records, or up to the end-of-records marker when
         ``count`` is None; every CRC is verified before its fragment is yielded.
+        ``data`` may be a view of a block.
 
         Raises:
             DataLoss: a record is truncated or fails its checksum.
@@ -139,6 +147,41 @@ class BlockReader:
             yield position, data, crc
             position += size
             seen += 1
+
+
+class ReadAhead:
+    """A block source that fetches the next block while the caller works on this one.
+
+    For sources that must be read one call at a time (an HTTP body). Call
+    :meth:`aclose` before releasing the source: it waits for a fetch in flight.
+    """
+
+    def __init__(self, next_block: Callable[[], Awaitable[bytes]]) -> None:
+        """Prefetch from ``next_block`` (returns ``b""`` at the end)."""
+        self._next_block = next_block
+        self._pending: asyncio.Future[bytes] | None = None
+        self._ended = False
+
+    async def __call__(self) -> bytes:
+        """The next block; ``b""`` at the end."""
+        if self._ended:
+            return b""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._next_block())
+        pending, self._pending = self._pending, None
+        block = await pending
+        if block:
+            self._pending = asyncio.ensure_future(self._next_block())
+        else:
+            self._ended = True
+        return block
+
+    async def aclose(self) -> None:
+        """Wait for (and drop) a fetch in flight."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
 
 
 def end_marker(count: int) -> bytes:

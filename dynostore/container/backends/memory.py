@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
-from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, NotFound
+from dynostore.rpc.tuning import crc32 as checksum
 
 Fragments = list[tuple[bytes, int]]
 
@@ -17,8 +17,8 @@ class _MemoryWriter(ChunkWriter):
         self._name = name
         self._fragments: Fragments = []
 
-    async def write(self, data: bytes, crc: int) -> None:
-        self._fragments.append((data, crc))
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
+        self._fragments.append((bytes(data), crc))
 
     async def commit(self) -> None:
         self._store[self._name] = self._fragments
@@ -42,7 +42,7 @@ class MemoryBackend(Backend):
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         fragments = self.chunks.get((key, index))
         if fragments is None:
             raise NotFound(f"Chunk {index} of {key} is not stored here.")

@@ -45,8 +45,8 @@ from typing import Any, TypeVar
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.container.backends.layout import BlockReader, FragmentIndex
 from dynostore.erasure import format as chunk_format
-from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from dynostore.rpc.tuning import crc32 as checksum
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ _CRC = struct.Struct(">I")
 # Bytes read first from a head object: enough for chunks of up to ~16k fragments.
 _HEAD_READ = 64 * 1024
 _PARTS_IN_FLIGHT = 4
+# Part reads in flight ahead of the one being sent.
+_READS_AHEAD = 4
 _USAGE_REFRESH = 60.0
 
 
@@ -149,7 +151,9 @@ class _RadosWriter(ChunkWriter):
         self._backend = backend
         self._head = head
         self._tag = _tag()
-        self._buffer = bytearray(chunk_format.MAGIC)
+        # Pieces of the next part (views of the received fragments), joined once when it is sent.
+        self._pieces: list[bytes | memoryview] = [chunk_format.MAGIC]
+        self._buffered = len(chunk_format.MAGIC)
         self._index = FragmentIndex()
         self._parts: list[asyncio.Task[None]] = []
         self._stream_bytes = 0
@@ -158,16 +162,30 @@ class _RadosWriter(ChunkWriter):
     def _part(self, n: int) -> str:
         return f"{self._head}.{self._tag}.{n}"
 
-    async def write(self, data: bytes, crc: int) -> None:
-        self._buffer += chunk_format.record_header(len(data), crc)
-        self._buffer += data
+    def _take(self, size: int) -> bytes:
+        """Join the first ``size`` buffered bytes into one part (one copy)."""
+        taken: list[bytes | memoryview] = []
+        needed = size
+        while needed:
+            piece = self._pieces.pop(0)
+            if len(piece) > needed:
+                view = memoryview(piece)
+                taken.append(view[:needed])
+                self._pieces.insert(0, view[needed:])
+                needed = 0
+            else:
+                taken.append(piece)
+                needed -= len(piece)
+        self._buffered -= size
+        return b"".join(taken)
+
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
+        self._pieces += (chunk_format.record_header(len(data), crc), data)
+        self._buffered += chunk_format.RECORD_HEADER_BYTES + len(data)
         self._index.lengths.append(len(data))
         size = self._backend.object_size
-        while len(self._buffer) >= size:
-            with memoryview(self._buffer) as view:
-                part = bytes(view[:size])  # one copy, not two
-            del self._buffer[:size]
-            await self._send(part)
+        while self._buffered >= size:
+            await self._send(self._take(size))
 
     async def _send(self, body: bytes) -> None:
         busy = [task for task in self._parts if not task.done()]
@@ -181,9 +199,8 @@ class _RadosWriter(ChunkWriter):
         self._parts.append(asyncio.create_task(self._backend.call("write_full", name, body)))
 
     async def commit(self) -> None:
-        if self._buffer:
-            await self._send(bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._buffered:
+            await self._send(self._take(self._buffered))
         await asyncio.gather(*self._parts)
         head = _Head(self._stream_bytes, self._backend.object_size, self._tag, self._index)
         try:
@@ -200,7 +217,7 @@ class _RadosWriter(ChunkWriter):
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        self._pieces, self._buffered = [], 0
         # Let part writes in flight land (their threads cannot be stopped), then remove them all.
         await asyncio.gather(*self._parts, return_exceptions=True)
         await self._backend.remove_objects([self._part(n) for n in range(len(self._parts))])
@@ -370,7 +387,7 @@ class RadosBackend(Backend):
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         name = f"Chunk {index} of {key}"
         head_name = self._head(key, index)
         head = await self.read_head(head_name, name)
@@ -415,7 +432,7 @@ class RadosBackend(Backend):
             return data
 
         async def next_block() -> bytes:
-            while len(pending) < 2 and pieces:
+            while len(pending) < _READS_AHEAD and pieces:
                 pending.append(asyncio.create_task(fetch(*pieces.pop(0))))
             if not pending:
                 return b""

@@ -42,10 +42,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
-from dynostore.container.backends.layout import BlockReader, FragmentIndex, end_marker
+from dynostore.container.backends.layout import BlockReader, FragmentIndex, ReadAhead, end_marker
 from dynostore.erasure import format as chunk_format
-from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, InvalidArgument, NotFound, Unavailable
+from dynostore.rpc.tuning import crc32 as checksum
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _S3Writer(ChunkWriter):
         self._backend = backend
         self._name = name
         # Pieces of the next part, joined (one copy) when it is sent.
-        self._pieces: list[bytes] = [chunk_format.MAGIC]
+        self._pieces: list[bytes | memoryview] = [chunk_format.MAGIC]
         self._buffered = len(chunk_format.MAGIC)
         self._index = FragmentIndex()
         self._upload_id: str | None = None
@@ -88,7 +88,7 @@ class _S3Writer(ChunkWriter):
         self._pieces, self._buffered = [], 0
         return body
 
-    async def write(self, data: bytes, crc: int) -> None:
+    async def write(self, data: bytes | memoryview, crc: int) -> None:
         self._pieces += (chunk_format.record_header(len(data), crc), data)
         self._buffered += chunk_format.RECORD_HEADER_BYTES + len(data)
         self._index.lengths.append(len(data))
@@ -294,7 +294,7 @@ class S3Backend(Backend):
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         name = f"Chunk {index} of {key}"
         try:
             if offset == 0 and length == 0:
@@ -313,16 +313,18 @@ class S3Backend(Backend):
         except NotFound:
             raise NotFound(f"{name} is not stored here.") from None
 
-    async def _read_whole(self, key: str, index: int, name: str) -> AsyncIterator[tuple[int, bytes, int]]:
+    async def _read_whole(self, key: str, index: int, name: str) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         reply = await self.call("get_object", Key=self._object(key, index))
         body = reply["Body"]
+        blocks = ReadAhead(functools.partial(self._read_body, body))
         try:
-            reader = BlockReader(functools.partial(self._read_body, body), name)
+            reader = BlockReader(blocks, name)
             if await reader.read_exactly(len(chunk_format.MAGIC)) != chunk_format.MAGIC:
                 raise DataLoss(f"{name} is not a DynoStore chunk (bad magic or version).")
             async for record in reader.records(0, None):
                 yield record
         finally:
+            await blocks.aclose()
             body.close()
 
     async def _read_body(self, body: Any) -> bytes:
@@ -362,7 +364,7 @@ class S3Backend(Backend):
 
     async def _read_range(
         self, key: str, index: int, name: str, etag: str, payload_offset: int, count: int, start: int, stop: int
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[tuple[int, bytes | memoryview, int]]:
         if count == 0:
             return
         try:
@@ -372,11 +374,13 @@ class S3Backend(Backend):
         except _ChangedError:
             raise Unavailable(f"{name} was replaced while it was read; read it again.") from None
         body = reply["Body"]
+        blocks = ReadAhead(functools.partial(self._read_body, body))
         try:
-            reader = BlockReader(functools.partial(self._read_body, body), name)
+            reader = BlockReader(blocks, name)
             async for record in reader.records(payload_offset, count):
                 yield record
         finally:
+            await blocks.aclose()
             body.close()
 
     async def delete(self, key: str, index: int) -> bool:

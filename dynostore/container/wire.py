@@ -1,0 +1,127 @@
+"""Hand-rolled protobuf wire format of the two streaming messages that carry chunk data.
+
+``PutChunkRequest{fragment}`` and ``GetChunkResponse{fragment}`` carry ~1 MiB
+each. Building them through the protobuf runtime copies the data three times
+(into the ``Fragment``, into the outer message, into the serialized bytes),
+and parsing them copies it twice more (the parse, then ``.data``). Here a
+message is encoded with one copy (a ``bytes`` join) and decoded with none:
+the fragment's data is a ``memoryview`` of the received message.
+
+The decoders take only the shape the encoders write (and that the protobuf
+runtime writes): one fragment field holding ``data`` / ``crc32`` / ``offset``
+each at most once. Anything else (a header, unknown fields, repeated
+fields...) is handed to the protobuf runtime, so their meaning is always the
+protobuf meaning. ``tests/unit/test_wire.py`` checks both directions against
+the runtime.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from dynostore._proto import container_pb2 as pb
+
+_LEN = 2
+_VARINT = 0
+# Outer fields: GetChunkResponse.fragment = 1, PutChunkRequest.fragment = 2 (both length-delimited).
+_GET_FRAGMENT_TAG = b"\x0a"
+_PUT_FRAGMENT_TAG = b"\x12"
+_UINT32_MAX = 0xFFFFFFFF
+_UINT64_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+class WireFragment(NamedTuple):
+    """A fragment decoded without copying: ``data`` is a view of the received message."""
+
+    data: memoryview
+    crc32: int
+    offset: int
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(raw: bytes, position: int, end: int) -> tuple[int, int]:
+    """``(value, next position)``; ``(-1, position)`` when malformed or longer than 10 bytes."""
+    value = shift = 0
+    while position < end and shift < 70:
+        byte = raw[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+    return -1, position
+
+
+def _encode(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> bytes:
+    tail = b""
+    if crc:
+        tail += b"\x10" + _varint(crc)
+    if offset:
+        tail += b"\x18" + _varint(offset)
+    head = b"\x0a" + _varint(len(data)) if len(data) else b""
+    inner = len(head) + len(data) + len(tail)
+    return b"".join((tag, _varint(inner), head, data, tail))
+
+
+def encode_get_reply(offset: int, data: bytes | memoryview, crc: int) -> bytes:
+    """The serialized ``GetChunkResponse`` of one fragment (one copy of ``data``)."""
+    return _encode(_GET_FRAGMENT_TAG, data, crc, offset)
+
+
+def encode_put_fragment(data: bytes | memoryview, crc: int) -> bytes:
+    """The serialized ``PutChunkRequest`` of one fragment (one copy of ``data``)."""
+    return _encode(_PUT_FRAGMENT_TAG, data, crc, 0)
+
+
+def _decode_fragment(raw: bytes, tag: bytes) -> WireFragment | None:
+    """The fragment of a message that is exactly ``tag``-field fragment, else None."""
+    end = len(raw)
+    if end < 2 or raw[0] != tag[0]:
+        return None
+    size, position = _read_varint(raw, 1, end)
+    if size != end - position:
+        return None
+    data: memoryview | None = None
+    crc = offset = -1
+    while position < end:
+        key, position = _read_varint(raw, position, end)
+        if key == (1 << 3) | _LEN and data is None:
+            length, position = _read_varint(raw, position, end)
+            if length < 0 or position + length > end:
+                return None
+            data = memoryview(raw)[position : position + length]
+            position += length
+        elif key == (2 << 3) | _VARINT and crc < 0:
+            crc, position = _read_varint(raw, position, end)
+            if not 0 <= crc <= _UINT32_MAX:
+                return None
+        elif key == (3 << 3) | _VARINT and offset < 0:
+            offset, position = _read_varint(raw, position, end)
+            if not 0 <= offset <= _UINT64_MAX:
+                return None
+        else:
+            return None
+    return WireFragment(data if data is not None else memoryview(b""), max(crc, 0), max(offset, 0))
+
+
+def decode_get_reply(raw: bytes) -> WireFragment | pb.GetChunkResponse:
+    """A ``GetChunkResponse``: a :class:`WireFragment` when it is the usual one fragment."""
+    return _decode_fragment(raw, _GET_FRAGMENT_TAG) or pb.GetChunkResponse.FromString(raw)
+
+
+def decode_put_request(raw: bytes) -> WireFragment | pb.PutChunkRequest:
+    """A ``PutChunkRequest``: a :class:`WireFragment` for a plain fragment, else the parsed message."""
+    return _decode_fragment(raw, _PUT_FRAGMENT_TAG) or pb.PutChunkRequest.FromString(raw)
+
+
+def serialize(message: bytes | pb.PutChunkRequest | pb.GetChunkResponse) -> bytes:
+    """A serializer that passes encoded messages through and serializes the others."""
+    return message if isinstance(message, bytes) else message.SerializeToString()

@@ -1,0 +1,115 @@
+"""PutChunk/GetChunk over a real (in-process) gRPC server, with the SDK's stub and the generated one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dynostore._proto import container_pb2 as pb
+from dynostore._proto import container_pb2_grpc as pb_grpc
+from dynostore.client.chunks import ChunkReader, ChunkWriter, ContainerStub
+from dynostore.container import wire
+from dynostore.container.backends import MemoryBackend
+from dynostore.container.servicer import SERVICE, ContainerServicer, add_to_server
+from dynostore.errors import DataLoss
+from dynostore.rpc import CHANNEL_OPTIONS, start_server
+from dynostore.rpc.tuning import crc32
+from dynostore.tickets import TicketVerifier, sign
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _verifier_and_mint() -> tuple[TicketVerifier, Callable[[str, str], str]]:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    verifier = TicketVerifier()
+    verifier.set_keys({"k1": public})
+    return verifier, lambda key, op: sign(private, "k1", key, op, 60)
+
+
+def _serve(test: Callable[[grpc.aio.Channel, Callable[[str, str], str], MemoryBackend], Awaitable[None]]) -> None:
+    async def go() -> None:
+        verifier, mint = _verifier_and_mint()
+        backend = MemoryBackend()
+        servicer = ContainerServicer(backend, "c-1", "site", verifier)
+        server, port = await start_server("127.0.0.1:0", lambda s: add_to_server(servicer, s), [SERVICE])
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
+                await test(channel, mint, backend)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("stub_type", [ContainerStub, pb_grpc.ContainerStub], ids=["sdk-stub", "generated-stub"])
+def test_put_then_get_round_trip(stub_type: Callable[[grpc.aio.Channel], pb_grpc.ContainerStub]) -> None:
+    fragments = [os.urandom(1 << 20), os.urandom(1000), b"", os.urandom(70_000)]
+
+    async def test(channel: grpc.aio.Channel, mint: Callable[[str, str], str], backend: MemoryBackend) -> None:
+        stub = stub_type(channel)
+        writer = ChunkWriter(stub, KEY, 3, 2, ticket=mint(KEY, "write"))
+        writer.start()
+        for fragment in fragments:
+            await writer.send(fragment, 5)
+        assert await writer.finish(5), writer.error
+        assert [d for d, _ in backend.chunks[KEY, 3]] == fragments
+        reader = ChunkReader(stub, KEY, 3, 0, ticket=mint(KEY, "read"))
+        got = [await reader.next(5) for _ in fragments]
+        assert got == fragments
+        assert await reader.next(5) is None
+        assert isinstance(reader.error, DataLoss)  # read past the end
+        await reader.close()
+        again = ChunkWriter(stub, KEY, 3, 2, ticket=mint(KEY, "write"))
+        again.start()
+        await again.send(b"x", 5)
+        assert not await again.finish(5)
+        assert again.error is not None
+        assert again.error.startswith("ALREADY_EXISTS")
+
+    _serve(test)
+
+
+def test_corrupted_fragment_is_refused_and_nothing_is_stored() -> None:
+    async def test(channel: grpc.aio.Channel, mint: Callable[[str, str], str], backend: MemoryBackend) -> None:
+        stub = ContainerStub(channel)
+
+        async def messages() -> AsyncIterator[pb.PutChunkRequest | bytes]:
+            yield pb.PutChunkRequest(header=pb.ChunkHeader(key=KEY, index=0, ticket=mint(KEY, "write")))
+            yield wire.encode_put_fragment(b"good", crc32(b"good"))
+            yield wire.encode_put_fragment(b"evil", crc32(b"good"))
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.PutChunk(messages())
+        assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+        assert (KEY, 0) not in backend.chunks
+
+    _serve(test)
+
+
+def test_put_needs_a_header_and_a_write_ticket() -> None:
+    async def test(channel: grpc.aio.Channel, mint: Callable[[str, str], str], backend: MemoryBackend) -> None:
+        stub = ContainerStub(channel)
+
+        async def no_header() -> AsyncIterator[bytes]:
+            yield wire.encode_put_fragment(b"data", crc32(b"data"))
+
+        async def read_ticket() -> AsyncIterator[pb.PutChunkRequest]:
+            yield pb.PutChunkRequest(header=pb.ChunkHeader(key=KEY, index=0, ticket=mint(KEY, "read")))
+
+        for messages, code in (
+            (no_header, grpc.StatusCode.INVALID_ARGUMENT),
+            (read_ticket, grpc.StatusCode.PERMISSION_DENIED),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.PutChunk(messages())
+            assert caught.value.code() == code
+        assert not backend.chunks
+
+    _serve(test)
