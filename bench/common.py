@@ -11,8 +11,8 @@ import grpc
 from dynostore._proto import container_pb2
 from dynostore.client.chunks import ContainerStub, verified_data
 from dynostore.container import wire
+from dynostore.erasure.checksum import checksum
 from dynostore.rpc import CHANNEL_OPTIONS
-from dynostore.rpc.tuning import crc32
 
 FRAGMENT = 1 << 20
 # (key, operation) -> chunk ticket; LocalFabric.mint_ticket is one.
@@ -49,7 +49,7 @@ class ContainerStream:
             yield container_pb2.PutChunkRequest(header=header)
             for start in range(0, max(len(data), 1), FRAGMENT):
                 piece = view[start : start + FRAGMENT]
-                yield wire.encode_put_fragment(piece, crc32(piece))
+                yield wire.encode_put_fragment(piece, checksum(piece))
 
         self.stub.PutChunk(messages())
 

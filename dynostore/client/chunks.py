@@ -10,9 +10,9 @@ import grpc
 
 from dynostore._proto import container_pb2, container_pb2_grpc
 from dynostore.container import wire
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
 from dynostore.rpc import from_rpc_error
-from dynostore.rpc.tuning import crc32 as checksum
 
 # A batch call carries at most this many chunks or bytes (messages are capped at 64 MiB).
 BATCH_CHUNKS = 256

@@ -26,6 +26,7 @@ from dynostore.client.chunks import (
     ChunkReader,
     ChunkRef,
     ChunkWriter,
+    ContainerStub,
     WholeChunkReader,
     read_whole_chunks,
     write_whole_chunks,
@@ -198,7 +199,7 @@ class Pipeline:
     def _container(self, address: str) -> container_pb2_grpc.ContainerStub:
         stub = self._container_stubs.get(address)
         if stub is None:
-            stub = self._container_stubs[address] = container_pb2_grpc.ContainerStub(self._channel(address))
+            stub = self._container_stubs[address] = ContainerStub(self._channel(address))
         return stub
 
     def _stubs(self, addresses: Sequence[str]) -> dict[str, container_pb2_grpc.ContainerStub]:

@@ -13,8 +13,8 @@ from dynostore._proto import container_pb2 as pb
 from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container import wire
 from dynostore.container.backends import Backend
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
-from dynostore.rpc.tuning import crc32
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         size = count = 0
         try:
             async for fragment in fragments:
-                if crc32(fragment.data) != fragment.crc32:
+                if checksum(fragment.data) != fragment.crc32:
                     raise DataLoss(f"Fragment {count} of chunk {index} arrived corrupted.")
                 await writer.write(fragment.data, fragment.crc32)
                 size += len(fragment.data)

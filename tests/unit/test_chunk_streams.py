@@ -17,9 +17,9 @@ from dynostore.client.chunks import ChunkReader, ChunkWriter, ContainerStub
 from dynostore.container import wire
 from dynostore.container.backends import MemoryBackend
 from dynostore.container.servicer import SERVICE, ContainerServicer, add_to_server
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss
 from dynostore.rpc import CHANNEL_OPTIONS, start_server
-from dynostore.rpc.tuning import crc32
 from dynostore.tickets import TicketVerifier, sign
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -82,8 +82,8 @@ def test_corrupted_fragment_is_refused_and_nothing_is_stored() -> None:
 
         async def messages() -> AsyncIterator[pb.PutChunkRequest | bytes]:
             yield pb.PutChunkRequest(header=pb.ChunkHeader(key=KEY, index=0, ticket=mint(KEY, "write")))
-            yield wire.encode_put_fragment(b"good", crc32(b"good"))
-            yield wire.encode_put_fragment(b"evil", crc32(b"good"))
+            yield wire.encode_put_fragment(b"good", checksum(b"good"))
+            yield wire.encode_put_fragment(b"evil", checksum(b"good"))
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.PutChunk(messages())
@@ -98,7 +98,7 @@ def test_put_needs_a_header_and_a_write_ticket() -> None:
         stub = ContainerStub(channel)
 
         async def no_header() -> AsyncIterator[bytes]:
-            yield wire.encode_put_fragment(b"data", crc32(b"data"))
+            yield wire.encode_put_fragment(b"data", checksum(b"data"))
 
         async def read_ticket() -> AsyncIterator[pb.PutChunkRequest]:
             yield pb.PutChunkRequest(header=pb.ChunkHeader(key=KEY, index=0, ticket=mint(KEY, "read")))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dynostore._proto import container_pb2 as pb
 from dynostore.container import wire
-from dynostore.rpc import tuning
+from dynostore.erasure.checksum import checksum
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -99,11 +99,11 @@ def test_serialize_passes_bytes_through() -> None:
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 5000, 1 << 20])
 def test_fast_crc32_matches_zlib(size: int) -> None:
     data = os.urandom(size)
-    assert tuning.crc32(data) == zlib.crc32(data)
-    assert tuning.crc32(bytearray(data)) == zlib.crc32(data)
-    assert tuning.crc32(memoryview(data)[size // 3 :]) == zlib.crc32(data[size // 3 :])
+    assert checksum(data) == zlib.crc32(data)
+    assert checksum(bytearray(data)) == zlib.crc32(data)
+    assert checksum(memoryview(data)[size // 3 :]) == zlib.crc32(data[size // 3 :])
 
 
 def test_fast_crc32_refuses_strided_views() -> None:
     with pytest.raises((BufferError, ValueError)):
-        tuning.crc32(memoryview(os.urandom(10000))[::2])
+        checksum(memoryview(os.urandom(10000))[::2])

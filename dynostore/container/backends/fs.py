@@ -23,8 +23,8 @@ from pathlib import Path
 
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.erasure import format as chunk_format
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, NotFound
-from dynostore.rpc.tuning import crc32
 
 # Fragments are buffered in memory up to this size, then written in one call,
 # in a thread, while the next ones arrive (one write in flight per chunk).
@@ -197,7 +197,7 @@ class _RecordReader:
             data = self._read(size)
             if len(data) != size:
                 raise DataLoss(f"{self._name} is truncated.")
-            if crc32(data) != crc:
+            if checksum(data) != crc:
                 raise DataLoss(f"{self._name}: the fragment at offset {self._position} fails its checksum.")
             found.append((self._position, data, crc))
             self._position += size

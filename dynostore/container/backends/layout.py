@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from dynostore.erasure import format as chunk_format
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss
-from dynostore.rpc.tuning import crc32 as checksum
 
 _LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct(">II")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, NotFound
-from dynostore.rpc.tuning import crc32 as checksum
 
 Fragments = list[tuple[bytes, int]]
 

@@ -44,8 +44,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.container.backends.layout import BlockReader, FragmentIndex, ReadAhead, end_marker
 from dynostore.erasure import format as chunk_format
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, InvalidArgument, NotFound, Unavailable
-from dynostore.rpc.tuning import crc32 as checksum
 
 log = logging.getLogger(__name__)
 
