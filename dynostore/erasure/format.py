@@ -25,6 +25,19 @@ def record_header(data_length: int, crc: int) -> bytes:
     return _RECORD.pack(data_length, crc)
 
 
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    """``n`` bytes, fewer only at the end of the file (an unbuffered file may return less per read)."""
+    data = f.read(n)
+    if 0 < len(data) < n:
+        pieces = [data]
+        got = len(data)
+        while got < n and (more := f.read(n - got)):
+            pieces.append(more)
+            got += len(more)
+        data = b"".join(pieces)
+    return data
+
+
 def read_records(
     f: BinaryIO, offset: int = 0, length: int = 0, *, name: str = "chunk"
 ) -> Iterator[tuple[int, bytes, int]]:
@@ -36,12 +49,12 @@ def read_records(
     Raises:
         DataLoss: the file is not a chunk, is truncated, or a CRC does not match.
     """
-    if f.read(len(MAGIC)) != MAGIC:
+    if _read_exact(f, len(MAGIC)) != MAGIC:
         raise DataLoss(f"{name} is not a DynoStore chunk (bad magic or version).")
     end = offset + length if length else None
     position = 0
     while end is None or position < end:
-        head = f.read(RECORD_HEADER_BYTES)
+        head = _read_exact(f, RECORD_HEADER_BYTES)
         if not head:
             return
         if len(head) != RECORD_HEADER_BYTES:
@@ -51,7 +64,7 @@ def read_records(
             f.seek(size, 1)
             position += size
             continue
-        data = f.read(size)
+        data = _read_exact(f, size)
         if len(data) != size:
             raise DataLoss(f"{name} is truncated.")
         if checksum(data) != crc:

@@ -16,15 +16,13 @@ import io
 import os
 import secrets
 import shutil
-import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.erasure import format as chunk_format
-from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, NotFound
+from dynostore.errors import NotFound
 
 # Fragments are buffered in memory up to this size, then written in one call,
 # in a thread, while the next ones arrive (one write in flight per chunk).
@@ -33,7 +31,6 @@ _BUFFER_BYTES = 8 * 1024 * 1024
 _MAX_PIECES = 512
 # Reads verify and hand over this many payload bytes per thread call, one call ahead.
 _READ_BATCH_BYTES = 4 * 1024 * 1024
-_RECORD = struct.Struct(">II")
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -147,25 +144,8 @@ class _RecordReader:
     """Reads the records of one chunk file overlapping a payload range, a batch per call."""
 
     def __init__(self, f: io.FileIO, offset: int, length: int, name: str) -> None:
-        self._f = f
-        self._offset = offset
-        self._end = offset + length if length else None
-        self._position = 0
-        self._name = name
-        self._started = False
+        self._records = chunk_format.read_records(f, offset, length, name=name)
         self.done = False
-
-    def _read(self, n: int) -> bytes:
-        data = self._f.read(n)
-        if len(data) < n and data:  # a file object may return less: keep reading
-            pieces = [data]
-            while n > len(data):
-                more = self._f.read(n - len(data))
-                if not more:
-                    break
-                pieces.append(more)
-                data = b"".join(pieces)
-        return data
 
     def batch(self) -> list[tuple[int, bytes, int]]:
         """The next records (each CRC verified), up to about ``_READ_BATCH_BYTES``; [] at the end.
@@ -173,35 +153,14 @@ class _RecordReader:
         Raises:
             DataLoss: the file is not a chunk, is truncated, or a CRC does not match.
         """
-        if not self._started:
-            self._started = True
-            if self._read(len(chunk_format.MAGIC)) != chunk_format.MAGIC:
-                raise DataLoss(f"{self._name} is not a DynoStore chunk (bad magic or version).")
         found: list[tuple[int, bytes, int]] = []
-        size_found = 0
-        while not self.done and size_found < _READ_BATCH_BYTES:
-            if self._end is not None and self._position >= self._end:
-                self.done = True
-                break
-            head = self._read(_RECORD.size)
-            if not head:
-                self.done = True
-                break
-            if len(head) != _RECORD.size:
-                raise DataLoss(f"{self._name} is truncated.")
-            size, crc = _RECORD.unpack(head)
-            if self._position + size <= self._offset:
-                self._f.seek(size, os.SEEK_CUR)
-                self._position += size
-                continue
-            data = self._read(size)
-            if len(data) != size:
-                raise DataLoss(f"{self._name} is truncated.")
-            if checksum(data) != crc:
-                raise DataLoss(f"{self._name}: the fragment at offset {self._position} fails its checksum.")
-            found.append((self._position, data, crc))
-            self._position += size
-            size_found += size
+        size = 0
+        for record in self._records:
+            found.append(record)
+            size += len(record[1])
+            if size >= _READ_BATCH_BYTES:
+                return found
+        self.done = True
         return found
 
 
