@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("keys", nargs="*", help="object keys")
     repair.add_argument("--catalog", action="append", default=[], help="repair every object of this catalog")
+    repair.add_argument(
+        "--verify", action="store_true", help="also read every chunk in full; rebuild those gone or corrupt"
+    )
     _client_args(repair)
 
     rm = sub.add_parser("rm", help="evict an object")
@@ -277,7 +280,7 @@ def _repair(client: Client, args: argparse.Namespace) -> int:
     with tqdm(total=len(keys), unit="object", desc="repair", disable=not sys.stderr.isatty()) as bar:
         for key in keys:
             try:
-                count = client.repair(key, token_user=args.token)
+                count = client.repair(key, token_user=args.token, verify=args.verify)
             except DynoStoreError as exc:
                 failed += 1
                 tqdm.write(f"{key}: not repaired: {exc}", file=sys.stderr)

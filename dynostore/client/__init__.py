@@ -180,14 +180,16 @@ class Client:
         """Remove object ``key``; removing a missing object is not an error."""
         self._run(self._async.evict(key, token_user))
 
-    def repair(self, key: str, token_user: str, progress: ProgressArg = None) -> int:
+    def repair(self, key: str, token_user: str, progress: ProgressArg = None, verify: bool = False) -> int:
         """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.
+
+        With ``verify``, every chunk is also read in full, and those gone or corrupt are rebuilt.
 
         Raises:
             DataLoss: too few chunks are left to rebuild it.
             Unavailable: some replacement chunks could not be written.
         """
-        return self._run(self._async.repair(key, token_user, progress))
+        return self._run(self._async.repair(key, token_user, progress, verify))
 
     def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
         """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""

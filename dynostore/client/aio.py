@@ -276,10 +276,11 @@ class AsyncClient:
         """Remove object ``key``; removing a missing object is not an error."""
         await self._pipeline.evict(key, token_user)
 
-    async def repair(self, key: str, token_user: str, progress: ProgressArg = None) -> int:
+    async def repair(self, key: str, token_user: str, progress: ProgressArg = None, verify: bool = False) -> int:
         """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.
 
         ``progress``: a callable given the bytes re-read after each segment, or True for a bar.
+        ``verify``: also read every chunk in full and rebuild those that are gone or corrupt.
 
         Raises:
             DataLoss: too few chunks are left to rebuild it.
@@ -287,7 +288,7 @@ class AsyncClient:
         """
         location = await self._pipeline.locate_one(key, token_user)
         with progress_callback(progress, location.object.size, f"repair {key[:8]}") as report:
-            return await self._pipeline.repair(key, token_user, report)
+            return await self._pipeline.repair(key, token_user, report, verify=verify)
 
     async def list(self, catalog: str, token_user: str) -> list[ObjectInfo]:
         """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""

@@ -737,13 +737,16 @@ class Pipeline:
 
     # repair -----------------------------------------------------------------
 
-    async def repair(self, key: str, token: str, progress: Progress | None = None) -> int:
+    async def repair(self, key: str, token: str, progress: Progress | None = None, *, verify: bool = False) -> int:
         """Rebuild the chunks of an object that are missing or on containers no longer live.
 
-        The object is read (through parity where needed) and re-encoded; the
-        missing fragments go to live containers, preferably ones holding no
-        chunk of it, and the gateway records them. Returns how many chunks
-        were rebuilt (0 when nothing was missing, or the object is inline).
+        With ``verify``, every chunk on a live container is read in full first,
+        and those that are gone or fail a checksum are rebuilt too (their
+        damaged copies are then deleted). The object is read (through parity
+        where needed) and re-encoded; the missing fragments go to live
+        containers, preferably ones holding no chunk of it, and the gateway
+        records them. Returns how many chunks were rebuilt (0 when nothing was
+        missing, or the object is inline).
 
         Raises:
             DataLoss: fewer than k chunks are readable.
@@ -754,8 +757,11 @@ class Pipeline:
         validation.token(token)
         plan = await self.call(self._gateway().PlanRepair, gateway_pb2.PlanRepairRequest(key=key), token)
         location = plan.location
-        missing = [c.index for c in location.chunks if not c.address]
-        if location.inline or not missing:
+        if location.inline:
+            return 0
+        damaged = await self._damaged_chunks(location) if verify else {}
+        missing = [c.index for c in location.chunks if not c.address or c.index in damaged]
+        if not missing:
             return 0
         holders = {c.container_id for c in location.chunks}
         fresh = [c for c in plan.containers if c.id not in holders]
@@ -792,10 +798,37 @@ class Pipeline:
             except BaseException:
                 await self._delete_chunks(key, plan.write_ticket, replacements)
                 raise
+        await self._delete_chunks(
+            key, plan.write_ticket, [(c.index, damaged[c.index]) for c in rebuilt if c.index in damaged]
+        )
         failed = [f"chunk {w.index}: {w.error}" for w in writers if w.error is not None]
         if failed:
             raise Unavailable(f"Rebuilt {len(rebuilt)} of {len(writers)} chunks of {key}; " + "; ".join(failed))
         return len(rebuilt)
+
+    async def _damaged_chunks(self, location: gateway_pb2.Location) -> dict[int, str]:
+        """Chunks on live containers that are gone or fail a checksum: index -> their container's address.
+
+        Every fragment of every such chunk is read. A container that cannot be
+        reached now is not taken as proof of damage.
+        """
+        count = max(1, -(-location.object.size // location.policy.segment_size))
+        reader_type = WholeChunkReader if count == 1 else ChunkReader
+
+        async def damaged(chunk: common_pb2.ChunkLocation) -> bool:
+            stub = self._container(chunk.address)
+            reader = reader_type(stub, location.object.key, chunk.index, 0, ticket=location.chunk_ticket)
+            try:
+                for _ in range(count):
+                    if await reader.next(self.fragment_timeout) is None:
+                        return isinstance(reader.error, DataLoss | NotFound)
+                return False
+            finally:
+                await reader.close()
+
+        live = [c for c in location.chunks if c.address]
+        verdicts = await asyncio.gather(*(damaged(c) for c in live))
+        return {c.index: c.address for c, bad in zip(live, verdicts, strict=True) if bad}
 
     async def exists(self, key: str, token: str) -> bool:
         """Whether ``key`` names an object the token may read."""

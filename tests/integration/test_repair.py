@@ -157,3 +157,27 @@ def test_the_gateway_repairs_chunks_of_a_lost_container_by_itself(tmp_path: Path
             next(c for c in fabric.containers if c.name == name).kill()
         assert client.get(key=key, token_user=token) == data
         assert "Repair sweep" in (fabric.root / "logs" / "gateway.log").read_text()
+
+
+def test_verify_rebuilds_corrupt_and_vanished_chunks(tmp_path: Path) -> None:
+    with LocalFabric(containers=7, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("gina")
+        data = os.urandom(5 * MiB)  # two segments: chunks are read by stream
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        by_name = {c.name: c for c in fabric.containers}
+        files = {i: next((by_name[n].root / "data" / "chunks").rglob(f"{key}.{i}")) for i, n in placed.items()}
+        raw = bytearray(files[0].read_bytes())
+        raw[len(raw) // 2] ^= 0x5A
+        files[0].write_bytes(bytes(raw))
+        files[1].unlink()
+        assert client.repair(key, token_user=token) == 0  # the record sees nothing wrong
+        assert client.repair(key, token_user=token, verify=True) == 2
+        now = holders(fabric, token, key)
+        assert now[0] not in (placed[0], placed[1])
+        assert now[1] not in (placed[0], placed[1])
+        assert not files[0].exists()  # the damaged copy was deleted
+        assert client.repair(key, token_user=token, verify=True) == 0
+        for index in (2, 3):  # only the rebuilt chunks keep the object readable now
+            by_name[placed[index]].kill()
+        assert client.get(key=key, token_user=token) == data
