@@ -57,6 +57,7 @@ class DynoConnector:
         m: int = 0,
         timeout: float = 30.0,
         tls_ca: str | None = None,
+        relay: bool = False,
     ) -> None:
         """Connect to the gateway at ``apigateway`` as the owner of ``token_user``.
 
@@ -68,6 +69,7 @@ class DynoConnector:
             m: parity fragments per segment (used when ``k`` is set).
             timeout: seconds allowed for each control call.
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
+            relay: move the bytes through the gateway (for workers that cannot reach the containers).
         """
         self.apigateway = apigateway
         self.token_user = token_user
@@ -75,7 +77,8 @@ class DynoConnector:
         self.k, self.m = k, m
         self.timeout = timeout
         self.tls_ca = tls_ca
-        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca)
+        self.relay = relay
+        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca, relay=relay)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(apigateway={self.apigateway!r}, catalog={self.catalog!r})"
@@ -117,6 +120,7 @@ class DynoConnector:
             "m": self.m,
             "timeout": self.timeout,
             "tls_ca": self.tls_ca,
+            "relay": self.relay,
         }
 
     @classmethod

@@ -20,13 +20,15 @@ from tests.integration.conftest import Session
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def connector(shared: Session) -> Iterator[DynoConnector]:
+@pytest.fixture(params=["direct", "relay"])
+def connector(shared: Session, request: pytest.FixtureRequest) -> Iterator[DynoConnector]:
+    """The connector under the conformance suite: straight to the containers, and through the gateway's relay."""
     made = DynoConnector(
         apigateway=shared.fabric.gateway,
         token_user=shared.token,
         catalog="proxystore",
         tls_ca=str(shared.fabric.tls_ca) if shared.fabric.tls_ca else None,
+        relay=request.param == "relay",
     )
     yield made
     made.close()
