@@ -155,6 +155,28 @@ class RelayGetResponse(_message.Message):
     data: bytes
     def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class DamagedChunk(_message.Message):
+    __slots__ = ("key", "index")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    index: int
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class ReportDamageRequest(_message.Message):
+    __slots__ = ("container_id", "chunks")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    chunks: _containers.RepeatedCompositeFieldContainer[DamagedChunk]
+    def __init__(self, container_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[DamagedChunk, _Mapping]]] = ...) -> None: ...
+
+class ReportDamageResponse(_message.Message):
+    __slots__ = ("marked",)
+    MARKED_FIELD_NUMBER: _ClassVar[int]
+    marked: int
+    def __init__(self, marked: _Optional[int] = ...) -> None: ...
+
 class PlanRepairRequest(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]

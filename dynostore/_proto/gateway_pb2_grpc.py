@@ -169,6 +169,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.ReportDamage = channel.unary_unary(
+                '/dynostore.v1.Gateway/ReportDamage',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.FromString,
+                _registered_method=True)
         self.ListContainers = channel.unary_unary(
                 '/dynostore.v1.Gateway/ListContainers',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
@@ -372,6 +377,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportDamage(self, request, context):
+        """A container reports chunks its scrub found corrupt; the gateway records
+        them as missing, so that repair rebuilds them on other containers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListContainers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -517,6 +530,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.HeartbeatRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ReportDamage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportDamage,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.SerializeToString,
             ),
             'ListContainers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListContainers,
@@ -1235,6 +1253,33 @@ class Gateway:
             '/dynostore.v1.Gateway/Heartbeat',
             dynostore_dot_v1_dot_gateway__pb2.HeartbeatRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportDamage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/ReportDamage',
+            dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.FromString,
             options,
             channel_credentials,
             insecure,

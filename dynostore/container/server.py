@@ -15,6 +15,7 @@ from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore.config import read_secret
 from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
+from dynostore.container.scrubber import Scrubber
 from dynostore.container.servicer import ContainerServicer, add_to_server
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
@@ -44,6 +45,8 @@ class ContainerSettings:
     ready_file: Path | None = None
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
+    # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
+    scrub_interval: float = 86400.0
     # backend = "s3": credentials from the two files, else boto3's chain ($AWS_ACCESS_KEY_ID...).
     s3_bucket: str | None = None
     s3_endpoint: str | None = None
@@ -247,6 +250,11 @@ async def serve(settings: ContainerSettings, token: str) -> None:
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
     membership = Membership(settings, token, info, backend, verifier)
     member_task = asyncio.create_task(membership.run())
+    scrub_task = None
+    if settings.scrub_interval > 0:
+        tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
+        scrubber = Scrubber(backend, container_id, settings.gateway, token, tls, settings.scrub_interval)
+        scrub_task = asyncio.create_task(scrubber.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -262,6 +270,8 @@ async def serve(settings: ContainerSettings, token: str) -> None:
             _write_atomically(settings.ready_file, address)
     await stop.wait()
     member_task.cancel()
+    if scrub_task is not None:
+        scrub_task.cancel()
     await server.stop(grace=2)
     await backend.close()
 

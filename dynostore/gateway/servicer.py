@@ -610,6 +610,22 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         alive = await self.registry.refresh_container(current, request.lease_id)
         return gateway_pb2.HeartbeatResponse(alive=alive, ticket_keys=await self._ticket_keys())
 
+    async def ReportDamage(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ReportDamageRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ReportDamageResponse:
+        await self._member(context)
+        container_id = validation.container_id(request.container_id)
+        if len(request.chunks) > MAX_BATCH:
+            raise InvalidArgument(f"ReportDamage takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
+        marked = 0
+        for chunk in request.chunks:
+            key = validation.key(chunk.key)
+            index = validation.chunk_index(chunk.index, validation.MAX_K + validation.MAX_M)
+            if await self.registry.mark_missing(key, index, container_id):
+                marked += 1
+                log.warning("Chunk %d of %s is damaged on container %s; recorded as missing.", index, key, container_id)
+        return gateway_pb2.ReportDamageResponse(marked=marked)
+
     async def ListContainers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListContainersRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListContainersResponse:

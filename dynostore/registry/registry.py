@@ -441,6 +441,26 @@ class Registry:
             raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
 
     @_etcd_errors
+    async def mark_missing(self, key: str, index: int, container_id: str) -> bool:
+        """Record chunk ``index`` of an object as missing if ``container_id`` holds it; whether it did."""
+        for _ in range(5):  # a concurrent change to the record: read it again
+            found = await self.etcd.get(keys.obj(key))
+            if found is None:
+                return False
+            record = ObjectRecord.from_json(found.value)
+            if index >= len(record.chunks) or record.chunks[index] != (container_id, True):
+                return False
+            record.chunks[index] = (container_id, False)
+            ok, _ = await self.etcd.transaction(
+                compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
+                success=[self._tx.put(keys.obj(key), record.to_json())],
+                failure=[],
+            )
+            if ok:
+                return True
+        raise Unavailable(f"Object {key} kept changing; report the damage again.")
+
+    @_etcd_errors
     async def exists(self, key: str) -> bool:
         """Whether a committed object has this key."""
         return await self.etcd.get(keys.obj(key)) is not None

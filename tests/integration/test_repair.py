@@ -13,7 +13,7 @@ import pytest
 
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore.errors import NotFound, PermissionDenied
-from dynostore.local import LocalFabric
+from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session
 
@@ -179,5 +179,31 @@ def test_verify_rebuilds_corrupt_and_vanished_chunks(tmp_path: Path) -> None:
         assert not files[0].exists()  # the damaged copy was deleted
         assert client.repair(key, token_user=token, verify=True) == 0
         for index in (2, 3):  # only the rebuilt chunks keep the object readable now
+            by_name[placed[index]].kill()
+        assert client.get(key=key, token_user=token) == data
+
+
+def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) -> None:
+    specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(6)]
+    with (
+        LocalFabric(containers=specs, root=tmp_path / "fabric", repair_interval=1) as fabric,
+        fabric.client() as client,
+    ):
+        token = fabric.create_user("hana")
+        data = os.urandom(4 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        by_name = {c.name: c for c in fabric.containers}
+        rotten = next((by_name[placed[2]].root / "data" / "chunks").rglob(f"{key}.2"))
+        raw = bytearray(rotten.read_bytes())
+        raw[-3] ^= 0x01
+        rotten.write_bytes(bytes(raw))
+        deadline = time.monotonic() + 60
+        while (now := holders(fabric, token, key)).get(2) in (None, placed[2]):
+            assert time.monotonic() < deadline, f"not rebuilt: {now}"
+            time.sleep(0.5)
+        assert not rotten.exists()  # reported, then deleted by its container
+        assert not client.stat(key, token_user=token).degraded
+        for index in (0, 1):
             by_name[placed[index]].kill()
         assert client.get(key=key, token_user=token) == data
