@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _tls_args(ct)
     ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
     ct.add_argument("--scrub-interval", type=float, help="seconds between scrubs of every chunk (86400; 0: never)")
+    ct.add_argument(
+        "--gc-grace", type=float, help="seconds a chunk no object relies on is kept before a scrub deletes it (21600)"
+    )
     s3 = ct.add_argument_group("s3 backend (credentials: the two key files, else $AWS_ACCESS_KEY_ID...)")
     s3.add_argument("--s3-bucket", help="bucket to store chunks in (must exist)")
     s3.add_argument("--s3-endpoint", help="endpoint URL, e.g. http://rgw.example.org:7480 (default: AWS)")

@@ -155,7 +155,7 @@ class RelayGetResponse(_message.Message):
     data: bytes
     def __init__(self, object: _Optional[_Union[_common_pb2.ObjectInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
-class DamagedChunk(_message.Message):
+class ChunkId(_message.Message):
     __slots__ = ("key", "index")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -168,14 +168,28 @@ class ReportDamageRequest(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     container_id: str
-    chunks: _containers.RepeatedCompositeFieldContainer[DamagedChunk]
-    def __init__(self, container_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[DamagedChunk, _Mapping]]] = ...) -> None: ...
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkId]
+    def __init__(self, container_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[ChunkId, _Mapping]]] = ...) -> None: ...
 
 class ReportDamageResponse(_message.Message):
     __slots__ = ("marked",)
     MARKED_FIELD_NUMBER: _ClassVar[int]
     marked: int
     def __init__(self, marked: _Optional[int] = ...) -> None: ...
+
+class CheckChunksRequest(_message.Message):
+    __slots__ = ("container_id", "chunks")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkId]
+    def __init__(self, container_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[ChunkId, _Mapping]]] = ...) -> None: ...
+
+class CheckChunksResponse(_message.Message):
+    __slots__ = ("referenced",)
+    REFERENCED_FIELD_NUMBER: _ClassVar[int]
+    referenced: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, referenced: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class PlanRepairRequest(_message.Message):
     __slots__ = ("key",)

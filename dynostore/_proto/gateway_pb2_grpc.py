@@ -174,6 +174,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.FromString,
                 _registered_method=True)
+        self.CheckChunks = channel.unary_unary(
+                '/dynostore.v1.Gateway/CheckChunks',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.FromString,
+                _registered_method=True)
         self.ListContainers = channel.unary_unary(
                 '/dynostore.v1.Gateway/ListContainers',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
@@ -385,6 +390,15 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckChunks(self, request, context):
+        """Which of a container's chunks an object record relies on (garbage
+        collection: the others belong to failed puts, evicted objects or
+        replaced copies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListContainers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -535,6 +549,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ReportDamage,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.SerializeToString,
+            ),
+            'CheckChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckChunks,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.SerializeToString,
             ),
             'ListContainers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListContainers,
@@ -1280,6 +1299,33 @@ class Gateway:
             '/dynostore.v1.Gateway/ReportDamage',
             dynostore_dot_v1_dot_gateway__pb2.ReportDamageRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.ReportDamageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CheckChunks',
+            dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.FromString,
             options,
             channel_credentials,
             insecure,

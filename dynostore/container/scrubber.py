@@ -1,16 +1,21 @@
-"""Scrubbing: a container re-reads its chunks now and then and reports the damaged ones.
+"""Scrubbing: a container re-reads its chunks now and then, reports damage, drops orphans.
 
 Every ``interval`` seconds the scrubber reads every stored chunk in full (the
 backend verifies each fragment's CRC-32). Chunks that fail are reported to the
 gateway (``ReportDamage``), which records them as missing so that repair
 rebuilds them on other containers; once reported, the damaged copies are
-deleted. Reads go one chunk at a time, so a scrub yields to serving.
+deleted. The same pass asks the gateway which chunks an object's record
+relies on (``CheckChunks``): a chunk that no record has relied on for
+``gc_grace`` seconds, across passes, is garbage (a failed put, an evicted
+object, a copy replaced by repair) and is deleted. Reads go one chunk at a
+time, so a scrub yields to serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.container.backends import Backend
@@ -19,23 +24,37 @@ from dynostore.rpc import auth_metadata, open_channel
 from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
-# Damaged chunks are reported this many at a time.
-REPORT_BATCH = 500
+# Chunks are reported and checked this many at a time.
+BATCH = 500
 
 
 class Scrubber:
-    """Re-verifies a backend's chunks every ``interval`` seconds."""
+    """Re-verifies a backend's chunks every ``interval`` seconds and collects its garbage."""
 
     def __init__(
-        self, backend: Backend, container_id: str, gateway: str, token: str, tls: Tls | None, interval: float
+        self,
+        backend: Backend,
+        container_id: str,
+        gateway: str,
+        token: str,
+        tls: Tls | None,
+        *,
+        interval: float,
+        gc_grace: float,
     ) -> None:
-        """Scrub ``backend`` (container ``container_id``), reporting to ``gateway`` with ``token``."""
+        """Scrub ``backend`` (container ``container_id``), talking to ``gateway`` with ``token``.
+
+        ``gc_grace`` 0 keeps every chunk (no garbage collection).
+        """
         self.backend = backend
         self.container_id = container_id
         self.gateway = gateway
         self.token = token
         self.tls = tls
         self.interval = interval
+        self.gc_grace = gc_grace
+        # Chunks no record relied on at the last passes -> when that was first seen.
+        self._unreferenced_since: dict[tuple[str, int], float] = {}
 
     async def run(self) -> None:
         """Scrub until cancelled; a failed scrub is logged and tried again at the next interval."""
@@ -46,35 +65,69 @@ class Scrubber:
             except Exception:
                 log.exception("Scrub failed; the next one is in %.0f s.", self.interval)
 
-    async def scrub(self) -> tuple[int, int]:
-        """One pass over every chunk: ``(chunks checked, damaged chunks reported)``."""
-        checked = 0
+    async def scrub(self) -> tuple[int, int, int]:
+        """One pass over every chunk: ``(chunks checked, damaged chunks reported, garbage chunks deleted)``."""
+        checked = deleted = 0
         damaged: list[tuple[str, int]] = []
-        async for key, index in self.backend.list_chunks():
-            checked += 1
-            try:
-                async for _ in self.backend.read(key, index):
-                    pass
-            except DataLoss as exc:
-                log.warning("Chunk %d of %s is damaged: %s", index, key, exc)
-                damaged.append((key, index))
-            except NotFound:
-                continue  # deleted since it was listed
-        if damaged:
-            await self._report(damaged)
-        log.info("Scrub: %d chunk(s) checked, %d damaged", checked, len(damaged))
-        return checked, len(damaged)
-
-    async def _report(self, damaged: list[tuple[str, int]]) -> None:
-        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere)."""
+        batch: list[tuple[str, int]] = []
+        still_unreferenced: dict[tuple[str, int], float] = {}
         async with open_channel(self.gateway, self.tls) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
-            for start in range(0, len(damaged), REPORT_BATCH):
-                batch = damaged[start : start + REPORT_BATCH]
-                request = gateway_pb2.ReportDamageRequest(
-                    container_id=self.container_id,
-                    chunks=[gateway_pb2.DamagedChunk(key=key, index=index) for key, index in batch],
-                )
-                await stub.ReportDamage(request, metadata=auth_metadata(self.token), timeout=30)
-                for key, index in batch:
-                    await self.backend.delete(key, index)
+            async for key, index in self.backend.list_chunks():
+                checked += 1
+                try:
+                    async for _ in self.backend.read(key, index):
+                        pass
+                except DataLoss as exc:
+                    log.warning("Chunk %d of %s is damaged: %s", index, key, exc)
+                    damaged.append((key, index))
+                    continue
+                except NotFound:
+                    continue  # deleted since it was listed
+                batch.append((key, index))
+                if len(batch) == BATCH:
+                    deleted += await self._collect(stub, batch, still_unreferenced)
+                    batch = []
+            if batch:
+                deleted += await self._collect(stub, batch, still_unreferenced)
+            self._unreferenced_since = still_unreferenced
+            for start in range(0, len(damaged), BATCH):
+                await self._report(stub, damaged[start : start + BATCH])
+        log.info("Scrub: %d chunk(s) checked, %d damaged, %d garbage deleted", checked, len(damaged), deleted)
+        return checked, len(damaged), deleted
+
+    async def _collect(
+        self,
+        stub: gateway_pb2_grpc.GatewayStub,
+        chunks: list[tuple[str, int]],
+        still_unreferenced: dict[tuple[str, int], float],
+    ) -> int:
+        """Delete the chunks no record has relied on for ``gc_grace`` seconds; return how many."""
+        if not self.gc_grace:
+            return 0
+        request = gateway_pb2.CheckChunksRequest(
+            container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in chunks]
+        )
+        reply = await stub.CheckChunks(request, metadata=auth_metadata(self.token), timeout=30)
+        now = time.monotonic()
+        deleted = 0
+        for chunk, referenced in zip(chunks, reply.referenced, strict=True):
+            if referenced:
+                continue
+            since = self._unreferenced_since.get(chunk, now)
+            if now - since >= self.gc_grace:
+                await self.backend.delete(*chunk)
+                log.info("Deleted chunk %d of %s: no object relies on it.", chunk[1], chunk[0])
+                deleted += 1
+            else:
+                still_unreferenced[chunk] = since
+        return deleted
+
+    async def _report(self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]]) -> None:
+        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere)."""
+        request = gateway_pb2.ReportDamageRequest(
+            container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in damaged]
+        )
+        await stub.ReportDamage(request, metadata=auth_metadata(self.token), timeout=30)
+        for key, index in damaged:
+            await self.backend.delete(key, index)

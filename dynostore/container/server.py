@@ -47,6 +47,9 @@ class ContainerSettings:
     capacity_bytes: int | None = None
     # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
     scrub_interval: float = 86400.0
+    # A scrub deletes chunks no object record has relied on for this long (0: never):
+    # longer than any put takes between writing its chunks and committing.
+    gc_grace: float = 21600.0
     # backend = "s3": credentials from the two files, else boto3's chain ($AWS_ACCESS_KEY_ID...).
     s3_bucket: str | None = None
     s3_endpoint: str | None = None
@@ -253,7 +256,15 @@ async def serve(settings: ContainerSettings, token: str) -> None:
     scrub_task = None
     if settings.scrub_interval > 0:
         tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
-        scrubber = Scrubber(backend, container_id, settings.gateway, token, tls, settings.scrub_interval)
+        scrubber = Scrubber(
+            backend,
+            container_id,
+            settings.gateway,
+            token,
+            tls,
+            interval=settings.scrub_interval,
+            gc_grace=settings.gc_grace,
+        )
         scrub_task = asyncio.create_task(scrubber.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -626,6 +626,19 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 log.warning("Chunk %d of %s is damaged on container %s; recorded as missing.", index, key, container_id)
         return gateway_pb2.ReportDamageResponse(marked=marked)
 
+    async def CheckChunks(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.CheckChunksRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CheckChunksResponse:
+        await self._member(context)
+        container_id = validation.container_id(request.container_id)
+        if len(request.chunks) > MAX_BATCH:
+            raise InvalidArgument(f"CheckChunks takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
+        chunks = [
+            (validation.key(c.key), validation.chunk_index(c.index, validation.MAX_K + validation.MAX_M))
+            for c in request.chunks
+        ]
+        return gateway_pb2.CheckChunksResponse(referenced=await self.registry.referenced(chunks, container_id))
+
     async def ListContainers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListContainersRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListContainersResponse:

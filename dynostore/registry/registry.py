@@ -372,6 +372,25 @@ class Registry:
                 raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
 
     @_etcd_errors
+    async def referenced(self, chunks: list[tuple[str, int]], container_id: str) -> list[bool]:
+        """For each ``(key, index)``: whether that object's record lists the chunk as stored on ``container_id``."""
+        records: dict[str, ObjectRecord | None] = {}
+        keys_wanted = list(dict.fromkeys(key for key, _ in chunks))
+        for start in range(0, len(keys_wanted), COMMIT_GROUP):
+            group = keys_wanted[start : start + COMMIT_GROUP]
+            _, replies = await self.etcd.transaction(
+                compare=[], success=[self._tx.get(keys.obj(k)) for k in group], failure=[]
+            )
+            for key, reply in zip(group, replies, strict=True):
+                records[key] = ObjectRecord.from_json(reply[0][0]) if reply else None
+        return [
+            (record := records[key]) is not None
+            and index < len(record.chunks)
+            and record.chunks[index] == (container_id, True)
+            for key, index in chunks
+        ]
+
+    @_etcd_errors
     async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
         """Records of committed objects (None where a key has none), read in few round trips.
 

@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import grpc
 import pytest
 
-from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
+from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.errors import NotFound, PermissionDenied
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
@@ -207,3 +208,36 @@ def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) ->
         for index in (0, 1):
             by_name[placed[index]].kill()
         assert client.get(key=key, token_user=token) == data
+
+
+def test_scrub_deletes_chunks_no_object_relies_on(tmp_path: Path) -> None:
+    specs = [ContainerSpec(settings={"scrub_interval": 1, "gc_grace": 1}) for _ in range(5)]
+    with LocalFabric(containers=specs, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("ivan")
+        data = os.urandom(5000)
+        kept = client.put(data=data, token_user=token, catalog="c")
+        evicted = client.put(data=os.urandom(6000), token_user=token, catalog="c")
+        down = fabric.containers[0]
+        down.stop()  # it misses the evict: its chunk of that object becomes garbage
+        client.evict(key=evicted, token_user=token)
+        down.start()
+        orphan = "e" * 32  # a chunk written by a put that never committed
+        fragment = container_pb2.Fragment(data=b"never committed", crc32=zlib.crc32(b"never committed"))
+        header = container_pb2.ChunkHeader(key=orphan, index=0, ticket=fabric.mint_ticket(orphan, "write"))
+        with grpc.insecure_channel(fabric.containers[1].address) as channel:
+            reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(
+                container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
+            )
+        assert reply.results[0].code == 0
+
+        def stored(key: str) -> list[Path]:
+            return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
+
+        assert stored(orphan)
+        assert stored(evicted)
+        deadline = time.monotonic() + 60
+        while stored(orphan) or stored(evicted):
+            assert time.monotonic() < deadline, f"garbage left: {stored(orphan) + stored(evicted)}"
+            time.sleep(0.5)
+        assert len(stored(kept)) == 5
+        assert client.get(key=kept, token_user=token) == data
