@@ -241,3 +241,28 @@ def test_scrub_deletes_chunks_no_object_relies_on(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert len(stored(kept)) == 5
         assert client.get(key=kept, token_user=token) == data
+
+
+def test_container_calls_validate_their_input(shared: Session) -> None:
+    metadata = auth_metadata(shared.fabric.container_token)
+    bad = [
+        gateway_pb2.ReportDamageRequest(container_id="../x"),
+        gateway_pb2.ReportDamageRequest(container_id="a" * 32, chunks=[gateway_pb2.ChunkId(key="../../etc", index=0)]),
+        gateway_pb2.ReportDamageRequest(container_id="a" * 32, chunks=[gateway_pb2.ChunkId(key="a" * 32, index=99)]),
+    ]
+    with shared.channel(shared.fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        for request in bad:
+            for call, kind in ((stub.ReportDamage, None), (stub.CheckChunks, gateway_pb2.CheckChunksRequest)):
+                message = kind(container_id=request.container_id, chunks=request.chunks) if kind else request
+                with pytest.raises(grpc.RpcError) as info:
+                    call(message, metadata=metadata, timeout=10)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="checks")
+        (location,) = stub.Locate(
+            gateway_pb2.LocateRequest(keys=[key]), metadata=auth_metadata(shared.token), timeout=10
+        ).locations
+        holder = location.chunks[0].container_id
+        ids = [gateway_pb2.ChunkId(key=key, index=0), gateway_pb2.ChunkId(key=key, index=1)]
+        reply = stub.CheckChunks(gateway_pb2.CheckChunksRequest(container_id=holder, chunks=ids), metadata=metadata)
+        assert list(reply.referenced) == [True, location.chunks[1].container_id == holder]
