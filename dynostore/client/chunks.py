@@ -269,7 +269,7 @@ class ChunkReader:
         self._call = stub.GetChunk(request, wait_for_ready=patient)
         self._stream = aiter(self._call)
 
-    async def next(self, timeout: float) -> bytes | None:
+    async def next(self, timeout: float) -> bytes | memoryview | None:
         """The next fragment, or None (with ``error`` set) when this chunk failed."""
         try:
             reply = await asyncio.wait_for(anext(self._stream), timeout)
@@ -287,7 +287,7 @@ class ChunkReader:
         except DataLoss as exc:
             self.error = exc
             return None
-        return data if isinstance(data, bytes) else bytes(data)
+        return data  # a view of the received message: decoding copies it once, into the segment
 
     async def close(self) -> None:
         """Stop the stream."""
@@ -314,7 +314,7 @@ class WholeChunkReader:
         header = container_pb2.ChunkHeader(key=key, index=index, ticket=ticket)
         self._request = container_pb2.ReadChunksRequest(chunks=[header])
 
-    async def next(self, timeout: float) -> bytes | None:
+    async def next(self, timeout: float) -> bytes | memoryview | None:
         """The chunk's only fragment, or None (with ``error`` set) when it failed."""
         try:
             reply = await self._stub.ReadChunks(self._request, timeout=timeout, wait_for_ready=self.patient)

@@ -671,7 +671,7 @@ class Pipeline:
         try:
             for segment in range(count):
                 offset = segment * full_fragment
-                fragments: list[bytes | None] = [None] * codec.n
+                fragments: list[bytes | memoryview | None] = [None] * codec.n
                 while (have := sum(f is not None for f in fragments)) < codec.k:
                     if len(active) < codec.k and not spare and unreachable:
                         # Last chance before giving up: wait for those connections, all at once.
@@ -711,7 +711,7 @@ class Pipeline:
             for reader in active:
                 await reader.close()
 
-    async def _first_fragments(self, readers: list[Reader], need: int) -> dict[Reader, bytes | None]:
+    async def _first_fragments(self, readers: list[Reader], need: int) -> dict[Reader, bytes | memoryview | None]:
         """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
 
         Readers still waiting when enough others answered are left out of the result.
@@ -720,7 +720,7 @@ class Pipeline:
             asyncio.ensure_future(r.next(self.retry_timeout if r.patient else self.fragment_timeout)): r
             for r in readers
         }
-        results: dict[Reader, bytes | None] = {}
+        results: dict[Reader, bytes | memoryview | None] = {}
         pending = set(tasks)
         try:
             while pending and sum(v is not None for v in results.values()) < need:

@@ -43,7 +43,7 @@ class Codec:
             return _split(memoryview(segment), self.k)
         return self._driver.encode(bytes(segment) if not isinstance(segment, bytes) else segment)
 
-    def decode(self, fragments: Sequence[bytes | None]) -> bytes:
+    def decode(self, fragments: Sequence[bytes | memoryview | None]) -> bytes:
         """Rebuild a segment from ``fragments`` (indexed by fragment, None when missing).
 
         Raises:
@@ -61,7 +61,7 @@ class Codec:
             if joined is not None:
                 return joined
         try:
-            return self._driver.decode([present[i] for i in chosen])
+            return self._driver.decode([bytes(present[i]) for i in chosen])
         except Exception as exc:  # pyeclib raises its own hierarchy
             raise DataLoss(f"Fragments did not decode: {exc}") from exc
 
@@ -75,7 +75,7 @@ def _driver(k: int, m: int) -> ECDriver:
     return ECDriver(k=k, m=m, ec_type=EC_TYPE)
 
 
-def _join_data(fragments: list[bytes]) -> bytes | None:
+def _join_data(fragments: Sequence[bytes | memoryview]) -> bytes | None:
     """The segment held by data fragments 0..k-1, joined from their payloads (one copy).
 
     Returns None when a header does not add up, leaving the decoding to pyeclib.
@@ -119,6 +119,6 @@ def _split(segment: memoryview, k: int) -> list[bytes]:
     return out
 
 
-def _join(pieces: list[bytes]) -> bytes:
+def _join(pieces: Sequence[bytes | memoryview]) -> bytes:
     size = int.from_bytes(pieces[0][:8], "big")
     return b"".join(p[8:] for p in pieces)[:size]
