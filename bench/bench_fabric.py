@@ -16,10 +16,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import ContainerStream, median_seconds
+from bench.common import ContainerStream, median_seconds, rate
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 from dynostore.rpc.tuning import tune_malloc
@@ -85,15 +83,6 @@ def measure_size(
     for key in keys:
         client.evict(key=key, token_user=token)
     return size, base_put, put, base_get, get
-
-
-def rate(fn: Callable[[], object], count: int, threads: int = 1) -> float:
-    """Calls per second of ``fn`` over ``count`` calls from ``threads`` threads."""
-    started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(fn) for _ in range(count)]:
-            future.result()
-    return count / (time.perf_counter() - started)
 
 
 def main() -> None:

@@ -6,8 +6,11 @@ Needs Debian's redis-server on PATH (apt-get install redis-server); it is
 started here on a free loopback port without persistence and stopped at the
 end. Also measures raw durable etcd puts (aetcd, sequential, 1 KiB values) to
 the fabric's own etcd in the same run, the reference for small durable puts,
-and the rate of the cheapest gateway call (``whoami``: one gRPC round trip,
-no etcd), the ceiling of any operation that goes through the gateway.
+the rate of the cheapest gateway call (``whoami``: one gRPC round trip, no
+etcd), and the rate of calls to a Python gRPC server that does no work at all
+(``bench.idle_server``, from a synchronous stub). From these it prints the
+ceilings: a get needs at least one call to a Python gRPC server, and a small
+put is a gateway call followed by an etcd commit.
 
 Two fabrics are measured: the usual one (5 file-system containers: chunks
 fsynced to disk) and one of 5 memory containers, which keeps chunks in RAM
@@ -24,8 +27,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import aetcd
@@ -33,6 +37,7 @@ from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.store import Store
 
+from bench.common import grpc_floor_rate, idle_grpc_server, rate
 from dynostore.local import ContainerSpec, LocalFabric, free_port
 from dynostore.proxystore import DynoConnector
 
@@ -63,13 +68,6 @@ def redis_server() -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(10)
-
-
-def rate(fn: Callable[[], object], count: int) -> float:
-    started = time.perf_counter()
-    for _ in range(count):
-        fn()
-    return count / (time.perf_counter() - started)
 
 
 def measure(store: Store[Any], data: bytes, count: int) -> tuple[float, float]:
@@ -113,6 +111,7 @@ def main() -> None:
         LocalFabric(containers=5, root=f"{root}/fabric") as fabric,
         LocalFabric(containers=[ContainerSpec("memory")] * 5, root=f"{root}/memory-fabric") as memory_fabric,
         redis_server() as redis_port,
+        idle_grpc_server(Path(root)) as idle_address,
     ):
         token = fabric.create_user("bench")
         memory_token = memory_fabric.create_user("bench")
@@ -134,6 +133,7 @@ def main() -> None:
         with fabric.client() as client:
             client.whoami(token_user=token)
             call_rate = rate(lambda: client.whoami(token_user=token), args.count * 3)
+        floor_rate = grpc_floor_rate(idle_address, args.count * 3)
 
     print(f"# ProxyStore Store put/get ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no Store cache)")
     print()
@@ -148,12 +148,24 @@ def main() -> None:
                 f"| {put / redis_put:.2f}x | {get / redis_get:.2f}x |"
             )
     small = min(sizes)
+    dyno_put, dyno_get = results["DynoConnector"][small]
+    redis_get = results["RedisConnector"][small][1]
+    # A put is a gateway call followed by an etcd commit: their times add up.
+    put_ceiling = 1 / (1 / call_rate + 1 / etcd_rate)
     print()
     print(f"raw durable etcd puts (1 KiB, sequential): {etcd_rate:,.0f}/s;")
     print(f"one gateway round trip without etcd (Client.whoami, sequential): {call_rate:,.0f}/s;")
     print(
-        f"DynoConnector {small >> 10} KiB puts: {results['DynoConnector'][small][0]:,.0f}/s "
-        f"= {results['DynoConnector'][small][0] / etcd_rate:.2f}x of raw etcd"
+        f"one call to a Python gRPC server that does nothing (bench.idle_server, sync stub, sequential): "
+        f"{floor_rate:,.0f}/s;"
+    )
+    print(
+        f"DynoConnector {small >> 10} KiB puts: {dyno_put:,.0f}/s = {dyno_put / etcd_rate:.2f}x of raw etcd "
+        f"(ceiling, a gateway call then an etcd commit: {put_ceiling:,.0f}/s = {put_ceiling / etcd_rate:.2f}x);"
+    )
+    print(
+        f"DynoConnector {small >> 10} KiB gets: {dyno_get:,.0f}/s = {dyno_get / redis_get:.2f}x of Redis "
+        f"(ceiling, one call to an idle gRPC server: {floor_rate / redis_get:.2f}x)"
     )
 
 

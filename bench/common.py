@@ -1,17 +1,23 @@
-"""Pieces shared by the benchmarks: timing, and one chunk over one plain gRPC stream."""
+"""Pieces shared by the benchmarks: timing, one chunk over one plain gRPC stream, the gRPC floor."""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dynostore._proto import container_pb2
 from dynostore.client.chunks import ContainerStub, verified_data
 from dynostore.container import wire
 from dynostore.erasure.checksum import checksum
+from dynostore.local import ManagedProcess
 from dynostore.rpc import CHANNEL_OPTIONS
 
 FRAGMENT = 1 << 20
@@ -27,6 +33,45 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def rate(fn: Callable[[], object], count: int, threads: int = 1) -> float:
+    """Calls per second of ``fn`` over ``count`` calls: one after the other, or from ``threads`` threads."""
+    started = time.perf_counter()
+    if threads == 1:
+        for _ in range(count):
+            fn()
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(fn) for _ in range(count)]:
+                future.result()
+    return count / (time.perf_counter() - started)
+
+
+@contextmanager
+def idle_grpc_server(root: Path) -> Iterator[str]:
+    """Run ``bench.idle_server`` (a gRPC server with no work to do) and yield its address."""
+    ready = root / "idle-server.addr"
+    argv = [sys.executable, "-m", "bench.idle_server", str(ready)]
+    process = ManagedProcess("idle gRPC server", argv, root / "idle-server.log")
+    process.start()
+    try:
+        yield process.wait_for_file(ready)
+    finally:
+        process.stop()
+
+
+def grpc_floor_rate(address: str, count: int) -> float:
+    """Sequential ``Health/Check`` calls per second to ``address`` from a synchronous stub.
+
+    Against :func:`idle_grpc_server` this is the most any operation that
+    needs one call to a Python gRPC server can reach on this machine.
+    """
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest()
+        rate(lambda: stub.Check(request, timeout=5), max(count // 10, 10))  # warm up
+        return rate(lambda: stub.Check(request, timeout=5), count)
 
 
 class ContainerStream:

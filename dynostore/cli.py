@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--inline-max-bytes", type=int, help="objects up to this size are kept inline in etcd, no chunks (4096; 0: off)"
     )
+    gw.add_argument(
+        "--object-cache-entries", type=int, help="object records (and inline bytes) cached in memory (10000; 0: none)"
+    )
     gw.add_argument("--repair-interval", type=float, help="seconds between repair sweeps (300; 0: none)")
     gw.add_argument(
         "--repair-grace", type=float, help="seconds a container may be gone before its chunks are rebuilt (600)"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
+from dynostore.errors import InvalidArgument
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
@@ -34,6 +35,8 @@ class GatewaySettings:
     container_ttl: int = 10
     # Objects up to this many bytes are kept inline in etcd, without chunks (0: never).
     inline_max_bytes: int = 4096
+    # Object records (with inline bytes) kept in memory, coherent through an etcd watch (0: none).
+    object_cache_entries: int = 10_000
     # Repair sweeps: every repair_interval seconds (0: never), rebuild chunks
     # recorded as missing, and those on containers unregistered for repair_grace seconds.
     repair_interval: float = 300.0
@@ -45,6 +48,11 @@ class GatewaySettings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     ready_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings that make no sense."""
+        if self.object_cache_entries < 0:
+            raise InvalidArgument(f"object_cache_entries must be 0 or more, not {self.object_cache_entries}.")
 
     @property
     def policy(self) -> GatewayPolicy:
@@ -59,11 +67,11 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     policy = settings.policy  # checked before anything starts
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     host, _, port = settings.etcd.rpartition(":")
-    registry = Registry(host or "127.0.0.1", int(port))
+    registry = Registry(host or "127.0.0.1", int(port), object_cache_entries=settings.object_cache_entries)
     if admin_token:
         await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())
-    auth_watch = asyncio.create_task(registry.watch_auth())
+    cache_watch = asyncio.create_task(registry.watch())
     authority = ChunkTicketAuthority(registry)
     await authority.published()  # makes the first key if there is none
     servicer = GatewayServicer(registry, policy, signer, authority, tls)
@@ -102,5 +110,5 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
             await sweeps
     await server.stop(grace=2)
     await pipeline.close()
-    auth_watch.cancel()
+    cache_watch.cancel()
     await registry.close()

@@ -136,7 +136,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             raise PermissionDenied(f"Object {key} belongs to another user.")
 
     async def _readable(self, key: str, user: User) -> ObjectRecord:
-        record = await self.registry.get_object(validation.key(key))
+        (record,) = await self.registry.get_objects([validation.key(key)])
+        if record is None:
+            raise NotFound(f"No object has the key {key}.")
         if not await self.registry.can_read(record.owner, record.catalog, user.name):
             raise PermissionDenied(f"Object {key} belongs to another user.")
         return record

@@ -56,6 +56,16 @@ def obj(key: str) -> bytes:
     return _k("objects", key)
 
 
+def objects_prefix() -> bytes:
+    """Prefix of every object record."""
+    return _k("objects", "")
+
+
+def unused() -> bytes:
+    """A key nothing writes: reading it tells etcd's current revision."""
+    return _k("revision-probe")
+
+
 def repair_lock() -> bytes:
     """The lock a gateway holds while it sweeps objects for repair (one sweep at a time)."""
     return _k("locks", "repair")

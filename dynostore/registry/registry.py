@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
+from dynostore.registry.cache import WatchedCache
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -30,6 +31,8 @@ P = ParamSpec("P")
 COMMIT_GROUP = 32
 # A token's public id: this many hex digits of its SHA-256.
 TOKEN_ID_CHARS = 16
+# Tokens whose users a gateway keeps in memory.
+AUTH_CACHE_ENTRIES = 10_000
 T = TypeVar("T")
 
 
@@ -150,13 +153,16 @@ def _dumps(value: Any) -> bytes:
 class Registry:
     """DynoStore's view of etcd."""
 
-    def __init__(self, host: str, port: int) -> None:
-        """Connect (lazily) to the etcd at ``host:port``."""
+    def __init__(self, host: str, port: int, object_cache_entries: int = 0) -> None:
+        """Connect (lazily) to the etcd at ``host:port``.
+
+        Tokens (always) and up to ``object_cache_entries`` object records,
+        inline bytes included, are cached in memory while :meth:`watch` runs.
+        """
         self.etcd = aetcd.Client(host=host, port=port, timeout=10)
         self._tx = self.etcd.transactions
-        self._auth_cache: dict[str, User] = {}
-        self._auth_generation = 0
-        self._auth_watched = False
+        self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES)
+        self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries)
 
     async def close(self) -> None:
         """Close the etcd connection."""
@@ -278,7 +284,7 @@ class Registry:
 
     @_etcd_errors
     async def authenticate(self, token: str) -> User:
-        """The user a token belongs to (cached while the auth watch runs).
+        """The user a token belongs to (cached while :meth:`watch` runs).
 
         Raises:
             Unauthenticated: the token is unknown or its user is gone.
@@ -287,7 +293,6 @@ class Registry:
         cached = self._auth_cache.get(token_hash)
         if cached is not None:
             return cached
-        generation = self._auth_generation
         owner = await self.etcd.get(keys.token(token_hash))
         if owner is None:
             raise Unauthenticated("The token is not valid (unknown or revoked); ask an admin for a new one.")
@@ -295,30 +300,35 @@ class Registry:
         if record is None:
             raise Unauthenticated("The token's user no longer exists.")
         user = User(**json.loads(record.value))
-        if self._auth_watched and generation == self._auth_generation:
-            self._auth_cache[token_hash] = user
+        self._auth_cache.put(token_hash, user, owner.header.revision)
         return user
 
-    async def watch_auth(self) -> None:
-        """Keep the token cache coherent: any change to users or tokens empties it.
+    async def watch(self) -> None:
+        """Keep the caches coherent: runs until cancelled.
 
-        Runs until cancelled. While the watch is down, nothing is cached, so a
-        revoked token never outlives its revocation on this gateway.
+        Any change to users or tokens empties the token cache; a change to an
+        object record drops that record.
         """
+        await asyncio.gather(
+            self._keep_coherent(keys.auth_prefix(), self._auth_cache, whole=True),
+            self._keep_coherent(keys.objects_prefix(), self._objects, whole=False),
+        )
+
+    async def _keep_coherent(self, prefix: bytes, cache: WatchedCache[Any], *, whole: bool) -> None:
+        """Report every change under ``prefix`` to ``cache`` (``whole``: as a change to everything)."""
         while True:
             try:
-                watch = await self.etcd.watch_prefix(keys.auth_prefix())
-                self._auth_watched = True
-                async for _ in watch:
-                    self._auth_generation += 1
-                    self._auth_cache.clear()
+                # Watch from just after a revision read first, so no change is missed in between.
+                started = (await self.etcd.get_prefix(keys.unused(), keys_only=True)).header.revision
+                watch = await self.etcd.watch_prefix(prefix, start_revision=started + 1)
+                cache.start(started)
+                async for event in watch:
+                    cache.changed(None if whole else event.kv.key[len(prefix) :].decode(), event.kv.mod_revision)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("Auth watch failed (%s); retrying.", exc)
-            self._auth_watched = False
-            self._auth_generation += 1
-            self._auth_cache.clear()
+                log.warning("Watch of %s failed (%s); retrying.", prefix.decode(), exc)
+            cache.stop()
             await asyncio.sleep(1)
 
     @_etcd_errors
@@ -365,17 +375,20 @@ class Registry:
                         failure=[],
                     )
                 )
-            ok, _ = await self.etcd.transaction(
+            ok, replies = await self.etcd.transaction(
                 compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group], success=ops, failure=[]
             )
             if not ok:
                 raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
+            revision = replies[0].response_put.header.revision
+            for r in group:
+                self._objects.put(r.key, r, revision)
 
     @_etcd_errors
     async def referenced(self, chunks: list[tuple[str, int]], container_id: str) -> list[bool]:
         """For each ``(key, index)``: whether that object's record lists the chunk as stored on ``container_id``."""
         wanted = list(dict.fromkeys(key for key, _ in chunks))
-        records = dict(zip(wanted, await self.get_objects(wanted, with_data=False), strict=True))
+        records = dict(zip(wanted, await self._read_objects(wanted, with_data=False), strict=True))
         return [
             (record := records[key]) is not None
             and index < len(record.chunks)
@@ -383,12 +396,28 @@ class Registry:
             for key, index in chunks
         ]
 
+    async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+        """Records of committed objects to read (None where a key has none), inline bytes included.
+
+        Served from the record cache where it can be (see :mod:`dynostore.registry.cache`),
+        the rest read from etcd in few round trips and cached. The records are
+        shared with the cache: do not change them.
+        """
+        found = [self._objects.get(k) for k in object_keys]
+        missed = [k for k, record in zip(object_keys, found, strict=True) if record is None]
+        if missed:
+            read = iter(await self._read_objects(missed, with_data=True, cache=True))
+            found = [record or next(read) for record in found]
+        return found
+
     @_etcd_errors
-    async def get_objects(self, object_keys: list[str], *, with_data: bool = True) -> list[ObjectRecord | None]:
-        """Records of committed objects (None where a key has none), read in few round trips.
+    async def _read_objects(
+        self, object_keys: list[str], *, with_data: bool, cache: bool = False
+    ) -> list[ObjectRecord | None]:
+        """Records of committed objects read from etcd (None where a key has none), in few round trips.
 
         With ``with_data``, inline objects come with their bytes (``record.data``),
-        read in the same transaction.
+        read in the same transaction. With ``cache``, the records found are cached.
         """
         per_key = 2 if with_data else 1
         found: list[ObjectRecord | None] = []
@@ -400,12 +429,14 @@ class Registry:
                 if with_data:
                     ops.append(self._tx.get(keys.inline_data(k)))
             _, replies = await self.etcd.transaction(compare=[], success=ops, failure=[])
-            for position in range(0, len(replies), per_key):
+            for key, position in zip(group, range(0, len(replies), per_key), strict=True):
                 reply = replies[position]
                 record = ObjectRecord.from_json(reply[0][0]) if reply else None
                 if record is not None and record.inline and with_data:
                     data_reply = replies[position + 1]
                     record.data = data_reply[0][0] if data_reply else b""
+                if record is not None and cache:
+                    self._objects.put(key, record, reply[0][1].header.revision)
                 found.append(record)
         return found
 
@@ -452,13 +483,14 @@ class Registry:
             raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
         for index, container_id in replacements.items():
             record.chunks[index] = (container_id, True)
-        ok, _ = await self.etcd.transaction(
+        ok, replies = await self.etcd.transaction(
             compare=[self._tx.mod(keys.obj(key)) == revision],
             success=[self._tx.put(keys.obj(key), record.to_json())],
             failure=[],
         )
         if not ok:
             raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
+        self._objects.changed(key, replies[0].response_put.header.revision)
 
     @_etcd_errors
     async def mark_missing(self, key: str, index: int, container_id: str) -> bool:
@@ -471,12 +503,13 @@ class Registry:
             if index >= len(record.chunks) or record.chunks[index] != (container_id, True):
                 return False
             record.chunks[index] = (container_id, False)
-            ok, _ = await self.etcd.transaction(
+            ok, replies = await self.etcd.transaction(
                 compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
                 success=[self._tx.put(keys.obj(key), record.to_json())],
                 failure=[],
             )
             if ok:
+                self._objects.changed(key, replies[0].response_put.header.revision)
                 return True
         raise Unavailable(f"Object {key} kept changing; report the damage again.")
 
@@ -493,7 +526,7 @@ class Registry:
             if found is None:
                 return None
             record = ObjectRecord.from_json(found.value)
-            ok, _ = await self.etcd.transaction(
+            ok, replies = await self.etcd.transaction(
                 compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
                 success=[
                     self._tx.delete(keys.obj(key)),
@@ -503,6 +536,7 @@ class Registry:
                 failure=[],
             )
             if ok:
+                self._objects.changed(key, replies[0].response_delete_range.header.revision)
                 return record
 
     @_etcd_errors

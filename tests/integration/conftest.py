@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from dynostore.client import Client
-from dynostore.local import LocalFabric
+from dynostore.local import LocalFabric, ManagedProcess
 from tests.conftest import SESSION_PIDS
 from tests.servers import CephCluster, S3Server, ceph_cluster, ceph_missing, moto_available, moto_server
 
@@ -85,6 +85,23 @@ def own(tmp_path: Path) -> Iterator[Session]:
     """A fabric of the test's own, free to kill and restart."""
     with LocalFabric(containers=5, root=tmp_path / "fabric") as fabric, fabric.client() as client:
         yield Session(fabric, client, fabric.create_user("bob"))
+
+
+@pytest.fixture
+def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
+    """Another gateway process on the shared fabric's etcd."""
+    ready = tmp_path / "gateway2.addr"
+    process = ManagedProcess(
+        "gateway2",
+        [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
+         "--listen", "127.0.0.1:0", "--ready-file", str(ready), *shared.fabric.tls_args],
+        tmp_path / "gateway2.log",
+    )  # fmt: skip
+    process.start()
+    try:
+        yield process.wait_for_file(ready)
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dynostore.client import Client
 from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from dynostore.local import ManagedProcess
 from tests.integration.conftest import Session
-
-
-@pytest.fixture
-def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
-    """Another gateway process on the same etcd."""
-    ready = tmp_path / "gateway2.addr"
-    process = ManagedProcess(
-        "gateway2",
-        [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
-         "--listen", "127.0.0.1:0", "--ready-file", str(ready), *shared.fabric.tls_args],
-        tmp_path / "gateway2.log",
-    )  # fmt: skip
-    process.start()
-    try:
-        yield process.wait_for_file(ready)
-    finally:
-        process.stop()
 
 
 def test_admins_list_and_remove_users(shared: Session) -> None:

@@ -25,6 +25,13 @@ def test_example_gateway_config_loads() -> None:
     assert settings.policy.container_ttl == 10
     assert settings.repair_interval == 300.0
     assert settings.policy.inline_max_bytes == 4096
+    assert settings.object_cache_entries == 10_000
+
+
+def test_a_negative_cache_size_is_refused() -> None:
+    assert build(GatewaySettings, {"object_cache_entries": 0}, "test").object_cache_entries == 0
+    with pytest.raises(InvalidArgument, match="object_cache_entries must be 0 or more"):
+        build(GatewaySettings, {"object_cache_entries": -1}, "test")
 
 
 def test_float_settings_take_ints_not_bools() -> None:
