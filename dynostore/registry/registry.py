@@ -307,12 +307,13 @@ class Registry:
         """Keep the caches coherent: runs until cancelled.
 
         Any change to users or tokens empties the token cache; a change to an
-        object record drops that record.
+        object record drops that record. With no room for records, their
+        changes are not watched.
         """
-        await asyncio.gather(
-            self._keep_coherent(keys.auth_prefix(), self._auth_cache, whole=True),
-            self._keep_coherent(keys.objects_prefix(), self._objects, whole=False),
-        )
+        watches = [self._keep_coherent(keys.auth_prefix(), self._auth_cache, whole=True)]
+        if self._objects.max_entries:
+            watches.append(self._keep_coherent(keys.objects_prefix(), self._objects, whole=False))
+        await asyncio.gather(*watches)
 
     async def _keep_coherent(self, prefix: bytes, cache: WatchedCache[Any], *, whole: bool) -> None:
         """Report every change under ``prefix`` to ``cache`` (``whole``: as a change to everything)."""

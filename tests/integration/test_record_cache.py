@@ -7,12 +7,14 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aetcd
 import pytest
 
 from dynostore.client import Client
 from dynostore.errors import NotFound
+from dynostore.registry import ObjectRecord, Registry
 from tests.integration.conftest import Session
 
 # How long another gateway's change may take to reach this gateway's cache (its etcd watch).
@@ -77,3 +79,38 @@ def test_the_evicting_gateway_forgets_at_once_the_other_soon(shared: Session, se
         with pytest.raises(NotFound):  # the gateway that evicts forgets at once
             other.get(key=key, token_user=token)
     assert eventually(lambda: gone(c, key, token))
+
+
+@pytest.mark.parametrize(("entries", "etcd_reads"), [(0, 3), (100, 1)])
+def test_reads_go_to_etcd_only_when_not_cached(
+    shared: Session, monkeypatch: pytest.MonkeyPatch, entries: int, etcd_reads: int
+) -> None:
+    key = shared.client.put(data=b"read me thrice", token_user=shared.token, catalog="cached")
+    host, port = shared.fabric.etcd_address.rsplit(":", 1)
+
+    async def read_three_times() -> list[Any]:
+        registry = Registry(host, int(port), object_cache_entries=entries)
+        reads = []
+        read_objects = registry._read_objects
+
+        async def counted(*args: Any, **kwargs: Any) -> list[ObjectRecord | None]:
+            reads.append(args)
+            return await read_objects(*args, **kwargs)
+
+        monkeypatch.setattr(registry, "_read_objects", counted)
+        watch = asyncio.create_task(registry.watch())
+        try:
+            for _ in range(500):  # the watch starts within 5 s
+                if not entries or registry._objects.watching:
+                    break
+                await asyncio.sleep(0.01)
+            for _ in range(3):
+                (record,) = await registry.get_objects([key])
+                assert record is not None
+                assert record.data == b"read me thrice"
+        finally:
+            watch.cancel()
+            await registry.close()
+        return reads
+
+    assert len(asyncio.run(read_three_times())) == etcd_reads
