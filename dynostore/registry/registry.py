@@ -33,6 +33,17 @@ COMMIT_GROUP = 32
 TOKEN_ID_CHARS = 16
 # Tokens whose users a gateway keeps in memory.
 AUTH_CACHE_ENTRIES = 10_000
+# gRPC keepalive on the etcd connection: a ping every 10 s, with or without
+# data (the watches stay open and may be quiet for hours), and a connection
+# whose ping goes unanswered for 5 s (etcd frozen, a network partition) is
+# dropped, which ends the watches and empties the caches they vouch for.
+# etcd refuses pings more often than every 5 s.
+ETCD_CHANNEL_OPTIONS = {
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.http2.ping_timeout_ms": 5_000,
+    "grpc.http2.max_pings_without_data": 0,
+}
 T = TypeVar("T")
 
 
@@ -159,7 +170,7 @@ class Registry:
         Tokens (always) and up to ``object_cache_entries`` object records,
         inline bytes included, are cached in memory while :meth:`watch` runs.
         """
-        self.etcd = aetcd.Client(host=host, port=port, timeout=10)
+        self.etcd = aetcd.Client(host=host, port=port, timeout=10, options=ETCD_CHANNEL_OPTIONS)
         self._tx = self.etcd.transactions
         self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES)
         self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries)

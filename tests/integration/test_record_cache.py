@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
+import uuid
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aetcd
@@ -14,6 +18,7 @@ import pytest
 
 from dynostore.client import Client
 from dynostore.errors import NotFound
+from dynostore.local import LocalFabric
 from dynostore.registry import ObjectRecord, Registry
 from tests.integration.conftest import Session
 
@@ -114,3 +119,43 @@ def test_reads_go_to_etcd_only_when_not_cached(
         return reads
 
     assert len(asyncio.run(read_three_times())) == etcd_reads
+
+
+async def until(check: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not so after {seconds} s"
+        await asyncio.sleep(0.05)
+
+
+def test_a_frozen_etcd_ends_the_watch_and_empties_the_caches(tmp_path: Path) -> None:
+    with LocalFabric(containers=0, root=tmp_path / "fabric") as fabric:
+        etcd_pid = next(p.pid for p in fabric.processes if p.name == "etcd")
+        assert etcd_pid is not None
+        host, port = fabric.etcd_address.rsplit(":", 1)
+        key = uuid.uuid4().hex
+        record = ObjectRecord(
+            key=key, owner="alice", catalog="c", name="", size=1, k=0, m=0, segment_size=0,
+            inline=True, crc32=zlib.crc32(b"x"), data=b"x",
+        )  # fmt: skip
+
+        async def scenario() -> None:
+            registry = Registry(host, int(port), object_cache_entries=10)
+            watch = asyncio.create_task(registry.watch())
+            try:
+                await until(lambda: registry._objects.watching, 10)
+                await registry.commit([record])
+                assert len(registry._objects) == 1
+                os.kill(etcd_pid, signal.SIGSTOP)  # the connection stays open but nothing answers
+                try:
+                    await until(lambda: not registry._objects.watching, 30)  # keepalive: ~15 s
+                    assert len(registry._objects) == 0
+                finally:
+                    os.kill(etcd_pid, signal.SIGCONT)
+                await until(lambda: registry._objects.watching, 30)
+                assert (await registry.get_objects([key]))[0] == record
+            finally:
+                watch.cancel()
+                await registry.close()
+
+        asyncio.run(scenario())
