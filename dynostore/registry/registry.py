@@ -526,11 +526,6 @@ class Registry:
         raise Unavailable(f"Object {key} kept changing; report the damage again.")
 
     @_etcd_errors
-    async def exists(self, key: str) -> bool:
-        """Whether a committed object has this key."""
-        return await self.etcd.get(keys.obj(key)) is not None
-
-    @_etcd_errors
     async def delete_object(self, key: str) -> ObjectRecord | None:
         """Remove an object's record and index entry atomically; return the record."""
         while True:
