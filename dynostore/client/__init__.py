@@ -166,7 +166,9 @@ class Client:
             PermissionDenied: the object belongs to another user.
             DataLoss: too many chunks are lost or corrupt to rebuild it.
         """
-        return self._run(self._async.get(key, token_user))
+        # Joined in the caller's thread: glibc gives a thread other than the main one a
+        # fresh mapping for every block of 64 MiB or more (page faults on every get).
+        return b"".join(self._run(self._async._segments(key, token_user)))
 
     def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""

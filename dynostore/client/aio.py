@@ -262,7 +262,11 @@ class AsyncClient:
             PermissionDenied: the object belongs to another user.
             DataLoss: too many chunks are lost or corrupt to rebuild it.
         """
-        return b"".join([s async for s in self._pipeline.get(key, token=token_user)])
+        return b"".join(await self._segments(key, token_user))
+
+    async def _segments(self, key: str, token_user: str) -> list[bytes]:
+        """The decoded segments of object ``key``, in order."""
+        return [s async for s in self._pipeline.get(key, token=token_user)]
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
