@@ -172,7 +172,8 @@ class Client:
 
     def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
-        return self._run(self._async.get_batch(keys, token_user))
+        found = self._run(self._async._batch_segments(keys, token_user))
+        return [b"".join(segments) if segments is not None else None for segments in found]  # as in get()
 
     def exists(self, key: str, token_user: str) -> bool:
         """Whether ``key`` names an object readable with this token."""

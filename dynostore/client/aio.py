@@ -270,6 +270,13 @@ class AsyncClient:
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
+        return [
+            b"".join(segments) if segments is not None else None
+            for segments in await self._batch_segments(keys, token_user)
+        ]
+
+    async def _batch_segments(self, keys: Sequence[str], token_user: str) -> list[list[bytes] | None]:
+        """The decoded segments of each object, None where a key has no object."""
         return await self._pipeline.get_many(keys, token_user)
 
     async def exists(self, key: str, token_user: str) -> bool:

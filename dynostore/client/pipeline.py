@@ -580,12 +580,14 @@ class Pipeline:
         finally:
             call.cancel()
 
-    async def get_many(self, keys: Sequence[str], token: str) -> list[bytes | None]:
-        """The bytes of each object, None where no object has the key.
+    async def get_many(self, keys: Sequence[str], token: str) -> list[list[bytes] | None]:
+        """The segments of each object (joined, its bytes), None where no object has the key.
 
         One Locate call per group of objects; objects of one segment are read
         as whole chunks, batched per container, falling back to the per-object
-        path (parity, retries) for any that miss a chunk.
+        path (parity, retries) for any that miss a chunk. Segments are handed
+        out unjoined so that the caller joins them in its own thread (see
+        :meth:`Client.get`).
 
         Raises:
             PermissionDenied: an object belongs to another user.
@@ -594,7 +596,7 @@ class Pipeline:
         if self.relay:
             return [await self._relay_get_or_none(key, token) for key in keys]
         locations = await self.locate(keys, token)
-        results: list[bytes | None] = [None] * len(keys)
+        results: list[list[bytes] | None] = [None] * len(keys)
         whole: list[int] = []
         for i, location in enumerate(locations):
             if location.code == NotFound.code.value[0]:
@@ -602,18 +604,18 @@ class Pipeline:
             if location.code:
                 raise error_for_code(location.code, location.message)
             if location.inline:
-                results[i] = _inline_bytes(location)
+                results[i] = [_inline_bytes(location)]
             elif location.object.size <= location.policy.segment_size:
                 whole.append(i)
             else:
-                results[i] = b"".join([s async for s in self.read(location, None)])
+                results[i] = [s async for s in self.read(location, None)]
         for i, data in zip(whole, await self._read_whole([locations[i] for i in whole]), strict=True):
-            results[i] = data if data is not None else b"".join([s async for s in self.read(locations[i], None)])
+            results[i] = [data] if data is not None else [s async for s in self.read(locations[i], None)]
         return results
 
-    async def _relay_get_or_none(self, key: str, token: str) -> bytes | None:
+    async def _relay_get_or_none(self, key: str, token: str) -> list[bytes] | None:
         try:
-            return b"".join([data async for data in self._relay_get(key, token, None)])
+            return [data async for data in self._relay_get(key, token, None)]
         except NotFound:
             return None
 
