@@ -30,6 +30,7 @@ from dynostore.client.aio import (
     ObjectStat,
     TokenInfo,
     UserInfo,
+    join_each,
 )
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
@@ -172,8 +173,7 @@ class Client:
 
     def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
-        found = self._run(self._async._batch_segments(keys, token_user))
-        return [b"".join(segments) if segments is not None else None for segments in found]  # as in get()
+        return join_each(self._run(self._async._batch_segments(keys, token_user)))  # joined here, as in get()
 
     def exists(self, key: str, token_user: str) -> bool:
         """Whether ``key`` names an object readable with this token."""

@@ -128,6 +128,11 @@ def bytes_segments(data: BytesLike) -> tuple[SegmentSource, int]:
     return segments, len(view)
 
 
+def join_each(objects: Sequence[Sequence[bytes] | None]) -> list[bytes | None]:
+    """Each object's bytes from its segments (None stays None; one segment is not copied)."""
+    return [b"".join(segments) if segments is not None else None for segments in objects]
+
+
 def file_segments(path: Path) -> SegmentSource:
     """A segment source reading ``path`` one segment at a time."""
 
@@ -270,10 +275,7 @@ class AsyncClient:
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
-        return [
-            b"".join(segments) if segments is not None else None
-            for segments in await self._batch_segments(keys, token_user)
-        ]
+        return join_each(await self._batch_segments(keys, token_user))
 
     async def _batch_segments(self, keys: Sequence[str], token_user: str) -> list[list[bytes] | None]:
         """The decoded segments of each object, None where a key has no object."""
