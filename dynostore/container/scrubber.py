@@ -1,4 +1,4 @@
-"""Scrubbing: a container re-reads its chunks now and then, reports damage, drops orphans.
+"""Scrubbing and damage reports: a container re-reads its chunks, reports damage, drops orphans.
 
 Every ``interval`` seconds the scrubber reads every stored chunk in full (the
 backend verifies each fragment's CRC-32). Chunks that fail are reported to the
@@ -9,6 +9,12 @@ relies on (``CheckChunks``): a chunk that no record has relied on for
 ``gc_grace`` seconds, across passes, is garbage (a failed put, an evicted
 object, a copy replaced by repair) and is deleted. Reads go one chunk at a
 time, so a scrub yields to serving.
+
+Clients' reads find damage too: a chunk asked for with a valid read ticket
+that is gone or fails its checksum is noted by the :class:`DamageReporter`,
+which reports what it noted every ``REPORT_DELAY`` seconds in one call. The
+gateway records a chunk as missing only if the object's record says this
+container holds it, so a reader cannot make it forget a good chunk.
 """
 
 from __future__ import annotations
@@ -26,31 +32,66 @@ from dynostore.rpc.tls import Tls
 log = logging.getLogger(__name__)
 # Chunks are reported and checked this many at a time.
 BATCH = 500
+# Damage that reads find is reported this often (seconds), all at once.
+REPORT_DELAY = 1.0
+# Damage noted but not yet reported is capped (a flood of bad reads costs no memory).
+MAX_NOTED = 10_000
 
 
-class Scrubber:
-    """Re-verifies a backend's chunks every ``interval`` seconds and collects its garbage."""
+class DamageReporter:
+    """Tells the gateway which chunks are damaged or gone, then deletes the damaged copies."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        container_id: str,
-        gateway: str,
-        token: str,
-        tls: Tls | None,
-        *,
-        interval: float,
-        gc_grace: float,
-    ) -> None:
-        """Scrub ``backend`` (container ``container_id``), talking to ``gateway`` with ``token``.
-
-        ``gc_grace`` 0 keeps every chunk (no garbage collection).
-        """
+    def __init__(self, backend: Backend, container_id: str, gateway: str, token: str, tls: Tls | None) -> None:
+        """Report for container ``container_id`` (on ``backend``) to ``gateway`` with ``token``."""
         self.backend = backend
         self.container_id = container_id
         self.gateway = gateway
         self.token = token
         self.tls = tls
+        self._noted: set[tuple[str, int]] = set()
+
+    def note(self, key: str, index: int) -> None:
+        """A read found chunk ``index`` of ``key`` gone or damaged: report it soon."""
+        if len(self._noted) < MAX_NOTED:
+            self._noted.add((key, index))
+
+    async def run(self) -> None:
+        """Report what reads noted every ``REPORT_DELAY`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(REPORT_DELAY)
+            if not self._noted:
+                continue
+            noted, self._noted = sorted(self._noted), set()
+            try:
+                async with open_channel(self.gateway, self.tls) as channel:
+                    stub = gateway_pb2_grpc.GatewayStub(channel)
+                    for start in range(0, len(noted), BATCH):
+                        await self.report(stub, noted[start : start + BATCH])
+            except Exception:
+                log.exception("Reporting %d damaged chunk(s) failed; they are reported again when read.", len(noted))
+
+    async def report(self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]]) -> None:
+        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere)."""
+        request = gateway_pb2.ReportDamageRequest(
+            container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in damaged]
+        )
+        reply = await stub.ReportDamage(request, metadata=auth_metadata(self.token), timeout=30)
+        log.info("Reported %d damaged chunk(s); %d recorded as missing.", len(damaged), reply.marked)
+        for key, index in damaged:
+            await self.backend.delete(key, index)
+
+
+class Scrubber:
+    """Re-verifies a backend's chunks every ``interval`` seconds and collects its garbage."""
+
+    def __init__(self, reporter: DamageReporter, *, interval: float, gc_grace: float) -> None:
+        """Scrub the backend of ``reporter``'s container, reporting through it.
+
+        ``gc_grace`` 0 keeps every chunk (no garbage collection).
+        """
+        self.reporter = reporter
+        self.backend = reporter.backend
+        self.container_id = reporter.container_id
         self.interval = interval
         self.gc_grace = gc_grace
         # Chunks no record relied on at the last passes -> when that was first seen.
@@ -71,7 +112,7 @@ class Scrubber:
         damaged: list[tuple[str, int]] = []
         batch: list[tuple[str, int]] = []
         still_unreferenced: dict[tuple[str, int], float] = {}
-        async with open_channel(self.gateway, self.tls) as channel:
+        async with open_channel(self.reporter.gateway, self.reporter.tls) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             async for key, index in self.backend.list_chunks():
                 checked += 1
@@ -92,7 +133,7 @@ class Scrubber:
                 deleted += await self._collect(stub, batch, still_unreferenced)
             self._unreferenced_since = still_unreferenced
             for start in range(0, len(damaged), BATCH):
-                await self._report(stub, damaged[start : start + BATCH])
+                await self.reporter.report(stub, damaged[start : start + BATCH])
         log.info("Scrub: %d chunk(s) checked, %d damaged, %d garbage deleted", checked, len(damaged), deleted)
         return checked, len(damaged), deleted
 
@@ -108,7 +149,7 @@ class Scrubber:
         request = gateway_pb2.CheckChunksRequest(
             container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in chunks]
         )
-        reply = await stub.CheckChunks(request, metadata=auth_metadata(self.token), timeout=30)
+        reply = await stub.CheckChunks(request, metadata=auth_metadata(self.reporter.token), timeout=30)
         now = time.monotonic()
         deleted = 0
         for chunk, referenced in zip(chunks, reply.referenced, strict=True):
@@ -122,12 +163,3 @@ class Scrubber:
             else:
                 still_unreferenced[chunk] = since
         return deleted
-
-    async def _report(self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]]) -> None:
-        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere)."""
-        request = gateway_pb2.ReportDamageRequest(
-            container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in damaged]
-        )
-        await stub.ReportDamage(request, metadata=auth_metadata(self.token), timeout=30)
-        for key, index in damaged:
-            await self.backend.delete(key, index)

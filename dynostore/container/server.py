@@ -15,7 +15,7 @@ from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore.config import read_secret
 from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
-from dynostore.container.scrubber import Scrubber
+from dynostore.container.scrubber import DamageReporter, Scrubber
 from dynostore.container.servicer import ContainerServicer, add_to_server
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, open_channel, start_server
@@ -241,31 +241,24 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         raise
     container_id = container_identity(settings)
     verifier = TicketVerifier()
-    servicer = ContainerServicer(backend, container_id, settings.site, verifier)
+    tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
+    reporter = DamageReporter(backend, container_id, settings.gateway, token, tls)
+    servicer = ContainerServicer(backend, container_id, settings.site, verifier, on_damage=reporter.note)
     server, port = await start_server(
         settings.listen,
         lambda s: add_to_server(servicer, s),
         ["dynostore.v1.Container"],
-        Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key),
+        tls,
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
     membership = Membership(settings, token, info, backend, verifier)
     member_task = asyncio.create_task(membership.run())
-    scrub_task = None
+    background = [asyncio.create_task(reporter.run())]
     if settings.scrub_interval > 0:
-        tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
-        scrubber = Scrubber(
-            backend,
-            container_id,
-            settings.gateway,
-            token,
-            tls,
-            interval=settings.scrub_interval,
-            gc_grace=settings.gc_grace,
-        )
-        scrub_task = asyncio.create_task(scrubber.run())
+        scrubber = Scrubber(reporter, interval=settings.scrub_interval, gc_grace=settings.gc_grace)
+        background.append(asyncio.create_task(scrubber.run()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -281,8 +274,8 @@ async def serve(settings: ContainerSettings, token: str) -> None:
             _write_atomically(settings.ready_file, address)
     await stop.wait()
     member_task.cancel()
-    if scrub_task is not None:
-        scrub_task.cancel()
+    for task in background:
+        task.cancel()
     await server.stop(grace=2)
     await backend.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -14,7 +14,7 @@ from dynostore._proto import container_pb2_grpc as pb_grpc
 from dynostore.container import wire
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument
+from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument, NotFound
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,28 @@ def _chunk_ref(key: str, index: int) -> tuple[str, int]:
 class ContainerServicer(pb_grpc.ContainerServicer):
     """Serves PutChunk/GetChunk/DeleteChunk/Stat over one backend."""
 
-    def __init__(self, backend: Backend, container_id: str, site: str, verifier: TicketVerifier) -> None:
-        """Serve ``backend`` as container ``container_id`` at ``site``, checking tickets with ``verifier``."""
+    def __init__(
+        self,
+        backend: Backend,
+        container_id: str,
+        site: str,
+        verifier: TicketVerifier,
+        on_damage: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """Serve ``backend`` as container ``container_id`` at ``site``, checking tickets with ``verifier``.
+
+        ``on_damage(key, index)`` hears of every chunk that a read with a
+        valid ticket found gone or failing its checksum.
+        """
         self.backend = backend
         self.container_id = container_id
         self.site = site
         self.verifier = verifier
+        self.on_damage = on_damage
+
+    def _damaged(self, key: str, index: int, exc: Exception) -> None:
+        if self.on_damage is not None and isinstance(exc, NotFound | DataLoss):
+            self.on_damage(key, index)
 
     def _check_addressee(self, header: pb.ChunkHeader) -> None:
         if header.container_id and header.container_id != self.container_id:
@@ -132,8 +148,12 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         """Stream a chunk as serialized ``GetChunkResponse`` messages (see :func:`wire.serialize`)."""
         key, index = _chunk_ref(request.key, request.index)
         self.verifier.check(request.ticket, key, "read")
-        async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
-            yield wire.encode_get_reply(offset, data, crc)
+        try:
+            async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
+                yield wire.encode_get_reply(offset, data, crc)
+        except (NotFound, DataLoss) as exc:
+            self._damaged(key, index, exc)
+            raise
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
         self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
@@ -147,13 +167,17 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             try:
                 key, index = _chunk_ref(header.key, header.index)
                 self.verifier.check(header.ticket, key, "read")
-                async for offset, data, crc in self.backend.read(key, index):
-                    budget -= len(data)
-                    if budget < 0:
-                        raise FailedPrecondition(
-                            f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
-                        )
-                    result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
+                try:
+                    async for offset, data, crc in self.backend.read(key, index):
+                        budget -= len(data)
+                        if budget < 0:
+                            raise FailedPrecondition(
+                                f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
+                            )
+                        result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
+                except (NotFound, DataLoss) as exc:
+                    self._damaged(key, index, exc)
+                    raise
             except Exception as exc:
                 del result.fragments[:]
                 result.status.CopyFrom(_status(exc))

@@ -210,6 +210,34 @@ def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) ->
         assert client.get(key=key, token_user=token) == data
 
 
+def test_reads_report_vanished_and_rotten_chunks_and_the_sweep_rebuilds_them(tmp_path: Path) -> None:
+    with (
+        LocalFabric(containers=7, root=tmp_path / "fabric", repair_interval=1) as fabric,
+        fabric.client() as client,
+    ):
+        token = fabric.create_user("iris")
+        by_name = {c.name: c for c in fabric.containers}
+        # One segment (its chunks read whole, in batches) and two (read by stream).
+        for data in (os.urandom(100 * 1024), os.urandom(5 * MiB)):
+            key = client.put(data=data, token_user=token, catalog="c")
+            placed = holders(fabric, token, key)
+            gone = next((by_name[placed[0]].root / "data" / "chunks").rglob(f"{key}.0"))
+            gone.unlink()
+            rotten = next((by_name[placed[1]].root / "data" / "chunks").rglob(f"{key}.1"))
+            raw = bytearray(rotten.read_bytes())
+            raw[-3] ^= 0x01
+            rotten.write_bytes(bytes(raw))
+            assert client.get(key=key, token_user=token) == data  # from parity; both containers take note
+            deadline = time.monotonic() + 60
+            while (now := holders(fabric, token, key)).get(0) in (None, placed[0]) or now.get(1) in (None, placed[1]):
+                assert time.monotonic() < deadline, f"not rebuilt: {now}"
+                time.sleep(0.5)
+            assert not rotten.exists()  # reported, then deleted by its container
+            assert not client.stat(key, token_user=token).degraded
+            assert client.repair(key, token_user=token, verify=True) == 0  # every chunk reads back whole
+            assert client.get(key=key, token_user=token) == data
+
+
 def test_scrub_deletes_chunks_no_object_relies_on(tmp_path: Path) -> None:
     specs = [ContainerSpec(settings={"scrub_interval": 1, "gc_grace": 1}) for _ in range(5)]
     with LocalFabric(containers=specs, root=tmp_path / "fabric") as fabric, fabric.client() as client:

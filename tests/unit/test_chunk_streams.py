@@ -113,3 +113,32 @@ def test_put_needs_a_header_and_a_write_ticket() -> None:
         assert not backend.chunks
 
     _serve(test)
+
+
+def test_reads_with_a_valid_ticket_report_missing_chunks_and_no_others() -> None:
+    async def go() -> None:
+        verifier, mint = _verifier_and_mint()
+        damaged: list[tuple[str, int]] = []
+        servicer = ContainerServicer(
+            MemoryBackend(), "c-1", "site", verifier, on_damage=lambda k, i: damaged.append((k, i))
+        )
+        server, port = await start_server("127.0.0.1:0", lambda s: add_to_server(servicer, s), [SERVICE])
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
+                stub = pb_grpc.ContainerStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    async for _ in stub.GetChunk(pb.GetChunkRequest(key=KEY, index=2, ticket=mint(KEY, "read"))):
+                        pass
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+                header = pb.ChunkHeader(key=KEY, index=4, ticket=mint(KEY, "read"))
+                reply = await stub.ReadChunks(pb.ReadChunksRequest(chunks=[header]))
+                assert reply.results[0].status.code == grpc.StatusCode.NOT_FOUND.value[0]
+                with pytest.raises(grpc.aio.AioRpcError) as refused:  # a write ticket: no read, no report
+                    async for _ in stub.GetChunk(pb.GetChunkRequest(key=KEY, index=3, ticket=mint(KEY, "write"))):
+                        pass
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await server.stop(None)
+        assert damaged == [(KEY, 2), (KEY, 4)]
+
+    asyncio.run(go())
