@@ -38,6 +38,7 @@ from dynostore.errors import (
     AlreadyExists,
     DataLoss,
     DynoStoreError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -753,7 +754,7 @@ class Pipeline:
         Raises:
             DataLoss: fewer than k chunks are readable.
             Unavailable: some replacement chunks could not be written (the others are recorded).
-            FailedPrecondition: the object changed during the repair.
+            FailedPrecondition: a chunk it rebuilt was moved meanwhile (by another repair).
         """
         validation.key(key)
         validation.token(token)
@@ -794,9 +795,8 @@ class Pipeline:
             if w.error is None
         ]
         if rebuilt:
-            request = gateway_pb2.CommitRepairRequest(key=key, revision=plan.revision, chunks=rebuilt)
             try:
-                await self.call(self._gateway().CommitRepair, request, token)
+                await self._commit_repair(plan, rebuilt, token)
             except BaseException:
                 await self._delete_chunks(key, plan.write_ticket, replacements)
                 raise
@@ -807,6 +807,32 @@ class Pipeline:
         if failed:
             raise Unavailable(f"Rebuilt {len(rebuilt)} of {len(writers)} chunks of {key}; " + "; ".join(failed))
         return len(rebuilt)
+
+    async def _commit_repair(
+        self, plan: gateway_pb2.PlanRepairResponse, rebuilt: list[common_pb2.ChunkLocation], token: str
+    ) -> None:
+        """Record the rebuilt chunks at the revision the repair was planned at.
+
+        If the record changed meanwhile, but every rebuilt chunk is still
+        recorded on the container it was planned on (a container reporting the
+        damage this repair found only marks it missing), commit again at the
+        new revision. Any other change raises FailedPrecondition.
+        """
+        key = plan.location.object.key
+        planned = {c.index: c.container_id for c in plan.location.chunks}
+        revision = plan.revision
+        for _ in range(5):
+            request = gateway_pb2.CommitRepairRequest(key=key, revision=revision, chunks=rebuilt)
+            try:
+                await self.call(self._gateway().CommitRepair, request, token)
+                return
+            except FailedPrecondition:
+                now = await self.call(self._gateway().PlanRepair, gateway_pb2.PlanRepairRequest(key=key), token)
+                holders = {c.index: c.container_id for c in now.location.chunks}
+                if any(holders.get(c.index) != planned[c.index] for c in rebuilt):
+                    raise
+                revision = now.revision
+        raise FailedPrecondition(f"Object {key} kept changing while it was repaired; repair it again.")
 
     async def _damaged_chunks(self, location: gateway_pb2.Location) -> dict[int, str]:
         """Chunks on live containers that are gone or fail a checksum: index -> their container's address.

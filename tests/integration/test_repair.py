@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from dynostore.client.pipeline import Pipeline
 from dynostore.errors import NotFound, PermissionDenied
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
@@ -181,6 +183,34 @@ def test_verify_rebuilds_corrupt_and_vanished_chunks(tmp_path: Path) -> None:
         assert client.repair(key, token_user=token, verify=True) == 0
         for index in (2, 3):  # only the rebuilt chunks keep the object readable now
             by_name[placed[index]].kill()
+        assert client.get(key=key, token_user=token) == data
+
+
+def test_verify_commits_after_the_containers_report_what_it_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reads of a verify make the containers mark the chunks missing; the repair still commits."""
+    found = Pipeline._damaged_chunks
+
+    async def found_then_reported(self: Pipeline, location: gateway_pb2.Location) -> dict[int, str]:
+        damaged = await found(self, location)
+        deadline = time.monotonic() + 20
+        while set(damaged) & set(await asyncio.to_thread(holders, fabric, token, key)):
+            assert time.monotonic() < deadline, "the containers did not report the damage"
+            await asyncio.sleep(0.2)
+        return damaged
+
+    monkeypatch.setattr(Pipeline, "_damaged_chunks", found_then_reported)
+    with LocalFabric(containers=6, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("gus")
+        data = os.urandom(5 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        by_name = {c.name: c for c in fabric.containers}
+        chunk = next((by_name[placed[3]].root / "data" / "chunks").rglob(f"{key}.3"))
+        chunk.unlink()
+        assert client.repair(key, token_user=token, verify=True) == 1
+        assert holders(fabric, token, key)[3] != placed[3]
         assert client.get(key=key, token_user=token) == data
 
 
