@@ -103,11 +103,19 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             raise PermissionDenied("A container credential may only register containers and send heartbeats.")
         return user
 
-    async def _member(self, context: grpc.aio.ServicerContext) -> User:
-        """An admin or a container credential: who may register containers."""
+    async def _acting_for(self, context: grpc.aio.ServicerContext, container_id: str) -> User:
+        """An admin, or the container user that owns ``container_id`` (it claims the id if nobody owns it)."""
         user = await self._caller(context)
         if not (user.admin or user.container):
             raise PermissionDenied("Only an admin or a container token may register containers.")
+        validation.container_id(container_id)
+        if not user.admin:
+            owner = await self.registry.claim_container(container_id, user.name)
+            if owner != user.name:
+                raise PermissionDenied(
+                    f"Container {container_id} belongs to container user {owner!r}; "
+                    "each container must keep the id it first registered with its own credential."
+                )
         return user
 
     async def _admin(self, context: grpc.aio.ServicerContext) -> User:
@@ -578,9 +586,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def RegisterContainer(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RegisterContainerRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RegisterContainerResponse:
-        await self._member(context)
         info = request.container
-        validation.container_id(info.id)
+        await self._acting_for(context, info.id)
         if not info.address or len(info.address) > 256:
             raise InvalidArgument("A container must announce its address (host:port).")
         ttl = self.policy.container_ttl
@@ -603,8 +610,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def Heartbeat(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.HeartbeatResponse:
-        await self._member(context)
-        validation.container_id(request.container_id)
+        await self._acting_for(context, request.container_id)
         current = {c["id"]: c for c in await self.registry.containers()}.get(request.container_id)
         if current is None:
             return gateway_pb2.HeartbeatResponse(alive=False)
@@ -618,8 +624,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         context: grpc.aio.ServicerContext,
     ) -> tuple[str, list[tuple[str, int]]]:
         """The container id and ``(key, index)`` chunks of a container's call, caller and values checked."""
-        await self._member(context)
-        container_id = validation.container_id(request.container_id)
+        container_id = request.container_id
+        await self._acting_for(context, container_id)
         if len(request.chunks) > MAX_BATCH:
             raise InvalidArgument(f"A container call takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
         total = validation.MAX_K + validation.MAX_M

@@ -11,6 +11,7 @@
 /dynostore/v1/catalogs/<owner>/<catalog>/shares/<reader> {"created"}
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
+/dynostore/v1/container-owners/<id>            name of the container user that first registered it
 ```
 
 Everything that happens to a catalog's contents (puts, evicts, shares) is a
@@ -126,3 +127,13 @@ def container(container_id: str) -> bytes:
 def containers_prefix() -> bytes:
     """Prefix of every membership record."""
     return _k("containers", "")
+
+
+def container_owner(container_id: str) -> bytes:
+    """Which container user a container id belongs to."""
+    return _k("container-owners", container_id)
+
+
+def container_owners_prefix() -> bytes:
+    """Prefix of every container's owner."""
+    return _k("container-owners", "")

@@ -173,6 +173,8 @@ class Registry:
         self.etcd = aetcd.Client(host=host, port=port, timeout=10, options=ETCD_CHANNEL_OPTIONS)
         self._tx = self.etcd.transactions
         self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES)
+        # Container id -> owning user, as last read (owners change only when a user is removed).
+        self._container_owners: dict[str, str] = {}
         self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries)
 
     async def close(self) -> None:
@@ -251,9 +253,11 @@ class Registry:
         if User(**json.loads(found.value)).admin:
             raise FailedPrecondition(f"{name!r} is an admin; admins cannot be removed.")
         tokens = [key for key, info in await self._tokens() if info.user == name]
+        owners = await self.etcd.get_prefix(keys.container_owners_prefix())
+        owned = [kv.key for kv in owners if kv.value == name.encode()]
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
-            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens)],
+            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens + owned)],
             failure=[],
         )
         if not ok:
@@ -746,6 +750,25 @@ class Registry:
             raise Unavailable(f"The registry (etcd) is unreachable: {exc}") from exc
 
     # containers -------------------------------------------------------------
+
+    @_etcd_errors
+    async def claim_container(self, container_id: str, user: str) -> str:
+        """The container user that owns ``container_id``; ``user`` becomes it if nobody is.
+
+        Owners are kept until their user is removed, so a container
+        credential cannot act for (or pose as) another user's containers.
+        """
+        if self._container_owners.get(container_id) == user:
+            return user
+        key = keys.container_owner(container_id)
+        claimed, replies = await self.etcd.transaction(
+            compare=[self._tx.create(key) == 0],
+            success=[self._tx.put(key, user.encode())],
+            failure=[self._tx.get(key)],
+        )
+        owner = user if claimed else replies[0][0][0].decode()  # a range reply: [(value, kv meta)]
+        self._container_owners[container_id] = owner
+        return owner
 
     @_etcd_errors
     async def register_container(self, info: dict[str, Any], ttl: int) -> int:

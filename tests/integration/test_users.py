@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import grpc
 import pytest
 
+from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore.client import Client
 from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session
 
 
@@ -119,3 +122,49 @@ def test_container_credentials_register_containers_and_nothing_else(shared: Sess
         check=True,
     )
     assert "site-x  (container)" in listed.stdout
+
+
+def test_a_container_id_belongs_to_the_credential_that_registered_it_first(shared: Session) -> None:
+    c, admin = shared.client, shared.fabric.admin_token
+    owned = shared.fabric.containers[0].container_id  # registered with the fabric's container credential
+    impostor = c.create_user("site-impostor", token_user=admin, container=True)
+    with shared.channel(shared.fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+
+        def check(token: str, container_id: str) -> None:
+            stub.CheckChunks(
+                gateway_pb2.CheckChunksRequest(container_id=container_id), metadata=auth_metadata(token), timeout=10
+            )
+
+        as_impostor = auth_metadata(impostor)
+        for call in (
+            lambda: stub.RegisterContainer(
+                gateway_pb2.RegisterContainerRequest(
+                    container=common_pb2.ContainerInfo(id=owned, address="127.0.0.1:9")
+                ),
+                metadata=as_impostor,
+                timeout=10,
+            ),
+            lambda: stub.Heartbeat(gateway_pb2.HeartbeatRequest(container_id=owned), metadata=as_impostor, timeout=10),
+            lambda: stub.ReportDamage(
+                gateway_pb2.ReportDamageRequest(container_id=owned, chunks=[gateway_pb2.ChunkId(key="0" * 32)]),
+                metadata=as_impostor,
+                timeout=10,
+            ),
+            lambda: check(impostor, owned),
+        ):
+            with pytest.raises(grpc.RpcError) as denied:
+                call()
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "site-impostor" not in (denied.value.details() or "")
+        listed = stub.ListContainers(gateway_pb2.ListContainersRequest(), metadata=auth_metadata(admin), timeout=10)
+        assert {info.id: info.address for info in listed.containers}[owned] == shared.fabric.containers[0].address
+        check(admin, owned)  # an admin may act for any container
+        fresh = "c-" + "ab" * 6
+        check(impostor, fresh)  # the first to act for a new id owns it
+        other = c.create_user("site-other", token_user=admin, container=True)
+        with pytest.raises(grpc.RpcError) as denied:
+            check(other, fresh)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        c.remove_user("site-impostor", token_user=admin)  # frees its ids
+        check(other, fresh)
