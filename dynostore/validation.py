@@ -12,6 +12,8 @@ from typing import Any
 from dynostore.errors import InvalidArgument, Unauthenticated
 
 KEY_PATTERN = re.compile(r"[0-9a-f]{32}")
+# Key-space shards: keys by their first two hex digits (record scans go one shard at a time).
+KEY_SHARDS = 256
 _CATALOG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _USER_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _CONTAINER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

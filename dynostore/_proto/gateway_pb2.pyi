@@ -191,6 +191,20 @@ class CheckChunksResponse(_message.Message):
     referenced: _containers.RepeatedScalarFieldContainer[bool]
     def __init__(self, referenced: _Optional[_Iterable[bool]] = ...) -> None: ...
 
+class ListRecordedChunksRequest(_message.Message):
+    __slots__ = ("container_id", "shard")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    shard: int
+    def __init__(self, container_id: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
+
+class ListRecordedChunksResponse(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkId]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkId, _Mapping]]] = ...) -> None: ...
+
 class PlanRepairRequest(_message.Message):
     __slots__ = ("key",)
     KEY_FIELD_NUMBER: _ClassVar[int]

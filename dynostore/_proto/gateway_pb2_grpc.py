@@ -179,6 +179,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.FromString,
                 _registered_method=True)
+        self.ListRecordedChunks = channel.unary_unary(
+                '/dynostore.v1.Gateway/ListRecordedChunks',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksResponse.FromString,
+                _registered_method=True)
         self.ListContainers = channel.unary_unary(
                 '/dynostore.v1.Gateway/ListContainers',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
@@ -399,6 +404,15 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRecordedChunks(self, request, context):
+        """The chunks that object records say a container stores, 1/256 of the
+        object key space per call (a scrub looks for each one, so a chunk that
+        vanished is reported and rebuilt).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListContainers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -554,6 +568,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.CheckChunks,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.SerializeToString,
+            ),
+            'ListRecordedChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecordedChunks,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksResponse.SerializeToString,
             ),
             'ListContainers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListContainers,
@@ -1326,6 +1345,33 @@ class Gateway:
             '/dynostore.v1.Gateway/CheckChunks',
             dynostore_dot_v1_dot_gateway__pb2.CheckChunksRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.CheckChunksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecordedChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/ListRecordedChunks',
+            dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.ListRecordedChunksResponse.FromString,
             options,
             channel_credentials,
             insecure,

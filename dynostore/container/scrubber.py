@@ -7,8 +7,10 @@ rebuilds them on other containers; once reported, the damaged copies are
 deleted. The same pass asks the gateway which chunks an object's record
 relies on (``CheckChunks``): a chunk that no record has relied on for
 ``gc_grace`` seconds, across passes, is garbage (a failed put, an evicted
-object, a copy replaced by repair) and is deleted. Reads go one chunk at a
-time, so a scrub yields to serving.
+object, a copy replaced by repair) and is deleted. Last, it asks the gateway
+which chunks the records say it stores (``ListRecordedChunks``) and reports
+those its backend no longer has, so a chunk that vanished is rebuilt too.
+Reads go one chunk at a time, so a scrub yields to serving.
 
 Clients' reads find damage too: a chunk asked for with a valid read ticket
 that is gone or fails its checksum is noted by the :class:`DamageReporter`,
@@ -28,6 +30,7 @@ from dynostore.container.backends import Backend
 from dynostore.errors import DataLoss, NotFound
 from dynostore.rpc import auth_metadata, open_channel
 from dynostore.rpc.tls import Tls
+from dynostore.validation import KEY_SHARDS
 
 log = logging.getLogger(__name__)
 # Chunks are reported and checked this many at a time.
@@ -107,7 +110,7 @@ class Scrubber:
                 log.exception("Scrub failed; the next one is in %.0f s.", self.interval)
 
     async def scrub(self) -> tuple[int, int, int]:
-        """One pass over every chunk: ``(chunks checked, damaged chunks reported, garbage chunks deleted)``."""
+        """One pass over every chunk: ``(chunks checked, damaged or vanished chunks reported, garbage deleted)``."""
         checked = deleted = 0
         damaged: list[tuple[str, int]] = []
         batch: list[tuple[str, int]] = []
@@ -132,10 +135,31 @@ class Scrubber:
             if batch:
                 deleted += await self._collect(stub, batch, still_unreferenced)
             self._unreferenced_since = still_unreferenced
+            vanished = await self._vanished(stub)
+            damaged += vanished
             for start in range(0, len(damaged), BATCH):
                 await self.reporter.report(stub, damaged[start : start + BATCH])
-        log.info("Scrub: %d chunk(s) checked, %d damaged, %d garbage deleted", checked, len(damaged), deleted)
+        log.info(
+            "Scrub: %d chunk(s) checked, %d damaged, %d vanished, %d garbage deleted",
+            checked,
+            len(damaged) - len(vanished),
+            len(vanished),
+            deleted,
+        )
         return checked, len(damaged), deleted
+
+    async def _vanished(self, stub: gateway_pb2_grpc.GatewayStub) -> list[tuple[str, int]]:
+        """Chunks that object records say this container stores but its backend does not have."""
+        vanished = []
+        metadata = auth_metadata(self.reporter.token)
+        for shard in range(KEY_SHARDS):
+            request = gateway_pb2.ListRecordedChunksRequest(container_id=self.container_id, shard=shard)
+            reply = await stub.ListRecordedChunks(request, metadata=metadata, timeout=60)
+            for chunk in reply.chunks:
+                if not await self.backend.exists(chunk.key, chunk.index):
+                    log.warning("Chunk %d of %s is gone from this container.", chunk.index, chunk.key)
+                    vanished.append((chunk.key, chunk.index))
+        return vanished
 
     async def _collect(
         self,

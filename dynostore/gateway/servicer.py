@@ -648,6 +648,20 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         container_id, chunks = await self._container_chunks(request, context)
         return gateway_pb2.CheckChunksResponse(referenced=await self.registry.referenced(chunks, container_id))
 
+    async def ListRecordedChunks(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListRecordedChunksRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListRecordedChunksResponse:
+        await self._acting_for(context, request.container_id)
+        if request.shard >= validation.KEY_SHARDS:
+            raise InvalidArgument(f"shard must be below {validation.KEY_SHARDS}, not {request.shard}.")
+        held = (request.container_id, True)
+        reply = gateway_pb2.ListRecordedChunksResponse()
+        for record in await self.registry.shard_records(request.shard):
+            reply.chunks.extend(
+                gateway_pb2.ChunkId(key=record.key, index=i) for i, chunk in enumerate(record.chunks) if chunk == held
+            )
+        return reply
+
     async def ListContainers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListContainersRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListContainersResponse:

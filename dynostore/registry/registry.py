@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import aetcd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dynostore import validation
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
@@ -469,10 +470,15 @@ class Registry:
         return ObjectRecord.from_json(found.value)
 
     async def object_records(self) -> AsyncIterator[ObjectRecord]:
-        """Every object record, read 1/256 of the key space at a time (keys are hex)."""
-        for prefix in range(256):
-            for kv in await self.etcd.get_prefix(keys.obj(f"{prefix:02x}")):
-                yield ObjectRecord.from_json(kv.value)
+        """Every object record, read one shard (1/256 of the key space) at a time."""
+        for shard in range(validation.KEY_SHARDS):
+            for record in await self.shard_records(shard):
+                yield record
+
+    @_etcd_errors
+    async def shard_records(self, shard: int) -> list[ObjectRecord]:
+        """The records of the objects whose keys start with the two hex digits of ``shard``."""
+        return [ObjectRecord.from_json(kv.value) for kv in await self.etcd.get_prefix(keys.obj(f"{shard:02x}"))]
 
     @_etcd_errors
     async def get_object_revision(self, key: str) -> tuple[ObjectRecord, int]:

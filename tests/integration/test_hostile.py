@@ -79,6 +79,7 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("Heartbeat non-admin", lambda s, t: s.Heartbeat(g.HeartbeatRequest(container_id="x"), metadata=auth_metadata(t)), denied),
         ("ReportDamage non-admin", lambda s, t: s.ReportDamage(g.ReportDamageRequest(container_id="x"), metadata=auth_metadata(t)), denied),
         ("CheckChunks non-admin", lambda s, t: s.CheckChunks(g.CheckChunksRequest(container_id="x"), metadata=auth_metadata(t)), denied),
+        ("ListRecordedChunks non-admin", lambda s, t: s.ListRecordedChunks(g.ListRecordedChunksRequest(container_id="x"), metadata=auth_metadata(t)), denied),
         ("RotateTicketKey non-admin", lambda s, t: s.RotateTicketKey(g.RotateTicketKeyRequest(), metadata=auth_metadata(t)), denied),
         ("WhoAmI no token", lambda s, t: s.WhoAmI(g.WhoAmIRequest()), {BAD.UNAUTHENTICATED}),
         ("WhoAmI oversized token", lambda s, t: s.WhoAmI(g.WhoAmIRequest(), metadata=(("authorization", "Bearer " + "x" * 600),)), {BAD.UNAUTHENTICATED}),

@@ -240,6 +240,29 @@ def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) ->
         assert client.get(key=key, token_user=token) == data
 
 
+def test_scrub_finds_a_vanished_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) -> None:
+    specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(6)]
+    with (
+        LocalFabric(containers=specs, root=tmp_path / "fabric", repair_interval=1) as fabric,
+        fabric.client() as client,
+    ):
+        token = fabric.create_user("hugo")
+        data = os.urandom(4 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        by_name = {c.name: c for c in fabric.containers}
+        next((by_name[placed[2]].root / "data" / "chunks").rglob(f"{key}.2")).unlink()  # nobody reads it
+        deadline = time.monotonic() + 60
+        while (now := holders(fabric, token, key)).get(2) in (None, placed[2]):
+            assert time.monotonic() < deadline, f"not rebuilt: {now}"
+            time.sleep(0.5)
+        assert not client.stat(key, token_user=token).degraded
+        for index in (0, 1):
+            by_name[placed[index]].kill()
+        assert client.get(key=key, token_user=token) == data
+        assert "is gone from this container" in (fabric.root / "logs" / f"{placed[2]}.log").read_text()
+
+
 def test_reads_report_vanished_and_rotten_chunks_and_the_sweep_rebuilds_them(tmp_path: Path) -> None:
     with (
         LocalFabric(containers=7, root=tmp_path / "fabric", repair_interval=1) as fabric,

@@ -152,6 +152,9 @@ def test_a_container_id_belongs_to_the_credential_that_registered_it_first(share
                 timeout=10,
             ),
             lambda: check(impostor, owned),
+            lambda: stub.ListRecordedChunks(
+                gateway_pb2.ListRecordedChunksRequest(container_id=owned), metadata=as_impostor, timeout=10
+            ),
         ):
             with pytest.raises(grpc.RpcError) as denied:
                 call()
@@ -160,6 +163,13 @@ def test_a_container_id_belongs_to_the_credential_that_registered_it_first(share
         listed = stub.ListContainers(gateway_pb2.ListContainersRequest(), metadata=auth_metadata(admin), timeout=10)
         assert {info.id: info.address for info in listed.containers}[owned] == shared.fabric.containers[0].address
         check(admin, owned)  # an admin may act for any container
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.ListRecordedChunks(
+                gateway_pb2.ListRecordedChunksRequest(container_id=owned, shard=256),
+                metadata=auth_metadata(shared.fabric.container_token),
+                timeout=10,
+            )
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         fresh = "c-" + "ab" * 6
         check(impostor, fresh)  # the first to act for a new id owns it
         other = c.create_user("site-other", token_user=admin, container=True)

@@ -118,6 +118,18 @@ def test_fs_detects_bit_rot(tmp_path: Path) -> None:
         run(read(backend))
 
 
+def test_a_damaged_chunk_exists_by_the_generic_check(tmp_path: Path) -> None:
+    """The default ``exists`` (used by S3 and RADOS) reads the first fragment; damage is not absence."""
+    backend = FileSystemBackend(tmp_path)
+    run(write(backend, [b"hello world"]))
+    (path,) = (tmp_path / "chunks").rglob(f"{KEY}.0")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert run(Backend.exists(backend, KEY, 0)) is True
+    assert run(Backend.exists(backend, KEY, 1)) is False
+
+
 def test_fs_removes_leftovers_of_interrupted_writes(tmp_path: Path) -> None:
     backend = FileSystemBackend(tmp_path)
 

@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from dynostore.errors import NotFound
+from dynostore.errors import DataLoss, NotFound
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,14 @@ class Backend(abc.ABC):
         """
 
     async def exists(self, key: str, index: int) -> bool:
-        """Whether the chunk is stored (backends override this with a cheaper check)."""
+        """Whether the chunk is stored, damaged or not (backends override this with a cheaper check)."""
         try:
             async for _ in self.read(key, index, 0, 1):
                 break
         except NotFound:
             return False
+        except DataLoss:
+            pass
         return True
 
     @abc.abstractmethod
