@@ -33,6 +33,19 @@ def holders(fabric: LocalFabric, token: str, key: str) -> dict[int, str]:
     return {c.index: by_id[c.container_id] for c in reply.locations[0].chunks if c.address}
 
 
+def chunk_file(fabric: LocalFabric, holder: str, key: str, index: int) -> Path:
+    """The file of chunk ``index`` of ``key`` on the fs container named ``holder``."""
+    container = next(c for c in fabric.containers if c.name == holder)
+    return next((container.root / "data" / "chunks").rglob(f"{key}.{index}"))
+
+
+def rot(path: Path, at: int = -3) -> None:
+    """Flip bits of one byte of a chunk file (its checksums no longer match)."""
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
 def wait_until_gone(fabric: LocalFabric, container_id: str) -> None:
     """Wait until the container's lease ran out and the gateway no longer lists it."""
     deadline = time.monotonic() + 40
@@ -169,10 +182,8 @@ def test_verify_rebuilds_corrupt_and_vanished_chunks(tmp_path: Path) -> None:
         key = client.put(data=data, token_user=token, catalog="c")
         placed = holders(fabric, token, key)
         by_name = {c.name: c for c in fabric.containers}
-        files = {i: next((by_name[n].root / "data" / "chunks").rglob(f"{key}.{i}")) for i, n in placed.items()}
-        raw = bytearray(files[0].read_bytes())
-        raw[len(raw) // 2] ^= 0x5A
-        files[0].write_bytes(bytes(raw))
+        files = {i: chunk_file(fabric, n, key, i) for i, n in placed.items()}
+        rot(files[0], at=files[0].stat().st_size // 2)
         files[1].unlink()
         assert client.repair(key, token_user=token) == 0  # the record sees nothing wrong
         assert client.repair(key, token_user=token, verify=True) == 2
@@ -206,15 +217,15 @@ def test_verify_commits_after_the_containers_report_what_it_found(
         data = os.urandom(5 * MiB)
         key = client.put(data=data, token_user=token, catalog="c")
         placed = holders(fabric, token, key)
-        by_name = {c.name: c for c in fabric.containers}
-        chunk = next((by_name[placed[3]].root / "data" / "chunks").rglob(f"{key}.3"))
+        chunk = chunk_file(fabric, placed[3], key, 3)
         chunk.unlink()
         assert client.repair(key, token_user=token, verify=True) == 1
         assert holders(fabric, token, key)[3] != placed[3]
         assert client.get(key=key, token_user=token) == data
 
 
-def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["rotten", "vanished"])
+def test_scrub_finds_a_damaged_chunk_and_the_sweep_rebuilds_it(tmp_path: Path, damage: str) -> None:
     specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(6)]
     with (
         LocalFabric(containers=specs, root=tmp_path / "fabric", repair_interval=1) as fabric,
@@ -225,42 +236,22 @@ def test_scrub_finds_a_rotten_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) ->
         key = client.put(data=data, token_user=token, catalog="c")
         placed = holders(fabric, token, key)
         by_name = {c.name: c for c in fabric.containers}
-        rotten = next((by_name[placed[2]].root / "data" / "chunks").rglob(f"{key}.2"))
-        raw = bytearray(rotten.read_bytes())
-        raw[-3] ^= 0x01
-        rotten.write_bytes(bytes(raw))
+        chunk = chunk_file(fabric, placed[2], key, 2)
+        if damage == "rotten":
+            rot(chunk)
+        else:
+            chunk.unlink()  # and nobody reads it: only the scrub's look at the records finds it
         deadline = time.monotonic() + 60
         while (now := holders(fabric, token, key)).get(2) in (None, placed[2]):
             assert time.monotonic() < deadline, f"not rebuilt: {now}"
             time.sleep(0.5)
-        assert not rotten.exists()  # reported, then deleted by its container
+        assert not chunk.exists()  # a rotten copy is deleted by its container once reported
         assert not client.stat(key, token_user=token).degraded
         for index in (0, 1):
             by_name[placed[index]].kill()
         assert client.get(key=key, token_user=token) == data
-
-
-def test_scrub_finds_a_vanished_chunk_and_the_sweep_rebuilds_it(tmp_path: Path) -> None:
-    specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(6)]
-    with (
-        LocalFabric(containers=specs, root=tmp_path / "fabric", repair_interval=1) as fabric,
-        fabric.client() as client,
-    ):
-        token = fabric.create_user("hugo")
-        data = os.urandom(4 * MiB)
-        key = client.put(data=data, token_user=token, catalog="c")
-        placed = holders(fabric, token, key)
-        by_name = {c.name: c for c in fabric.containers}
-        next((by_name[placed[2]].root / "data" / "chunks").rglob(f"{key}.2")).unlink()  # nobody reads it
-        deadline = time.monotonic() + 60
-        while (now := holders(fabric, token, key)).get(2) in (None, placed[2]):
-            assert time.monotonic() < deadline, f"not rebuilt: {now}"
-            time.sleep(0.5)
-        assert not client.stat(key, token_user=token).degraded
-        for index in (0, 1):
-            by_name[placed[index]].kill()
-        assert client.get(key=key, token_user=token) == data
-        assert "is gone from this container" in (fabric.root / "logs" / f"{placed[2]}.log").read_text()
+        if damage == "vanished":
+            assert "is gone from this container" in (fabric.root / "logs" / f"{placed[2]}.log").read_text()
 
 
 def test_reads_report_vanished_and_rotten_chunks_and_the_sweep_rebuilds_them(tmp_path: Path) -> None:
@@ -269,17 +260,14 @@ def test_reads_report_vanished_and_rotten_chunks_and_the_sweep_rebuilds_them(tmp
         fabric.client() as client,
     ):
         token = fabric.create_user("iris")
-        by_name = {c.name: c for c in fabric.containers}
         # One segment (its chunks read whole, in batches) and two (read by stream).
         for data in (os.urandom(100 * 1024), os.urandom(5 * MiB)):
             key = client.put(data=data, token_user=token, catalog="c")
             placed = holders(fabric, token, key)
-            gone = next((by_name[placed[0]].root / "data" / "chunks").rglob(f"{key}.0"))
+            gone = chunk_file(fabric, placed[0], key, 0)
             gone.unlink()
-            rotten = next((by_name[placed[1]].root / "data" / "chunks").rglob(f"{key}.1"))
-            raw = bytearray(rotten.read_bytes())
-            raw[-3] ^= 0x01
-            rotten.write_bytes(bytes(raw))
+            rotten = chunk_file(fabric, placed[1], key, 1)
+            rot(rotten)
             assert client.get(key=key, token_user=token) == data  # from parity; both containers take note
             deadline = time.monotonic() + 60
             while (now := holders(fabric, token, key)).get(0) in (None, placed[0]) or now.get(1) in (None, placed[1]):
