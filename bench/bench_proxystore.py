@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aetcd
 from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.store import Store
@@ -83,11 +82,9 @@ def measure(store: Store[Any], data: bytes, count: int) -> tuple[float, float]:
     return put_rate, get_rate
 
 
-def etcd_put_rate(address: str, count: int) -> float:
-    host, port = address.rsplit(":", 1)
-
+def etcd_put_rate(fabric: LocalFabric, count: int) -> float:
     async def run() -> float:
-        async with aetcd.Client(host=host, port=int(port)) as client:
+        async with fabric.etcd_client() as client:
             value = os.urandom(1024)
             started = time.perf_counter()
             for i in range(count):
@@ -129,7 +126,7 @@ def main() -> None:
                 for size in sizes:
                     count = max(3, min(args.count, (256 << 20) // size))
                     results[name][size] = measure(store, os.urandom(size), count)
-        etcd_rate = etcd_put_rate(fabric.etcd_address, args.count)
+        etcd_rate = etcd_put_rate(fabric, args.count)
         with fabric.client() as client:
             client.whoami(token_user=token)
             call_rate = rate(lambda: client.whoami(token_user=token), args.count * 3)

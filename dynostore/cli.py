@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _tls_args(gw)
+    gw.add_argument("--etcd-tls-ca", type=Path, help="speak TLS to etcd, trusting this CA certificate (PEM)")
+    gw.add_argument("--etcd-tls-cert", type=Path, help="client certificate to show etcd (--client-cert-auth)")
+    gw.add_argument("--etcd-tls-key", type=Path, help="... and its private key (PEM)")
 
     ct = sub.add_parser(
         "container", help="run a data container (settings: --config FILE [container] table, then flags)"

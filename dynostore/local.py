@@ -34,6 +34,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,8 +51,9 @@ from dynostore import tickets
 from dynostore.client import Client
 from dynostore.errors import AlreadyExists
 from dynostore.registry import Registry
+from dynostore.registry.etcd import EtcdClient
 from dynostore.registry.registry import TicketKeyRecord
-from dynostore.rpc.tls import make_certs
+from dynostore.rpc.tls import Tls, make_certs
 
 START_TIMEOUT = 30.0
 
@@ -441,8 +443,9 @@ class LocalFabric:
 
     def _start_etcd(self) -> None:
         ports = self._ports()
-        client = f"http://127.0.0.1:{ports['etcd_client']}"
+        client = f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{ports['etcd_client']}"
         peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+        tls = self.etcd_tls
         self._etcd = ManagedProcess(
             "etcd",
             [
@@ -469,15 +472,22 @@ class LocalFabric:
                 "periodic",
                 "--auto-compaction-retention",
                 "1h",
+                # With TLS, etcd also wants a certificate from its clients.
+                *(self._tls_flags("--trusted-ca-file", "--cert-file", "--key-file") if tls else []),
+                *(["--client-cert-auth"] if tls else []),
             ],
             self.root / "logs" / "etcd.log",
         )
         self._etcd.start()
         self.etcd_address = f"127.0.0.1:{ports['etcd_client']}"
         deadline = time.monotonic() + START_TIMEOUT
+        context = None
+        if tls:
+            context = ssl.create_default_context(cadata=tls.ca.decode())
+            context.load_cert_chain(*self._tls_files[1:])
         while True:
             try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1) as reply:
+                with urllib.request.urlopen(f"{client}/health", timeout=1, context=context) as reply:
                     if json.loads(reply.read()).get("health") == "true":
                         return
             except OSError:
@@ -496,8 +506,7 @@ class LocalFabric:
             [
                 *self.python_command,
                 "gateway",
-                "--etcd",
-                self.etcd_address,
+                *self.etcd_args,
                 "--listen",
                 "127.0.0.1:0",
                 "--k",
@@ -525,16 +534,34 @@ class LocalFabric:
         return directory / "ca.pem"
 
     @property
+    def _tls_files(self) -> tuple[Path, Path, Path]:
+        """The CA, and the certificate and key every server of this fabric uses (TLS only)."""
+        assert self.tls_ca is not None
+        return self.tls_ca, self.tls_ca.parent / "server.pem", self.tls_ca.parent / "server-key.pem"
+
+    def _tls_flags(self, ca: str, cert: str, key: str) -> list[str]:
+        """``[ca, CA file, cert, certificate file, key, key file]``: the TLS files behind these flags."""
+        return [arg for pair in zip((ca, cert, key), self._tls_files, strict=True) for arg in map(str, pair)]
+
+    @property
+    def etcd_tls(self) -> Tls | None:
+        """What a client of this fabric's etcd needs for TLS (None without TLS)."""
+        return Tls.load(*self._tls_files) if self.tls_ca else None
+
+    @property
+    def etcd_args(self) -> list[str]:
+        """The gateway's flags that reach this fabric's etcd (over TLS when the fabric uses it)."""
+        tls = self._tls_flags("--etcd-tls-ca", "--etcd-tls-cert", "--etcd-tls-key") if self.tls_ca else []
+        return ["--etcd", self.etcd_address, *tls]
+
+    def etcd_client(self) -> EtcdClient:
+        """A client of this fabric's etcd, for tests and benchmarks that look underneath."""
+        return EtcdClient(self.etcd_address, self.etcd_tls)
+
+    @property
     def tls_args(self) -> list[str]:
         """Command-line flags that make a server of this fabric speak TLS (none without TLS)."""
-        if self.tls_ca is None:
-            return []
-        directory = self.tls_ca.parent
-        return [
-            "--tls-cert", str(directory / "server.pem"),
-            "--tls-key", str(directory / "server-key.pem"),
-            "--tls-ca", str(self.tls_ca),
-        ]  # fmt: skip
+        return self._tls_flags("--tls-ca", "--tls-cert", "--tls-key") if self.tls_ca else []
 
     # conveniences -----------------------------------------------------------
 
@@ -553,10 +580,9 @@ class LocalFabric:
         For tests and benchmarks that talk to containers directly: as the
         operator of this fabric's etcd, it holds the signing keys.
         """
-        host, port = self.etcd_address.rsplit(":", 1)
 
         async def newest() -> TicketKeyRecord:
-            registry = Registry(host, int(port))
+            registry = Registry(self.etcd_address, tls=self.etcd_tls)
             try:
                 return [r for r in await registry.ticket_keys() if r.active(time.time())][-1]
             finally:

@@ -47,6 +47,11 @@ class GatewaySettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    # TLS to etcd: the CA that signed etcd's certificate, and the certificate
+    # and key the gateway presents when etcd runs with --client-cert-auth.
+    etcd_tls_ca: Path | None = None
+    etcd_tls_cert: Path | None = None
+    etcd_tls_key: Path | None = None
     ready_file: Path | None = None
 
     def __post_init__(self) -> None:
@@ -66,8 +71,8 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new."""
     policy = settings.policy  # checked before anything starts
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
-    host, _, port = settings.etcd.rpartition(":")
-    registry = Registry(host or "127.0.0.1", int(port), object_cache_entries=settings.object_cache_entries)
+    etcd_tls = Tls.load(settings.etcd_tls_ca, settings.etcd_tls_cert, settings.etcd_tls_key, setting="etcd_tls")
+    registry = Registry(settings.etcd, object_cache_entries=settings.object_cache_entries, tls=etcd_tls)
     if admin_token:
         await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())

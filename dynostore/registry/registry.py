@@ -25,6 +25,8 @@ from dynostore import validation
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
+from dynostore.registry.etcd import EtcdClient
+from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -34,17 +36,6 @@ COMMIT_GROUP = 32
 TOKEN_ID_CHARS = 16
 # Tokens whose users a gateway keeps in memory.
 AUTH_CACHE_ENTRIES = 10_000
-# gRPC keepalive on the etcd connection: a ping every 10 s, with or without
-# data (the watches stay open and may be quiet for hours), and a connection
-# whose ping goes unanswered for 5 s (etcd frozen, a network partition) is
-# dropped, which ends the watches and empties the caches they vouch for.
-# etcd refuses pings more often than every 5 s.
-ETCD_CHANNEL_OPTIONS = {
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-    "grpc.http2.ping_timeout_ms": 5_000,
-    "grpc.http2.max_pings_without_data": 0,
-}
 T = TypeVar("T")
 
 
@@ -165,13 +156,13 @@ def _dumps(value: Any) -> bytes:
 class Registry:
     """DynoStore's view of etcd."""
 
-    def __init__(self, host: str, port: int, object_cache_entries: int = 0) -> None:
-        """Connect (lazily) to the etcd at ``host:port``.
+    def __init__(self, address: str, object_cache_entries: int = 0, tls: Tls | None = None) -> None:
+        """Connect (lazily) to the etcd at ``host:port``, over TLS when ``tls`` is given.
 
         Tokens (always) and up to ``object_cache_entries`` object records,
         inline bytes included, are cached in memory while :meth:`watch` runs.
         """
-        self.etcd = aetcd.Client(host=host, port=port, timeout=10, options=ETCD_CHANNEL_OPTIONS)
+        self.etcd = EtcdClient(address, tls, timeout=10)
         self._tx = self.etcd.transactions
         self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES)
         # Container id -> owning user, as last read (owners change only when a user is removed).

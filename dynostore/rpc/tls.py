@@ -31,8 +31,13 @@ class Tls:
     key: bytes | None = None
 
     @classmethod
-    def load(cls, ca: Path | None, cert: Path | None = None, key: Path | None = None) -> Tls | None:
+    def load(
+        cls, ca: Path | None, cert: Path | None = None, key: Path | None = None, *, setting: str = "tls"
+    ) -> Tls | None:
         """Read the files; None when no TLS setting is given.
+
+        ``setting`` is how the settings are named (``tls`` for ``tls_ca`` ...),
+        for the error messages.
 
         Raises:
             InvalidArgument: a file is missing, or only one of cert and key is given.
@@ -40,9 +45,9 @@ class Tls:
         if ca is None and cert is None and key is None:
             return None
         if (cert is None) != (key is None):
-            raise InvalidArgument("TLS needs both tls_cert and tls_key (or neither).")
+            raise InvalidArgument(f"TLS needs both {setting}_cert and {setting}_key (or neither).")
         if ca is None:
-            raise InvalidArgument("TLS needs tls_ca: the CA that signed the other servers' certificates.")
+            raise InvalidArgument(f"TLS needs {setting}_ca: the CA that signed the other side's certificate.")
 
         def read(path: Path, what: str) -> bytes:
             try:
@@ -51,9 +56,9 @@ class Tls:
                 raise InvalidArgument(f"Cannot read the TLS {what} {path}: {exc}") from None
 
         return cls(
-            read(ca, "CA certificate (tls_ca)"),
-            read(cert, "certificate (tls_cert)") if cert else None,
-            read(key, "key (tls_key)") if key else None,
+            read(ca, f"CA certificate ({setting}_ca)"),
+            read(cert, f"certificate ({setting}_cert)") if cert else None,
+            read(key, f"key ({setting}_key)") if key else None,
         )
 
     def server_credentials(self) -> grpc.ServerCredentials:
@@ -62,8 +67,10 @@ class Tls:
             raise InvalidArgument("A TLS server needs tls_cert and tls_key.")
         return grpc.ssl_server_credentials([(self.key, self.cert)])
 
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        """Credentials for a client that trusts the CA."""
+    def channel_credentials(self, present_certificate: bool = False) -> grpc.ChannelCredentials:
+        """Credentials for a client that trusts the CA (and, if asked, shows its own certificate)."""
+        if present_certificate and self.cert is not None:
+            return grpc.ssl_channel_credentials(self.ca, private_key=self.key, certificate_chain=self.cert)
         return grpc.ssl_channel_credentials(root_certificates=self.ca)
 
 
@@ -109,7 +116,10 @@ def make_certs(directory: Path, hosts: list[str], days: int = 365) -> dict[str, 
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # Also a client certificate: a gateway shows it to an etcd that checks its clients.
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM

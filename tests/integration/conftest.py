@@ -93,7 +93,7 @@ def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
     ready = tmp_path / "gateway2.addr"
     process = ManagedProcess(
         "gateway2",
-        [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
+        [sys.executable, "-m", "dynostore", "gateway", *shared.fabric.etcd_args,
          "--listen", "127.0.0.1:0", "--ready-file", str(ready), *shared.fabric.tls_args],
         tmp_path / "gateway2.log",
     )  # fmt: skip

@@ -116,7 +116,7 @@ def test_subscription_survives_a_gateway_restart(shared: Session, tmp_path: Path
         ready.unlink(missing_ok=True)
         process = ManagedProcess(
             "gateway-r",
-            [sys.executable, "-m", "dynostore", "gateway", "--etcd", shared.fabric.etcd_address,
+            [sys.executable, "-m", "dynostore", "gateway", *shared.fabric.etcd_args,
              "--listen", f"127.0.0.1:{port}", "--ready-file", str(ready)],
             tmp_path / "gw.log",
         )  # fmt: skip

@@ -8,7 +8,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import aetcd
 import grpc
 import pytest
 
@@ -78,8 +77,7 @@ def test_evict_removes_inline_bytes_from_etcd(shared: Session) -> None:
 
 
 async def etcd_keys(fabric: LocalFabric, prefix: str) -> list[bytes]:
-    host, port = fabric.etcd_address.rsplit(":", 1)
-    client = aetcd.Client(host=host, port=int(port))
+    client = fabric.etcd_client()
     try:
         return [kv.key for kv in await client.get_prefix(prefix.encode())]
     finally:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aetcd
 import pytest
 
 from dynostore.client import Client
@@ -63,8 +62,7 @@ def test_a_record_changed_in_etcd_is_read_again(shared: Session) -> None:
     assert all(chunk.stored for chunk in c.stat(key=key, token_user=token).chunks)
 
     async def mark_chunk_missing() -> None:  # what another gateway's damage report does
-        host, port = shared.fabric.etcd_address.rsplit(":", 1)
-        async with aetcd.Client(host=host, port=int(port)) as etcd:
+        async with shared.fabric.etcd_client() as etcd:
             name = f"/dynostore/v1/objects/{key}".encode()
             record = json.loads((await etcd.get(name)).value)
             record["chunks"][0][1] = False
@@ -91,10 +89,9 @@ def test_reads_go_to_etcd_only_when_not_cached(
     shared: Session, monkeypatch: pytest.MonkeyPatch, entries: int, etcd_reads: int
 ) -> None:
     key = shared.client.put(data=b"read me thrice", token_user=shared.token, catalog="cached")
-    host, port = shared.fabric.etcd_address.rsplit(":", 1)
 
     async def read_three_times() -> list[Any]:
-        registry = Registry(host, int(port), object_cache_entries=entries)
+        registry = Registry(shared.fabric.etcd_address, object_cache_entries=entries, tls=shared.fabric.etcd_tls)
         reads = []
         read_objects = registry._read_objects
 
@@ -132,7 +129,6 @@ def test_a_frozen_etcd_ends_the_watch_and_empties_the_caches(tmp_path: Path) -> 
     with LocalFabric(containers=0, root=tmp_path / "fabric") as fabric:
         etcd_pid = next(p.pid for p in fabric.processes if p.name == "etcd")
         assert etcd_pid is not None
-        host, port = fabric.etcd_address.rsplit(":", 1)
         key = uuid.uuid4().hex
         record = ObjectRecord(
             key=key, owner="alice", catalog="c", name="", size=1, k=0, m=0, segment_size=0,
@@ -140,7 +136,7 @@ def test_a_frozen_etcd_ends_the_watch_and_empties_the_caches(tmp_path: Path) -> 
         )  # fmt: skip
 
         async def scenario() -> None:
-            registry = Registry(host, int(port), object_cache_entries=10)
+            registry = Registry(fabric.etcd_address, object_cache_entries=10)
             watch = asyncio.create_task(registry.watch())
             try:
                 await until(lambda: registry._objects.watching, 10)
