@@ -176,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _client_args(add)
     _client_args(user_sub.add_parser("ls", help="list users"))
-    remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens")
+    remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens (its catalogs stay unless --purge)")
     remove.add_argument("name")
+    remove.add_argument(
+        "--purge", action="store_true", help="also delete every catalog the user owns, evicting its objects"
+    )
     _client_args(remove)
 
     catalog = sub.add_parser("catalog", help="manage catalogs")
@@ -346,8 +349,9 @@ def _user_command(client: Client, args: argparse.Namespace) -> None:
             role = "  (admin)" if user.admin else "  (container)" if user.container else ""
             print(f"{user.name}{role}")
     else:
-        revoked = client.remove_user(args.name, token_user=args.token)
-        print(f"removed {args.name}; {revoked} token(s) revoked")
+        removal = client.remove_user(args.name, token_user=args.token, purge=args.purge)
+        evicted = f"; {removal.objects_evicted} object(s) evicted" if args.purge else ""
+        print(f"removed {args.name}; {removal.tokens_revoked} token(s) revoked{evicted}")
 
 
 def _token_command(client: Client, args: argparse.Namespace) -> None:

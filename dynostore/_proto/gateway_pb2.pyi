@@ -412,16 +412,20 @@ class ListUsersResponse(_message.Message):
     def __init__(self, users: _Optional[_Iterable[_Union[UserInfo, _Mapping]]] = ...) -> None: ...
 
 class RemoveUserRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "purge")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    purge: bool
+    def __init__(self, name: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
 
 class RemoveUserResponse(_message.Message):
-    __slots__ = ("tokens_revoked",)
+    __slots__ = ("tokens_revoked", "objects_evicted")
     TOKENS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_EVICTED_FIELD_NUMBER: _ClassVar[int]
     tokens_revoked: int
-    def __init__(self, tokens_revoked: _Optional[int] = ...) -> None: ...
+    objects_evicted: int
+    def __init__(self, tokens_revoked: _Optional[int] = ..., objects_evicted: _Optional[int] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
     __slots__ = ("id", "user", "created")

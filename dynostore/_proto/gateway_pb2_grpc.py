@@ -342,7 +342,8 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Users (admin only): list, and remove with all their tokens.
+        """Users (admin only): list, and remove with all their tokens and the
+        grants made to them (and, with purge, every catalog and object they own).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

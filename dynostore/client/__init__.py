@@ -30,6 +30,7 @@ from dynostore.client.aio import (
     ObjectStat,
     TokenInfo,
     UserInfo,
+    UserRemoval,
     join_each,
 )
 from dynostore.client.pipeline import ObjectInfo, Reservation
@@ -51,6 +52,7 @@ __all__ = [
     "SpreadPlacement",
     "TokenInfo",
     "UserInfo",
+    "UserRemoval",
 ]
 
 
@@ -237,9 +239,14 @@ class Client:
         """Every user (admin token needed)."""
         return self._run(self._async.list_users(token_user))
 
-    def remove_user(self, name: str, token_user: str) -> int:
-        """Remove a user and revoke all its tokens at once (admin token needed); return how many."""
-        return self._run(self._async.remove_user(name, token_user))
+    def remove_user(self, name: str, token_user: str, purge: bool = False) -> UserRemoval:
+        """Remove a user, revoking all its tokens and the grants made to it at once (admin token needed).
+
+        Its catalogs and objects stay (a user created again under the name gets
+        them back) unless ``purge``, which deletes them all; ``purge`` also
+        clears what a user removed earlier left behind.
+        """
+        return self._run(self._async.remove_user(name, token_user, purge))
 
     def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
@@ -295,5 +302,5 @@ class Client:
         return self._run(self._async.rotate_ticket_key(token_user, grace_seconds))
 
     def revoke_token(self, token_id: str, token_user: str) -> None:
-        """Revoke a token by id; it stops working at once on every gateway."""
+        """Revoke a token by id; it stops working at once (on other gateways, within milliseconds)."""
         self._run(self._async.revoke_token(token_id, token_user))

@@ -104,6 +104,14 @@ def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
 
 
 @dataclass(frozen=True)
+class UserRemoval:
+    """What removing a user took away: its tokens, and (when purged) the objects it owned."""
+
+    tokens_revoked: int
+    objects_evicted: int = 0
+
+
+@dataclass(frozen=True)
 class TokenInfo:
     """A token's public id (16 hex digits of its hash), owner and creation time."""
 
@@ -373,11 +381,17 @@ class AsyncClient:
         reply = await self._control("ListUsers", gateway_pb2.ListUsersRequest(), token_user)
         return [UserInfo(u.name, u.admin, u.created, u.container) for u in reply.users]
 
-    async def remove_user(self, name: str, token_user: str) -> int:
-        """Remove a user and revoke all its tokens at once (admin token needed); return how many."""
+    async def remove_user(self, name: str, token_user: str, purge: bool = False) -> UserRemoval:
+        """Remove a user, revoking all its tokens and the grants made to it at once (admin token needed).
+
+        Its catalogs and objects stay (a user created again under the name gets
+        them back) unless ``purge``, which deletes them all; ``purge`` also
+        clears what a user removed earlier left behind.
+        """
         validation.user_name(name)
-        reply = await self._control("RemoveUser", gateway_pb2.RemoveUserRequest(name=name), token_user)
-        return int(reply.tokens_revoked)
+        request = gateway_pb2.RemoveUserRequest(name=name, purge=purge)
+        reply = await self._control("RemoveUser", request, token_user)
+        return UserRemoval(reply.tokens_revoked, reply.objects_evicted)
 
     async def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
@@ -390,7 +404,7 @@ class AsyncClient:
         return [TokenInfo(t.id, t.user, t.created) for t in reply.tokens]
 
     async def revoke_token(self, token_id: str, token_user: str) -> None:
-        """Revoke a token by id; it stops working at once on every gateway."""
+        """Revoke a token by id; it stops working at once (on other gateways, within milliseconds)."""
         await self._control("RevokeToken", gateway_pb2.RevokeTokenRequest(id=token_id), token_user)
 
     # catalogs, sharing, events ------------------------------------------------

@@ -472,10 +472,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: gateway_pb2.DeleteCatalogRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteCatalogResponse:
         _, owner, name = await self._catalog(context, request.catalog, own=True)
-        evicted = await self.registry.delete_catalog(owner, name, request.force)
+        return gateway_pb2.DeleteCatalogResponse(evicted=await self._delete_catalog(owner, name, request.force))
+
+    async def _delete_catalog(self, owner: str, name: str, force: bool) -> int:
+        """Delete a catalog (with ``force``, evicting its objects; their chunks go in the background); how many."""
+        evicted = await self.registry.delete_catalog(owner, name, force)
         for record in evicted:
             self._in_background(self._delete_chunks(record))
-        return gateway_pb2.DeleteCatalogResponse(evicted=len(evicted))
+        return len(evicted)
 
     async def Share(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ShareRequest, context: grpc.aio.ServicerContext
@@ -547,8 +551,23 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: gateway_pb2.RemoveUserRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RemoveUserResponse:
         await self._admin(context)
-        revoked = await self.registry.remove_user(validation.user_name(request.name))
-        return gateway_pb2.RemoveUserResponse(tokens_revoked=revoked)
+        name = validation.user_name(request.name)
+        existed = True
+        try:
+            revoked = await self.registry.remove_user(name)
+        except NotFound:
+            if not request.purge:
+                raise
+            revoked, existed = 0, False  # removed before: purge what it left
+        evicted = 0
+        if request.purge:
+            owned = [c["name"] for c in await self.registry.catalogs(name) if c["owner"] == name]
+            if not existed and not owned:
+                raise NotFound(f"There is no user {name!r}, and no catalog of that name is left.")
+            for catalog in owned:
+                evicted += await self._delete_catalog(name, catalog, force=True)
+            log.info("Purged user %s: %d catalog(s), %d object(s) evicted.", name, len(owned), evicted)
+        return gateway_pb2.RemoveUserResponse(tokens_revoked=revoked, objects_evicted=evicted)
 
     async def _token_owner(self, context: grpc.aio.ServicerContext, name: str) -> str:
         """The user whose tokens a call manages: the caller, or anyone for an admin."""

@@ -233,7 +233,9 @@ class Registry:
 
     @_etcd_errors
     async def remove_user(self, name: str) -> int:
-        """Remove a user and all its tokens at once; return how many tokens went.
+        """Remove a user, its tokens, its containers' ids and the grants made to it, at once.
+
+        Returns how many tokens went. The catalogs the user owns stay.
 
         Raises:
             NotFound: there is no such user.
@@ -247,9 +249,14 @@ class Registry:
         tokens = [key for key, info in await self._tokens() if info.user == name]
         owners = await self.etcd.get_prefix(keys.container_owners_prefix())
         owned = [kv.key for kv in owners if kv.value == name.encode()]
+        # A user created again under this name must not inherit what was shared with this one.
+        grants = []
+        for kv in await self.etcd.get_prefix(keys.shared_with(name)):
+            owner, catalog = kv.key[len(keys.shared_with(name)) :].decode().split("/", 1)
+            grants += [kv.key, keys.share(owner, catalog, name)]
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
-            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens + owned)],
+            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens + owned + grants)],
             failure=[],
         )
         if not ok:

@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,18 @@ from tests.conftest import SESSION_PIDS
 from tests.servers import CephCluster, S3Server, ceph_cluster, ceph_missing, moto_available, moto_server
 
 pytestmark = pytest.mark.integration
+# How long another gateway's change may take to reach a gateway's caches (its etcd watch).
+WATCH_DELAY = 5.0
+
+
+def eventually(check: Callable[[], bool]) -> bool:
+    """Whether ``check`` comes true within the watch delay (polled every 10 ms)."""
+    deadline = time.monotonic() + WATCH_DELAY
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @dataclass

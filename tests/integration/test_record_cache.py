@@ -19,19 +19,7 @@ from dynostore.client import Client
 from dynostore.errors import NotFound
 from dynostore.local import LocalFabric
 from dynostore.registry import ObjectRecord, Registry
-from tests.integration.conftest import Session
-
-# How long another gateway's change may take to reach this gateway's cache (its etcd watch).
-WATCH_DELAY = 2.0
-
-
-def eventually(check: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WATCH_DELAY
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from tests.integration.conftest import Session, eventually
 
 
 def gone(client: Client, key: str, token: str) -> bool:

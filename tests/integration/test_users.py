@@ -1,18 +1,20 @@
-"""Users and tokens: management, and revocation that bites at once on every gateway."""
+"""Users and tokens: management, and revocation that bites at once, and on every gateway within the watch's delay."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
 
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
-from dynostore.client import Client
+from dynostore.client import Client, UserRemoval
 from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from dynostore.rpc import auth_metadata
-from tests.integration.conftest import Session
+from tests.integration.conftest import Session, eventually
 
 
 def test_admins_list_and_remove_users(shared: Session) -> None:
@@ -26,13 +28,52 @@ def test_admins_list_and_remove_users(shared: Session) -> None:
     with pytest.raises(PermissionDenied):
         c.remove_user("alice", token_user=henry)
     key = c.put(data=b"h", token_user=henry, catalog="c")
-    assert c.remove_user("henry", token_user=admin) == 1
+    assert c.remove_user("henry", token_user=admin).tokens_revoked == 1
     with pytest.raises(Unauthenticated):
         c.get(key=key, token_user=henry)
     with pytest.raises(NotFound):
         c.remove_user("henry", token_user=admin)
     with pytest.raises(FailedPrecondition):
         c.remove_user("admin", token_user=admin)
+
+
+def test_removed_users_lose_their_grants_and_purged_users_their_objects(shared: Session) -> None:
+    admin, c = shared.fabric.admin_token, shared.client
+    pia, quinn = shared.fabric.create_user("pia"), shared.fabric.create_user("quinn")
+    keys = [c.put(data=os.urandom(size), token_user=pia, catalog=name) for size, name in ((10, "p1"), (5000, "p2"))]
+    shared_key = c.put(data=b"for pia", token_user=quinn, catalog="q")
+    c.share("q", "pia", token_user=quinn)
+    assert c.get(key=shared_key, token_user=pia) == b"for pia"
+
+    assert c.remove_user("pia", token_user=admin) == UserRemoval(tokens_revoked=1, objects_evicted=0)
+    pia = shared.fabric.create_user("pia")  # the same name again: its catalogs, not the grants
+    assert {info.name for info in c.list_catalogs(token_user=pia)} == {"p1", "p2"}
+    assert all(c.exists(key=key, token_user=pia) for key in keys)
+    with pytest.raises(PermissionDenied):
+        c.get(key=shared_key, token_user=pia)
+    assert c.describe_catalog("q", token_user=quinn).shared_with == ()
+
+    chunks = [p for container in shared.fabric.containers for p in container.root.rglob(f"{keys[1]}.*")]
+    assert chunks  # the 5000-byte object is erasure-coded, not inline
+    purge = subprocess.run(
+        [sys.executable, "-m", "dynostore", "user", "rm", "pia", "--purge", "--token", admin],
+        env=shared.cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "removed pia; 1 token(s) revoked; 2 object(s) evicted" in purge.stdout, purge.stderr
+    pia = shared.fabric.create_user("pia")
+    assert c.list_catalogs(token_user=pia) == []
+    assert not any(c.exists(key=key, token_user=pia) for key in keys)
+    deadline = time.monotonic() + 20
+    while any(p.exists() for p in chunks):  # deleted by the gateway in the background
+        assert time.monotonic() < deadline, "chunks of purged objects are still stored"
+        time.sleep(0.2)
+    assert c.remove_user("pia", token_user=admin, purge=True) == UserRemoval(1, 0)
+    with pytest.raises(NotFound):  # nothing left to purge
+        c.remove_user("pia", token_user=admin, purge=True)
+    assert c.get(key=shared_key, token_user=quinn) == b"for pia"
 
 
 def test_tokens_are_shown_once_and_revoked_everywhere_at_once(shared: Session, second_gateway: str) -> None:
@@ -46,9 +87,19 @@ def test_tokens_are_shown_once_and_revoked_everywhere_at_once(shared: Session, s
     with Client(second_gateway, tls_ca=shared.fabric.tls_ca) as other:
         key = other.put(data=b"via gateway 2", token_user=extra, catalog="c")  # warms gateway 2's cache
         assert other.get(key=key, token_user=extra) == b"via gateway 2"
-        c.revoke_token(info.id, token_user=ivy)  # through gateway 1
+        c.put(data=b"warm gateway 1 too", token_user=extra, catalog="c")
+        c.revoke_token(info.id, token_user=ivy)  # through gateway 1: refused there at once
         with pytest.raises(Unauthenticated):
-            other.get(key=key, token_user=extra)
+            c.get(key=key, token_user=extra)
+
+        def refused_by_gateway_2() -> bool:  # it hears of the revocation through its etcd watch (ms)
+            try:
+                other.get(key=key, token_user=extra)
+            except Unauthenticated:
+                return True
+            return False
+
+        assert eventually(refused_by_gateway_2)
         assert other.get(key=key, token_user=ivy) == b"via gateway 2"
     assert info.id not in {t.id for t in c.list_tokens(token_user=ivy)}
 
