@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, text in (("create", "create an empty catalog"), ("info", "describe a catalog")):
         one = catalog_sub.add_parser(verb, help=text)
         one.add_argument("catalog")
+        if verb == "create":
+            one.add_argument("--k", type=int, default=0, help="data fragments of puts into it (gateway default)")
+            one.add_argument("--m", type=int, default=0, help="parity fragments of puts into it")
         _client_args(one)
     drop = catalog_sub.add_parser("rm", help="delete a catalog")
     drop.add_argument("catalog")
@@ -312,10 +315,11 @@ def _catalog_command(client: Client, args: argparse.Namespace) -> None:
         for info in client.list_catalogs(token_user=args.token):
             print(info.name if info.owner == me else f"{info.owner}/{info.name}")
     elif args.catalog_command == "create":
-        client.create_catalog(args.catalog, token_user=args.token)
+        client.create_catalog(args.catalog, token_user=args.token, k=args.k, m=args.m)
     elif args.catalog_command == "info":
         info = client.describe_catalog(args.catalog, token_user=args.token)
         print(f"catalog {info.owner}/{info.name}: {info.objects} objects, {info.bytes} bytes")
+        print(f"policy: {f'k={info.k} m={info.m}' if info.k else 'the gateway default'}")
         print(f"shared with: {', '.join(info.shared_with) or 'nobody'}")
     else:
         evicted = client.delete_catalog(args.catalog, token_user=args.token, force=args.force)

@@ -65,7 +65,7 @@ class DynoConnector:
             apigateway: gateway address, ``host:port``.
             token_user: the user's token.
             catalog: catalog that receives the objects.
-            k: data fragments per segment (0: the gateway's default).
+            k: data fragments per segment (0: the catalog's policy, else the gateway's default).
             m: parity fragments per segment (used when ``k`` is set).
             timeout: seconds allowed for each control call.
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanPutRequest(_message.Message):
-    __slots__ = ("k", "m", "count")
+    __slots__ = ("k", "m", "count", "catalog")
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
     k: int
     m: int
     count: int
-    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    catalog: str
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ...) -> None: ...
 
 class PlannedKey(_message.Message):
     __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket")
@@ -270,26 +272,34 @@ class ListRequest(_message.Message):
     def __init__(self, catalog: _Optional[str] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
-    __slots__ = ("catalog",)
+    __slots__ = ("catalog", "k", "m")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
     catalog: str
-    def __init__(self, catalog: _Optional[str] = ...) -> None: ...
+    k: int
+    m: int
+    def __init__(self, catalog: _Optional[str] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
 
 class CatalogInfo(_message.Message):
-    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with")
+    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with", "k", "m")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
     owner: str
     name: str
     created: float
     objects: int
     bytes: int
     shared_with: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
+    k: int
+    m: int
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
 
 class ListCatalogsRequest(_message.Message):
     __slots__ = ()

@@ -256,9 +256,13 @@ class Client:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""
         return self._run(self._async.list_tokens(token_user, user))
 
-    def create_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
-        """Create an empty catalog (puts also create theirs)."""
-        return self._run(self._async.create_catalog(catalog, token_user))
+    def create_catalog(self, catalog: str, token_user: str, k: int = 0, m: int = 0) -> CatalogInfo:
+        """Create an empty catalog (puts also create theirs).
+
+        With ``k`` (and ``m``), puts into it that ask for no policy of their own
+        (a client made without ``k``/``m``) are erasure-coded k + m.
+        """
+        return self._run(self._async.create_catalog(catalog, token_user, k, m))
 
     def list_catalogs(self, token_user: str) -> builtins.list[CatalogInfo]:
         """Your catalogs, then those shared with you (``owner/name`` reads them)."""

@@ -54,6 +54,9 @@ class CatalogInfo:
     objects: int = 0
     bytes: int = 0
     shared_with: tuple[str, ...] = ()
+    # The erasure-coding policy of puts into it that ask for none (k 0: the gateway default).
+    k: int = 0
+    m: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,14 @@ class ObjectStat:
 
 def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
     return CatalogInfo(
-        message.owner, message.name, message.created, message.objects, message.bytes, tuple(message.shared_with)
+        message.owner,
+        message.name,
+        message.created,
+        message.objects,
+        message.bytes,
+        tuple(message.shared_with),
+        message.k,
+        message.m,
     )
 
 
@@ -180,7 +190,7 @@ class AsyncClient:
             fragment_timeout: seconds a container may stall a chunk stream before it
                 counts as failed (reads then use parity; puts record the chunk missing).
             retries: times a control call is retried while the gateway is unavailable.
-            k: data fragments per segment for puts (0: the gateway's default).
+            k: data fragments per segment for puts (0: the catalog's policy, else the gateway's default).
             m: parity fragments per segment for puts (used when ``k`` is set).
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move object bytes through the gateway, which codes and places
@@ -409,9 +419,16 @@ class AsyncClient:
 
     # catalogs, sharing, events ------------------------------------------------
 
-    async def create_catalog(self, catalog: str, token_user: str) -> CatalogInfo:
-        """Create an empty catalog (puts also create theirs)."""
-        reply = await self._control("CreateCatalog", gateway_pb2.CatalogRequest(catalog=catalog), token_user)
+    async def create_catalog(self, catalog: str, token_user: str, k: int = 0, m: int = 0) -> CatalogInfo:
+        """Create an empty catalog (puts also create theirs).
+
+        With ``k`` (and ``m``), puts into it that ask for no policy of their own
+        (a client made without ``k``/``m``) are erasure-coded k + m.
+        """
+        if k or m:
+            validation.ec_params(k, m)
+        request = gateway_pb2.CatalogRequest(catalog=catalog, k=k, m=m)
+        reply = await self._control("CreateCatalog", request, token_user)
         return _catalog_info(reply)
 
     async def list_catalogs(self, token_user: str) -> builtins.list[CatalogInfo]:

@@ -179,7 +179,7 @@ class Pipeline:
         # Stubs are made once per channel: a stub binds every method of its service.
         self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None
         self._container_stubs: dict[str, container_pb2_grpc.ContainerStub] = {}
-        self._plans: dict[tuple[str, int, int], _PlanPool] = {}
+        self._plans: dict[tuple[str, str, int, int], _PlanPool] = {}
         self._plan_lock = asyncio.Lock()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -308,9 +308,9 @@ class Pipeline:
             if taken:
                 raise AlreadyExists(f"Reserved keys {taken} hold objects already.")
             async with self._plan_lock:
-                plan, planned = (await self._pool(token, k, m)).plan, list(reserved)
+                plan, planned = (await self._pool(token, catalog, k, m)).plan, list(reserved)
         else:
-            plan, planned = await self._plan(token, k, m, len(items), pooled=len(items) == 1)
+            plan, planned = await self._plan(token, catalog, k, m, len(items), pooled=len(items) == 1)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
         for item, key in zip(items, planned, strict=True):
@@ -341,7 +341,7 @@ class Pipeline:
                         f"Only {stored} of {codec.n} chunks could be stored (at least {quorum} needed): {failed}"
                     )
             if any(e for p in placed for e in p.errors):
-                self._plans.pop((token, k, m), None)  # the container view is stale: plan afresh
+                self._plans.pop(_pool_key(token, catalog, k, m), None)  # the container view is stale: plan afresh
             await self._commit(placed, token, catalog)
         except BaseException:
             await self._discard(placed)
@@ -387,7 +387,7 @@ class Pipeline:
         return [Reservation(p.key, p.plan_ticket, p.chunk_ticket) for p in plan.plans]
 
     async def _plan(
-        self, token: str, k: int, m: int, count: int, *, pooled: bool
+        self, token: str, catalog: str, k: int, m: int, count: int, *, pooled: bool
     ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
         """Planned keys with the policy and container view to use for them.
 
@@ -395,20 +395,23 @@ class Pipeline:
         when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
         """
         if not pooled:
-            plan = await self.call(self._gateway().PlanPut, gateway_pb2.PlanPutRequest(k=k, m=m, count=count), token)
+            plan = await self.call(self._gateway().PlanPut, _plan_request(catalog, k, m, count), token)
             return plan, list(plan.plans)
         async with self._plan_lock:
-            pool = await self._pool(token, k, m)
+            pool = await self._pool(token, catalog, k, m)
             return pool.plan, [pool.keys.popleft()]
 
-    async def _pool(self, token: str, k: int, m: int) -> _PlanPool:
-        """The pool of planned keys for this token and policy, renewed if empty or stale."""
-        pool = self._plans.get((token, k, m))
+    async def _pool(self, token: str, catalog: str, k: int, m: int) -> _PlanPool:
+        """The pool of planned keys for this token and policy, renewed if empty or stale.
+
+        Puts that ask for no policy (k 0) get their catalog's, so they pool by catalog.
+        """
+        which = _pool_key(token, catalog, k, m)
+        pool = self._plans.get(which)
         now = time.monotonic()
         if pool is None or not pool.keys or now - pool.fetched > PLAN_POOL_SECONDS:
-            request = gateway_pb2.PlanPutRequest(k=k, m=m, count=PLAN_POOL_SIZE)
-            plan = await self.call(self._gateway().PlanPut, request, token)
-            pool = self._plans[(token, k, m)] = _PlanPool(plan, collections.deque(plan.plans), now)
+            plan = await self.call(self._gateway().PlanPut, _plan_request(catalog, k, m, PLAN_POOL_SIZE), token)
+            pool = self._plans[which] = _PlanPool(plan, collections.deque(plan.plans), now)
         return pool
 
     async def _write_whole(self, placed: list[_Placed], progress: Progress | None) -> None:
@@ -901,6 +904,16 @@ async def _one_segment(item: PutItem, segment_size: int) -> bytes:
     if len(segment) != item.size or rest:
         raise InvalidArgument(f"The source changed while it was stored ({item.size} bytes announced).")
     return segment
+
+
+def _plan_request(catalog: str, k: int, m: int, count: int) -> gateway_pb2.PlanPutRequest:
+    """A PlanPut for puts into ``catalog``: the catalog matters only when they ask for no policy."""
+    return gateway_pb2.PlanPutRequest(k=k, m=m, count=count, catalog="" if k else catalog)
+
+
+def _pool_key(token: str, catalog: str, k: int, m: int) -> tuple[str, str, int, int]:
+    """Which pool of planned keys puts take from: one per policy asked for, or per catalog when none is."""
+    return token, "" if k else catalog, k, m
 
 
 def _inline_bytes(location: gateway_pb2.Location) -> bytes:

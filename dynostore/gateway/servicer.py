@@ -170,9 +170,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         count = request.count or 1
         if count > MAX_PLANNED_KEYS:
             raise InvalidArgument(f"PlanPut plans at most {MAX_PLANNED_KEYS} keys at once, not {count}.")
-        # k == 0 asks for the gateway's default policy.
-        asked = (request.k, request.m) if request.k else (self.policy.k, self.policy.m)
-        k, m = validation.ec_params(*asked)
+        # k == 0 asks for the policy of the catalog named, if it has one, else the gateway's default.
+        asked = (request.k, request.m) if request.k else None
+        if asked is None and request.catalog:
+            asked = await self.registry.catalog_policy(user.name, validation.catalog(request.catalog))
+        k, m = validation.ec_params(*(asked or (self.policy.k, self.policy.m)))
         plans = []
         for _ in range(count):
             key = uuid.uuid4().hex
@@ -452,7 +454,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: gateway_pb2.CatalogRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.CatalogInfo:
         _, owner, name = await self._catalog(context, request.catalog, own=True)
-        await self.registry.create_catalog(owner, name)
+        k, m = validation.ec_params(request.k, request.m) if request.k or request.m else (0, 0)
+        await self.registry.create_catalog(owner, name, k, m)
         return _catalog_info(await self.registry.describe_catalog(owner, name))
 
     async def ListCatalogs(  # noqa: N802 - gRPC method name
@@ -701,6 +704,8 @@ def _catalog_info(info: dict[str, Any]) -> gateway_pb2.CatalogInfo:
         objects=info.get("objects", 0),
         bytes=info.get("bytes", 0),
         shared_with=info.get("shared_with", []),
+        k=info.get("k", 0),
+        m=info.get("m", 0),
     )
 
 

@@ -593,13 +593,15 @@ class Registry:
     # catalogs, shares and events ----------------------------------------------
 
     @_etcd_errors
-    async def create_catalog(self, owner: str, name: str) -> None:
-        """Create an empty catalog.
+    async def create_catalog(self, owner: str, name: str, k: int = 0, m: int = 0) -> None:
+        """Create an empty catalog, with the erasure-coding policy of its puts if ``k`` is not 0.
 
         Raises:
             AlreadyExists: the owner has a catalog of that name.
         """
-        info = {"owner": owner, "name": name, "created": time.time()}
+        info: dict[str, Any] = {"owner": owner, "name": name, "created": time.time()}
+        if k:
+            info |= {"k": k, "m": m}
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.create(keys.catalog(owner, name)) == 0],
             success=[self._tx.put(keys.catalog(owner, name), _dumps(info))],
@@ -619,6 +621,15 @@ class Registry:
             if found is not None:
                 shared.append(json.loads(found.value))
         return own + shared
+
+    @_etcd_errors
+    async def catalog_policy(self, owner: str, name: str) -> tuple[int, int] | None:
+        """``(k, m)`` the catalog was created with; None if it has none or does not exist."""
+        found = await self.etcd.get(keys.catalog(owner, name))
+        if found is None:
+            return None
+        info = json.loads(found.value)
+        return (info["k"], info["m"]) if info.get("k") else None
 
     @_etcd_errors
     async def describe_catalog(self, owner: str, name: str) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
+from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.client import Client, Event
-from dynostore.errors import FailedPrecondition, NotFound, PermissionDenied
+from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from dynostore.local import ManagedProcess, free_port
+from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session
 
 
@@ -31,6 +35,32 @@ def test_catalog_life_cycle(shared: Session) -> None:
     assert c.delete_catalog("empty-one", token_user=t) == 0
     with pytest.raises(NotFound):
         c.describe_catalog("empty-one", token_user=t)
+
+
+def test_a_catalog_policy_applies_to_puts_that_ask_for_none(shared: Session) -> None:
+    c, t = shared.client, shared.token
+    assert c.create_catalog("narrow", token_user=t, k=2, m=1).k == 2
+    assert c.describe_catalog("narrow", token_user=t).m == 1
+    data = os.urandom(100_000)  # not inline
+    one = c.put(data=data, token_user=t, catalog="narrow")
+    batch = c.put_batch([data, data[:50_000]], token_user=t, catalog="narrow")
+    elsewhere = c.put(data=data, token_user=t, catalog="wide")
+    with shared.fabric.client(k=4, m=1) as explicit:
+        own_policy = explicit.put(data=data, token_user=t, catalog="narrow")
+    stats = {key: c.stat(key=key, token_user=t) for key in (one, *batch, elsewhere, own_policy)}
+    policies = {key: (s.k, s.m, len(s.chunks)) for key, s in stats.items()}
+    assert [policies[k] for k in (one, *batch)] == [(2, 1, 3)] * 3
+    assert policies[elsewhere] == (3, 2, 5)  # the gateway default
+    assert policies[own_policy] == (4, 1, 5)  # a client's own policy wins
+    assert c.get(key=one, token_user=t) == data
+    assert c.describe_catalog("wide", token_user=t).k == 0
+    with pytest.raises(InvalidArgument):
+        c.create_catalog("odd", token_user=t, k=0, m=2)
+    with shared.channel(shared.fabric.gateway) as channel, pytest.raises(grpc.RpcError) as refused:
+        gateway_pb2_grpc.GatewayStub(channel).CreateCatalog(  # the gateway checks too
+            gateway_pb2.CatalogRequest(catalog="odd", k=99, m=1), metadata=auth_metadata(t), timeout=10
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_sharing_gives_read_only_access(shared: Session) -> None:
@@ -154,6 +184,9 @@ def test_cli_catalogs_shares_and_watch(shared: Session) -> None:
     assert run("share", "add", "cli-cat", "olga").returncode == 0
     assert run("share", "ls", "cli-cat").stdout.split() == ["olga"]
     assert "shared with: olga" in run("catalog", "info", "cli-cat").stdout
+    assert "policy: the gateway default" in run("catalog", "info", "cli-cat").stdout
+    assert run("catalog", "create", "cli-narrow", "--k", "2", "--m", "1").returncode == 0
+    assert "policy: k=2 m=1" in run("catalog", "info", "cli-narrow").stdout
     watch = subprocess.Popen(
         [sys.executable, "-m", "dynostore", "watch", "cli-cat", "--from-revision", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
