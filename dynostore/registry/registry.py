@@ -251,9 +251,8 @@ class Registry:
         owned = [kv.key for kv in owners if kv.value == name.encode()]
         # A user created again under this name must not inherit what was shared with this one.
         grants = []
-        for kv in await self.etcd.get_prefix(keys.shared_with(name)):
-            owner, catalog = kv.key[len(keys.shared_with(name)) :].decode().split("/", 1)
-            grants += [kv.key, keys.share(owner, catalog, name)]
+        for owner, catalog in await self._shared_with(name):
+            grants += [keys.shared_with(name, owner, catalog), keys.share(owner, catalog, name)]
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
             success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens + owned + grants)],
@@ -615,12 +614,16 @@ class Registry:
         """Records of the user's catalogs, then of catalogs shared with the user."""
         own = [json.loads(kv.value) for kv in await self.etcd.get_prefix(keys.catalogs_of(user))]
         shared = []
-        for kv in await self.etcd.get_prefix(keys.shared_with(user)):
-            owner, name = kv.key[len(keys.shared_with(user)) :].decode().split("/", 1)
+        for owner, name in await self._shared_with(user):
             found = await self.etcd.get(keys.catalog(owner, name))
             if found is not None:
                 shared.append(json.loads(found.value))
         return own + shared
+
+    async def _shared_with(self, reader: str) -> list[tuple[str, str]]:
+        """``(owner, catalog)`` of every catalog shared with ``reader``."""
+        prefix = keys.shared_with(reader)
+        return [tuple(kv.key[len(prefix) :].decode().split("/", 1)) for kv in await self.etcd.get_prefix(prefix)]
 
     @_etcd_errors
     async def catalog_policy(self, owner: str, name: str) -> tuple[int, int] | None:
