@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--containers", type=int, help="number of file-system containers (5; not with --config)")
     up.add_argument("--k", type=int, help="data fragments (3)")
     up.add_argument("--m", type=int, help="parity fragments (2)")
+    up.add_argument(
+        "--tls", action="store_true", help="everything over TLS (etcd too, with client certificates); certs in ROOT/tls"
+    )
 
     certs = sub.add_parser("certs", help="make a CA and a server certificate for a TLS deployment")
     certs.add_argument("directory", type=Path)
@@ -410,9 +413,11 @@ def _up(args: argparse.Namespace) -> int:
     m = config.m if args.m is None else args.m
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalFabric(containers=config.containers, root=root, k=k, m=m) as fabric:
+    with LocalFabric(containers=config.containers, root=root, k=k, m=m, tls=args.tls) as fabric:
         print(f"DynoStore is up: {len(fabric.containers)} containers, state in {fabric.root}")
         print(f"export DYNOSTORE_GATEWAY={fabric.gateway}")
+        if fabric.tls_ca:
+            print(f"export DYNOSTORE_TLS_CA={fabric.tls_ca}")
         print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")
         print("Press Ctrl-C to stop.", flush=True)
         with suppress(KeyboardInterrupt):

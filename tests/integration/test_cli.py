@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.local import ManagedProcess
 from dynostore.rpc import auth_metadata
@@ -52,15 +54,21 @@ def test_errors_are_one_clear_line(shared: Session, tmp_path: Path) -> None:
     assert "not a DynoStore key" in missing.stderr
 
 
-def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [[], ["--tls"]], ids=["plain", "tls"])
+def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path, tls: list[str]) -> None:
     before = child_pids()
-    with dynostore_up("--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1") as (
+    with dynostore_up("--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1", *tls) as (
         gateway,
         token,
         text,
     ):
         assert gateway.startswith("127.0.0.1:"), text
-        made = run(["user", "add", "erin"], {"DYNOSTORE_GATEWAY": gateway, "DYNOSTORE_TOKEN": token})
+        env = {"DYNOSTORE_GATEWAY": gateway, "DYNOSTORE_TOKEN": token}
+        if tls:
+            env["DYNOSTORE_TLS_CA"] = text.split("DYNOSTORE_TLS_CA=")[1].split()[0]
+            plain = run(["user", "add", "fred"], env={**env, "DYNOSTORE_TLS_CA": ""})
+            assert plain.returncode != 0  # the gateway speaks only TLS
+        made = run(["user", "add", "erin"], env)
         assert made.returncode == 0, made.stderr
     assert child_pids() == before
 
