@@ -30,7 +30,9 @@ from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
-# Objects per etcd transaction (etcd allows 128 operations per transaction by default).
+# Operations etcd takes in one transaction (its default --max-txn-ops).
+MAX_TXN_OPS = 128
+# Objects per etcd transaction (up to 4 operations each).
 COMMIT_GROUP = 32
 # A token's public id: this many hex digits of its SHA-256.
 TOKEN_ID_CHARS = 16
@@ -253,9 +255,15 @@ class Registry:
         grants = []
         for owner, catalog in await self._shared_with(name):
             grants += [keys.shared_with(name, owner, catalog), keys.share(owner, catalog, name)]
+        # One transaction if etcd takes it; else what does not fit goes first, the
+        # tokens last, so that they die with the user record as far as they can.
+        doomed = [self._tx.delete(k) for k in grants + owned + tokens]
+        first, last = doomed[: -(MAX_TXN_OPS - 1)], doomed[-(MAX_TXN_OPS - 1) :]
+        for start in range(0, len(first), MAX_TXN_OPS):
+            await self.etcd.transaction(compare=[], success=first[start : start + MAX_TXN_OPS], failure=[])
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
-            success=[self._tx.delete(keys.user(name)), *(self._tx.delete(k) for k in tokens + owned + grants)],
+            success=[self._tx.delete(keys.user(name)), *last],
             failure=[],
         )
         if not ok:

@@ -37,6 +37,16 @@ def test_admins_list_and_remove_users(shared: Session) -> None:
         c.remove_user("admin", token_user=admin)
 
 
+def test_a_user_with_more_tokens_than_one_etcd_transaction_takes_is_removed(shared: Session) -> None:
+    admin, c = shared.fabric.admin_token, shared.client
+    rhea = shared.fabric.create_user("rhea")
+    tokens = [c.create_token(token_user=rhea)[0] for _ in range(150)]  # etcd takes 128 operations at most
+    assert c.remove_user("rhea", token_user=admin).tokens_revoked == 151
+    for token in (rhea, tokens[0], tokens[-1]):
+        with pytest.raises(Unauthenticated):
+            c.whoami(token_user=token)
+
+
 def test_removed_users_lose_their_grants_and_purged_users_their_objects(shared: Session) -> None:
     admin, c = shared.fabric.admin_token, shared.client
     pia, quinn = shared.fabric.create_user("pia"), shared.fabric.create_user("quinn")
