@@ -235,7 +235,7 @@ class Registry:
 
     @_etcd_errors
     async def remove_user(self, name: str) -> int:
-        """Remove a user, its tokens, its containers' ids and the grants made to it, at once.
+        """Remove a user, its tokens, its containers' ids and the grants made to it (at once if etcd takes it).
 
         Returns how many tokens went. The catalogs the user owns stay.
 
