@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from dynostore.client import repair as repair_module
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import NotFound, PermissionDenied
 from dynostore.local import ContainerSpec, LocalFabric
@@ -201,17 +202,17 @@ def test_verify_commits_after_the_containers_report_what_it_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reads of a verify make the containers mark the chunks missing; the repair still commits."""
-    found = Pipeline._damaged_chunks
+    found = repair_module._damaged_chunks
 
-    async def found_then_reported(self: Pipeline, location: gateway_pb2.Location) -> dict[int, str]:
-        damaged = await found(self, location)
+    async def found_then_reported(pipeline: Pipeline, location: gateway_pb2.Location) -> dict[int, str]:
+        damaged = await found(pipeline, location)
         deadline = time.monotonic() + 20
         while set(damaged) & set(await asyncio.to_thread(holders, fabric, token, key)):
             assert time.monotonic() < deadline, "the containers did not report the damage"
             await asyncio.sleep(0.2)
         return damaged
 
-    monkeypatch.setattr(Pipeline, "_damaged_chunks", found_then_reported)
+    monkeypatch.setattr(repair_module, "_damaged_chunks", found_then_reported)
     with LocalFabric(containers=6, root=tmp_path / "fabric") as fabric, fabric.client() as client:
         token = fabric.create_user("gus")
         data = os.urandom(5 * MiB)
