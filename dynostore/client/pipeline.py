@@ -39,9 +39,12 @@ from dynostore.errors import (
     AlreadyExists,
     DataLoss,
     DynoStoreError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     error_for_code,
 )
@@ -103,7 +106,33 @@ class PutItem:
 
 
 class _RetriedIntoError(Exception):
-    """A retried call met an error its first attempt may have caused."""
+    """A retried call met an error (``error``) its first attempt may have caused."""
+
+    def __init__(self, error: DynoStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _CommitOutcomeUnknownError(Exception):
+    """A commit failed in a way that leaves open whether it landed; ``error`` is what the caller sees."""
+
+    def __init__(self, error: DynoStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# Errors with which the gateway refuses a commit before it writes anything: after
+# one of these on the first attempt the commit surely did not land.
+_COMMIT_REFUSALS = (
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    DataLoss,
+)
 
 
 @dataclass(frozen=True)
@@ -237,7 +266,7 @@ class Pipeline:
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
                 if attempt and tolerate_after_retry and isinstance(error, tolerate_after_retry):
-                    raise _RetriedIntoError() from error
+                    raise _RetriedIntoError(error) from error
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
                     raise error from None
                 delay = 0.1 * 2**attempt * (1 + random.random())
@@ -323,6 +352,7 @@ class Pipeline:
             else:
                 targets = self.placement.place(plan.containers, codec.n, -(-max(item.size, 1) // codec.k) + 1024)
                 placed.append(_Placed(item, key, plan.policy, codec, targets, []))
+        committing = False
         try:
             for p in placed:
                 if p.inline:
@@ -346,9 +376,17 @@ class Pipeline:
                     )
             if any(e for p in placed for e in p.errors):
                 self._plans.pop(_pool_key(token, catalog, k, m), None)  # the container view is stale: plan afresh
+            committing = True
             await self._commit(placed, token, catalog)
-        except BaseException:
-            await self._discard(placed)
+        except _CommitOutcomeUnknownError as unknown:
+            # A record may name these chunks: leave them to the containers' garbage collection,
+            # which deletes chunks only once no record has named them for gc_grace.
+            log.warning("Commit of %d objects ended without an answer; their chunks are kept.", len(placed))
+            raise unknown.error from None
+        except BaseException as exc:
+            # Out of the commit, a DynoStoreError is a refusal; anything else (cancelled) may have landed.
+            if not committing or isinstance(exc, DynoStoreError):
+                await self._discard(placed)
             raise
         return [p.planned.key for p in placed]
 
@@ -496,12 +534,34 @@ class Pipeline:
             ]
         )
         try:
-            await self.call(self._gateway().CommitPut, request, token, tolerate_after_retry=AlreadyExists)
-        except _RetriedIntoError:
-            # A retried commit met AlreadyExists: fine if the first attempt landed it, as ours.
-            for p, location in zip(placed, await self.locate([p.planned.key for p in placed], token), strict=True):
-                if location.code or [c.container_id for c in location.chunks] != [t.id for t in p.targets]:
-                    raise AlreadyExists(f"Object {p.planned.key} was committed already.") from None
+            await self.call(self._gateway().CommitPut, request, token, tolerate_after_retry=DynoStoreError)
+            return
+        except _RetriedIntoError as retried:
+            # An earlier attempt may have landed and lost its answer.
+            error = retried.error
+        except _COMMIT_REFUSALS:
+            raise  # the first and only attempt was refused: nothing was written
+        except DynoStoreError as exc:
+            error = exc  # unavailable, timed out, internal: the commit may have landed
+        await self._settle_commit(placed, token, error)
+
+    async def _settle_commit(self, placed: list[_Placed], token: str, error: DynoStoreError) -> None:
+        """Find out whether a commit that ended in ``error`` landed; return if it did, as ours.
+
+        Raises:
+            _CommitOutcomeUnknownError: it did not land (it may still, if it is in flight), or the
+                gateway cannot tell now.
+        """
+        try:
+            locations = await self.locate([p.planned.key for p in placed], token)
+        except DynoStoreError:
+            raise _CommitOutcomeUnknownError(_unknown_outcome(error)) from None
+        if all(_committed_as(p, location) for p, location in zip(placed, locations, strict=True)):
+            log.info("A commit that ended in %s had landed.", type(error).__name__)
+            return
+        if isinstance(error, AlreadyExists):
+            raise _CommitOutcomeUnknownError(error)
+        raise _CommitOutcomeUnknownError(_unknown_outcome(error))
 
     async def _discard(self, placed: list[_Placed]) -> None:
         """Best effort removal of the chunks that puts which failed did store (and only those)."""
@@ -807,6 +867,21 @@ def _plan_request(catalog: str, k: int, m: int, count: int) -> gateway_pb2.PlanP
 def _pool_key(token: str, catalog: str, k: int, m: int) -> tuple[str, str, int, int]:
     """Which pool of planned keys puts take from: one per policy asked for, or per catalog when none is."""
     return token, "" if k else catalog, k, m
+
+
+def _committed_as(placed: _Placed, location: gateway_pb2.Location) -> bool:
+    """Whether ``location`` is the record that committing ``placed`` writes."""
+    if location.code or location.object.size != placed.item.size or location.inline != placed.inline:
+        return False
+    return [c.container_id for c in location.chunks] == [t.id for t in placed.targets]
+
+
+def _unknown_outcome(error: DynoStoreError) -> DynoStoreError:
+    """``error`` (of the same class) saying that the put may or may not have been committed."""
+    return type(error)(
+        f"{error} The commit's outcome is unknown: the object may appear under its key, whole; "
+        "if it does not, its chunks are left to garbage collection."
+    )
 
 
 def _inline_bytes(location: gateway_pb2.Location) -> bytes:
