@@ -622,7 +622,37 @@ class Pipeline:
             async for data in self._relay_get(key, token, progress):
                 yield data
             return
-        async for segment in self.read(await self.locate_one(key, token), progress):
+        async for segment in self.read_checked(await self.locate_one(key, token), token, progress):
+            yield segment
+
+    async def read_checked(
+        self, location: gateway_pb2.Location, token: str, progress: Progress | None = None
+    ) -> AsyncIterator[bytes]:
+        """:meth:`read`, asking the gateway again when chunks turn out lost.
+
+        A get that races an evict finds the chunks deleted: that is ``NotFound``,
+        not ``DataLoss``. A record that changed before anything was handed out
+        (a repair moved chunks) is read once more at its new locations.
+
+        Raises:
+            NotFound: the object was evicted while it was read.
+            DataLoss: more than m chunks of a segment are really gone.
+        """
+        key = location.object.key
+        yielded = False
+        try:
+            async for segment in self.read(location, progress):
+                yielded = True
+                yield segment
+            return
+        except DataLoss:
+            try:
+                now = await self.locate_one(key, token)
+            except NotFound:
+                raise NotFound(f"Object {key} was evicted while it was read.") from None
+            if yielded or list(now.chunks) == list(location.chunks):
+                raise
+        async for segment in self.read(now, progress):
             yield segment
 
     async def _relay_get(self, key: str, token: str, progress: Progress | None) -> AsyncIterator[bytes]:
@@ -676,10 +706,17 @@ class Pipeline:
             elif location.object.size <= location.policy.segment_size:
                 whole.append(i)
             else:
-                results[i] = [s async for s in self.read(location, None)]
+                results[i] = await self._read_or_none(location, token)
         for i, data in zip(whole, await self._read_whole([locations[i] for i in whole]), strict=True):
-            results[i] = [data] if data is not None else [s async for s in self.read(locations[i], None)]
+            results[i] = [data] if data is not None else await self._read_or_none(locations[i], token)
         return results
+
+    async def _read_or_none(self, location: gateway_pb2.Location, token: str) -> list[bytes] | None:
+        """The segments of one located object, None if it was evicted meanwhile."""
+        try:
+            return [s async for s in self.read_checked(location, token)]
+        except NotFound:
+            return None
 
     async def _relay_get_or_none(self, key: str, token: str) -> list[bytes] | None:
         try:
@@ -738,6 +775,8 @@ class Pipeline:
         active: list[Reader] = []
         spare = [(loc, False) for loc in candidates]
         unreachable: list[common_pb2.ChunkLocation] = []
+        # Why each chunk that was tried could not be read.
+        failures: dict[int, DynoStoreError | None] = {}
         try:
             for segment in range(count):
                 offset = segment * full_fragment
@@ -754,10 +793,7 @@ class Pipeline:
                         )
                     waiting = [r for r in active if fragments[r.index] is None]
                     if not waiting:
-                        raise DataLoss(
-                            f"Object {key}: segment {segment} has only {have} readable chunks, "
-                            f"{codec.k} are needed. Lost chunks: {_lost(location, active)}."
-                        )
+                        raise _unreadable(location, segment, have, failures)
                     got = await self._first_fragments(waiting, codec.k - have)
                     for reader in waiting:
                         if reader not in got:  # cut short: enough others answered first
@@ -766,6 +802,7 @@ class Pipeline:
                             spare.insert(0, (by_index[reader.index], False))
                         elif (fragment := got[reader]) is None:
                             log.info("Chunk %d of %s failed, using another: %s", reader.index, key, reader.error)
+                            failures[reader.index] = reader.error
                             active.remove(reader)
                             await reader.close()
                             if isinstance(reader.error, Unavailable) and not reader.patient:
@@ -891,9 +928,32 @@ def _inline_bytes(location: gateway_pb2.Location) -> bytes:
     return location.data
 
 
-def _lost(location: gateway_pb2.Location, active: list[Reader]) -> str:
-    alive = {r.index for r in active}
-    return ", ".join(str(c.index) for c in location.chunks if c.index not in alive) or "none"
+def _unreadable(
+    location: gateway_pb2.Location, segment: int, have: int, failures: dict[int, DynoStoreError | None]
+) -> DynoStoreError:
+    """The error for a segment with fewer than k readable chunks.
+
+    ``DataLoss`` only when more than m chunks are really gone: recorded as
+    missing, or answered as absent or corrupt by their container. Chunks on
+    containers that are down, unregistered or slow may come back: that is
+    ``Unavailable``, which a later try may get past.
+    """
+    k, key = location.policy.k, location.object.key
+    gone = [c.index for c in location.chunks if not c.stored or isinstance(failures.get(c.index), DataLoss | NotFound)]
+    away = [c.index for c in location.chunks if c.index not in gone and (not c.address or c.index in failures)]
+    if len(location.chunks) - len(gone) >= k:
+        return Unavailable(
+            f"Object {key}: segment {segment} has only {have} readable chunks now, {k} are needed; "
+            f"chunks {_indices(away)} are on containers that are down or unreachable, so try again later."
+        )
+    return DataLoss(
+        f"Object {key}: segment {segment} has only {have} readable chunks, {k} are needed. "
+        f"Lost chunks: {_indices(gone)}."
+    )
+
+
+def _indices(indices: list[int]) -> str:
+    return ", ".join(map(str, indices)) or "none"
 
 
 __all__ = ["ObjectInfo", "Pipeline", "PutItem", "Reservation"]

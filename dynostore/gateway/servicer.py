@@ -343,7 +343,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         relay = self._relay()
         location = await relay.locate_one(validation.key(request.key), _token_from(context))
         yield gateway_pb2.RelayGetResponse(object=location.object)
-        async for segment in relay.read(location):
+        async for segment in relay.read_checked(location, _token_from(context)):
             view = memoryview(segment)
             for start in range(0, len(view), RELAY_MESSAGE):
                 yield gateway_pb2.RelayGetResponse(data=bytes(view[start : start + RELAY_MESSAGE]))

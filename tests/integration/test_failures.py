@@ -47,14 +47,33 @@ def test_any_two_containers_lost(own: Session) -> None:
             container.start()
 
 
-def test_three_lost_is_a_clear_error(own: Session) -> None:
-    (key, _), *_ = put_all(own, [4 * MiB]).items()
+@pytest.mark.parametrize("size", [5000, 4 * MiB])
+def test_three_down_is_unavailable_not_data_loss(own: Session, size: int) -> None:
+    """Three containers down: the chunks may come back, so the get is Unavailable, and works once they do."""
+    ((key, data),) = put_all(own, [size]).items()
     for container in own.fabric.containers[:3]:
         container.kill()
     started = time.monotonic()
-    with pytest.raises(DataLoss, match="3 are needed"):
+    with pytest.raises(Unavailable, match=r"3 are needed; .* down or unreachable"):
         own.client.get(key=key, token_user=own.token)
     assert time.monotonic() - started < 60  # bounded: no hang on dead containers
+    for container in own.fabric.containers[:3]:
+        container.start()
+    assert own.client.get(key=key, token_user=own.token) == data
+
+
+@pytest.mark.parametrize("size", [5000, 4 * MiB])
+def test_three_chunks_gone_is_data_loss(own: Session, size: int) -> None:
+    """DataLoss means the chunks are gone: three chunk files removed (or corrupt) of an object of k=3, m=2."""
+    (key,) = put_all(own, [size])
+    files = chunk_files(own.fabric, key)
+    for index in (0, 1):
+        files[index].unlink()
+    raw = bytearray(files[4].read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    files[4].write_bytes(bytes(raw))
+    with pytest.raises(DataLoss, match=r"3 are needed\. Lost chunks: 0, 1, 4"):
+        own.client.get(key=key, token_user=own.token)
 
 
 def test_corrupt_chunks_fall_back_to_parity(own: Session) -> None:

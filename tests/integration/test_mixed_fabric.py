@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dynostore.client import Client
-from dynostore.errors import DataLoss
+from dynostore.errors import Unavailable
 from dynostore.local import ContainerSpec, LocalFabric
 from tests.integration.conftest import dynostore_up
 from tests.servers import REGION, CephCluster, S3Server
@@ -120,7 +120,7 @@ def test_mixed_fabric_losing_three_containers_is_data_loss(
             key = client.put(data=os.urandom(MiB), token_user=token, catalog="mixed")
             for container in fabric.containers[:3]:
                 container.stop()
-            with pytest.raises(DataLoss):
+            with pytest.raises(Unavailable, match="down or unreachable"):
                 client.get(key=key, token_user=token)
 
 

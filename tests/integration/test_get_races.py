@@ -1,0 +1,107 @@
+"""A get that races an evict of its key is NotFound, never DataLoss."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynostore.client.pipeline import Pipeline
+from dynostore.errors import NotFound
+from dynostore.local import LocalFabric
+from tests.integration.conftest import eventually
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFabric]:
+    with LocalFabric(containers=5, root=tmp_path_factory.mktemp("races")) as fabric:
+        yield fabric
+
+
+@pytest.fixture(scope="module")
+def token(fabric: LocalFabric) -> str:
+    return fabric.create_user("racer")
+
+
+def chunk_files(fabric: LocalFabric, key: str) -> list[Path]:
+    return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
+
+
+@pytest.mark.parametrize("size", [100 * 1024, 3 * MiB])
+def test_get_of_an_object_evicted_after_locate_is_not_found(fabric: LocalFabric, token: str, size: int) -> None:
+    """Located, then evicted and its chunks deleted, then read: NotFound, by get and by get_many."""
+    with fabric.client() as client:
+        keys = [client.put(data=os.urandom(size), token_user=token, catalog="races") for _ in range(2)]
+
+    async def run() -> None:
+        pipeline = Pipeline(fabric.gateway)
+        try:
+            locations = await pipeline.locate(keys, token)
+            for key in keys:
+                assert await pipeline.evict(key, token)
+            assert eventually(lambda: not any(chunk_files(fabric, key) for key in keys))
+            with pytest.raises(NotFound, match="evicted while it was read"):
+                _ = [s async for s in pipeline.read_checked(locations[0], token)]
+            original = pipeline.locate
+
+            async def stale_locate(asked: list[str], given: str) -> list[object]:
+                pipeline.locate = original  # type: ignore[method-assign]
+                return list(locations)
+
+            pipeline.locate = stale_locate  # type: ignore[assignment,method-assign]
+            assert await pipeline.get_many(keys, token) == [None, None]
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
+
+
+def test_mixed_threads_never_see_data_loss(fabric: LocalFabric, token: str) -> None:
+    """16 threads put, get, test and evict a shared set of keys; a get is bytes or NotFound, nothing else."""
+    rng = random.Random(1412)
+    print(f"seed 1412, {fabric.gateway}")
+    objects: dict[str, bytes] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    with fabric.client() as client:
+
+        def work(seed: int) -> None:
+            rnd = random.Random(seed)
+            try:
+                for _ in range(25):
+                    action = rnd.random()
+                    with lock:
+                        key = rnd.choice(list(objects)) if objects else None
+                    if key is None or action < 0.3:
+                        data = os.urandom(rnd.choice([10, 50_000, 400_000, 2 * MiB]))
+                        new = client.put(data=data, token_user=token, catalog="races")
+                        with lock:
+                            objects[new] = data
+                    elif action < 0.75:
+                        with lock:
+                            expected = objects.get(key)
+                        try:
+                            got = client.get(key=key, token_user=token)
+                        except NotFound:
+                            continue
+                        assert expected is None or got == expected
+                    elif action < 0.85:
+                        client.exists(key=key, token_user=token)
+                    else:
+                        client.evict(key=key, token_user=token)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(rng.random(),)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
