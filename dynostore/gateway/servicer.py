@@ -91,6 +91,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.relay: Pipeline | None = None
         self._containers: list[dict[str, Any]] = []
         self._containers_read = 0.0
+        # Until this moment (a lease's length after start), containers whose leases ran out while
+        # no gateway answered are still coming back: calls that need them wait for them.
+        self._rejoin_until = time.monotonic() + policy.container_ttl
         self._background: set[asyncio.Task[None]] = set()
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> User:
@@ -130,6 +133,25 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             self._containers = await self.registry.containers()
             self._containers_read = now
         return self._containers
+
+    async def _rejoined_containers(self, needed: set[str] | None = None) -> list[dict[str, Any]]:
+        """The live containers; just after start, first wait (bounded) for known ones to register again.
+
+        ``needed`` names the containers the call needs (default: every known one).
+        After ``container_ttl`` from start, or once they are all back, this waits no more.
+        """
+        if time.monotonic() >= self._rejoin_until:
+            return await self._live_containers()
+        self._containers_read = 0.0  # read afresh while containers come back
+        live = await self._live_containers()
+        wanted = await self.registry.known_containers() if needed is None else needed
+        while not wanted <= {c["id"] for c in live} and time.monotonic() < self._rejoin_until:
+            await asyncio.sleep(0.1)
+            self._containers_read = 0.0
+            live = await self._live_containers()
+            if needed is None:
+                wanted = await self.registry.known_containers()
+        return live
 
     async def _owned(self, key: str, user: User) -> ObjectRecord:
         record = await self.registry.get_object(validation.key(key))
@@ -183,7 +205,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             plans.append(
                 gateway_pb2.PlannedKey(key=key, plan_ticket=ticket, expires=expires, chunk_ticket=chunk_ticket)
             )
-        containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._live_containers()]
+        containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._rejoined_containers()]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
         return gateway_pb2.PlanPutResponse(
             plans=plans, policy=policy, containers=containers, inline_max_bytes=self.policy.inline_max_bytes
@@ -261,9 +283,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         if not 1 <= len(request.keys) <= MAX_BATCH:
             raise InvalidArgument(f"Locate takes 1 to {MAX_BATCH} keys, not {len(request.keys)}.")
         keys = [validation.key(k) for k in request.keys]
-        addresses = {c["id"]: c["address"] for c in await self._live_containers()}
+        records = await self.registry.get_objects(keys)
+        holders = {cid for r in records if r is not None for cid, stored in r.chunks if stored}
+        addresses = {c["id"]: c["address"] for c in await self._rejoined_containers(holders)}
         reply = gateway_pb2.LocateResponse()
-        for key, record in zip(keys, await self.registry.get_objects(keys), strict=True):
+        for key, record in zip(keys, records, strict=True):
             location = reply.locations.add()
             if record is None:
                 location.code, location.message = NotFound.code.value[0], f"No object has the key {key}."

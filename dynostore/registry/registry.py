@@ -816,6 +816,13 @@ class Registry:
         return True
 
     @_etcd_errors
+    async def known_containers(self) -> set[str]:
+        """Ids of every container that ever registered (until its user is removed), live or not."""
+        prefix = keys.container_owners_prefix()
+        found = await self.etcd.get_prefix(prefix, keys_only=True)
+        return {kv.key[len(prefix) :].decode() for kv in found}
+
+    @_etcd_errors
     async def containers(self) -> list[dict[str, Any]]:
         """Records of all live containers."""
         found = await self.etcd.get_prefix(keys.containers_prefix())
