@@ -12,6 +12,18 @@ Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
 finds every earlier object: etcd data, chunks, container ids and the admin
 token live under it.
 
+Every process is a handle to stop, kill and start again, for failure tests:
+``fabric.containers``, ``fabric.gateways`` and ``fabric.etcd_members``. A
+gateway or etcd member comes back at the same address (its ports are picked
+once, when the fabric starts), so clients, containers and the gateway find
+it again on their own:
+
+```python
+fabric.gateways[0].kill()  # SIGKILL; .stop() is SIGTERM
+fabric.gateways[0].start()  # same address, waits until it answers
+assert fabric.gateways[0].address == fabric.gateway
+```
+
 A mixed fabric takes a list of container specs instead of a count; each
 container then runs from a settings file written under ``root/run``:
 
@@ -56,6 +68,9 @@ from dynostore.registry.registry import TicketKeyRecord
 from dynostore.rpc.tls import Tls, make_certs
 
 START_TIMEOUT = 30.0
+# How long a restart waits for its port to come free (a process that has not
+# let go of it yet) before it gives up.
+PORT_WAIT = 10.0
 
 
 def free_port() -> int:
@@ -303,8 +318,197 @@ class ContainerHandle(ManagedProcess):
         self.port = int(address.rsplit(":", 1)[1])
 
 
+def _numbered(name: str, index: int) -> str:
+    """``name`` for the first of its kind (the names of a one-gateway fabric), ``name<index>`` after."""
+    return name if index == 0 else f"{name}{index}"
+
+
+class PinnedHandle(ManagedProcess):
+    """A server of a :class:`LocalFabric` that always comes back at the same ports.
+
+    The fabric gives it its ports (``ports``, by role) when it first starts;
+    :meth:`start` then waits for them to be free (a killed process's
+    connections in TIME_WAIT don't count) and for the server to be ready.
+    ``stop`` (SIGTERM, then wait) and ``kill`` (SIGKILL, then wait) come from
+    :class:`ManagedProcess`.
+    """
+
+    def __init__(self, name: str, index: int, fabric: LocalFabric, roles: Sequence[str]) -> None:
+        """Describe server ``index`` of kind ``name`` of ``fabric``, with one port per role in ``roles``."""
+        self.index = index
+        self.ports: dict[str, int] = dict.fromkeys(roles, 0)
+        self._fabric = fabric
+        super().__init__(name, [], fabric.root / "logs" / f"{name}.log")
+
+    @property
+    def port(self) -> int:
+        """The port clients reach this server at (0 until the fabric starts)."""
+        return next(iter(self.ports.values()))
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:port`` of this server, the same after every restart ("" until the fabric starts)."""
+        return f"127.0.0.1:{self.port}" if self.port else ""
+
+    def start(self) -> None:
+        """Start (or restart) the server at its ports and wait until it is ready.
+
+        Raises:
+            RuntimeError: a port stayed taken for ``PORT_WAIT`` seconds, or the
+                server exited or was not ready within ``START_TIMEOUT``
+                seconds (nothing is left running then).
+        """
+        if self.running:
+            return
+        if not all(self.ports.values()):
+            raise RuntimeError(f"{self.name} has no ports yet: start the fabric first.")
+        deadline = time.monotonic() + PORT_WAIT
+        while True:
+            self._wait_for_ports(deadline)
+            self.argv = self._command()
+            super().start()
+            try:
+                self._wait_ready()
+                return
+            except BaseException:
+                exited = not self.running
+                self.stop()  # a half-started server is no use to anyone
+                # Taken between the check and the bind: try again while there is time.
+                if not exited or time.monotonic() > deadline or all(map(_port_is_free, self.ports.values())):
+                    raise
+
+    def _wait_for_ports(self, deadline: float) -> None:
+        while busy := [port for port in self.ports.values() if not _port_is_free(port)]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: port(s) {busy} of 127.0.0.1 still taken after {PORT_WAIT} s.")
+            time.sleep(0.1)
+
+    def _command(self) -> list[str]:
+        """The server's command line."""
+        raise NotImplementedError
+
+    def _wait_ready(self) -> None:
+        """Return once the server answers.
+
+        Raises:
+            RuntimeError: it exited, or did not answer within ``START_TIMEOUT`` seconds.
+        """
+        raise NotImplementedError
+
+
+class GatewayHandle(PinnedHandle):
+    """One gateway of a :class:`LocalFabric`, at the same address after every restart.
+
+    :meth:`start` returns once the gateway serves (its ready file is written
+    after its gRPC server started). Containers need no help: their leases
+    live in etcd and outlive a short outage; a container whose heartbeat met
+    the outage retries every second and registers again about a second after
+    the gateway is back; one whose lease lapsed meanwhile learns so at its
+    next heartbeat (every ``container_ttl / 3`` s) and registers again.
+    """
+
+    def __init__(self, index: int, fabric: LocalFabric) -> None:
+        """Describe gateway ``index`` of ``fabric``."""
+        super().__init__(_numbered("gateway", index), index, fabric, ["grpc"])
+        self._ready = fabric.run_dir / f"{self.name}.addr"
+
+    def _command(self) -> list[str]:
+        fabric = self._fabric
+        self._ready.unlink(missing_ok=True)
+        self.env = {"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token}
+        return [
+            *fabric.python_command,
+            "gateway",
+            *fabric.etcd_args,
+            "--listen", self.address,
+            "--k", str(fabric.k),
+            "--m", str(fabric.m),
+            "--inline-max-bytes", str(fabric.inline_max_bytes),
+            *fabric.repair_options,
+            "--ready-file", str(self._ready),
+            *fabric.tls_args,
+        ]  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        address = self.wait_for_file(self._ready)
+        if address != self.address:
+            raise RuntimeError(f"{self.name} listens on {address}, not {self.address}.")
+
+
+class EtcdHandle(PinnedHandle):
+    """One etcd member of a :class:`LocalFabric`, at the same client and peer ports after every restart.
+
+    It keeps its data directory, so committed objects survive a kill;
+    :meth:`start` returns once the member reports itself healthy.
+    """
+
+    def __init__(self, index: int, fabric: LocalFabric) -> None:
+        """Describe etcd member ``index`` of ``fabric`` (its data under ``root/etcd``, numbered after the first)."""
+        super().__init__(_numbered("etcd", index), index, fabric, ["client", "peer"])
+        self.data_dir = fabric.root / self.name
+        self.member_name = _numbered("dynostore", index)
+
+    @property
+    def client_url(self) -> str:
+        """The member's client URL (https with TLS)."""
+        return f"{'https' if self._fabric.tls_ca else 'http'}://127.0.0.1:{self.ports['client']}"
+
+    @property
+    def peer_url(self) -> str:
+        """The member's peer URL."""
+        return f"http://127.0.0.1:{self.ports['peer']}"
+
+    def _command(self) -> list[str]:
+        fabric = self._fabric
+        tls = fabric.tls_ca is not None
+        return [
+            etcd_binary(),
+            "--name", self.member_name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", ",".join(f"{m.member_name}={m.peer_url}" for m in fabric.etcd_members),
+            "--log-level", "warn",
+            # Keep an hour of history (for event resumption), then let etcd
+            # reclaim old revisions: evicted records and inline bytes.
+            "--auto-compaction-mode", "periodic",
+            "--auto-compaction-retention", "1h",
+            # With TLS, etcd also wants a certificate from its clients.
+            *(fabric._tls_flags("--trusted-ca-file", "--cert-file", "--key-file") if tls else []),
+            *(["--client-cert-auth"] if tls else []),
+        ]  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        context = None
+        if self._fabric.tls_ca:
+            ca, cert, key = self._fabric._tls_files
+            context = ssl.create_default_context(cafile=ca)
+            context.load_cert_chain(cert, key)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.client_url}/health", timeout=1, context=context) as reply:
+                    if json.loads(reply.read()).get("health") == "true":
+                        return
+            except OSError:
+                pass
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not become healthy:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+
 class LocalFabric:
-    """etcd + gateway + N containers on 127.0.0.1, stopped on exit."""
+    """etcd + gateway + N containers on 127.0.0.1, stopped on exit.
+
+    Attributes:
+        containers: the data containers, as :class:`ContainerHandle`.
+        gateways: the gateways, as :class:`GatewayHandle` (one for now).
+        etcd_members: the etcd cluster's members, as :class:`EtcdHandle` (one for now).
+    """
 
     def __init__(
         self,
@@ -360,10 +564,18 @@ class LocalFabric:
         self.admin_token = ""
         # The containers' credential: it may register containers and nothing else.
         self.container_token = ""
-        self.gateway = ""
-        self.etcd_address = ""
-        self._etcd: ManagedProcess | None = None
-        self._gateway: ManagedProcess | None = None
+        self.etcd_members = [EtcdHandle(0, self)]
+        self.gateways = [GatewayHandle(0, self)]
+
+    @property
+    def gateway(self) -> str:
+        """Address of the first gateway, the same after its restarts ("" until the fabric starts)."""
+        return self.gateways[0].address
+
+    @property
+    def etcd_address(self) -> str:
+        """Client address (``host:port``) of the first etcd member ("" until the fabric starts)."""
+        return self.etcd_members[0].address
 
     # life cycle -------------------------------------------------------------
 
@@ -385,8 +597,11 @@ class LocalFabric:
             self.admin_token = self._admin_token()
             if self.tls:
                 self.tls_ca = self._certificates()
-            self._start_etcd()
-            self._start_gateway()
+            self._assign_ports()
+            for member in self.etcd_members:
+                member.start()
+            for gateway in self.gateways:
+                gateway.start()
             self.container_token = self._container_token()
             for container in self.containers:
                 container.start()
@@ -395,20 +610,27 @@ class LocalFabric:
             raise
 
     def stop(self) -> None:
-        """Stop every process this fabric started (containers, gateway, etcd)."""
-        for container in self.containers:
-            container.stop()
-        if self._gateway:
-            self._gateway.stop()
-        if self._etcd:
-            self._etcd.stop()
+        """Stop every process of the fabric (containers, gateways, etcd), however often it was restarted.
+
+        Each handle holds only its latest process; the earlier ones were
+        waited for when they were stopped or killed. A handle that fails to
+        stop does not keep the others running: its error is raised after.
+        """
+        errors = []
+        for process in [*self.containers, *self.gateways, *self.etcd_members]:
+            try:
+                process.stop()
+            except BaseException as exc:
+                errors.append(exc)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise errors[0]
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        """Every process of the fabric, running or not."""
-        return [p for p in (self._etcd, self._gateway, *self.containers) if p is not None]
+        """Every process of the fabric, running or not: etcd members, gateways, containers."""
+        return [*self.etcd_members, *self.gateways, *self.containers]
 
     def _admin_token(self) -> str:
         path = self.root / "admin.token"
@@ -431,100 +653,29 @@ class LocalFabric:
         _write_secret(path, token)
         return token
 
-    def _ports(self) -> dict[str, int]:
-        """Ports kept in ``root/ports.json`` so restarts reuse them when free."""
+    def _assign_ports(self) -> None:
+        """Give every gateway and etcd member its ports, kept in ``root/ports.json``.
+
+        A handle keeps its ports for the life of this object; a new fabric on
+        the same root takes the ports of the last one where they are free,
+        and fresh free ones otherwise.
+        """
         path = self.root / "ports.json"
-        ports = json.loads(path.read_text()) if path.exists() else {}
-        for name in ("etcd_client", "etcd_peer"):
-            if not ports.get(name) or not _port_is_free(ports[name]):
-                ports[name] = free_port()
-        path.write_text(json.dumps(ports))
-        return ports
-
-    def _start_etcd(self) -> None:
-        ports = self._ports()
-        client = f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{ports['etcd_client']}"
-        peer = f"http://127.0.0.1:{ports['etcd_peer']}"
-        tls = self.etcd_tls
-        self._etcd = ManagedProcess(
-            "etcd",
-            [
-                etcd_binary(),
-                "--name",
-                "dynostore",
-                "--data-dir",
-                str(self.root / "etcd"),
-                "--listen-client-urls",
-                client,
-                "--advertise-client-urls",
-                client,
-                "--listen-peer-urls",
-                peer,
-                "--initial-advertise-peer-urls",
-                peer,
-                "--initial-cluster",
-                f"dynostore={peer}",
-                "--log-level",
-                "warn",
-                # Keep an hour of history (for event resumption), then let etcd
-                # reclaim old revisions: evicted records and inline bytes.
-                "--auto-compaction-mode",
-                "periodic",
-                "--auto-compaction-retention",
-                "1h",
-                # With TLS, etcd also wants a certificate from its clients.
-                *(self._tls_flags("--trusted-ca-file", "--cert-file", "--key-file") if tls else []),
-                *(["--client-cert-auth"] if tls else []),
-            ],
-            self.root / "logs" / "etcd.log",
-        )
-        self._etcd.start()
-        self.etcd_address = f"127.0.0.1:{ports['etcd_client']}"
-        deadline = time.monotonic() + START_TIMEOUT
-        context = None
-        if tls:
-            context = ssl.create_default_context(cadata=tls.ca.decode())
-            context.load_cert_chain(*self._tls_files[1:])
-        while True:
-            try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1, context=context) as reply:
-                    if json.loads(reply.read()).get("health") == "true":
-                        return
-            except OSError:
-                pass
-            if not self._etcd.running:
-                raise RuntimeError(f"etcd exited during start-up:\n{self._etcd.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"etcd did not become healthy:\n{self._etcd.log_tail()}")
-            time.sleep(0.05)
-
-    def _start_gateway(self) -> None:
-        ready = self.run_dir / "gateway.addr"
-        ready.unlink(missing_ok=True)
-        self._gateway = ManagedProcess(
-            "gateway",
-            [
-                *self.python_command,
-                "gateway",
-                *self.etcd_args,
-                "--listen",
-                "127.0.0.1:0",
-                "--k",
-                str(self.k),
-                "--m",
-                str(self.m),
-                "--inline-max-bytes",
-                str(self.inline_max_bytes),
-                *self.repair_options,
-                "--ready-file",
-                str(ready),
-                *self.tls_args,
-            ],
-            self.root / "logs" / "gateway.log",
-            env={"DYNOSTORE_ADMIN_TOKEN": self.admin_token},
-        )
-        self._gateway.start()
-        self.gateway = self._gateway.wait_for_file(ready)
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        handles: list[PinnedHandle] = [*self.etcd_members, *self.gateways]
+        taken = {port for handle in handles for port in handle.ports.values() if port}
+        for handle in handles:
+            for role, port in handle.ports.items():
+                if port:
+                    continue
+                # Names of a one-gateway fabric: etcd_client, etcd_peer, gateway_grpc.
+                port = saved.get(f"{handle.name}_{role}", 0)
+                while not port or port in taken or not _port_is_free(port):
+                    port = free_port()
+                handle.ports[role] = port
+                taken.add(port)
+        saved.update({f"{h.name}_{role}": port for h in handles for role, port in h.ports.items()})
+        path.write_text(json.dumps(saved))
 
     def _certificates(self) -> Path:
         """The CA file of this fabric, made (with the server certificate) on first use."""
