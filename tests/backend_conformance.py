@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
+from dynostore._proto import container_pb2 as pb
 from dynostore.container.backends import Backend
+from dynostore.container.servicer import ContainerServicer
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import NotFound
+from dynostore.errors import AlreadyExists, DataLoss, NotFound
+from dynostore.tickets import TicketVerifier
 
 T = TypeVar("T")
 KEY = "0123456789abcdef" * 2
@@ -126,6 +129,43 @@ class BackendConformance:
         assert run(read(backend)) == big
         run(write(backend, [b"new"]))
         assert run(read(backend)) == [b"new"]
+
+    def test_a_damaged_chunk_is_replaced_in_place(self, backend: Backend) -> None:
+        """Repair's rewrite: the damaged copy stays until the replacement is durable, then the new one is there."""
+        big = [os.urandom(MiB) for _ in range(6)]  # past the first part of multipart backends
+        servicer = ContainerServicer(backend, "c-test", "site", TicketVerifier())
+
+        async def fragments(chunk: list[bytes]) -> AsyncIterator[pb.Fragment]:
+            for data in chunk:
+                yield pb.Fragment(data=data, crc32=checksum(data))
+
+        async def scenario() -> None:
+            rotten = await backend.open_writer(KEY, 3)
+            await rotten.write(b"rotten bytes", checksum(b"rotten bytes") ^ 1)  # as if they rotted on disk
+            await rotten.commit()
+            before = await backend.usage()
+            with pytest.raises(DataLoss):
+                await read(backend, index=3)
+            with pytest.raises(AlreadyExists):  # written once, unless the write asks to replace
+                await servicer._write(KEY, 3, fragments(big))
+            writer = await backend.open_replacement(KEY, 3)
+            for data in big[:4]:
+                await writer.write(data, checksum(data))
+            with pytest.raises(DataLoss):  # not gone before its replacement is stored
+                await read(backend, index=3)
+            assert await backend.exists(KEY, 3)
+            await writer.abort()
+            with pytest.raises(DataLoss):  # nor after a replacement that failed
+                await read(backend, index=3)
+            reply = await servicer._write(KEY, 3, fragments(big), replace=True)
+            assert (reply.size, reply.fragments) == (6 * MiB, 6)
+            assert await read(backend, index=3) == big
+            assert {name async for name in backend.list_chunks()} == {(KEY, 3)}
+            assert (await backend.usage()).chunks == before.chunks  # one chunk, replaced
+            await servicer._write(KEY, 4, fragments([b"new"]), replace=True)  # nothing to replace is fine
+            assert await read(backend, index=4) == [b"new"]
+
+        run(scenario())
 
     def test_chunks_are_independent(self, backend: Backend) -> None:
         other = "f" * 32

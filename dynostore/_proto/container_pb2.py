@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ynostore/v1/container.proto\x12\x0c\x64ynostore.v1\"O\n\x0b\x43hunkHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x14\n\x0c\x63ontainer_id\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\"7\n\x08\x46ragment\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"r\n\x0fPutChunkRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkHeaderH\x00\x12*\n\x08\x66ragment\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.FragmentH\x00\x42\x06\n\x04part\"3\n\x10PutChunkResponse\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x11\n\tfragments\x18\x02 \x01(\r\"]\n\x0fGetChunkRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0e\n\x06ticket\x18\x05 \x01(\t\"<\n\x10GetChunkResponse\x12(\n\x08\x66ragment\x18\x01 \x01(\x0b\x32\x16.dynostore.v1.Fragment\",\n\x0b\x43hunkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"b\n\nWholeChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkHeader\x12)\n\tfragments\x18\x02 \x03(\x0b\x32\x16.dynostore.v1.Fragment\">\n\x12WriteChunksRequest\x12(\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x18.dynostore.v1.WholeChunk\"A\n\x13WriteChunksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.dynostore.v1.ChunkStatus\">\n\x11ReadChunksRequest\x12)\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x19.dynostore.v1.ChunkHeader\"D\n\x12ReadChunksResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dynostore.v1.ReadChunkResult\"g\n\x0fReadChunkResult\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkStatus\x12)\n\tfragments\x18\x02 \x03(\x0b\x32\x16.dynostore.v1.Fragment\"@\n\x12\x44\x65leteChunkRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0e\n\x06ticket\x18\x03 \x01(\t\"&\n\x13\x44\x65leteChunkResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\r\n\x0bStatRequest\"u\n\x0cStatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x12\n\nfree_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\x04\x32\xdd\x03\n\tContainer\x12K\n\x08PutChunk\x12\x1d.dynostore.v1.PutChunkRequest\x1a\x1e.dynostore.v1.PutChunkResponse(\x01\x12K\n\x08GetChunk\x12\x1d.dynostore.v1.GetChunkRequest\x1a\x1e.dynostore.v1.GetChunkResponse0\x01\x12R\n\x0bWriteChunks\x12 .dynostore.v1.WriteChunksRequest\x1a!.dynostore.v1.WriteChunksResponse\x12O\n\nReadChunks\x12\x1f.dynostore.v1.ReadChunksRequest\x1a .dynostore.v1.ReadChunksResponse\x12R\n\x0b\x44\x65leteChunk\x12 .dynostore.v1.DeleteChunkRequest\x1a!.dynostore.v1.DeleteChunkResponse\x12=\n\x04Stat\x12\x19.dynostore.v1.StatRequest\x1a\x1a.dynostore.v1.StatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64ynostore/v1/container.proto\x12\x0c\x64ynostore.v1\"o\n\x0b\x43hunkHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x14\n\x0c\x63ontainer_id\x18\x03 \x01(\t\x12\x0e\n\x06ticket\x18\x04 \x01(\t\x12\x0f\n\x07replace\x18\x05 \x01(\x08\x12\r\n\x05quiet\x18\x06 \x01(\x08\"7\n\x08\x46ragment\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"r\n\x0fPutChunkRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkHeaderH\x00\x12*\n\x08\x66ragment\x18\x02 \x01(\x0b\x32\x16.dynostore.v1.FragmentH\x00\x42\x06\n\x04part\"3\n\x10PutChunkResponse\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x11\n\tfragments\x18\x02 \x01(\r\"l\n\x0fGetChunkRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x0e\n\x06ticket\x18\x05 \x01(\t\x12\r\n\x05quiet\x18\x06 \x01(\x08\"<\n\x10GetChunkResponse\x12(\n\x08\x66ragment\x18\x01 \x01(\x0b\x32\x16.dynostore.v1.Fragment\",\n\x0b\x43hunkStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"b\n\nWholeChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkHeader\x12)\n\tfragments\x18\x02 \x03(\x0b\x32\x16.dynostore.v1.Fragment\">\n\x12WriteChunksRequest\x12(\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x18.dynostore.v1.WholeChunk\"A\n\x13WriteChunksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.dynostore.v1.ChunkStatus\">\n\x11ReadChunksRequest\x12)\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x19.dynostore.v1.ChunkHeader\"D\n\x12ReadChunksResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dynostore.v1.ReadChunkResult\"g\n\x0fReadChunkResult\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.dynostore.v1.ChunkStatus\x12)\n\tfragments\x18\x02 \x03(\x0b\x32\x16.dynostore.v1.Fragment\"@\n\x12\x44\x65leteChunkRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0e\n\x06ticket\x18\x03 \x01(\t\"&\n\x13\x44\x65leteChunkResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\r\n\x0bStatRequest\"u\n\x0cStatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x12\n\nfree_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\x04\x32\xdd\x03\n\tContainer\x12K\n\x08PutChunk\x12\x1d.dynostore.v1.PutChunkRequest\x1a\x1e.dynostore.v1.PutChunkResponse(\x01\x12K\n\x08GetChunk\x12\x1d.dynostore.v1.GetChunkRequest\x1a\x1e.dynostore.v1.GetChunkResponse0\x01\x12R\n\x0bWriteChunks\x12 .dynostore.v1.WriteChunksRequest\x1a!.dynostore.v1.WriteChunksResponse\x12O\n\nReadChunks\x12\x1f.dynostore.v1.ReadChunksRequest\x1a .dynostore.v1.ReadChunksResponse\x12R\n\x0b\x44\x65leteChunk\x12 .dynostore.v1.DeleteChunkRequest\x1a!.dynostore.v1.DeleteChunkResponse\x12=\n\x04Stat\x12\x19.dynostore.v1.StatRequest\x1a\x1a.dynostore.v1.StatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,39 +32,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dynostore.v1.container_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHUNKHEADER']._serialized_start=46
-  _globals['_CHUNKHEADER']._serialized_end=125
-  _globals['_FRAGMENT']._serialized_start=127
-  _globals['_FRAGMENT']._serialized_end=182
-  _globals['_PUTCHUNKREQUEST']._serialized_start=184
-  _globals['_PUTCHUNKREQUEST']._serialized_end=298
-  _globals['_PUTCHUNKRESPONSE']._serialized_start=300
-  _globals['_PUTCHUNKRESPONSE']._serialized_end=351
-  _globals['_GETCHUNKREQUEST']._serialized_start=353
-  _globals['_GETCHUNKREQUEST']._serialized_end=446
-  _globals['_GETCHUNKRESPONSE']._serialized_start=448
-  _globals['_GETCHUNKRESPONSE']._serialized_end=508
-  _globals['_CHUNKSTATUS']._serialized_start=510
-  _globals['_CHUNKSTATUS']._serialized_end=554
-  _globals['_WHOLECHUNK']._serialized_start=556
-  _globals['_WHOLECHUNK']._serialized_end=654
-  _globals['_WRITECHUNKSREQUEST']._serialized_start=656
-  _globals['_WRITECHUNKSREQUEST']._serialized_end=718
-  _globals['_WRITECHUNKSRESPONSE']._serialized_start=720
-  _globals['_WRITECHUNKSRESPONSE']._serialized_end=785
-  _globals['_READCHUNKSREQUEST']._serialized_start=787
-  _globals['_READCHUNKSREQUEST']._serialized_end=849
-  _globals['_READCHUNKSRESPONSE']._serialized_start=851
-  _globals['_READCHUNKSRESPONSE']._serialized_end=919
-  _globals['_READCHUNKRESULT']._serialized_start=921
-  _globals['_READCHUNKRESULT']._serialized_end=1024
-  _globals['_DELETECHUNKREQUEST']._serialized_start=1026
-  _globals['_DELETECHUNKREQUEST']._serialized_end=1090
-  _globals['_DELETECHUNKRESPONSE']._serialized_start=1092
-  _globals['_DELETECHUNKRESPONSE']._serialized_end=1130
-  _globals['_STATREQUEST']._serialized_start=1132
-  _globals['_STATREQUEST']._serialized_end=1145
-  _globals['_STATRESPONSE']._serialized_start=1147
-  _globals['_STATRESPONSE']._serialized_end=1264
-  _globals['_CONTAINER']._serialized_start=1267
-  _globals['_CONTAINER']._serialized_end=1744
+  _globals['_CHUNKHEADER']._serialized_end=157
+  _globals['_FRAGMENT']._serialized_start=159
+  _globals['_FRAGMENT']._serialized_end=214
+  _globals['_PUTCHUNKREQUEST']._serialized_start=216
+  _globals['_PUTCHUNKREQUEST']._serialized_end=330
+  _globals['_PUTCHUNKRESPONSE']._serialized_start=332
+  _globals['_PUTCHUNKRESPONSE']._serialized_end=383
+  _globals['_GETCHUNKREQUEST']._serialized_start=385
+  _globals['_GETCHUNKREQUEST']._serialized_end=493
+  _globals['_GETCHUNKRESPONSE']._serialized_start=495
+  _globals['_GETCHUNKRESPONSE']._serialized_end=555
+  _globals['_CHUNKSTATUS']._serialized_start=557
+  _globals['_CHUNKSTATUS']._serialized_end=601
+  _globals['_WHOLECHUNK']._serialized_start=603
+  _globals['_WHOLECHUNK']._serialized_end=701
+  _globals['_WRITECHUNKSREQUEST']._serialized_start=703
+  _globals['_WRITECHUNKSREQUEST']._serialized_end=765
+  _globals['_WRITECHUNKSRESPONSE']._serialized_start=767
+  _globals['_WRITECHUNKSRESPONSE']._serialized_end=832
+  _globals['_READCHUNKSREQUEST']._serialized_start=834
+  _globals['_READCHUNKSREQUEST']._serialized_end=896
+  _globals['_READCHUNKSRESPONSE']._serialized_start=898
+  _globals['_READCHUNKSRESPONSE']._serialized_end=966
+  _globals['_READCHUNKRESULT']._serialized_start=968
+  _globals['_READCHUNKRESULT']._serialized_end=1071
+  _globals['_DELETECHUNKREQUEST']._serialized_start=1073
+  _globals['_DELETECHUNKREQUEST']._serialized_end=1137
+  _globals['_DELETECHUNKRESPONSE']._serialized_start=1139
+  _globals['_DELETECHUNKRESPONSE']._serialized_end=1177
+  _globals['_STATREQUEST']._serialized_start=1179
+  _globals['_STATREQUEST']._serialized_end=1192
+  _globals['_STATRESPONSE']._serialized_start=1194
+  _globals['_STATRESPONSE']._serialized_end=1311
+  _globals['_CONTAINER']._serialized_start=1314
+  _globals['_CONTAINER']._serialized_end=1791
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChunkHeader(_message.Message):
-    __slots__ = ("key", "index", "container_id", "ticket")
+    __slots__ = ("key", "index", "container_id", "ticket", "replace", "quiet")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
     container_id: str
     ticket: str
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., container_id: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
+    replace: bool
+    quiet: bool
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., container_id: _Optional[str] = ..., ticket: _Optional[str] = ..., replace: _Optional[bool] = ..., quiet: _Optional[bool] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("data", "crc32", "offset")
@@ -45,18 +49,20 @@ class PutChunkResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ..., fragments: _Optional[int] = ...) -> None: ...
 
 class GetChunkRequest(_message.Message):
-    __slots__ = ("key", "index", "offset", "length", "ticket")
+    __slots__ = ("key", "index", "offset", "length", "ticket", "quiet")
     KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
+    QUIET_FIELD_NUMBER: _ClassVar[int]
     key: str
     index: int
     offset: int
     length: int
     ticket: str
-    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., ticket: _Optional[str] = ...) -> None: ...
+    quiet: bool
+    def __init__(self, key: _Optional[str] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., ticket: _Optional[str] = ..., quiet: _Optional[bool] = ...) -> None: ...
 
 class GetChunkResponse(_message.Message):
     __slots__ = ("fragment",)

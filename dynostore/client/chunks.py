@@ -178,10 +178,18 @@ class ChunkWriter:
         depth: int,
         container_id: str = "",
         ticket: str = "",
+        *,
+        replace: bool = False,
     ) -> None:
+        """Stream chunk ``index`` of ``key`` through ``stub``, at most ``depth`` fragments queued.
+
+        ``replace`` asks the container to write over a copy it may hold
+        (repair's rewrite in place); without it an existing copy fails the write.
+        """
         self.stub = stub
         self.container_id = container_id
         self.ticket = ticket
+        self.replace = replace
         self.key = key
         self.index = index
         self.error: str | None = None
@@ -194,7 +202,7 @@ class ChunkWriter:
 
     async def _messages(self) -> AsyncIterator[container_pb2.PutChunkRequest | bytes]:
         header = container_pb2.ChunkHeader(
-            key=self.key, index=self.index, container_id=self.container_id, ticket=self.ticket
+            key=self.key, index=self.index, container_id=self.container_id, ticket=self.ticket, replace=self.replace
         )
         yield container_pb2.PutChunkRequest(header=header)
         encoded = getattr(self.stub, "wire_format", False)
@@ -266,21 +274,22 @@ class ChunkReader:
         self.patient = patient  # wait for the connection instead of failing fast
         self.error: DynoStoreError | None = None
         request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset, ticket=ticket)
+        # Replies are taken with read(), not by iterating: an async generator cut short by a
+        # timeout would be left for the garbage collector to close, perhaps on a closed loop.
         self._call = stub.GetChunk(request, wait_for_ready=patient)
-        self._stream = aiter(self._call)
 
     async def next(self, timeout: float) -> bytes | memoryview | None:
         """The next fragment, or None (with ``error`` set) when this chunk failed."""
         try:
-            reply = await asyncio.wait_for(anext(self._stream), timeout)
-        except StopAsyncIteration:
-            self.error = DataLoss("the chunk ended early")
-            return None
+            reply = await asyncio.wait_for(self._call.read(), timeout)
         except TimeoutError:
             self.error = DeadlineExceeded(f"no fragment within {timeout} s")
             return None
         except grpc.aio.AioRpcError as exc:
             self.error = from_rpc_error(exc)
+            return None
+        if reply is grpc.aio.EOF:  # read() raises for a stream that ended in an error
+            self.error = DataLoss("the chunk ended early")
             return None
         try:
             data = verified_data(reply)

@@ -53,7 +53,8 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         """Serve ``backend`` as container ``container_id`` at ``site``, checking tickets with ``verifier``.
 
         ``on_damage(key, index)`` hears of every chunk that a read with a
-        valid ticket found gone or failing its checksum.
+        valid ticket found gone or failing its checksum, unless the read asked
+        to be ``quiet`` (a repair's check, which rebuilds the chunk itself).
         """
         self.backend = backend
         self.container_id = container_id
@@ -72,16 +73,28 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             )
 
     async def _write(
-        self, key: str, index: int, fragments: AsyncIterator[pb.Fragment | wire.WireFragment]
+        self,
+        key: str,
+        index: int,
+        fragments: AsyncIterator[pb.Fragment | wire.WireFragment],
+        *,
+        replace: bool = False,
     ) -> pb.PutChunkResponse:
         """Verify and store fragments; the chunk appears only if all of them arrive intact.
 
-        Chunks are written once: a chunk that exists is never replaced through
-        the RPCs, so a write ticket cannot alter a committed object.
+        Chunks are written once: a chunk that exists is replaced only when the
+        write asks for it (``replace``, which repair sets to rewrite a damaged
+        copy in place), so a put cannot alter a committed object. A
+        replacement is made durable before it takes the old copy's place.
         """
-        if await self.backend.exists(key, index):
-            raise AlreadyExists(f"Chunk {index} of {key} is stored already; chunks are written once.")
-        writer = await self.backend.open_writer(key, index)
+        if replace:
+            writer = await self.backend.open_replacement(key, index)
+        elif await self.backend.exists(key, index):
+            raise AlreadyExists(
+                f"Chunk {index} of {key} is stored already; chunks are written once (only repair replaces them)."
+            )
+        else:
+            writer = await self.backend.open_writer(key, index)
         size = count = 0
         try:
             async for fragment in fragments:
@@ -94,6 +107,8 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         except BaseException:
             await writer.abort()
             raise
+        if replace:
+            log.info("Chunk %d of %s written in place of any copy stored here (repair).", index, key)
         return pb.PutChunkResponse(size=size, fragments=count)
 
     async def PutChunk(  # noqa: N802 - gRPC method name
@@ -118,7 +133,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                 else:
                     raise InvalidArgument("PutChunk takes one header, then only fragments.")
 
-        return await self._write(key, index, fragments())
+        return await self._write(key, index, fragments(), replace=first.header.replace)
 
     async def WriteChunks(  # noqa: N802 - gRPC method name
         self, request: pb.WriteChunksRequest, context: grpc.aio.ServicerContext
@@ -135,7 +150,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                 key, index = _chunk_ref(chunk.header.key, chunk.header.index)
                 self._check_addressee(chunk.header)
                 self.verifier.check(chunk.header.ticket, key, "write")
-                await self._write(key, index, fragments())
+                await self._write(key, index, fragments(), replace=chunk.header.replace)
             except Exception as exc:
                 return _status(exc)
             return pb.ChunkStatus()
@@ -152,7 +167,8 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
                 yield wire.encode_get_reply(offset, data, crc)
         except (NotFound, DataLoss) as exc:
-            self._damaged(key, index, exc)
+            if not request.quiet:
+                self._damaged(key, index, exc)
             raise
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
@@ -176,7 +192,8 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                             )
                         result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
                 except (NotFound, DataLoss) as exc:
-                    self._damaged(key, index, exc)
+                    if not header.quiet:
+                        self._damaged(key, index, exc)
                     raise
             except Exception as exc:
                 del result.fragments[:]

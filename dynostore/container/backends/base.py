@@ -31,7 +31,11 @@ class ChunkWriter(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self) -> None:
-        """Make the chunk durable and visible (replacing an older copy)."""
+        """Make the chunk durable and visible, replacing an older copy (damaged or not).
+
+        The replacement is atomic: until the new copy is durable the old one
+        stays in place, readable as it was; then readers find the new one.
+        """
 
     @abc.abstractmethod
     async def abort(self) -> None:
@@ -46,6 +50,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def open_writer(self, key: str, index: int) -> ChunkWriter:
         """Start writing chunk ``index`` of object ``key``."""
+
+    async def open_replacement(self, key: str, index: int) -> ChunkWriter:
+        """Start writing chunk ``index`` of ``key`` over a copy that may be stored (repair's rewrite in place).
+
+        The writers of :meth:`open_writer` replace atomically already, so this
+        is the same by default; a backend that cannot tell at commit whether
+        it replaced a copy (S3) overrides it to keep its usage figures right.
+        """
+        return await self.open_writer(key, index)
 
     @abc.abstractmethod
     def read(

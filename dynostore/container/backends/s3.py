@@ -71,9 +71,11 @@ class _ChangedError(Exception):
 class _S3Writer(ChunkWriter):
     """Buffers records into parts; uploads each full part while the next one fills."""
 
-    def __init__(self, backend: S3Backend, name: str) -> None:
+    def __init__(self, backend: S3Backend, name: str, *, replacing: bool = False) -> None:
         self._backend = backend
         self._name = name
+        # Whether a copy may be stored already (then its bytes are counted out at commit).
+        self._replacing = replacing
         # Pieces of the next part, joined (one copy) when it is sent.
         self._pieces: list[bytes | memoryview] = [chunk_format.MAGIC]
         self._buffered = len(chunk_format.MAGIC)
@@ -118,6 +120,7 @@ class _S3Writer(ChunkWriter):
         return {"ETag": reply["ETag"], "PartNumber": number}
 
     async def commit(self) -> None:
+        replaced = await self._backend.stored_size(self._name) if self._replacing else None
         index = self._index.encode()
         count = len(self._index.lengths)
         self._pieces += (end_marker(count), index, _FOOTER.pack(checksum(index), count, _FOOTER_MAGIC))
@@ -136,7 +139,7 @@ class _S3Writer(ChunkWriter):
             )
             size = self._size
         self._closed = True
-        self._backend.count_commit(size)
+        self._backend.count_commit(size, replaced)
 
     async def abort(self) -> None:
         if self._closed:
@@ -253,10 +256,22 @@ class S3Backend(Backend):
         paginator = self._client.get_paginator("list_objects_v2")
         return iter(paginator.paginate(Bucket=self.bucket, Prefix=self._chunk_prefix))
 
-    def count_commit(self, size: int) -> None:
-        """Account a committed chunk of ``size`` bytes (until the next listing)."""
-        self._used_bytes += size
-        self._chunks += 1
+    def count_commit(self, size: int, replaced: int | None = None) -> None:
+        """Account a committed chunk of ``size`` bytes that replaced one of ``replaced`` bytes, if any.
+
+        The figures hold until the next listing.
+        """
+        self._used_bytes = max(self._used_bytes + size - (replaced or 0), 0)
+        if replaced is None:
+            self._chunks += 1
+
+    async def stored_size(self, name: str) -> int | None:
+        """Bytes of object ``name`` in the bucket; None when it is not there."""
+        try:
+            head = await self.call("head_object", Key=name)
+        except NotFound:
+            return None
+        return int(head.get("ContentLength", 0))
 
     # life cycle ---------------------------------------------------------------
 
@@ -291,6 +306,9 @@ class S3Backend(Backend):
 
     async def open_writer(self, key: str, index: int) -> ChunkWriter:
         return _S3Writer(self, self._object(key, index))
+
+    async def open_replacement(self, key: str, index: int) -> ChunkWriter:
+        return _S3Writer(self, self._object(key, index), replacing=True)
 
     async def read(
         self, key: str, index: int, offset: int = 0, length: int = 0
@@ -385,12 +403,11 @@ class S3Backend(Backend):
 
     async def delete(self, key: str, index: int) -> bool:
         obj = self._object(key, index)
-        try:
-            head = await self.call("head_object", Key=obj)
-        except NotFound:
+        size = await self.stored_size(obj)
+        if size is None:
             return False
         await self.call("delete_object", Key=obj)
-        self._used_bytes = max(self._used_bytes - int(head.get("ContentLength", 0)), 0)
+        self._used_bytes = max(self._used_bytes - size, 0)
         self._chunks = max(self._chunks - 1, 0)
         return True
 
