@@ -117,11 +117,21 @@ class Client:
             if os.getpid() != self._pid:  # a forked copy: its loop thread does not exist here
                 self._closed = True
                 return
-            self._run(self._async.close())
+            self._run(self._shutdown())
             self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the channels, then end whatever is left on the loop: no task or generator outlives it."""
+        await self._async.close()
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()
 
     def __enter__(self) -> Client:
         """Return the client itself."""

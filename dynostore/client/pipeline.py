@@ -660,15 +660,14 @@ class Pipeline:
         validation.key(key)
         validation.token(token)
         call = self._gateway().RelayGet(gateway_pb2.RelayGetRequest(key=key), metadata=auth_metadata(token))
-        replies = aiter(call)
         try:
             while True:
                 try:
-                    reply = await asyncio.wait_for(anext(replies), self.fragment_timeout)
-                except StopAsyncIteration:
-                    return
+                    reply = await asyncio.wait_for(call.read(), self.fragment_timeout)
                 except TimeoutError:
                     raise Unavailable(f"The gateway sent nothing of {key} for {self.fragment_timeout} s.") from None
+                if reply is grpc.aio.EOF:  # read() raises for a stream that ended in an error
+                    return
                 if reply.data:
                     if progress:
                         progress(len(reply.data))
