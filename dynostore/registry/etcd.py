@@ -25,6 +25,10 @@ ETCD_CHANNEL_OPTIONS = {
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.http2.ping_timeout_ms": 5_000,
     "grpc.http2.max_pings_without_data": 0,
+    # A restarted etcd is found again within a second, not after gRPC's default backoff (up to 120 s).
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
 }
 
 
