@@ -6,15 +6,19 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 
 from dynostore.client import AsyncClient, Client
 from dynostore.errors import AlreadyExists, NotFound, PermissionDenied
+from dynostore.gateway.servicer import MAX_BATCH
 from tests.integration.conftest import Session
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 def test_async_client_has_the_same_methods(shared: Session) -> None:
@@ -47,8 +51,10 @@ def test_batches_mix_sizes_and_keep_order(shared: Session) -> None:
 
 
 def test_big_batches_are_split_into_groups(shared: Session) -> None:
-    objects = [i.to_bytes(4, "big") for i in range(600)]
+    """More objects than one gateway call takes: the client must split them."""
+    objects = [i.to_bytes(4, "big") for i in range(MAX_BATCH + 200)]
     keys = shared.client.put_batch(objects, token_user=shared.token, catalog="many")
+    assert len(set(keys)) == len(objects)
     assert shared.client.get_batch(keys, token_user=shared.token) == objects
 
 
@@ -90,12 +96,20 @@ def test_a_hung_container_costs_a_bounded_wait(own: Session) -> None:
     hung = own.fabric.containers[0]
     assert hung.pid is not None
     os.kill(hung.pid, signal.SIGSTOP)
+    # Each call waits for the hung container about fragment_timeout (2 s) at a time; the
+    # bound is far above that and below the 20 s of the default, which must not be used.
+    bound = 15.0
+
+    def timed(call: Callable[[], T]) -> T:
+        started = time.monotonic()
+        result = call()
+        assert time.monotonic() - started < bound
+        return result
+
     try:
         with Client(own.fabric.gateway, fragment_timeout=2) as client:
-            started = time.monotonic()
-            assert client.get(key=key, token_user=own.token) == data
-            again = client.put(data=data, token_user=own.token, catalog="c")
-            assert client.get(key=again, token_user=own.token) == data
-            assert time.monotonic() - started < 60
+            assert timed(lambda: client.get(key=key, token_user=own.token)) == data
+            again = timed(lambda: client.put(data=data, token_user=own.token, catalog="c"))
+            assert timed(lambda: client.get(key=again, token_user=own.token)) == data
     finally:
         os.kill(hung.pid, signal.SIGCONT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -94,6 +95,14 @@ def test_tokens_are_shown_once_and_revoked_everywhere_at_once(shared: Session, s
     assert len(info.id) == 16
     assert extra not in info.id
     assert {t.id for t in c.list_tokens(token_user=ivy)} >= {info.id}
+    with shared.channel(shared.fabric.gateway) as channel:  # what the wire carries, not just what the SDK keeps
+        listed = gateway_pb2_grpc.GatewayStub(channel).ListTokens(
+            gateway_pb2.ListTokensRequest(), metadata=auth_metadata(ivy), timeout=10
+        )
+    raw = listed.SerializeToString()
+    assert info.id.encode() in raw
+    for secret in (extra, ivy, hashlib.sha256(extra.encode()).hexdigest(), hashlib.sha256(ivy.encode()).hexdigest()):
+        assert secret.encode() not in raw
     with Client(second_gateway, tls_ca=shared.fabric.tls_ca) as other:
         key = other.put(data=b"via gateway 2", token_user=extra, catalog="c")  # warms gateway 2's cache
         assert other.get(key=key, token_user=extra) == b"via gateway 2"
