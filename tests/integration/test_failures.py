@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from dynostore._proto.common_pb2 import ContainerInfo
 from dynostore.client import Client
 from dynostore.errors import DataLoss, Unavailable
 from dynostore.local import LocalFabric
@@ -95,13 +97,31 @@ def test_corrupt_chunks_fall_back_to_parity(own: Session) -> None:
         own.client.get(key=key, token_user=own.token)
 
 
-def test_put_with_one_container_down_records_the_missing_chunk(own: Session) -> None:
-    own.fabric.containers[4].kill()  # its lease is still alive: placement may pick it
-    data = os.urandom(5 * MiB)
-    keys = [own.client.put(data=data, token_user=own.token, catalog="c") for _ in range(3)]
+class OntoTheDead:
+    """Places chunk i on container i of the fabric, whether or not the gateway still lists it."""
+
+    def __init__(self, fabric: LocalFabric) -> None:
+        self.fabric = fabric
+
+    def place(self, containers: Sequence[ContainerInfo], n: int, chunk_bytes: int) -> list[ContainerInfo]:
+        return [ContainerInfo(id=c.container_id, address=c.address) for c in self.fabric.containers[:n]]
+
+
+@pytest.mark.parametrize("size", [5000, 5 * MiB])
+def test_put_with_one_container_down_records_the_missing_chunk(own: Session, size: int) -> None:
+    """Chunk 4 goes to a dead container: the put succeeds and its record says chunk 4 is missing, there."""
+    dead = own.fabric.containers[4]
+    dead.kill()
+    data = os.urandom(size)
+    with Client(own.fabric.gateway, placement=OntoTheDead(own.fabric)) as client:
+        keys = [client.put(data=data, token_user=own.token, catalog="c") for _ in range(3)]
     for key in keys:
         assert own.client.get(key=key, token_user=own.token) == data
-        assert len(chunk_files(own.fabric, key)) == 4
+        assert sorted(chunk_files(own.fabric, key)) == [0, 1, 2, 3]
+        chunks = own.client.stat(key=key, token_user=own.token).chunks
+        assert [(c.container_id, c.stored) for c in chunks] == [
+            (c.container_id, c is not dead) for c in own.fabric.containers
+        ]
 
 
 def test_put_with_two_containers_down_fails_and_leaves_nothing(own: Session) -> None:
