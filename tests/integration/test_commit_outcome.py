@@ -60,7 +60,15 @@ async def read(pipeline: Pipeline, key: str, token: str) -> bytes:
 class LostReply:
     """Wraps the stub's CommitPut: the first call lands, its answer is lost; then the gateway is 'down'."""
 
-    def __init__(self, pipeline: Pipeline, *, locate_down: bool, then: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        locate_down: bool,
+        then: BaseException | None = None,
+        retries_reach: bool = False,
+    ) -> None:
+        self.retries_reach = retries_reach
         stub = pipeline.gateway_stub()
         self.commit, self.locate = stub.CommitPut, stub.Locate
         self.stub, self.locate_down, self.then = stub, locate_down, then
@@ -70,6 +78,8 @@ class LostReply:
         if not self.landed:
             await self.commit(request, **kwargs)
             self.landed += [o.key for o in request.objects]
+        elif self.retries_reach:
+            return await self.commit(request, **kwargs)  # the gateway answers AlreadyExists
         raise self.then or unavailable()
 
     async def down_locate(self, request: Any, **kwargs: Any) -> Any:
@@ -85,15 +95,16 @@ class LostReply:
         self.stub.CommitPut, self.stub.Locate = self.commit, self.locate
 
 
+@pytest.mark.parametrize("retries_reach", [False, True], ids=["retries-lost", "retry-meets-its-commit"])
 @pytest.mark.parametrize("size", [SIZE, WHOLE])
-def test_lost_commit_reply_is_found_out(fabric: LocalFabric, token: str, size: int) -> None:
+def test_lost_commit_reply_is_found_out(fabric: LocalFabric, token: str, size: int, retries_reach: bool) -> None:
     """The gateway still answers Locate: the client learns that its commit landed and returns the key."""
     data = os.urandom(size)
 
     async def run() -> None:
         pipeline = Pipeline(fabric.gateway, retries=2)
         try:
-            with LostReply(pipeline, locate_down=False) as lost:
+            with LostReply(pipeline, locate_down=False, retries_reach=retries_reach) as lost:
                 (key,) = await pipeline.put([item(data)], token=token, catalog="c")
             assert lost.landed == [key]
             assert await read(pipeline, key, token) == data
