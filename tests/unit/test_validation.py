@@ -21,35 +21,84 @@ def test_good_key() -> None:
     assert validation.key("0123456789abcdef" * 2) == "0123456789abcdef" * 2
 
 
-@given(st.text(max_size=100))
-def test_key_validator_accepts_only_32_hex(value: str) -> None:
-    ok = len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
-    if ok:
-        assert validation.key(value) == value
-    else:
-        with pytest.raises(InvalidArgument):
-            validation.key(value)
+HEX = "0123456789abcdef"
+CATALOG_SYMBOLS = "._-"
+USER_SYMBOLS = "_-"
 
 
-@given(st.text(max_size=200))
-def test_catalog_names_never_escape(value: str) -> None:
-    try:
+def is_key(value: str) -> bool:
+    """The spec of an object key, written independently of the validator: 32 lower-case hex digits."""
+    return len(value) == 32 and all(ch in HEX for ch in value)
+
+
+def is_catalog(value: str) -> bool:
+    """1-128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    allowed = string.ascii_letters + string.digits
+    return 1 <= len(value) <= 128 and value[0] in allowed and all(ch in allowed + CATALOG_SYMBOLS for ch in value)
+
+
+def is_user(value: str) -> bool:
+    """1-64 lower-case ASCII letters, digits, '_' or '-', starting with a letter."""
+    allowed = string.ascii_lowercase + string.digits + USER_SYMBOLS
+    return 1 <= len(value) <= 64 and value[0] in string.ascii_lowercase and all(ch in allowed for ch in value)
+
+
+# Valid values drawn from the spec's alphabet, so the accepting branch runs on every example.
+keys = st.text(alphabet=HEX, min_size=32, max_size=32)
+catalogs = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(string.ascii_letters + string.digits),
+    st.text(alphabet=string.ascii_letters + string.digits + CATALOG_SYMBOLS, max_size=127),
+)
+users = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(string.ascii_lowercase),
+    st.text(alphabet=string.ascii_lowercase + string.digits + USER_SYMBOLS, max_size=63),
+)
+
+
+# Near misses: a valid value with one character changed, inserted or removed, or any text.
+def near_misses(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    def mutate(value: str, position: int, char: str, how: int) -> str:
+        i = position % (len(value) + 1)
+        return [value[:i] + char + value[i + 1 :], value[:i] + char + value[i:], value[:i] + value[i + 1 :]][how]
+
+    mutated = st.builds(mutate, valid, st.integers(0, 200), st.characters(), st.integers(0, 2))
+    return st.one_of(mutated, st.text(max_size=200))
+
+
+@given(keys)
+def test_valid_keys_are_accepted(value: str) -> None:
+    assert validation.key(value) == value
+
+
+@given(near_misses(keys).filter(lambda v: not is_key(v)))
+def test_invalid_keys_are_rejected(value: str) -> None:
+    with pytest.raises(InvalidArgument):
+        validation.key(value)
+
+
+@given(catalogs)
+def test_valid_catalog_names_are_accepted(value: str) -> None:
+    assert validation.catalog(value) == value
+
+
+@given(near_misses(catalogs).filter(lambda v: not is_catalog(v)))
+def test_invalid_catalog_names_are_rejected(value: str) -> None:
+    """Among them every name with '/', '.' or '..' alone, or a leading symbol: none escapes its directory."""
+    with pytest.raises(InvalidArgument):
         validation.catalog(value)
-    except InvalidArgument:
-        return
-    assert "/" not in value
-    assert value not in (".", "..")
-    assert value[0] in string.ascii_letters + string.digits
 
 
-@given(st.text(max_size=80))
-def test_user_names(value: str) -> None:
-    try:
+@given(users)
+def test_valid_user_names_are_accepted(value: str) -> None:
+    assert validation.user_name(value) == value
+
+
+@given(near_misses(users).filter(lambda v: not is_user(v)))
+def test_invalid_user_names_are_rejected(value: str) -> None:
+    with pytest.raises(InvalidArgument):
         validation.user_name(value)
-    except InvalidArgument:
-        return
-    assert value[0] in string.ascii_lowercase
-    assert set(value) <= set(string.ascii_lowercase + string.digits + "_-")
 
 
 @pytest.mark.parametrize("bad", ["a\nb", "x" * 1025, "tab\there", 5])
