@@ -28,6 +28,40 @@ def child_pids() -> set[int]:
     return found
 
 
+def _process_table() -> dict[int, tuple[int, str]]:
+    """Pid -> (parent pid, state) of every process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def descendant_pids(root: int | None = None) -> set[int]:
+    """Pids of the live (non-zombie) processes below ``root`` (default: this process), at any depth."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = [os.getpid() if root is None else root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return {pid for pid in found if table[pid][1] != "Z"}
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` that still run (zombies count as gone)."""
+    table = _process_table()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test whose child processes outlive it (module fixtures excepted)."""

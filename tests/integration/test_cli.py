@@ -12,8 +12,8 @@ import pytest
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.local import ManagedProcess
 from dynostore.rpc import auth_metadata
-from tests.conftest import child_pids
-from tests.integration.conftest import Session, dynostore_up
+from tests.conftest import alive, child_pids, descendant_pids
+from tests.integration.conftest import Session, dynostore_up, eventually
 
 DYNOSTORE = [sys.executable, "-m", "dynostore"]
 
@@ -70,7 +70,10 @@ def test_up_prints_address_and_token_and_stops_cleanly(tmp_path: Path, tls: list
             assert plain.returncode != 0  # the gateway speaks only TLS
         made = run(["user", "add", "erin"], env)
         assert made.returncode == 0, made.stderr
+        fabric = descendant_pids() - before  # up, and below it etcd, the gateway and the containers
+        assert len(fabric) >= 6, fabric
     assert child_pids() == before
+    assert eventually(lambda: not alive(fabric)), f"processes of dynostore up outlived it: {sorted(alive(fabric))}"
 
 
 def test_container_from_config_file_registers(shared: Session, tmp_path: Path) -> None:
