@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.common import ContainerStream, median_seconds
+from bench.common import ContainerStream, median_seconds, parse_size
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc.tuning import tune_malloc
 from tests.servers import REGION, CephCluster, S3Server, ceph_cluster, ceph_missing, moto_server
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--backends", default="fs,s3-moto,rados,s3-rgw")
     args = parser.parse_args()
     tune_malloc()
-    size = int(args.size[:-1]) * MiB if args.size.upper().endswith("M") else int(args.size)
+    size = parse_size(args.size)
     wanted = args.backends.split(",")
     data = os.urandom(size)
     rows = []

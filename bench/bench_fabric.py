@@ -17,24 +17,12 @@ import tempfile
 import time
 import uuid
 
-from bench.common import ContainerStream, median_seconds, rate
+from bench.common import ContainerStream, label, median_seconds, parse_size, rate
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 from dynostore.rpc.tuning import tune_malloc
 
-UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 FRAGMENT = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    return int(text[:-1]) * UNITS[text[-1].upper()] if text[-1].upper() in UNITS else int(text)
-
-
-def label(size: int) -> str:
-    for unit in ("G", "M", "K"):
-        if size >= UNITS[unit] and size % UNITS[unit] == 0:
-            return f"{size // UNITS[unit]} {unit}iB"
-    return f"{size} B"
 
 
 class Baseline:

@@ -36,15 +36,9 @@ from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.store import Store
 
-from bench.common import grpc_floor_rate, idle_grpc_server, rate
+from bench.common import grpc_floor_rate, idle_grpc_server, parse_size, rate
 from dynostore.local import ContainerSpec, LocalFabric, free_port
 from dynostore.proxystore import DynoConnector
-
-UNITS = {"K": 1 << 10, "M": 1 << 20}
-
-
-def parse_size(text: str) -> int:
-    return int(text[:-1]) * UNITS[text[-1].upper()]
 
 
 @contextmanager

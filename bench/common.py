@@ -35,6 +35,22 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of ``text`` such as ``1K``, ``64M``, ``2G`` or ``1000``."""
+    return int(text[:-1]) * UNITS[text[-1].upper()] if text[-1].upper() in UNITS else int(text)
+
+
+def label(size: int) -> str:
+    """``size`` in the largest binary unit it is a whole multiple of: ``64 MiB``, ``1 KiB``, ``1000 B``."""
+    for unit in ("G", "M", "K"):
+        if size >= UNITS[unit] and size % UNITS[unit] == 0:
+            return f"{size // UNITS[unit]} {unit}iB"
+    return f"{size} B"
+
+
 def rate(fn: Callable[[], object], count: int, threads: int = 1) -> float:
     """Calls per second of ``fn`` over ``count`` calls: one after the other, or from ``threads`` threads."""
     started = time.perf_counter()

@@ -1,10 +1,17 @@
-"""The benchmarks' own tools work: the idle gRPC server that measures the floor of a call."""
+"""The benchmarks' own tools work: the idle gRPC server, rate(), size parsing, and each script's main()."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
-from bench.common import grpc_floor_rate, idle_grpc_server, rate
+import pytest
+
+from bench import common
+from bench.common import grpc_floor_rate, idle_grpc_server, label, parse_size, rate
 
 
 def test_the_idle_server_answers_and_stops(tmp_path: Path) -> None:
@@ -14,8 +21,51 @@ def test_the_idle_server_answers_and_stops(tmp_path: Path) -> None:
     assert "Traceback" not in (tmp_path / "idle-server.log").read_text()
 
 
-def test_rate_counts_calls_in_sequence_and_from_threads() -> None:
-    calls: list[int] = []
-    assert rate(lambda: calls.append(1), 50) > 0
-    assert rate(lambda: calls.append(1), 50, threads=4) > 0
-    assert len(calls) == 100
+class FakeClock:
+    """perf_counter that moves only when a call under test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_is_calls_over_elapsed_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(common.time, "perf_counter", clock)
+
+    lock = threading.Lock()
+
+    def call() -> None:  # each call takes 20 ms of the fake clock
+        with lock:
+            clock.now += 0.02
+
+    assert rate(call, 50) == pytest.approx(50.0)
+    assert rate(call, 50, threads=4) == pytest.approx(50.0)  # the clock adds up every thread's time
+
+
+def test_sizes_parse_and_label_both_ways() -> None:
+    assert [parse_size(s) for s in ("1K", "64M", "2g", "1000")] == [1024, 64 << 20, 2 << 30, 1000]
+    assert [label(n) for n in (1024, 64 << 20, 1000, 1536)] == ["1 KiB", "64 MiB", "1000 B", "1536 B"]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "row"),
+    [
+        ("bench.bench_fabric", ["--sizes", "1K,2M", "--repeat", "1", "--small", "10"], "| 2 MiB |"),
+        ("bench.bench_backends", ["--backends", "fs", "--size", "256K", "--repeat", "1"], "| fs |"),
+    ],
+)
+def test_benchmark_scripts_run_on_tiny_sizes(script: str, args: list[str], row: str, tmp_path: Path) -> None:
+    """Each script's main() runs end to end and prints its table (figures are not checked: no timing)."""
+    result = subprocess.run(
+        [sys.executable, "-m", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "BENCH_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert row in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr
