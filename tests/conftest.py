@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -26,6 +27,22 @@ def child_pids() -> set[int]:
         if int(fields[1]) == me and fields[0] != "Z":
             found.add(int(stat.parent.name))
     return found
+
+
+def dependencies_required() -> bool:
+    """Whether a missing test dependency fails the run instead of skipping.
+
+    ``scripts/test.sh`` sets ``DYNOSTORE_REQUIRE_ALL=1`` when it ran as root and
+    installed every package, as CI does; ``CI=true`` asks for the same.
+    """
+    return os.environ.get("DYNOSTORE_REQUIRE_ALL") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip for ``reason`` (a missing dependency), or fail where every dependency must be present."""
+    if dependencies_required():
+        pytest.fail(f"A test dependency is missing where all are required (DYNOSTORE_REQUIRE_ALL/CI): {reason}")
+    pytest.skip(reason)
 
 
 def _process_table() -> dict[int, tuple[int, str]]:

@@ -17,7 +17,7 @@ import pytest
 
 from dynostore.client import Client
 from dynostore.local import LocalFabric, ManagedProcess
-from tests.conftest import SESSION_PIDS
+from tests.conftest import SESSION_PIDS, skip_or_fail
 from tests.servers import CephCluster, S3Server, ceph_cluster, ceph_missing, moto_available, moto_server
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def second_gateway(shared: Session, tmp_path: Path) -> Iterator[str]:
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A moto S3 server for the whole run, with bucket ``dynostore`` made."""
     if not moto_available():
-        pytest.skip("moto[server] is not installed (pip install -e '.[test]').")
+        skip_or_fail("moto[server] is not installed (pip install -e '.[test]').")
     with moto_server(tmp_path_factory.mktemp("moto")) as server:
         assert server.process is not None
         assert server.process.pid is not None
@@ -135,7 +135,7 @@ def ceph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephCluster]:
     """A micro Ceph cluster (mon, osd, radosgw) for the whole run; its RGW has bucket ``dynostore``."""
     reason = ceph_missing()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     # Short path: Ceph's admin sockets need unix socket paths below 108 bytes.
     with ceph_cluster(tmp_path_factory.mktemp("ceph")) as cluster:
         assert cluster.rgw is not None

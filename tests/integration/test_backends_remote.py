@@ -20,6 +20,7 @@ from dynostore.erasure.checksum import checksum
 from dynostore.errors import NotFound, Unavailable
 from dynostore.local import free_port
 from tests.backend_conformance import KEY, BackendConformance, MiB, read, run, write
+from tests.conftest import skip_or_fail
 from tests.servers import REGION, CephCluster, S3Server, ceph_cluster, ceph_missing, moto_server
 
 pytestmark = pytest.mark.integration
@@ -254,7 +255,7 @@ def test_s3_start_aborts_uploads_left_by_a_crash(moto: S3Server) -> None:
 def test_rados_osd_lost_mid_put_fails_the_write(tmp_path: Path) -> None:
     reason = ceph_missing()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     from dynostore.container.backends.rados import RadosBackend
 
     with ceph_cluster(tmp_path / "ceph") as cluster:  # a cluster of its own: its osd is killed

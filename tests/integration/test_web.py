@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from dynostore.errors import NotFound
+from tests.conftest import skip_or_fail
 from tests.integration.conftest import Session
 
 CHROMIUM = "/usr/bin/chromium"
@@ -144,9 +145,12 @@ def test_shared_catalogs_are_read_only(web: Web) -> None:
 
 
 def test_in_chromium(web: Web, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_or_fail("playwright is not installed (pip install -e '.[test]' installs it)")
     if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
+        skip_or_fail("Chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
     s = web.session
     upload = tmp_path / "results.csv"
     upload.write_bytes(os.urandom(3 * 1024 * 1024))
