@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -166,18 +167,33 @@ def test_fs_many_small_fragments_and_large_ones(tmp_path: Path) -> None:
     assert run(read(backend, index=1, offset=(7 << 20), length=1)) == [large[2]]
 
 
+def open_chunk_files(directory: Path) -> list[str]:
+    """Files under ``directory`` that this process holds open (its descriptors in /proc/self/fd)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(str(directory)):
+                held.append(target)
+    return held
+
+
 def test_fs_reader_stopped_early_releases_the_file(tmp_path: Path) -> None:
     backend = FileSystemBackend(tmp_path)
     run(write(backend, [os.urandom(3 << 20) for _ in range(4)]))
 
-    async def first() -> bytes:
+    async def first() -> tuple[bytes, list[str]]:
         reader = backend.read(KEY, 0)
         async for _, data, _ in reader:
+            while_reading = open_chunk_files(tmp_path)
             await reader.aclose()  # type: ignore[attr-defined]
-            return bytes(data)
+            return bytes(data), while_reading
         raise AssertionError("no fragment")
 
-    assert len(run(first())) == 3 << 20
+    data, while_reading = run(first())
+    assert len(data) == 3 << 20
+    assert while_reading, "the reader held no file open: this test would not see a leak"
+    assert open_chunk_files(tmp_path) == []
     assert run(backend.delete(KEY, 0))
 
 
