@@ -424,7 +424,7 @@ class GatewayHandle(PinnedHandle):
             "--k", str(fabric.k),
             "--m", str(fabric.m),
             "--inline-max-bytes", str(fabric.inline_max_bytes),
-            *fabric.repair_options,
+            *fabric.gateway_options,
             "--ready-file", str(self._ready),
             *fabric.tls_args,
         ]  # fmt: skip
@@ -522,6 +522,7 @@ class LocalFabric:
         inline_max_bytes: int = 4096,
         repair_interval: float | None = None,
         repair_grace: float | None = None,
+        gateway_args: Sequence[str] = (),
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -538,6 +539,8 @@ class LocalFabric:
             repair_interval: seconds between the gateway's repair sweeps (None: its default, 300).
             repair_grace: seconds a container may be gone before a sweep rebuilds
                 its chunks elsewhere (None: the gateway's default, 600).
+            gateway_args: more ``dynostore gateway`` options for every gateway,
+                e.g. ``["--object-cache-entries", "0", "--container-ttl", "5"]``.
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -546,9 +549,10 @@ class LocalFabric:
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
         self.inline_max_bytes = inline_max_bytes
-        self.repair_options = [
+        self.gateway_options = [
             *(["--repair-interval", str(repair_interval)] if repair_interval is not None else []),
             *(["--repair-grace", str(repair_grace)] if repair_grace is not None else []),
+            *gateway_args,
         ]
         self.run_dir = self.root / "run"
         self.python_command = [sys.executable, "-m", "dynostore"]

@@ -140,10 +140,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         ``needed`` names the containers the call needs (default: every known one).
         After ``container_ttl`` from start, or once they are all back, this waits no more.
         """
-        if time.monotonic() >= self._rejoin_until:
-            return await self._live_containers()
-        self._containers_read = 0.0  # read afresh while containers come back
         live = await self._live_containers()
+        if time.monotonic() >= self._rejoin_until:
+            return live
         wanted = await self.registry.known_containers() if needed is None else needed
         while not wanted <= {c["id"] for c in live} and time.monotonic() < self._rejoin_until:
             await asyncio.sleep(0.1)
@@ -285,7 +284,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         keys = [validation.key(k) for k in request.keys]
         records = await self.registry.get_objects(keys)
         holders = {cid for r in records if r is not None for cid, stored in r.chunks if stored}
-        addresses = {c["id"]: c["address"] for c in await self._rejoined_containers(holders)}
+        # Inline objects need no container: then no container list is read either.
+        addresses = {c["id"]: c["address"] for c in await self._rejoined_containers(holders)} if holders else {}
         reply = gateway_pb2.LocateResponse()
         for key, record in zip(keys, records, strict=True):
             location = reply.locations.add()

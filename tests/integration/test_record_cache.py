@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -72,38 +72,48 @@ def test_the_evicting_gateway_forgets_at_once_the_other_soon(shared: Session, se
     assert eventually(lambda: gone(c, key, token))
 
 
-@pytest.mark.parametrize(("entries", "etcd_reads"), [(0, 3), (100, 1)])
-def test_reads_go_to_etcd_only_when_not_cached(
-    shared: Session, monkeypatch: pytest.MonkeyPatch, entries: int, etcd_reads: int
-) -> None:
-    key = shared.client.put(data=b"read me thrice", token_user=shared.token, catalog="cached")
+def etcd_ranges(fabric: LocalFabric) -> float:
+    """How many reads (ranges) etcd has served, from its own metrics."""
+    with urllib.request.urlopen(f"http://{fabric.etcd_address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    (count,) = [float(line.split()[1]) for line in text.splitlines() if line.startswith("etcd_mvcc_range_total ")]
+    return count
 
-    async def read_three_times() -> list[Any]:
-        registry = Registry(shared.fabric.etcd_address, object_cache_entries=entries, tls=shared.fabric.etcd_tls)
-        reads = []
-        read_objects = registry._read_objects
 
-        async def counted(*args: Any, **kwargs: Any) -> list[ObjectRecord | None]:
-            reads.append(args)
-            return await read_objects(*args, **kwargs)
+@pytest.mark.parametrize("entries", [0, 100])
+def test_a_cached_get_makes_no_etcd_read(tmp_path: Path, entries: int) -> None:
+    """Counted by etcd itself, behind a real gateway: 20 gets of a small object read etcd each time, or never cached."""
+    args = ["--object-cache-entries", str(entries)]
+    with LocalFabric(containers=0, root=tmp_path / "fabric", repair_interval=0, gateway_args=args) as fabric:
+        token = fabric.create_user("counted")
+        with fabric.client() as client:
+            key = client.put(data=b"read me often", token_user=token, catalog="cached")
+            assert client.get(key=key, token_user=token) == b"read me often"  # its token is cached from now on
+            before = etcd_ranges(fabric)
+            for _ in range(20):
+                assert client.get(key=key, token_user=token) == b"read me often"
+            reads = etcd_ranges(fabric) - before
+    if entries:
+        assert reads == 0
+    else:
+        assert reads >= 20  # at least the record, every time
 
-        monkeypatch.setattr(registry, "_read_objects", counted)
-        watch = asyncio.create_task(registry.watch())
-        try:
-            for _ in range(500):  # the watch starts within 5 s
-                if not entries or registry._objects.watching:
-                    break
-                await asyncio.sleep(0.01)
-            for _ in range(3):
-                (record,) = await registry.get_objects([key])
-                assert record is not None
-                assert record.data == b"read me thrice"
-        finally:
-            watch.cancel()
-            await registry.close()
-        return reads
 
-    assert len(asyncio.run(read_three_times())) == etcd_reads
+def test_a_token_change_empties_the_token_cache(tmp_path: Path) -> None:
+    """Revoking any token drops every cached token: the next call of another token reads etcd again."""
+    with LocalFabric(containers=0, root=tmp_path / "fabric", repair_interval=0) as fabric:
+        token = fabric.create_user("cached")
+        with fabric.client() as client:
+            key = client.put(data=b"x", token_user=token, catalog="c")
+            client.get(key=key, token_user=token)
+            before = etcd_ranges(fabric)
+            client.get(key=key, token_user=token)
+            assert etcd_ranges(fabric) == before  # token and record cached
+            _, spare = client.create_token(token_user=token)
+            client.revoke_token(spare.id, token_user=token)
+            before = etcd_ranges(fabric)
+            client.get(key=key, token_user=token)
+            assert etcd_ranges(fabric) - before == 2  # the token and its user read again; the record still cached
 
 
 async def until(check: Callable[[], bool], seconds: float) -> None:
