@@ -739,7 +739,7 @@ class LocalFabric:
         async def newest() -> TicketKeyRecord:
             registry = Registry(self.etcd_address, tls=self.etcd_tls)
             try:
-                return [r for r in await registry.ticket_keys() if r.active(time.time())][-1]
+                return [r for r in await registry.ticket_keys() if r.signing(time.time())][-1]
             finally:
                 await registry.close()
 

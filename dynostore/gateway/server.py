@@ -77,7 +77,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())
     cache_watch = asyncio.create_task(registry.watch())
-    authority = ChunkTicketAuthority(registry)
+    authority = ChunkTicketAuthority(registry, activation=policy.container_ttl)
     await authority.published()  # makes the first key if there is none
     servicer = GatewayServicer(registry, policy, signer, authority, tls)
     server, bound = await start_server(

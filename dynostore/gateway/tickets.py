@@ -55,23 +55,35 @@ class PlanSigner:
 class ChunkTicketAuthority:
     """Signs chunk tickets with the registry's newest key; knows which keys containers must accept."""
 
-    def __init__(self, registry: Registry, lifetime: float = 3600, refresh_seconds: float = 5.0) -> None:
-        """Sign tickets valid for ``lifetime`` seconds; re-read the keys every ``refresh_seconds``."""
+    def __init__(
+        self, registry: Registry, lifetime: float = 3600, refresh_seconds: float = 5.0, activation: float = 10.0
+    ) -> None:
+        """Sign tickets valid for ``lifetime`` seconds; re-read the keys every ``refresh_seconds``.
+
+        A rotated-in key is published at once but signed with only after
+        ``activation`` seconds (the container lease: every live container
+        has heartbeated, and so learned the key, by then).
+        """
         self._registry = registry
         self.lifetime = lifetime
+        self.activation = activation
         self._refresh_seconds = refresh_seconds
         self._records: list[TicketKeyRecord] = []
         self._read_at = -1e9
+        self._read_wall = 0.0  # time.time() of that read
         self._signing: tuple[str, Ed25519PrivateKey] | None = None
 
     async def _keys(self) -> list[TicketKeyRecord]:
-        if time.monotonic() - self._read_at > self._refresh_seconds:
+        now = time.time()
+        due = any(r.sign_after > self._read_wall and r.sign_after <= now for r in self._records)
+        if due or time.monotonic() - self._read_at > self._refresh_seconds:
             records = await self._registry.ticket_keys()
-            if not any(r.active(time.time()) for r in records):
+            if not any(r.signing(now) for r in records):
                 await self._registry.add_ticket_key(grace=None)
                 records = await self._registry.ticket_keys()
-            self._records, self._read_at = records, time.monotonic()
-            newest = [r for r in records if r.active(time.time())][-1]
+                now = time.time()
+            self._records, self._read_at, self._read_wall = records, time.monotonic(), now
+            newest = [r for r in records if r.signing(now)][-1]
             if self._signing is None or self._signing[0] != newest.kid:
                 raw = base64.b64decode(newest.private)
                 self._signing = (newest.kid, Ed25519PrivateKey.from_private_bytes(raw))
@@ -90,7 +102,9 @@ class ChunkTicketAuthority:
         return chunk_tickets.sign(private, kid, key, op, lifetime or self.lifetime)
 
     async def rotate(self, grace: float | None = None) -> str:
-        """Start signing with a new key; older keys stay accepted for ``grace`` seconds."""
-        kid = await self._registry.add_ticket_key(grace=self.lifetime if grace is None else grace)
+        """Add a new key, signed with after ``activation``; older keys stay accepted ``grace`` seconds more."""
+        kid = await self._registry.add_ticket_key(
+            grace=self.lifetime if grace is None else grace, activation=self.activation
+        )
         self._read_at = -1e9
         return kid

@@ -86,17 +86,23 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class TicketKeyRecord:
-    """A chunk-ticket key pair (base64 raw Ed25519 keys) and when it stops being accepted."""
+    """A chunk-ticket key pair (base64 raw Ed25519 keys), when gateways sign with it, when it retires."""
 
     kid: str
     private: str
     public: str
     created: float
     retire_after: float | None = None
+    # Gateways sign with a new key only from this time on: containers learn of it first.
+    sign_after: float = 0.0
 
     def active(self, now: float) -> bool:
         """Whether tickets signed with this key are accepted at ``now``."""
         return self.retire_after is None or self.retire_after > now
+
+    def signing(self, now: float) -> bool:
+        """Whether gateways may sign with this key at ``now``."""
+        return self.active(now) and self.sign_after <= now
 
 
 @dataclass(frozen=True)
@@ -577,8 +583,11 @@ class Registry:
         return sorted((TicketKeyRecord(**json.loads(kv.value)) for kv in found), key=lambda r: r.created)
 
     @_etcd_errors
-    async def add_ticket_key(self, grace: float | None) -> str:
-        """Add a new signing key; with ``grace``, the current keys retire that many seconds from now."""
+    async def add_ticket_key(self, grace: float | None, activation: float = 0.0) -> str:
+        """Add a new key, signed with from ``activation`` seconds from now (containers learn it meanwhile).
+
+        With ``grace``, the current keys retire ``grace`` seconds after the new one starts signing.
+        """
         private = Ed25519PrivateKey.generate()
         now = time.time()
         record = TicketKeyRecord(
@@ -586,7 +595,9 @@ class Registry:
             private=base64.b64encode(private.private_bytes_raw()).decode(),
             public=base64.b64encode(private.public_key().public_bytes_raw()).decode(),
             created=now,
+            sign_after=now + activation,
         )
+        now += activation
         ops = [self._tx.put(keys.ticket_key(record.kid), _dumps(asdict(record)))]
         for old in await self.ticket_keys():
             if old.retire_after is not None and old.retire_after < now - 86400:

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.integration
 WATCH_DELAY = 5.0
 
 
-def eventually(check: Callable[[], bool]) -> bool:
-    """Whether ``check`` comes true within the watch delay (polled every 10 ms)."""
-    deadline = time.monotonic() + WATCH_DELAY
+def eventually(check: Callable[[], bool], within: float = WATCH_DELAY) -> bool:
+    """Whether ``check`` comes true within ``within`` seconds (default: the watch delay; polled every 10 ms)."""
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             return False
