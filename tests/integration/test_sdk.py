@@ -8,11 +8,12 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from dynostore.client import AsyncClient, Client
+from dynostore.client.pipeline import PLAN_POOL_SECONDS, PLAN_POOL_SIZE
 from dynostore.errors import AlreadyExists, NotFound, PermissionDenied
 from dynostore.gateway.servicer import MAX_BATCH
 from tests.integration.conftest import Session
@@ -113,3 +114,55 @@ def test_a_hung_container_costs_a_bounded_wait(own: Session) -> None:
             assert timed(lambda: client.get(key=again, token_user=own.token)) == data
     finally:
         os.kill(hung.pid, signal.SIGCONT)
+
+
+def test_a_forked_client_says_to_make_a_new_one(shared: Session) -> None:
+    """gRPC does not survive fork(): the copy in the child raises at once, the parent's keeps working."""
+    key = shared.client.put(data=b"before the fork", token_user=shared.token, catalog="c")
+    pid = os.fork()
+    if pid == 0:  # the child: no gRPC call may be made from here
+        try:
+            shared.client.exists(key=key, token_user=shared.token)
+            code = 1
+        except RuntimeError as exc:
+            code = 0 if "made in another process" in str(exc) else 2
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert shared.client.get(key=key, token_user=shared.token) == b"before the fork"
+
+
+def test_size_of_an_object(shared: Session) -> None:
+    for size in (0, 100, 5000, 3 * MiB + 7):
+        key = shared.client.put(data=os.urandom(size), token_user=shared.token, catalog="c")
+        assert shared.client.size(key=key, token_user=shared.token) == size
+    with pytest.raises(NotFound):
+        shared.client.size(key="0" * 32, token_user=shared.token)
+
+
+def test_most_single_puts_make_no_plan_put_of_their_own(shared: Session) -> None:
+    """Single puts take keys from a pool planned in one call, renewed every PLAN_POOL_SECONDS or 64 keys."""
+    planned = []
+
+    async def scenario() -> float:
+        async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
+            stub = client._pipeline.gateway_stub()
+            plan_put = stub.PlanPut
+
+            async def counted(request: Any, **kwargs: Any) -> Any:
+                planned.append(request.count)
+                return await plan_put(request, **kwargs)
+
+            stub.PlanPut = counted
+            started = time.monotonic()
+            for i in range(100):
+                await client.put(data=os.urandom(10_000 + i), token_user=shared.token, catalog="pooled")
+            return time.monotonic() - started
+
+    elapsed = asyncio.run(scenario())
+    # One plan per pool: renewed when 64 keys are used or the pool is older than its age limit.
+    assert len(planned) <= 1 + 100 // PLAN_POOL_SIZE + int(elapsed / PLAN_POOL_SECONDS) + 1
+    assert len(planned) < 100
+    assert set(planned) == {PLAN_POOL_SIZE}

@@ -125,6 +125,34 @@ def test_sign_in_browse_upload_download_evict_over_http(web: Web) -> None:
     assert call(f"{web.url}objects/{key}", cookie=cookie)[0] == 404
 
 
+def test_cookie_and_headers_keep_the_token_from_scripts_and_other_sites(web: Web) -> None:
+    """The token cookie is HttpOnly and SameSite=Strict; every page forbids scripts from elsewhere."""
+    status, headers, _ = call(f"{web.url}login", "POST", f"token={quote(web.session.token)}".encode())
+    assert status == 303
+    attributes = [a.strip() for a in headers["Set-Cookie"].split(";")]
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attributes)
+    cookie = attributes[0]
+    for url, cookie_sent in ((web.url, ""), (web.url, cookie), (f"{web.url}catalogs/none-such", cookie)):
+        policy = call(url, cookie=cookie_sent)[1]["Content-Security-Policy"]
+        assert "default-src 'self'" in policy
+        assert "script-src" not in policy or "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    status, headers, _ = call(f"{web.url}logout", "POST", cookie=cookie)
+    assert status == 303
+    assert "Max-Age=0" in headers["Set-Cookie"]
+
+
+def test_a_revoked_token_signs_the_browser_out(web: Web) -> None:
+    s = web.session
+    token, info = s.client.create_token(token_user=s.token)
+    cookie = sign_in(web, token)
+    assert call(web.url, cookie=cookie)[0] == 200
+    s.client.revoke_token(info.id, token_user=s.token)
+    status, _, page = call(web.url, cookie=cookie)
+    assert status == 401
+    assert b"Please sign in again" in page
+    assert b"Sign in" in page
+
+
 def test_shared_catalogs_are_read_only(web: Web) -> None:
     s = web.session
     key = s.client.put(data=b"for readers", token_user=s.token, catalog="web-shared", name="note.txt")
