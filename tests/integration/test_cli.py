@@ -110,3 +110,19 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "unknown setting(s) ['bukket']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_and_reads_back_after_losing_two_containers(tmp_path: Path) -> None:
+    """The README's main command: `dynostore demo`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dynostore", "demo", "--root", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "get -> b'Hello, World!'" in result.stdout
+    assert "killed 2 of 5 containers" in result.stdout
+    assert "identical=True" in result.stdout
+    assert result.stdout.rstrip().endswith("Demo done.")
+    assert "Traceback" not in result.stderr
