@@ -121,6 +121,9 @@ class _CommitOutcomeUnknownError(Exception):
         self.error = error
 
 
+# Codes of a gateway that is down, starting or shutting down (it cancels the calls in flight): tried again.
+_RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
 # Errors with which the gateway refuses a commit before it writes anything: after
 # one of these on the first attempt the commit surely did not land.
 _COMMIT_REFUSALS = (
@@ -256,7 +259,8 @@ class Pipeline:
     ) -> T:
         """Make one control call to the gateway, mapping failures to DynoStore errors.
 
-        An unavailable gateway is retried with exponential backoff and jitter.
+        An unavailable gateway, or one that cancelled the call as it shut
+        down, is retried with exponential backoff and jitter.
         An error of type ``tolerate_after_retry`` met on a retry (the first
         attempt may have done the work) raises ``_RetriedIntoError`` instead.
         """
@@ -267,7 +271,7 @@ class Pipeline:
                 error = from_rpc_error(exc)
                 if attempt and tolerate_after_retry and isinstance(error, tolerate_after_retry):
                     raise _RetriedIntoError(error) from error
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                if exc.code() not in _RETRIED_CODES or attempt == self.retries:
                     raise error from None
                 delay = 0.1 * 2**attempt * (1 + random.random())
                 log.info("Gateway unavailable (%s); retrying in %.2f s.", exc.details(), delay)

@@ -96,3 +96,9 @@ def test_a_retry_that_meets_its_own_landed_commit_is_told_apart(monkeypatch: pyt
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def test_a_call_cancelled_by_a_gateway_shutting_down_is_retried() -> None:
+    method = Flaky([grpc.StatusCode.CANCELLED])
+    assert call(Pipeline("127.0.0.1:1", retries=3), method) == "ok"
+    assert method.calls == 2
