@@ -182,6 +182,20 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             )
         return user, owner, name
 
+    async def _existing_catalog(self, context: grpc.aio.ServicerContext, ref: str) -> tuple[User, str, str]:
+        """Caller, owner and name of a catalog the caller may read, which must exist.
+
+        Raises:
+            NotFound: there is no such catalog (with a hint when one of that name is shared with the caller).
+        """
+        user, owner, name = await self._catalog(context, ref, own=False)
+        if not await self.registry.catalog_exists(owner, name):
+            hint = ""
+            if owner == user.name and (shared := await self.registry.shared_named(user.name, name)):
+                hint = f" Did you mean {' or '.join(shared)}? (Name a catalog shared with you as owner/name.)"
+            raise NotFound(f"There is no catalog {ref!r}.{hint}")
+        return user, owner, name
+
     # objects ----------------------------------------------------------------
 
     async def PlanPut(  # noqa: N802 - gRPC method name
@@ -461,7 +475,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ObjectInfo]:
-        _, owner, catalog = await self._catalog(context, request.catalog, own=False)
+        _, owner, catalog = await self._existing_catalog(context, request.catalog)
         for key, entry in await self.registry.list_catalog(owner, catalog):
             yield common_pb2.ObjectInfo(
                 key=key,
@@ -528,7 +542,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def Subscribe(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.Event]:
-        user, owner, name = await self._catalog(context, request.catalog, own=False)
+        user, owner, name = await self._existing_catalog(context, request.catalog)
         if request.start_revision < 0:
             raise InvalidArgument("start_revision must not be negative.")
         async for event in self.registry.catalog_events(owner, name, request.start_revision):

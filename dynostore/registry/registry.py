@@ -645,6 +645,16 @@ class Registry:
         return [tuple(kv.key[len(prefix) :].decode().split("/", 1)) for kv in await self.etcd.get_prefix(prefix)]
 
     @_etcd_errors
+    async def catalog_exists(self, owner: str, name: str) -> bool:
+        """Whether ``owner`` has a catalog named ``name``."""
+        return await self.etcd.get(keys.catalog(owner, name)) is not None
+
+    @_etcd_errors
+    async def shared_named(self, reader: str, name: str) -> list[str]:
+        """``owner/name`` of every catalog called ``name`` that is shared with ``reader``."""
+        return sorted(f"{owner}/{catalog}" for owner, catalog in await self._shared_with(reader) if catalog == name)
+
+    @_etcd_errors
     async def catalog_policy(self, owner: str, name: str) -> tuple[int, int] | None:
         """``(k, m)`` the catalog was created with; None if it has none or does not exist."""
         found = await self.etcd.get(keys.catalog(owner, name))

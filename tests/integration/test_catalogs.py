@@ -201,3 +201,28 @@ def test_cli_catalogs_shares_and_watch(shared: Session) -> None:
         watch.wait(10)
     assert run("share", "rm", "cli-cat", "olga").returncode == 0
     assert "deleted cli-cat" in run("catalog", "rm", "cli-cat").stdout
+
+
+def test_a_catalog_that_does_not_exist_is_not_found_never_empty(shared: Session) -> None:
+    """ls, list and subscribe of a missing catalog say so; naming a shared one without its owner gets a hint."""
+    c, alice = shared.client, shared.token
+    owner = c.whoami(token_user=alice)
+    with pytest.raises(NotFound, match="no catalog 'no-such-catalog'"):
+        list(c.list(catalog="no-such-catalog", token_user=alice))
+    with pytest.raises(NotFound):
+        next(iter(c.subscribe("no-such-catalog", token_user=alice)))
+    c.put(data=b"for pat", token_user=alice, catalog="runs-shared")
+    pat = shared.fabric.create_user("pat")
+    c.share("runs-shared", "pat", token_user=alice)
+    with pytest.raises(NotFound, match=f"Did you mean {owner}/runs-shared"):
+        list(c.list(catalog="runs-shared", token_user=pat))
+    assert len(list(c.list(catalog=f"{owner}/runs-shared", token_user=pat))) == 1
+    c.create_catalog("empty-one", token_user=alice)
+    assert list(c.list(catalog="empty-one", token_user=alice)) == []  # exists, and is empty
+    env = {**shared.cli_env, "DYNOSTORE_TOKEN": pat}
+    result = subprocess.run(
+        [sys.executable, "-m", "dynostore", "ls", "runs-shared"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"Did you mean {owner}/runs-shared" in result.stderr
+    assert "Traceback" not in result.stderr
