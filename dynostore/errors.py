@@ -2,6 +2,8 @@
 
 Servers raise these; the RPC layer aborts the call with the class's status
 code, and the client raises the same class again from the status it receives.
+A code that no class carries (``CANCELLED``, ``UNKNOWN``, ``ABORTED``...)
+becomes the closest class, so a client never sees the bare root.
 """
 
 from __future__ import annotations
@@ -103,10 +105,33 @@ _BY_CODE: dict[grpc.StatusCode, type[DynoStoreError]] = {
 }
 
 
+# Codes that no class carries, with the class that stands for each and what the code means.
+_SUBSTITUTES: dict[grpc.StatusCode, tuple[type[DynoStoreError], str]] = {
+    grpc.StatusCode.OK: (Internal, "The server failed the call but answered OK"),
+    grpc.StatusCode.CANCELLED: (Unavailable, "The server cancelled the call (it may be shutting down)"),
+    grpc.StatusCode.UNKNOWN: (Internal, "The server failed with an unknown error"),
+    grpc.StatusCode.ABORTED: (FailedPrecondition, "The server aborted the call (a concurrent change conflicted)"),
+    grpc.StatusCode.OUT_OF_RANGE: (InvalidArgument, "An argument is out of range"),
+    grpc.StatusCode.UNIMPLEMENTED: (
+        FailedPrecondition,
+        "The server does not implement this call (it may be older than this client)",
+    ),
+}
+
+
 def error_for_status(code: grpc.StatusCode, message: str) -> DynoStoreError:
-    """Return the DynoStore error for a gRPC status code and message."""
-    cls = _BY_CODE.get(code, DynoStoreError)
-    return cls(message or f"The server answered {code.name}.")
+    """Return the DynoStore error for a gRPC status code and message.
+
+    Every code gives a subclass, never the root: the codes that no class
+    carries become the closest class (``CANCELLED``, as sent by a server
+    that shuts down, becomes :class:`Unavailable`; ``UNKNOWN`` becomes
+    :class:`Internal`...), with a message that says what the code meant.
+    """
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls(message or f"The server answered {code.name}.")
+    cls, meaning = _SUBSTITUTES.get(code, (Internal, f"The server answered the unknown status {code}"))
+    return cls(f"{meaning}: {message}" if message else f"{meaning}.")
 
 
 _BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
