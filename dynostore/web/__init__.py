@@ -199,8 +199,13 @@ class Handler(BaseHTTPRequestHandler):
     def _catalog(self, ref: str, token: str) -> None:
         user = self.client.whoami(token_user=token)
         owner, name = validation.catalog_ref(ref, user)
-        objects = sorted(self.client.list(ref, token_user=token), key=lambda o: o.created, reverse=True)
         own = owner == user
+        try:
+            objects = sorted(self.client.list(ref, token_user=token), key=lambda o: o.created, reverse=True)
+        except NotFound:
+            if not own:
+                raise
+            objects = []  # a catalog of one's own that does not exist yet: its first upload creates it
         rows = "".join(
             "<tr>"
             f'<td><a href="/objects/{o.key}?name={quote(o.name or o.key)}" download>'

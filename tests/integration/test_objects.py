@@ -56,6 +56,7 @@ def test_list_shows_key_name_and_size(shared: Session) -> None:
         assert listed[key].size == i
     c.evict(key=next(iter(keys)), token_user=t)
     assert len(list(c.list(catalog="listing", token_user=t))) == 2
+    c.create_catalog("empty-catalog", token_user=t)
     assert list(c.list(catalog="empty-catalog", token_user=t)) == []
 
 

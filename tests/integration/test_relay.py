@@ -83,7 +83,8 @@ def test_relay_refuses_malformed_streams_and_stores_nothing(shared: Session) -> 
         with pytest.raises(grpc.RpcError) as info:
             list(stub.RelayGet(gateway_pb2.RelayGetRequest(key="../../etc/passwd"), metadata=metadata, timeout=30))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert list(shared.client.list("relay-bad", token_user=shared.token)) == []
+    with pytest.raises(NotFound):  # nothing was committed: not even the catalog was made
+        list(shared.client.list("relay-bad", token_user=shared.token))
 
 
 def test_cli_relay(shared: Session, tmp_path: Path) -> None:
