@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 
@@ -282,9 +283,17 @@ def _stat(client: Client, args: argparse.Namespace) -> None:
     if stat.inline:
         print("stored   inline in the registry (etcd), no chunks")
         return
-    print(f"policy   k={stat.k} m={stat.m}{'  DEGRADED: run dynostore repair' if stat.degraded else ''}")
+    # Chunks sharing a live container: the object then survives fewer container losses.
+    holders = Counter(c.container_id for c in stat.chunks if c.live)
+    shared = [c.index for c in stat.chunks if c.live and holders[c.container_id] > 1]
+    flags = "  DEGRADED: run dynostore repair" if stat.degraded else ""
+    if shared:
+        flags += "  UNDER-SPREAD: chunks share a container (repair moves them apart once another container is live)"
+    print(f"policy   k={stat.k} m={stat.m}{flags}")
     for chunk in stat.chunks:
         state = "ok" if chunk.live else "missing" if not chunk.stored else "container gone"
+        if chunk.index in shared:
+            state += ", shares its container"
         print(f"chunk {chunk.index:<2} {chunk.container_id}  {state}")
 
 

@@ -1,10 +1,13 @@
 """The gateway's repair sweeps: rebuild chunks that are missing or on containers long gone.
 
 A sweep reads every object record; an object with a chunk recorded as missing
-at put time, or on a container that has not been registered for ``grace``
-seconds, is repaired through the client pipeline (the same code as
-``dynostore repair``), calling this gateway with the admin token. An etcd lock
-keeps the gateways of a fabric from sweeping at the same time.
+(at put time, or reported damaged), or on a container that has not been
+registered for ``grace`` seconds, is repaired through the client pipeline (the
+same code as ``dynostore repair``), calling this gateway with the admin token.
+So is an under-spread object (two chunks on one container, left by a repair
+that found no other container) once a live container holds none of its
+chunks: the repair moves one there. An etcd lock keeps the gateways of a
+fabric from sweeping at the same time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError
@@ -55,14 +59,24 @@ class Repairer:
             live = {c["id"] for c in await self.registry.containers()}
             self._last_seen.update(dict.fromkeys(live, now))
 
-            def needs_repair(container_id: str, stored: bool) -> bool:
+            def gone_long(container_id: str) -> bool:
                 gone_since = self._last_seen.get(container_id, self._started)
-                return not stored or (container_id not in live and now - gone_since >= self.grace)
+                return container_id not in live and now - gone_since >= self.grace
+
+            def needs_repair(container_id: str, stored: bool) -> bool:
+                return not stored or gone_long(container_id)
+
+            def spreadable(chunks: list[tuple[str, bool]]) -> bool:
+                """Two chunks on one live container, a live container holding none, and none may come back soon."""
+                shared = any(n > 1 for cid, n in Counter(c for c, stored in chunks if stored).items() if cid in live)
+                waiting = any(cid not in live and not gone_long(cid) for cid, _ in chunks)
+                return shared and not waiting and bool(live - {cid for cid, _ in chunks})
 
             checked = rebuilt = 0
             async for record in self.registry.object_records():
                 checked += 1
-                if record.inline or not any(needs_repair(cid, stored) for cid, stored in record.chunks):
+                due = any(needs_repair(cid, stored) for cid, stored in record.chunks)
+                if record.inline or not (due or spreadable(record.chunks)):
                     continue
                 try:
                     count = await self.pipeline.repair(record.key, self.admin_token)

@@ -1,9 +1,10 @@
-"""Repair: chunks recorded as missing, or on containers gone, are rebuilt elsewhere."""
+"""Repair: chunks recorded as missing or damaged are rebuilt in place; those on containers gone, elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.client import repair as repair_module
 from dynostore.client.pipeline import Pipeline
-from dynostore.errors import NotFound, PermissionDenied
+from dynostore.errors import DynoStoreError, NotFound, PermissionDenied
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session
@@ -45,6 +46,21 @@ def rot(path: Path, at: int = -3) -> None:
     raw = bytearray(path.read_bytes())
     raw[at] ^= 0x5A
     path.write_bytes(bytes(raw))
+
+
+def rewritten(fabric: LocalFabric, token: str, key: str, index: int, holder: str, damaged: bytes | None) -> bool:
+    """Whether chunk ``index`` is recorded on ``holder`` again, in a file other than ``damaged`` (None: none)."""
+    if holders(fabric, token, key).get(index) != holder:
+        return False
+    try:
+        return chunk_file(fabric, holder, key, index).read_bytes() != damaged
+    except (StopIteration, FileNotFoundError):
+        return False
+
+
+def spread(fabric: LocalFabric, token: str, key: str) -> set[str]:
+    """The live containers holding the chunks of ``key``."""
+    return set(holders(fabric, token, key).values())
 
 
 def wait_until_gone(fabric: LocalFabric, container_id: str) -> None:
@@ -185,23 +201,138 @@ def test_verify_rebuilds_corrupt_and_vanished_chunks(tmp_path: Path) -> None:
         by_name = {c.name: c for c in fabric.containers}
         files = {i: chunk_file(fabric, n, key, i) for i, n in placed.items()}
         rot(files[0], at=files[0].stat().st_size // 2)
+        rotten = files[0].read_bytes()
         files[1].unlink()
         assert client.repair(key, token_user=token) == 0  # the record sees nothing wrong
         assert client.repair(key, token_user=token, verify=True) == 2
-        now = holders(fabric, token, key)
-        assert now[0] not in (placed[0], placed[1])
-        assert now[1] not in (placed[0], placed[1])
-        assert not files[0].exists()  # the damaged copy was deleted
+        assert holders(fabric, token, key) == placed  # rewritten where they were: still on distinct containers
+        assert files[0].read_bytes() != rotten  # the damaged copy was replaced
+        assert files[1].exists()
+        time.sleep(2.5)  # a container reporting what the verify found would delete the new copies by now
         assert client.repair(key, token_user=token, verify=True) == 0
         for index in (2, 3):  # only the rebuilt chunks keep the object readable now
             by_name[placed[index]].kill()
         assert client.get(key=key, token_user=token) == data
 
 
+def test_verify_rewrites_two_rotten_chunks_of_each_object_in_place(tmp_path: Path) -> None:
+    """Every container holds a chunk of each object: rotten chunks are rewritten where they were, none elsewhere."""
+    with LocalFabric(containers=5, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("greta")
+        rng = random.Random(14)
+        objects = {}
+        for size in [100 * 1024, 5 * MiB] * 4:  # one segment (chunks read and written whole) and two (streamed)
+            data = os.urandom(size)
+            objects[client.put(data=data, token_user=token, catalog="c")] = data
+        placed = {key: holders(fabric, token, key) for key in objects}
+        rotten = {}
+        for key, where in placed.items():
+            assert len(set(where.values())) == 5
+            for index in rng.sample(range(5), 2):
+                path = chunk_file(fabric, where[index], key, index)
+                rot(path, at=path.stat().st_size // 2)
+                rotten[key, index] = (path, path.read_bytes())
+        outcomes: dict[str, int | str] = {}
+        for key in objects:
+            try:
+                outcomes[key] = client.repair(key, token_user=token, verify=True)
+            except DynoStoreError as exc:  # e.g. ALREADY_EXISTS, when a chunk went to where it was stored
+                outcomes[key] = f"{type(exc).__name__}: {exc}"
+        assert outcomes == dict.fromkeys(objects, 2)
+        for key in objects:
+            assert holders(fabric, token, key) == placed[key]  # the same 5 distinct containers as before
+        for path, damaged in rotten.values():
+            assert path.read_bytes() != damaged  # the record's copy is the rebuilt one
+        time.sleep(2.5)  # longer than containers take to report damage a read found (and delete the copy)
+        for key, data in objects.items():
+            assert client.repair(key, token_user=token, verify=True) == 0
+            assert holders(fabric, token, key) == placed[key]
+            assert client.get(key=key, token_user=token) == data
+
+
+def run_cli(fabric: LocalFabric, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dynostore ARGS`` against ``fabric`` as the owner of ``token``."""
+    env = {**os.environ, "DYNOSTORE_GATEWAY": fabric.gateway, "DYNOSTORE_TOKEN": token}
+    return subprocess.run(
+        [sys.executable, "-m", "dynostore", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_without_a_spare_container_repair_says_the_object_is_under_spread(tmp_path: Path) -> None:
+    """One of 5 containers dies: its chunk is rebuilt on one holding another; a 6th container takes it back."""
+    with LocalFabric(containers=6, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("hugo")
+        sixth = fabric.containers[5]
+        sixth.stop()  # it joins later
+        wait_until_gone(fabric, sixth.container_id)
+        data = os.urandom(5 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        lost = next(c for c in fabric.containers if c.name == placed[4])
+        lost.kill()
+        wait_until_gone(fabric, lost.container_id)
+        repaired = run_cli(fabric, token, "repair", key)
+        assert repaired.returncode == 0, repaired.stderr  # durability is back
+        assert f"{key}: rebuilt 1 chunk(s)" in repaired.stdout
+        assert f"Object {key} is under-spread" in repaired.stderr
+        shared = holders(fabric, token, key)
+        assert len(shared) == 5
+        assert len(set(shared.values())) == 4
+        assert lost.name not in shared.values()
+        shown = run_cli(fabric, token, "stat", key)
+        assert "UNDER-SPREAD" in shown.stdout, shown.stdout
+        assert "shares its container" in shown.stdout
+        assert "DEGRADED" not in shown.stdout
+        assert client.repair(key, token_user=token) == 0  # nowhere better to go yet
+        sixth.start()
+        time.sleep(1.5)  # the gateway's view of the containers is cached for a second
+        assert client.repair(key, token_user=token) == 1  # a chunk leaves the shared container
+        now = holders(fabric, token, key)
+        assert len(set(now.values())) == 5
+        assert sixth.name in now.values()
+        assert "UNDER-SPREAD" not in run_cli(fabric, token, "stat", key).stdout
+        moved = next(i for i, n in now.items() if n == sixth.name)
+        with pytest.raises(StopIteration):  # its copy on the shared container is deleted
+            chunk_file(fabric, shared[moved], key, moved)
+        for name in [n for n in now.values() if n != sixth.name][:2]:  # two containers go: still readable
+            next(c for c in fabric.containers if c.name == name).kill()
+        assert client.get(key=key, token_user=token) == data
+
+
+def test_the_sweep_spreads_an_object_again_when_its_container_returns(tmp_path: Path) -> None:
+    with (
+        LocalFabric(containers=5, root=tmp_path / "fabric", repair_interval=1, repair_grace=0) as fabric,
+        fabric.client() as client,
+    ):
+        token = fabric.create_user("ines")
+        data = os.urandom(4 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        lost = next(c for c in fabric.containers if c.name == placed[2])
+        lost.kill()
+        wait_until_gone(fabric, lost.container_id)
+        deadline = time.monotonic() + 60
+        while len(now := holders(fabric, token, key)) < 5:  # rebuilt, on a container holding another chunk
+            assert time.monotonic() < deadline, f"not repaired: {now}"
+            time.sleep(0.5)
+        assert len(set(now.values())) == 4
+        log = fabric.root / "logs" / "gateway.log"
+        assert f"Object {key} is under-spread" in log.read_text()
+        lost.start()
+        deadline = time.monotonic() + 60
+        while len(spread(fabric, token, key)) < 5:
+            assert time.monotonic() < deadline, f"not spread again: {holders(fabric, token, key)}"
+            time.sleep(0.5)
+        assert len(holders(fabric, token, key)) == 5
+        for name in [n for n in placed.values() if n != lost.name][:2]:
+            next(c for c in fabric.containers if c.name == name).kill()
+        assert client.get(key=key, token_user=token) == data
+
+
 def test_verify_commits_after_the_containers_report_what_it_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reads of a verify make the containers mark the chunks missing; the repair still commits."""
+    """A container reports damage that a read found while a verify repairs it; the repair still commits."""
     found = repair_module._damaged_chunks
 
     async def found_then_reported(pipeline: Pipeline, location: gateway_pb2.Location) -> dict[int, str]:
@@ -218,10 +349,12 @@ def test_verify_commits_after_the_containers_report_what_it_found(
         data = os.urandom(5 * MiB)
         key = client.put(data=data, token_user=token, catalog="c")
         placed = holders(fabric, token, key)
-        chunk = chunk_file(fabric, placed[3], key, 3)
+        chunk = chunk_file(fabric, placed[0], key, 0)
         chunk.unlink()
+        assert client.get(key=key, token_user=token) == data  # the container takes note and reports soon
         assert client.repair(key, token_user=token, verify=True) == 1
-        assert holders(fabric, token, key)[3] != placed[3]
+        assert holders(fabric, token, key) == placed  # rewritten in place
+        assert chunk.exists()
         assert client.get(key=key, token_user=token) == data
 
 
@@ -240,13 +373,15 @@ def test_scrub_finds_a_damaged_chunk_and_the_sweep_rebuilds_it(tmp_path: Path, d
         chunk = chunk_file(fabric, placed[2], key, 2)
         if damage == "rotten":
             rot(chunk)
+            damaged: bytes | None = chunk.read_bytes()
         else:
             chunk.unlink()  # and nobody reads it: only the scrub's look at the records finds it
+            damaged = None
         deadline = time.monotonic() + 60
-        while (now := holders(fabric, token, key)).get(2) in (None, placed[2]):
-            assert time.monotonic() < deadline, f"not rebuilt: {now}"
+        while not rewritten(fabric, token, key, 2, placed[2], damaged):  # reported, deleted, rebuilt in place
+            assert time.monotonic() < deadline, f"not rebuilt: {holders(fabric, token, key)}"
             time.sleep(0.5)
-        assert not chunk.exists()  # a rotten copy is deleted by its container once reported
+        assert holders(fabric, token, key) == placed
         assert not client.stat(key, token_user=token).degraded
         for index in (0, 1):
             by_name[placed[index]].kill()
@@ -265,16 +400,19 @@ def test_reads_report_vanished_and_rotten_chunks_and_the_sweep_rebuilds_them(tmp
         for data in (os.urandom(100 * 1024), os.urandom(5 * MiB)):
             key = client.put(data=data, token_user=token, catalog="c")
             placed = holders(fabric, token, key)
-            gone = chunk_file(fabric, placed[0], key, 0)
-            gone.unlink()
+            chunk_file(fabric, placed[0], key, 0).unlink()
             rotten = chunk_file(fabric, placed[1], key, 1)
             rot(rotten)
+            damaged = rotten.read_bytes()
             assert client.get(key=key, token_user=token) == data  # from parity; both containers take note
             deadline = time.monotonic() + 60
-            while (now := holders(fabric, token, key)).get(0) in (None, placed[0]) or now.get(1) in (None, placed[1]):
-                assert time.monotonic() < deadline, f"not rebuilt: {now}"
+            while not (
+                rewritten(fabric, token, key, 0, placed[0], None)
+                and rewritten(fabric, token, key, 1, placed[1], damaged)
+            ):  # reported (the rotten copy deleted), then rebuilt where they were
+                assert time.monotonic() < deadline, f"not rebuilt: {holders(fabric, token, key)}"
                 time.sleep(0.5)
-            assert not rotten.exists()  # reported, then deleted by its container
+            assert holders(fabric, token, key) == placed
             assert not client.stat(key, token_user=token).degraded
             assert client.repair(key, token_user=token, verify=True) == 0  # every chunk reads back whole
             assert client.get(key=key, token_user=token) == data
