@@ -163,13 +163,17 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         """Stream a chunk as serialized ``GetChunkResponse`` messages (see :func:`wire.serialize`)."""
         key, index = _chunk_ref(request.key, request.index)
         self.verifier.check(request.ticket, key, "read")
+        sent = False
         try:
             async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
+                sent = True
                 yield wire.encode_get_reply(offset, data, crc)
         except (NotFound, DataLoss) as exc:
             if not request.quiet:
                 self._damaged(key, index, exc)
             raise
+        if not sent and request.offset:
+            raise InvalidArgument(f"Offset {request.offset} is past the end of chunk {index} of {key}.")
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
         self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
