@@ -1,8 +1,9 @@
 """Chunk tickets: the gateway's signed permission to read or write one object's chunks.
 
 A ticket is ``<key id>.<expires>.<op>.<signature>``: an Ed25519 signature
-(base64url) over the key id, the object key, the operation (``read`` or
-``write``; write also allows deleting) and the expiry (Unix seconds). The
+(base64url) over the key id, the object key, the operation (``read``,
+``write``, which also allows deleting, or ``repair``, which also allows
+replacing a stored copy) and the expiry (Unix seconds). The
 gateway signs with its newest key; a container accepts tickets signed with any
 key the gateway currently publishes, so keys rotate without downtime.
 """
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dynostore.errors import PermissionDenied, Unavailable
 
-OPS = ("read", "write")
+OPS = ("read", "write", "repair")  # repair: write, delete, and replace a stored copy
 
 
 def _message(kid: str, key: str, op: str, expires: int) -> bytes:
@@ -50,8 +51,8 @@ class TicketVerifier:
         """Replace the accepted keys (id -> raw public key)."""
         self._keys = {kid: Ed25519PublicKey.from_public_bytes(raw) for kid, raw in keys.items()}
 
-    def check(self, ticket: str, key: str, op: str) -> None:
-        """Accept the ticket for ``op`` on ``key``, or raise.
+    def check(self, ticket: str, key: str, op: str | tuple[str, ...]) -> None:
+        """Accept the ticket for ``op`` (or any one of several) on ``key``, or raise.
 
         Raises:
             PermissionDenied: the ticket is missing, malformed, forged, expired,
@@ -69,11 +70,12 @@ class TicketVerifier:
         public = self._keys.get(kid)
         if public is None:
             raise PermissionDenied("The chunk ticket is signed with a key this container does not accept.")
-        if ticket_op != op:
-            raise PermissionDenied(f"The chunk ticket allows {ticket_op[:10]!r}, not {op!r}.")
+        allowed = (op,) if isinstance(op, str) else op
+        if ticket_op not in allowed:
+            raise PermissionDenied(f"The chunk ticket allows {ticket_op[:10]!r}, not {' or '.join(allowed)!r}.")
         try:
             raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-            public.verify(raw, _message(kid, key, op, int(expires_text)))
+            public.verify(raw, _message(kid, key, ticket_op, int(expires_text)))
         except (InvalidSignature, ValueError):
             raise PermissionDenied("The chunk ticket is not valid for this object.") from None
         if int(expires_text) < time.time():

@@ -122,7 +122,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             raise InvalidArgument("PutChunk must start with a header message.")
         key, index = _chunk_ref(first.header.key, first.header.index)
         self._check_addressee(first.header)
-        self.verifier.check(first.header.ticket, key, "write")
+        self.verifier.check(first.header.ticket, key, _write_ops(first.header))
 
         async def fragments() -> AsyncIterator[pb.Fragment | wire.WireFragment]:
             async for message in request_iterator:
@@ -149,7 +149,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             try:
                 key, index = _chunk_ref(chunk.header.key, chunk.header.index)
                 self._check_addressee(chunk.header)
-                self.verifier.check(chunk.header.ticket, key, "write")
+                self.verifier.check(chunk.header.ticket, key, _write_ops(chunk.header))
                 await self._write(key, index, fragments(), replace=chunk.header.replace)
             except Exception as exc:
                 return _status(exc)
@@ -208,7 +208,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self, request: pb.DeleteChunkRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteChunkResponse:
         key, index = _chunk_ref(request.key, request.index)
-        self.verifier.check(request.ticket, key, "write")
+        self.verifier.check(request.ticket, key, WRITE_OPS)
         return pb.DeleteChunkResponse(existed=await self.backend.delete(key, index))
 
     async def Stat(  # noqa: N802 - gRPC method name
@@ -223,6 +223,15 @@ class ContainerServicer(pb_grpc.ContainerServicer):
             free_bytes=usage.free_bytes,
             chunks=usage.chunks,
         )
+
+
+# Tickets that may write a new chunk or delete one: a put's ("write") and a repair's ("repair").
+WRITE_OPS = ("write", "repair")
+
+
+def _write_ops(header: pb.ChunkHeader) -> tuple[str, ...]:
+    """Which tickets may make this write: only a repair's may replace a stored copy."""
+    return ("repair",) if header.replace else WRITE_OPS
 
 
 def add_to_server(servicer: ContainerServicer, server: grpc.aio.Server) -> None:

@@ -407,7 +407,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         reply = gateway_pb2.PlanRepairResponse(revision=revision)
         await self._fill_location(reply.location, record, {c["id"]: c["address"] for c in live})
         if not record.inline:  # inline objects have no chunks to repair
-            reply.write_ticket = await self.authority.sign(key, "write")
+            reply.write_ticket = await self.authority.sign(key, "repair")  # may also replace stored copies
             reply.containers.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live)
         return reply
 

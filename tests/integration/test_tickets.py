@@ -178,4 +178,39 @@ def test_a_write_ticket_cannot_alter_a_stored_chunk(shared: Session) -> None:
                 container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
             )
         assert reply.results[0].code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+        header.replace = True  # only a repair's ticket may replace a stored copy
+        with shared.channel(address) as channel:
+            reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(
+                container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
+            )
+        assert reply.results[0].code == grpc.StatusCode.PERMISSION_DENIED.value[0]
     assert shared.client.get(key=key, token_user=shared.token) == coded(b"original bytes")
+    assert shared.client.repair(key, token_user=shared.token, verify=True) == 0
+
+
+def test_a_repair_ticket_may_replace_a_copy(shared: Session) -> None:
+    """What repair does to a damaged chunk: rewrite it in place, with the ticket PlanRepair signs."""
+    scratch = "f" * 32  # no object's: written and replaced directly
+    address = shared.fabric.containers[0].address
+
+    def write(data: bytes, op: str, replace: bool) -> int:
+        header = container_pb2.ChunkHeader(
+            key=scratch, index=0, ticket=shared.fabric.mint_ticket(scratch, op), replace=replace
+        )
+        fragment = container_pb2.Fragment(data=data, crc32=zlib.crc32(data))
+        with shared.channel(address) as channel:
+            reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(
+                container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
+            )
+        return reply.results[0].code
+
+    assert write(b"first", "write", replace=False) == 0
+    assert write(b"second", "write", replace=True) == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert write(b"second", "repair", replace=True) == 0
+    with shared.channel(address) as channel:
+        read = container_pb2.ChunkHeader(key=scratch, index=0, ticket=shared.fabric.mint_ticket(scratch, "read"))
+        reply = container_pb2_grpc.ContainerStub(channel).ReadChunks(container_pb2.ReadChunksRequest(chunks=[read]))
+        assert [f.data for f in reply.results[0].fragments] == [b"second"]
+        container_pb2_grpc.ContainerStub(channel).DeleteChunk(
+            container_pb2.DeleteChunkRequest(key=scratch, index=0, ticket=shared.fabric.mint_ticket(scratch, "repair"))
+        )
