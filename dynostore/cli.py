@@ -53,6 +53,11 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", type=Path, help="CA certificate that signed the other servers' certificates")
 
 
+# The port `dynostore up` gives its gateway when it is free (the one the docs show);
+# a root remembers the ports its fabric used and takes them again.
+UP_PORT = 8095
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="dynostore", description="DynoStore data fabric.")
@@ -70,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     certs = sub.add_parser("certs", help="make a CA and a server certificate for a TLS deployment")
-    certs.add_argument("directory", type=Path)
+    certs.add_argument("directory", type=Path, help="where to write ca.pem, ca-key.pem, server.pem and server-key.pem")
     certs.add_argument(
         "--host", action="append", default=[], help="name or address the servers are reached at (repeatable)"
     )
@@ -139,22 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     rados.add_argument("--rados-object-size", type=int, help="bytes per RADOS object of a chunk (4 MiB)")
 
     put = sub.add_parser("put", help="store a file")
-    put.add_argument("file", type=Path)
-    put.add_argument("--catalog", required=True)
+    put.add_argument("file", type=Path, help="the file to store (streamed, any size)")
+    put.add_argument("--catalog", required=True, help="catalog of yours to put it in (made on first put)")
     put.add_argument("--name", help="object name (default: the file name)")
     _client_args(put)
 
     get = sub.add_parser("get", help="fetch an object into a file")
-    get.add_argument("key")
-    get.add_argument("-o", "--output", type=Path, required=True)
+    get.add_argument("key", help="the object's key (32 hex digits, as put printed it)")
+    get.add_argument("-o", "--output", type=Path, required=True, help="file to write the object to")
     _client_args(get)
 
     ls = sub.add_parser("ls", help="list a catalog")
-    ls.add_argument("catalog")
+    ls.add_argument("catalog", help="name, or owner/name for a catalog shared with you")
     _client_args(ls)
 
     stat = sub.add_parser("stat", help="show an object's metadata and where its chunks are")
-    stat.add_argument("key")
+    stat.add_argument("key", help="the object's key")
     _client_args(stat)
 
     repair = sub.add_parser(
@@ -168,20 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(repair)
 
     rm = sub.add_parser("rm", help="evict an object")
-    rm.add_argument("key")
+    rm.add_argument("key", help="the object's key (evicting an absent key is not an error)")
+    rm.add_argument("-v", "--verbose", dest="report", action="store_true", help="say whether the object existed")
     _client_args(rm)
 
     user = sub.add_parser("user", help="manage users (admin token)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="create a user and print its token")
-    add.add_argument("name")
+    add.add_argument("name", help="user name: lower-case letter first, then letters, digits, _ or -")
     add.add_argument(
         "--container", action="store_true", help="a container credential: may only register containers (one per site)"
     )
     _client_args(add)
     _client_args(user_sub.add_parser("ls", help="list users"))
     remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens (its catalogs stay unless --purge)")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the user to remove")
     remove.add_argument(
         "--purge", action="store_true", help="also delete every catalog the user owns, evicting its objects"
     )
@@ -192,13 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(catalog_sub.add_parser("ls", help="list your catalogs and those shared with you"))
     for verb, text in (("create", "create an empty catalog"), ("info", "describe a catalog")):
         one = catalog_sub.add_parser(verb, help=text)
-        one.add_argument("catalog")
+        what = "catalog name" if verb == "create" else "name, or owner/name if shared with you"
+        one.add_argument("catalog", help=what)
         if verb == "create":
             one.add_argument("--k", type=int, default=0, help="data fragments of puts into it (gateway default)")
             one.add_argument("--m", type=int, default=0, help="parity fragments of puts into it")
         _client_args(one)
     drop = catalog_sub.add_parser("rm", help="delete a catalog")
-    drop.add_argument("catalog")
+    drop.add_argument("catalog", help="a catalog of yours")
     drop.add_argument("--force", action="store_true", help="also evict the objects it holds")
     _client_args(drop)
 
@@ -206,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     share_sub = share.add_subparsers(dest="share_command", required=True)
     for verb, text in (("add", "let USER read CATALOG"), ("rm", "take USER's access to CATALOG away")):
         one = share_sub.add_parser(verb, help=text)
-        one.add_argument("catalog")
-        one.add_argument("user")
+        one.add_argument("catalog", help="a catalog of yours")
+        one.add_argument("user", help="the user who may (or may no longer) read it")
         _client_args(one)
     readers = share_sub.add_parser("ls", help="list who may read CATALOG")
-    readers.add_argument("catalog")
+    readers.add_argument("catalog", help="a catalog of yours")
     _client_args(readers)
 
     watch = sub.add_parser("watch", help="print a catalog's events as they happen (Ctrl-C stops)")
@@ -227,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--user", help="whose tokens (admin only; default: yours)")
     _client_args(listing)
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the token's id (16 hex digits, from token ls)")
     _client_args(revoke)
     return parser
 
@@ -257,7 +264,9 @@ def _client_command(args: argparse.Namespace) -> int:
             for info in client.list(args.catalog, token_user=args.token):
                 print(f"{info.key}  {info.size:>12}  {info.name}")
         elif args.command == "rm":
-            client.evict(args.key, token_user=args.token)
+            existed = client.evict(args.key, token_user=args.token)
+            if args.report or args.verbose:
+                print(f"evicted {args.key}" if existed else f"no object {args.key}: nothing to evict")
         elif args.command == "repair":
             return _repair(client, args)
         elif args.command == "stat":
@@ -422,7 +431,10 @@ def _up(args: argparse.Namespace) -> int:
     m = config.m if args.m is None else args.m
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalFabric(containers=config.containers, root=root, k=k, m=m, tls=args.tls) as fabric:
+    fabric = LocalFabric(containers=config.containers, root=root, k=k, m=m, tls=args.tls, gateway_port=UP_PORT)
+    with fabric:
+        for note in fabric.port_notes:
+            print(f"note: {note}")
         print(f"DynoStore is up: {len(fabric.containers)} containers, state in {fabric.root}")
         print(f"export DYNOSTORE_GATEWAY={fabric.gateway}")
         if fabric.tls_ca:
@@ -431,6 +443,8 @@ def _up(args: argparse.Namespace) -> int:
         print("Press Ctrl-C to stop.", flush=True)
         with suppress(KeyboardInterrupt):
             stop.wait()
+        print("Stopping...", flush=True)
+    print(f"DynoStore stopped; its state stays in {fabric.root} for the next `dynostore up`.", flush=True)
     return 0
 
 

@@ -523,6 +523,7 @@ class LocalFabric:
         repair_interval: float | None = None,
         repair_grace: float | None = None,
         gateway_args: Sequence[str] = (),
+        gateway_port: int = 0,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -541,6 +542,8 @@ class LocalFabric:
                 its chunks elsewhere (None: the gateway's default, 600).
             gateway_args: more ``dynostore gateway`` options for every gateway,
                 e.g. ``["--object-cache-entries", "0", "--container-ttl", "5"]``.
+            gateway_port: the first gateway's port when ``root`` remembers none and it
+                is free (0: any free port); ``port_notes`` says when it had to pick another.
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -570,6 +573,9 @@ class LocalFabric:
         self.container_token = ""
         self.etcd_members = [EtcdHandle(0, self)]
         self.gateways = [GatewayHandle(0, self)]
+        self.gateway_port = gateway_port
+        # Ports that were wanted (remembered in root, or gateway_port) but taken, and what was used instead.
+        self.port_notes: list[str] = []
 
     @property
     def gateway(self) -> str:
@@ -673,9 +679,14 @@ class LocalFabric:
                 if port:
                     continue
                 # Names of a one-gateway fabric: etcd_client, etcd_peer, gateway_grpc.
-                port = saved.get(f"{handle.name}_{role}", 0)
+                wanted = saved.get(f"{handle.name}_{role}", 0)
+                if not wanted and handle is self.gateways[0]:
+                    wanted = self.gateway_port
+                port = wanted
                 while not port or port in taken or not _port_is_free(port):
                     port = free_port()
+                if wanted and port != wanted:
+                    self.port_notes.append(f"port {wanted} ({handle.name}, {role}) is taken; using {port} instead.")
                 handle.ports[role] = port
                 taken.add(port)
         saved.update({f"{h.name}_{role}": port for h in handles for role, port in h.ports.items()})

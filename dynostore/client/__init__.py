@@ -191,9 +191,9 @@ class Client:
         """Whether ``key`` names an object readable with this token."""
         return self._run(self._async.exists(key, token_user))
 
-    def evict(self, key: str, token_user: str) -> None:
-        """Remove object ``key``; removing a missing object is not an error."""
-        self._run(self._async.evict(key, token_user))
+    def evict(self, key: str, token_user: str) -> bool:
+        """Remove object ``key``; return whether it existed (removing a missing object is not an error)."""
+        return self._run(self._async.evict(key, token_user))
 
     def repair(self, key: str, token_user: str, progress: ProgressArg = None, verify: bool = False) -> int:
         """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.

@@ -303,9 +303,9 @@ class AsyncClient:
         """Whether ``key`` names an object readable with this token."""
         return await self._pipeline.exists(key, token_user)
 
-    async def evict(self, key: str, token_user: str) -> None:
-        """Remove object ``key``; removing a missing object is not an error."""
-        await self._pipeline.evict(key, token_user)
+    async def evict(self, key: str, token_user: str) -> bool:
+        """Remove object ``key``; return whether it existed (removing a missing object is not an error)."""
+        return await self._pipeline.evict(key, token_user)
 
     async def repair(self, key: str, token_user: str, progress: ProgressArg = None, verify: bool = False) -> int:
         """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
-from dynostore.local import ManagedProcess
+from dynostore.cli import UP_PORT
+from dynostore.local import ManagedProcess, _port_is_free
 from dynostore.rpc import auth_metadata
 from tests.conftest import alive, child_pids, descendant_pids
 from tests.integration.conftest import Session, dynostore_up, eventually
@@ -126,3 +129,62 @@ def test_demo_runs_and_reads_back_after_losing_two_containers(tmp_path: Path) ->
     assert "identical=True" in result.stdout
     assert result.stdout.rstrip().endswith("Demo done.")
     assert "Traceback" not in result.stderr
+
+
+def start_up(root: Path) -> tuple[subprocess.Popen[str], str]:
+    """`dynostore up` on ``root`` until it is ready: the process and what it printed so far."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "dynostore", "up", "--root", str(root), "--containers", "3", "--k", "2", "--m", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert up.stdout is not None
+    lines = []
+    for line in up.stdout:
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    return up, "".join(lines)
+
+
+def stop_up(up: subprocess.Popen[str]) -> str:
+    """SIGTERM it; what it printed while stopping."""
+    up.send_signal(signal.SIGTERM)
+    rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, rest
+    return rest
+
+
+def test_up_keeps_its_gateway_address_across_restarts(tmp_path: Path) -> None:
+    """8095 when free, the same port on every restart of a root, and a clear note when it is taken."""
+    root = tmp_path / "up"
+    free = _port_is_free(UP_PORT)
+    up, text = start_up(root)
+    first = text.split("DYNOSTORE_GATEWAY=")[1].split()[0]
+    assert (first == f"127.0.0.1:{UP_PORT}") == free, text
+    assert "DynoStore stopped; its state stays in" in stop_up(up)
+    up, text = start_up(root)
+    assert text.split("DYNOSTORE_GATEWAY=")[1].split()[0] == first
+    stop_up(up)
+    port = int(first.rsplit(":", 1)[1])
+    with socket.socket() as holder:  # someone else took the port meanwhile
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the TIME_WAIT of closed connections
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        up, text = start_up(root)
+        try:
+            assert f"note: port {port} (gateway, grpc) is taken; using" in text
+            assert text.split("DYNOSTORE_GATEWAY=")[1].split()[0] != first
+        finally:
+            stop_up(up)
+
+
+def test_rm_verbose_says_what_happened(shared: Session) -> None:
+    env = {**shared.cli_env, "DYNOSTORE_TOKEN": shared.token}
+    key = shared.client.put(data=b"to remove", token_user=shared.token, catalog="cli")
+    assert run(["rm", "-v", key], env).stdout.strip() == f"evicted {key}"
+    again = run(["rm", "-v", key], env)
+    assert again.returncode == 0
+    assert again.stdout.strip() == f"no object {key}: nothing to evict"
+    assert run(["rm", key], env).stdout == ""  # quiet without -v
