@@ -13,11 +13,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc_tools
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 PACKAGE_DIR = ROOT / "dynostore" / "_proto"
+WELL_KNOWN = Path(grpc_tools.__file__).parent / "_proto"
 _IMPORT = re.compile(r"^from dynostore\.v1 import (\w+)", re.MULTILINE)
 
 
@@ -28,6 +30,7 @@ def generate(out_dir: Path) -> list[Path]:
         args = [
             "protoc",
             f"-I{PROTOS}",
+            f"-I{WELL_KNOWN}",  # google/protobuf/*.proto (Timestamp)
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",

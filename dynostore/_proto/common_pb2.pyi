@@ -1,6 +1,10 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -43,17 +47,19 @@ class ChunkLocation(_message.Message):
     def __init__(self, index: _Optional[int] = ..., container_id: _Optional[str] = ..., address: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
-    __slots__ = ("key", "name", "catalog", "owner", "size", "created")
+    __slots__ = ("key", "name", "catalog", "owner", "size", "created", "created_at")
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     key: str
     name: str
     catalog: str
     owner: str
     size: int
     created: float
-    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., catalog: _Optional[str] = ..., owner: _Optional[str] = ..., size: _Optional[int] = ..., created: _Optional[float] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., catalog: _Optional[str] = ..., owner: _Optional[str] = ..., size: _Optional[int] = ..., created: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

