@@ -35,6 +35,11 @@ def eventually(check: Callable[[], bool], within: float = WATCH_DELAY) -> bool:
     return True
 
 
+def chunk_paths(fabric: LocalFabric, key: str) -> list[Path]:
+    """The files of every chunk of ``key`` on the fabric's fs containers."""
+    return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
+
+
 @dataclass
 class Session:
     """A fabric with a client and a user token."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +18,7 @@ import pytest
 from dynostore.client.pipeline import Pipeline, PutItem
 from dynostore.errors import PermissionDenied, Unavailable
 from dynostore.local import LocalFabric
+from tests.integration.conftest import chunk_paths
 
 SIZE = 3 * 1024 * 1024 + 17  # four segments: a streamed put
 WHOLE = 200 * 1024  # one segment: whole chunks, batched
@@ -47,10 +47,6 @@ def item(data: bytes) -> PutItem:
             yield data[start : start + size]
 
     return PutItem(segments, len(data))
-
-
-def chunk_files(fabric: LocalFabric, key: str) -> list[Path]:
-    return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
 
 
 async def read(pipeline: Pipeline, key: str, token: str) -> bytes:
@@ -125,7 +121,7 @@ def test_unknown_commit_outcome_keeps_the_chunks(fabric: LocalFabric, token: str
             with LostReply(pipeline, locate_down=True) as lost, pytest.raises(Unavailable, match="outcome is unknown"):
                 await pipeline.put([item(data)], token=token, catalog="c")
             (key,) = lost.landed
-            assert len(chunk_files(fabric, key)) == 5
+            assert len(chunk_paths(fabric, key)) == 5
             assert await read(pipeline, key, token) == data
         finally:
             await pipeline.close()
@@ -174,7 +170,7 @@ def test_refused_commit_removes_its_chunks(fabric: LocalFabric, token: str) -> N
             with pytest.raises(PermissionDenied):
                 await pipeline.put([item(data)], token=token, catalog="c")
             (key,) = keys
-            assert chunk_files(fabric, key) == []
+            assert chunk_paths(fabric, key) == []
         finally:
             await pipeline.close()
 

@@ -7,14 +7,13 @@ import os
 import random
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import NotFound
 from dynostore.local import LocalFabric
-from tests.integration.conftest import eventually
+from tests.integration.conftest import chunk_paths, eventually
 
 MiB = 1024 * 1024
 
@@ -30,10 +29,6 @@ def token(fabric: LocalFabric) -> str:
     return fabric.create_user("racer")
 
 
-def chunk_files(fabric: LocalFabric, key: str) -> list[Path]:
-    return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
-
-
 @pytest.mark.parametrize("size", [100 * 1024, 3 * MiB])
 def test_get_of_an_object_evicted_after_locate_is_not_found(fabric: LocalFabric, token: str, size: int) -> None:
     """Located, then evicted and its chunks deleted, then read: NotFound, by get and by get_many."""
@@ -46,7 +41,7 @@ def test_get_of_an_object_evicted_after_locate_is_not_found(fabric: LocalFabric,
             locations = await pipeline.locate(keys, token)
             for key in keys:
                 assert await pipeline.evict(key, token)
-            assert eventually(lambda: not any(chunk_files(fabric, key) for key in keys))
+            assert eventually(lambda: not any(chunk_paths(fabric, key) for key in keys))
             with pytest.raises(NotFound, match="evicted while it was read"):
                 _ = [s async for s in pipeline.read_checked(locations[0], token)]
             original = pipeline.locate
