@@ -10,6 +10,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -75,7 +76,28 @@ def wait_until_gone(fabric: LocalFabric, container_id: str) -> None:
         ):
             assert time.monotonic() < deadline, f"{container_id} is still registered"
             time.sleep(0.5)
-    time.sleep(1.5)  # the gateway's view of the containers is cached for a second
+        until_planned(stub, metadata, container_id, present=False, deadline=deadline)
+
+
+def until_planned(
+    stub: gateway_pb2_grpc.GatewayStub, metadata: Any, container_id: str, *, present: bool, deadline: float
+) -> None:
+    """Wait until the gateway's cached view of the containers (what plans see) has, or lacks, ``container_id``."""
+    while True:
+        plan = stub.PlanPut(gateway_pb2.PlanPutRequest(count=1), metadata=metadata, timeout=10)
+        if any(c.id == container_id for c in plan.containers) == present:
+            return
+        assert time.monotonic() < deadline, f"the gateway's plans still {'lack' if present else 'offer'} {container_id}"
+        time.sleep(0.1)
+
+
+def wait_until_planned(fabric: LocalFabric, container_id: str) -> None:
+    """Wait until the gateway offers ``container_id`` in its plans (it registered again)."""
+    with grpc.insecure_channel(fabric.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        until_planned(
+            stub, auth_metadata(fabric.admin_token), container_id, present=True, deadline=time.monotonic() + 40
+        )
 
 
 def test_lost_container_chunks_are_rebuilt_on_a_spare(tmp_path: Path) -> None:
@@ -145,7 +167,8 @@ def test_repair_is_for_owners_and_existing_objects(shared: Session) -> None:
 
 
 def test_commit_repair_checks_containers_indexes_and_revision(shared: Session) -> None:
-    key = shared.client.put(data=os.urandom(5000), token_user=shared.token, catalog="repairs")
+    data = os.urandom(5000)
+    key = shared.client.put(data=data, token_user=shared.token, catalog="repairs")
     metadata = auth_metadata(shared.token)
     with shared.channel(shared.fabric.gateway) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -166,7 +189,16 @@ def test_commit_repair_checks_containers_indexes_and_revision(shared: Session) -
         assert commit(plan.revision, 9, live) == grpc.StatusCode.INVALID_ARGUMENT
         assert commit(plan.revision, 0, "f" * 32) == grpc.StatusCode.INVALID_ARGUMENT
         assert commit(plan.revision - 1, 0, live) == grpc.StatusCode.FAILED_PRECONDITION
-    assert shared.client.get(key=key, token_user=shared.token)  # unchanged and readable
+        assert shared.client.get(key=key, token_user=shared.token) == data  # refusals changed nothing
+        holder = plan.location.chunks[0].container_id  # record chunk 0 where it is: accepted, a new revision
+        assert commit(plan.revision, 0, holder) == grpc.StatusCode.OK
+        again = stub.PlanRepair(gateway_pb2.PlanRepairRequest(key=key), metadata=metadata, timeout=10)
+        assert again.revision > plan.revision
+        assert [(c.container_id, c.stored) for c in again.location.chunks] == [
+            (c.container_id, c.stored) for c in plan.location.chunks
+        ]
+        assert commit(plan.revision, 0, holder) == grpc.StatusCode.FAILED_PRECONDITION  # that revision is gone
+    assert shared.client.get(key=key, token_user=shared.token) == data
 
 
 def test_the_gateway_repairs_chunks_of_a_lost_container_by_itself(tmp_path: Path) -> None:
@@ -285,7 +317,7 @@ def test_without_a_spare_container_repair_says_the_object_is_under_spread(tmp_pa
         assert "DEGRADED" not in shown.stdout
         assert client.repair(key, token_user=token) == 0  # nowhere better to go yet
         sixth.start()
-        time.sleep(1.5)  # the gateway's view of the containers is cached for a second
+        wait_until_planned(fabric, sixth.container_id)
         assert client.repair(key, token_user=token) == 1  # a chunk leaves the shared container
         now = holders(fabric, token, key)
         assert len(set(now.values())) == 5
@@ -428,6 +460,8 @@ def test_scrub_deletes_chunks_no_object_relies_on(tmp_path: Path) -> None:
         down = fabric.containers[0]
         down.stop()  # it misses the evict: its chunk of that object becomes garbage
         client.evict(key=evicted, token_user=token)
+        # Checked while it is down, before any scrub of it can run (gc_grace is 1 s here).
+        assert list((down.root / "data" / "chunks").rglob(f"{evicted}.*"))
         down.start()
         orphan = "e" * 32  # a chunk written by a put that never committed
         fragment = container_pb2.Fragment(data=b"never committed", crc32=zlib.crc32(b"never committed"))
@@ -436,13 +470,11 @@ def test_scrub_deletes_chunks_no_object_relies_on(tmp_path: Path) -> None:
             reply = container_pb2_grpc.ContainerStub(channel).WriteChunks(
                 container_pb2.WriteChunksRequest(chunks=[container_pb2.WholeChunk(header=header, fragments=[fragment])])
             )
-        assert reply.results[0].code == 0
+        assert reply.results[0].code == 0  # stored (fsynced and renamed into place) when it answers
 
         def stored(key: str) -> list[Path]:
             return [p for c in fabric.containers for p in (c.root / "data" / "chunks").rglob(f"{key}.*")]
 
-        assert stored(orphan)
-        assert stored(evicted)
         deadline = time.monotonic() + 60
         while stored(orphan) or stored(evicted):
             assert time.monotonic() < deadline, f"garbage left: {stored(orphan) + stored(evicted)}"
