@@ -1,0 +1,294 @@
+"""The get stage: locate, read data chunks (parity where one fails), verify and decode.
+
+``DataLoss`` is raised only when more than m chunks of a segment are really
+gone; chunks on containers that are down make a read ``Unavailable``, and a
+read that finds its chunks deleted asks the gateway again (``NotFound`` for an
+object evicted meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from dynostore import validation
+from dynostore._proto import common_pb2, gateway_pb2
+from dynostore.client.chunks import ChunkReader, ChunkRef, WholeChunkReader, read_whole_chunks
+from dynostore.client.connection import GatewayConnection, Progress
+from dynostore.erasure import Codec
+from dynostore.erasure.checksum import checksum
+from dynostore.errors import DataLoss, DynoStoreError, NotFound, Unavailable, error_for_code
+from dynostore.rpc import auth_metadata, from_rpc_error
+
+log = logging.getLogger(__name__)
+Reader = ChunkReader | WholeChunkReader
+
+
+class Downloader(GatewayConnection):
+    """Gets objects through one gateway (see :class:`GatewayConnection` for the arguments)."""
+
+    async def get(self, key: str, *, token: str, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        """Yield the object's bytes segment by segment, verified and decoded.
+
+        Raises:
+            NotFound: no object has this key.
+            DataLoss: fewer than k chunks can be read for some segment.
+        """
+        if self.relay:
+            async for data in self._relay_get(key, token, progress):
+                yield data
+            return
+        async for segment in self.read_checked(await self.locate_one(key, token), token, progress):
+            yield segment
+
+    async def read_checked(
+        self, location: gateway_pb2.Location, token: str, progress: Progress | None = None
+    ) -> AsyncIterator[bytes]:
+        """:meth:`read`, asking the gateway again when chunks turn out lost.
+
+        A get that races an evict finds the chunks deleted: that is ``NotFound``,
+        not ``DataLoss``. A record that changed before anything was handed out
+        (a repair moved chunks) is read once more at its new locations.
+
+        Raises:
+            NotFound: the object was evicted while it was read.
+            DataLoss: more than m chunks of a segment are really gone.
+        """
+        key = location.object.key
+        yielded = False
+        try:
+            async for segment in self.read(location, progress):
+                yielded = True
+                yield segment
+            return
+        except DataLoss:
+            try:
+                now = await self.locate_one(key, token)
+            except NotFound:
+                raise NotFound(f"Object {key} was evicted while it was read.") from None
+            if yielded or list(now.chunks) == list(location.chunks):
+                raise
+        async for segment in self.read(now, progress):
+            yield segment
+
+    async def _relay_get(self, key: str, token: str, progress: Progress | None) -> AsyncIterator[bytes]:
+        """An object's bytes through the gateway; each message must come within ``fragment_timeout``."""
+        validation.key(key)
+        validation.token(token)
+        call = self._gateway().RelayGet(gateway_pb2.RelayGetRequest(key=key), metadata=auth_metadata(token))
+        try:
+            while True:
+                try:
+                    reply = await asyncio.wait_for(call.read(), self.fragment_timeout)
+                except TimeoutError:
+                    raise Unavailable(f"The gateway sent nothing of {key} for {self.fragment_timeout} s.") from None
+                if reply is grpc.aio.EOF:  # read() raises for a stream that ended in an error
+                    return
+                if reply.data:
+                    if progress:
+                        progress(len(reply.data))
+                    yield reply.data
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def get_many(self, keys: Sequence[str], token: str) -> list[list[bytes] | None]:
+        """The segments of each object (joined, its bytes), None where no object has the key.
+
+        One Locate call per group of objects; objects of one segment are read
+        as whole chunks, batched per container, falling back to the per-object
+        path (parity, retries) for any that miss a chunk. Segments are handed
+        out unjoined so that the caller joins them in its own thread (see
+        :meth:`Client.get`).
+
+        Raises:
+            PermissionDenied: an object belongs to another user.
+            DataLoss: an object cannot be rebuilt.
+        """
+        if self.relay:
+            return [await self._relay_get_or_none(key, token) for key in keys]
+        locations = await self.locate(keys, token)
+        results: list[list[bytes] | None] = [None] * len(keys)
+        whole: list[int] = []
+        for i, location in enumerate(locations):
+            if location.code == NotFound.code.value[0]:
+                continue
+            if location.code:
+                raise error_for_code(location.code, location.message)
+            if location.inline:
+                results[i] = [_inline_bytes(location)]
+            elif location.object.size <= location.policy.segment_size:
+                whole.append(i)
+            else:
+                results[i] = await self._read_or_none(location, token)
+        for i, data in zip(whole, await self._read_whole([locations[i] for i in whole]), strict=True):
+            results[i] = [data] if data is not None else await self._read_or_none(locations[i], token)
+        return results
+
+    async def _read_or_none(self, location: gateway_pb2.Location, token: str) -> list[bytes] | None:
+        """The segments of one located object, None if it was evicted meanwhile."""
+        try:
+            return [s async for s in self.read_checked(location, token)]
+        except NotFound:
+            return None
+
+    async def _relay_get_or_none(self, key: str, token: str) -> list[bytes] | None:
+        try:
+            return [data async for data in self._relay_get(key, token, None)]
+        except NotFound:
+            return None
+
+    async def _read_whole(self, locations: list[gateway_pb2.Location]) -> list[bytes | None]:
+        """One-segment objects from their data chunks, batched; None where one is missing."""
+        refs: list[ChunkRef] = []
+        wanted: list[list[int]] = []
+        for location in locations:
+            k = location.policy.k
+            usable = sorted(
+                (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= k, c.index)
+            )[:k]
+            wanted.append([len(refs) + j for j in range(len(usable))])
+            refs += [ChunkRef(c.address, location.object.key, c.index, ticket=location.chunk_ticket) for c in usable]
+        fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout)
+        decoded: list[bytes | None] = []
+        for location, positions in zip(locations, wanted, strict=True):
+            codec = Codec(location.policy.k, location.policy.m)
+            parts: list[bytes | None] = [None] * codec.n
+            for position in positions:
+                parts[refs[position].index] = fragments[position]
+            if sum(p is not None for p in parts) < codec.k:
+                decoded.append(None)
+            else:
+                decoded.append(codec.decode(parts))
+        return decoded
+
+    async def read(self, location: gateway_pb2.Location, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        """Decode an object segment by segment, switching to parity where chunks fail.
+
+        Data chunks are read first; a chunk that fails, times out or fails its
+        checksum is replaced by another from the same segment on.
+        """
+        if location.inline:
+            data = _inline_bytes(location)
+            if progress:
+                progress(len(data))
+            yield data
+            return
+        key = location.object.key
+        policy = location.policy
+        codec = Codec(policy.k, policy.m)
+        size = location.object.size
+        count = max(1, -(-size // policy.segment_size))
+        full_fragment = codec.fragment_size(policy.segment_size) if size >= policy.segment_size else 0
+        candidates = sorted(
+            (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= codec.k, c.index)
+        )
+        by_index = {c.index: c for c in candidates}
+        # One segment: each chunk is one fragment, read in one unary call.
+        reader_type = WholeChunkReader if count == 1 else ChunkReader
+        active: list[Reader] = []
+        spare = [(loc, False) for loc in candidates]
+        unreachable: list[common_pb2.ChunkLocation] = []
+        # Why each chunk that was tried could not be read.
+        failures: dict[int, DynoStoreError | None] = {}
+        try:
+            for segment in range(count):
+                offset = segment * full_fragment
+                fragments: list[bytes | memoryview | None] = [None] * codec.n
+                while (have := sum(f is not None for f in fragments)) < codec.k:
+                    if len(active) < codec.k and not spare and unreachable:
+                        # Last chance before giving up: wait for those connections, all at once.
+                        spare, unreachable = [(loc, True) for loc in unreachable], []
+                    while spare and (len(active) < codec.k or spare[0][1]):
+                        loc, patient = spare.pop(0)
+                        stub = self._container(loc.address)
+                        active.append(
+                            reader_type(stub, key, loc.index, offset, ticket=location.chunk_ticket, patient=patient)
+                        )
+                    waiting = [r for r in active if fragments[r.index] is None]
+                    if not waiting:
+                        raise _unreadable(location, segment, have, failures)
+                    got = await self._first_fragments(waiting, codec.k - have)
+                    for reader in waiting:
+                        if reader not in got:  # cut short: enough others answered first
+                            active.remove(reader)
+                            await reader.close()
+                            spare.insert(0, (by_index[reader.index], False))
+                        elif (fragment := got[reader]) is None:
+                            log.info("Chunk %d of %s failed, using another: %s", reader.index, key, reader.error)
+                            failures[reader.index] = reader.error
+                            active.remove(reader)
+                            await reader.close()
+                            if isinstance(reader.error, Unavailable) and not reader.patient:
+                                unreachable.append(by_index[reader.index])
+                        else:
+                            reader.patient = False
+                            fragments[reader.index] = fragment
+                data = codec.decode(fragments)
+                if progress:
+                    progress(len(data))
+                yield data
+        finally:
+            for reader in active:
+                await reader.close()
+
+    async def _first_fragments(self, readers: list[Reader], need: int) -> dict[Reader, bytes | memoryview | None]:
+        """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
+
+        Readers still waiting when enough others answered are left out of the result.
+        """
+        tasks = {
+            asyncio.ensure_future(r.next(self.retry_timeout if r.patient else self.fragment_timeout)): r
+            for r in readers
+        }
+        results: dict[Reader, bytes | memoryview | None] = {}
+        pending = set(tasks)
+        try:
+            while pending and sum(v is not None for v in results.values()) < need:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    results[tasks[task]] = task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return results
+
+
+def _inline_bytes(location: gateway_pb2.Location) -> bytes:
+    """An inline object's bytes, verified against their CRC-32."""
+    if len(location.data) != location.object.size or checksum(location.data) != location.crc32:
+        raise DataLoss(f"The inline bytes of object {location.object.key} fail their checksum.")
+    return location.data
+
+
+def _unreadable(
+    location: gateway_pb2.Location, segment: int, have: int, failures: dict[int, DynoStoreError | None]
+) -> DynoStoreError:
+    """The error for a segment with fewer than k readable chunks.
+
+    ``DataLoss`` only when more than m chunks are really gone: recorded as
+    missing, or answered as absent or corrupt by their container. Chunks on
+    containers that are down, unregistered or slow may come back: that is
+    ``Unavailable``, which a later try may get past.
+    """
+    k, key = location.policy.k, location.object.key
+    gone = [c.index for c in location.chunks if not c.stored or isinstance(failures.get(c.index), DataLoss | NotFound)]
+    away = [c.index for c in location.chunks if c.index not in gone and (not c.address or c.index in failures)]
+    if len(location.chunks) - len(gone) >= k:
+        return Unavailable(
+            f"Object {key}: segment {segment} has only {have} readable chunks now, {k} are needed; "
+            f"chunks {_indices(away)} are on containers that are down or unreachable, so try again later."
+        )
+    return DataLoss(
+        f"Object {key}: segment {segment} has only {have} readable chunks, {k} are needed. "
+        f"Lost chunks: {_indices(gone)}."
+    )
+
+
+def _indices(indices: list[int]) -> str:
+    return ", ".join(map(str, indices)) or "none"
