@@ -154,6 +154,7 @@ def test_subscription_survives_a_gateway_restart(shared: Session, tmp_path: Path
         process.wait_for_file(ready)
         return process
 
+    shared.client.create_catalog("restarts", token_user=shared.token)  # one subscribes to catalogs that exist
     first = gateway()
     try:
         with Client(f"127.0.0.1:{port}", retries=8) as watcher:

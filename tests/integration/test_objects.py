@@ -118,7 +118,10 @@ def test_other_users_objects_are_out_of_reach(shared: Session) -> None:
     with pytest.raises(PermissionDenied):
         shared.client.evict(key=key, token_user=eve)
     assert not shared.client.exists(key=key, token_user=eve)
-    assert list(shared.client.list(catalog="private", token_user=eve)) == []
+    with pytest.raises(NotFound):  # "private" names a catalog of eve's own, which she has not made
+        list(shared.client.list(catalog="private", token_user=eve))
+    with pytest.raises(PermissionDenied):
+        list(shared.client.list(catalog=f"{shared.client.whoami(token_user=shared.token)}/private", token_user=eve))
     assert shared.client.get(key=key, token_user=shared.token) == b"alice's"
 
 
