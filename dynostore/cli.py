@@ -53,6 +53,13 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", type=Path, help="CA certificate that signed the other servers' certificates")
 
 
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-listen", help="serve Prometheus metrics at http://HOST:PORT/metrics (off; port 0: any free port)"
+    )
+    p.add_argument("--metrics-ready-file", type=Path, help="write the metrics address here once it serves")
+
+
 # The port `dynostore up` gives its gateway when it is free (the one the docs show);
 # a root remembers the ports its fabric used and takes them again.
 UP_PORT = 8095
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+    _metrics_args(gw)
     _tls_args(gw)
     gw.add_argument("--etcd-tls-ca", type=Path, help="speak TLS to etcd, trusting this CA certificate (PEM)")
     gw.add_argument("--etcd-tls-cert", type=Path, help="client certificate to show etcd (--client-cert-auth)")
@@ -123,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
+    _metrics_args(ct)
     _tls_args(ct)
     ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
     ct.add_argument("--scrub-interval", type=float, help="seconds between scrubs of every chunk (86400; 0: never)")

@@ -278,6 +278,7 @@ class ContainerHandle(ManagedProcess):
         self.spec = spec or ContainerSpec(site=site)
         self.root = fabric.root / "containers" / f"container{index}"
         self.port = 0
+        self.metrics_port = 0
         self._fabric = fabric
         super().__init__(f"container{index}", [], fabric.root / "logs" / f"container{index}.log")
 
@@ -285,6 +286,15 @@ class ContainerHandle(ManagedProcess):
     def address(self) -> str:
         """``127.0.0.1:port`` of this container."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics(self) -> str:
+        """``127.0.0.1:port`` of the container's metrics endpoint ("" without metrics or before it starts).
+
+        Like :attr:`address`, it is read again at every start: a restart takes
+        the same port again when it is free.
+        """
+        return f"127.0.0.1:{self.metrics_port}" if self.metrics_port else ""
 
     @property
     def container_id(self) -> str:
@@ -297,7 +307,10 @@ class ContainerHandle(ManagedProcess):
             return
         ready = self._fabric.run_dir / f"{self.name}.addr"
         ready.unlink(missing_ok=True)
-        listen = f"127.0.0.1:{self.port}" if self.port and _port_is_free(self.port) else "127.0.0.1:0"
+        listen = _reuse(self.port)
+        metrics_ready = self._fabric.run_dir / f"{self.name}.metrics"
+        metrics_ready.unlink(missing_ok=True)
+        metrics = ["--metrics-listen", _reuse(self.metrics_port), "--metrics-ready-file", str(metrics_ready)]
         config = self._fabric.run_dir / f"{self.name}.toml"
         values = {"backend": self.spec.backend, **self.spec.settings}
         config.write_text("[container]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()))
@@ -310,12 +323,20 @@ class ContainerHandle(ManagedProcess):
             "--site", self.site,
             "--listen", listen,
             "--ready-file", str(ready),
+            *(metrics if self._fabric.metrics else []),
             *self._fabric.tls_args,
         ]  # fmt: skip
         self.env = {**self.spec.env, "DYNOSTORE_TOKEN": self._fabric.container_token}
         super().start()
         address = self.wait_for_file(ready)
         self.port = int(address.rsplit(":", 1)[1])
+        if self._fabric.metrics:  # written before the ready file
+            self.metrics_port = int(metrics_ready.read_text().rsplit(":", 1)[1])
+
+
+def _reuse(port: int) -> str:
+    """The address to listen on to keep ``port`` (0: none yet) if it is free, else any free port."""
+    return f"127.0.0.1:{port}" if port and _port_is_free(port) else "127.0.0.1:0"
 
 
 def _numbered(name: str, index: int) -> str:
@@ -409,12 +430,26 @@ class GatewayHandle(PinnedHandle):
 
     def __init__(self, index: int, fabric: LocalFabric) -> None:
         """Describe gateway ``index`` of ``fabric``."""
-        super().__init__(_numbered("gateway", index), index, fabric, ["grpc"])
+        super().__init__(
+            _numbered("gateway", index), index, fabric, ["grpc", "metrics"] if fabric.metrics else ["grpc"]
+        )
         self._ready = fabric.run_dir / f"{self.name}.addr"
+        self._metrics_ready = fabric.run_dir / f"{self.name}.metrics"
+
+    @property
+    def metrics(self) -> str:
+        """``127.0.0.1:port`` of the gateway's metrics endpoint, the same after every restart.
+
+        "" without metrics or before the fabric starts.
+        """
+        port = self.ports.get("metrics", 0)
+        return f"127.0.0.1:{port}" if port else ""
 
     def _command(self) -> list[str]:
         fabric = self._fabric
         self._ready.unlink(missing_ok=True)
+        self._metrics_ready.unlink(missing_ok=True)
+        metrics = bool(self.metrics)
         self.env = {"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token}
         return [
             *fabric.python_command,
@@ -426,6 +461,7 @@ class GatewayHandle(PinnedHandle):
             "--inline-max-bytes", str(fabric.inline_max_bytes),
             *fabric.gateway_options,
             "--ready-file", str(self._ready),
+            *(["--metrics-listen", self.metrics, "--metrics-ready-file", str(self._metrics_ready)] if metrics else []),
             *fabric.tls_args,
         ]  # fmt: skip
 
@@ -433,6 +469,8 @@ class GatewayHandle(PinnedHandle):
         address = self.wait_for_file(self._ready)
         if address != self.address:
             raise RuntimeError(f"{self.name} listens on {address}, not {self.address}.")
+        if self.metrics and self._metrics_ready.read_text().strip() != self.metrics:  # written before the ready file
+            raise RuntimeError(f"{self.name} serves metrics on another address than {self.metrics}.")
 
 
 class EtcdHandle(PinnedHandle):
@@ -524,6 +562,7 @@ class LocalFabric:
         repair_grace: float | None = None,
         gateway_args: Sequence[str] = (),
         gateway_port: int = 0,
+        metrics: bool = False,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -544,6 +583,8 @@ class LocalFabric:
                 e.g. ``["--object-cache-entries", "0", "--container-ttl", "5"]``.
             gateway_port: the first gateway's port when ``root`` remembers none and it
                 is free (0: any free port); ``port_notes`` says when it had to pick another.
+            metrics: every gateway and container serves Prometheus metrics over HTTP;
+                each handle's ``metrics`` gives its ``host:port`` (``/metrics`` there).
 
         Raises:
             ValueError: ``sites`` does not give one label per container.
@@ -558,6 +599,7 @@ class LocalFabric:
             *gateway_args,
         ]
         self.run_dir = self.root / "run"
+        self.metrics = metrics
         self.python_command = [sys.executable, "-m", "dynostore"]
         specs = [ContainerSpec() for _ in range(containers)] if isinstance(containers, int) else list(containers)
         sites = sites or [spec.site or f"site{i}" for i, spec in enumerate(specs)]

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dynostore.errors import PermissionDenied, Unavailable
+from dynostore.metrics import TICKET_REJECTIONS
 
 OPS = ("read", "write", "repair")  # repair: write, delete, and replace a stored copy
 
@@ -33,6 +34,12 @@ def sign(private_key: Ed25519PrivateKey, kid: str, key: str, op: str, lifetime: 
     expires = int(time.time() + lifetime)
     signature = private_key.sign(_message(kid, key, op, expires))
     return f"{kid}.{expires}.{op}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+
+
+def _refused(reason: str, message: str) -> PermissionDenied:
+    """The error refusing a ticket, counted under ``reason`` (one of a few fixed words)."""
+    TICKET_REJECTIONS.labels(reason).inc()
+    return PermissionDenied(message)
 
 
 class TicketVerifier:
@@ -60,23 +67,26 @@ class TicketVerifier:
             Unavailable: this container has no keys yet (not registered).
         """
         if not self._keys:
+            TICKET_REJECTIONS.labels("not_registered").inc()
             raise Unavailable("This container has not registered with a gateway yet; try again shortly.")
         if not ticket:
-            raise PermissionDenied("Chunk calls need a ticket from the gateway.")
+            raise _refused("missing", "Chunk calls need a ticket from the gateway.")
         parts = ticket.split(".")
         if len(parts) != 4 or not parts[1].isdigit():
-            raise PermissionDenied("The chunk ticket is malformed.")
+            raise _refused("malformed", "The chunk ticket is malformed.")
         kid, expires_text, ticket_op, signature = parts
         public = self._keys.get(kid)
         if public is None:
-            raise PermissionDenied("The chunk ticket is signed with a key this container does not accept.")
+            raise _refused("unknown_key", "The chunk ticket is signed with a key this container does not accept.")
         allowed = (op,) if isinstance(op, str) else op
         if ticket_op not in allowed:
-            raise PermissionDenied(f"The chunk ticket allows {ticket_op[:10]!r}, not {' or '.join(allowed)!r}.")
+            raise _refused(
+                "wrong_operation", f"The chunk ticket allows {ticket_op[:10]!r}, not {' or '.join(allowed)!r}."
+            )
         try:
             raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
             public.verify(raw, _message(kid, key, ticket_op, int(expires_text)))
         except (InvalidSignature, ValueError):
-            raise PermissionDenied("The chunk ticket is not valid for this object.") from None
+            raise _refused("bad_signature", "The chunk ticket is not valid for this object.") from None
         if int(expires_text) < time.time():
-            raise PermissionDenied("The chunk ticket has expired; ask the gateway again.")
+            raise _refused("expired", "The chunk ticket has expired; ask the gateway again.")

@@ -28,6 +28,14 @@ import time
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.container.backends import Backend
 from dynostore.errors import DataLoss, NotFound
+from dynostore.metrics import (
+    CHECKSUM_FAILURES,
+    DAMAGE_REPORTED,
+    GC_DELETED,
+    SCRUB_CHUNKS_CHECKED,
+    SCRUB_LAST_COMPLETION,
+    SCRUBS,
+)
 from dynostore.rpc import auth_metadata, open_channel
 from dynostore.rpc.tls import Tls
 from dynostore.validation import KEY_SHARDS
@@ -73,12 +81,18 @@ class DamageReporter:
             except Exception:
                 log.exception("Reporting %d damaged chunk(s) failed; they are reported again when read.", len(noted))
 
-    async def report(self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]]) -> None:
-        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere)."""
+    async def report(
+        self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]], source: str = "read"
+    ) -> None:
+        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere).
+
+        ``source`` says who found them (``read`` or ``scrub``), for the metrics.
+        """
         request = gateway_pb2.ReportDamageRequest(
             container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in damaged]
         )
         reply = await stub.ReportDamage(request, metadata=auth_metadata(self.token), timeout=30)
+        DAMAGE_REPORTED.labels(source).inc(len(damaged))
         log.info("Reported %d damaged chunk(s); %d recorded as missing.", len(damaged), reply.marked)
         for key, index in damaged:
             await self.backend.delete(key, index)
@@ -107,6 +121,7 @@ class Scrubber:
             try:
                 await self.scrub()
             except Exception:
+                SCRUBS.labels("failed").inc()
                 log.exception("Scrub failed; the next one is in %.0f s.", self.interval)
 
     async def scrub(self) -> tuple[int, int, int]:
@@ -123,11 +138,14 @@ class Scrubber:
                     async for _ in self.backend.read(key, index):
                         pass
                 except DataLoss as exc:
+                    CHECKSUM_FAILURES.labels("scrub").inc()
+                    SCRUB_CHUNKS_CHECKED.inc()
                     log.warning("Chunk %d of %s is damaged: %s", index, key, exc)
                     damaged.append((key, index))
                     continue
                 except NotFound:
                     continue  # deleted since it was listed
+                SCRUB_CHUNKS_CHECKED.inc()
                 batch.append((key, index))
                 if len(batch) == BATCH:
                     deleted += await self._collect(stub, batch, still_unreferenced)
@@ -138,7 +156,9 @@ class Scrubber:
             vanished = await self._vanished(stub)
             damaged += vanished
             for start in range(0, len(damaged), BATCH):
-                await self.reporter.report(stub, damaged[start : start + BATCH])
+                await self.reporter.report(stub, damaged[start : start + BATCH], source="scrub")
+        SCRUBS.labels("ok").inc()
+        SCRUB_LAST_COMPLETION.set_to_current_time()
         log.info(
             "Scrub: %d chunk(s) checked, %d damaged, %d vanished, %d garbage deleted",
             checked,
@@ -182,6 +202,7 @@ class Scrubber:
             since = self._unreferenced_since.get(chunk, now)
             if now - since >= self.gc_grace:
                 await self.backend.delete(*chunk)
+                GC_DELETED.inc()
                 log.info("Deleted chunk %d of %s: no object relies on it.", chunk[1], chunk[0])
                 deleted += 1
             else:

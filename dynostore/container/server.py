@@ -18,6 +18,9 @@ from dynostore.container.backends import Backend, FileSystemBackend, MemoryBacke
 from dynostore.container.scrubber import DamageReporter, Scrubber
 from dynostore.container.servicer import ContainerServicer, add_to_server
 from dynostore.errors import InvalidArgument
+from dynostore.metrics import CONTAINER_INFO
+from dynostore.metrics.backend import MeasuredBackend
+from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.rpc import auth_metadata, open_channel, start_server
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
@@ -43,6 +46,10 @@ class ContainerSettings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     ready_file: Path | None = None
+    # Prometheus metrics over HTTP at /metrics on this HOST:PORT (None: off; port 0: any free port),
+    # and a file to write the bound address to before ready_file.
+    metrics_listen: str | None = None
+    metrics_ready_file: Path | None = None
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
     # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
@@ -63,6 +70,11 @@ class ContainerSettings:
     ceph_conf: Path | None = None
     rados_namespace: str = ""
     rados_object_size: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        """Refuse settings that make no sense."""
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
 
 
 def container_identity(settings: ContainerSettings) -> str:
@@ -240,6 +252,10 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         await backend.close()
         raise
     container_id = container_identity(settings)
+    metrics = MetricsEndpoint.maybe_start("container", settings.metrics_listen, settings.metrics_ready_file)
+    if metrics is not None:
+        backend = MeasuredBackend(backend)
+        CONTAINER_INFO.labels(container_id, settings.site, backend.name).set(1)
     verifier = TicketVerifier()
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     reporter = DamageReporter(backend, container_id, settings.gateway, token, tls)
@@ -249,6 +265,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         lambda s: add_to_server(servicer, s),
         ["dynostore.v1.Container"],
         tls,
+        metrics=metrics is not None,
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
@@ -278,6 +295,8 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         task.cancel()
     await server.stop(grace=2)
     await backend.close()
+    if metrics is not None:
+        metrics.close()
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -15,6 +15,14 @@ from dynostore.container import wire
 from dynostore.container.backends import Backend
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import AlreadyExists, DataLoss, DynoStoreError, FailedPrecondition, InvalidArgument, NotFound
+from dynostore.metrics import (
+    CHECKSUM_FAILURES,
+    CHUNK_BYTES_READ,
+    CHUNK_BYTES_WRITTEN,
+    CHUNK_READS,
+    CHUNK_WRITES,
+    outcome,
+)
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,8 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self.on_damage = on_damage
 
     def _damaged(self, key: str, index: int, exc: Exception) -> None:
+        if isinstance(exc, DataLoss):
+            CHECKSUM_FAILURES.labels("read").inc()
         if self.on_damage is not None and isinstance(exc, NotFound | DataLoss):
             self.on_damage(key, index)
 
@@ -99,6 +109,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         try:
             async for fragment in fragments:
                 if checksum(fragment.data) != fragment.crc32:
+                    CHECKSUM_FAILURES.labels("arrival").inc()
                     raise DataLoss(f"Fragment {count} of chunk {index} arrived corrupted.")
                 await writer.write(fragment.data, fragment.crc32)
                 size += len(fragment.data)
@@ -107,6 +118,7 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         except BaseException:
             await writer.abort()
             raise
+        CHUNK_BYTES_WRITTEN.inc(size)
         if replace:
             log.info("Chunk %d of %s written in place of any copy stored here (repair).", index, key)
         return pb.PutChunkResponse(size=size, fragments=count)
@@ -117,6 +129,12 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         context: grpc.aio.ServicerContext,
     ) -> pb.PutChunkResponse:
         """Store a streamed chunk; fragments come decoded by :func:`wire.decode_put_request`."""
+        with outcome(CHUNK_WRITES):
+            return await self._put_chunk(request_iterator)
+
+    async def _put_chunk(
+        self, request_iterator: AsyncIterator[pb.PutChunkRequest | wire.WireFragment]
+    ) -> pb.PutChunkResponse:
         first = await anext(aiter(request_iterator), None)
         if not isinstance(first, pb.PutChunkRequest) or first.WhichOneof("part") != "header":
             raise InvalidArgument("PutChunk must start with a header message.")
@@ -147,10 +165,11 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                     yield fragment
 
             try:
-                key, index = _chunk_ref(chunk.header.key, chunk.header.index)
-                self._check_addressee(chunk.header)
-                self.verifier.check(chunk.header.ticket, key, _write_ops(chunk.header))
-                await self._write(key, index, fragments(), replace=chunk.header.replace)
+                with outcome(CHUNK_WRITES):
+                    key, index = _chunk_ref(chunk.header.key, chunk.header.index)
+                    self._check_addressee(chunk.header)
+                    self.verifier.check(chunk.header.ticket, key, _write_ops(chunk.header))
+                    await self._write(key, index, fragments(), replace=chunk.header.replace)
             except Exception as exc:
                 return _status(exc)
             return pb.ChunkStatus()
@@ -161,19 +180,21 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         self, request: pb.GetChunkRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         """Stream a chunk as serialized ``GetChunkResponse`` messages (see :func:`wire.serialize`)."""
-        key, index = _chunk_ref(request.key, request.index)
-        self.verifier.check(request.ticket, key, "read")
-        sent = False
-        try:
-            async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
-                sent = True
-                yield wire.encode_get_reply(offset, data, crc)
-        except (NotFound, DataLoss) as exc:
-            if not request.quiet:
-                self._damaged(key, index, exc)
-            raise
-        if not sent and request.offset:
-            raise InvalidArgument(f"Offset {request.offset} is past the end of chunk {index} of {key}.")
+        with outcome(CHUNK_READS):
+            key, index = _chunk_ref(request.key, request.index)
+            self.verifier.check(request.ticket, key, "read")
+            sent = False
+            try:
+                async for offset, data, crc in self.backend.read(key, index, request.offset, request.length):
+                    sent = True
+                    CHUNK_BYTES_READ.inc(len(data))
+                    yield wire.encode_get_reply(offset, data, crc)
+            except (NotFound, DataLoss) as exc:
+                if not request.quiet:
+                    self._damaged(key, index, exc)
+                raise
+            if not sent and request.offset:
+                raise InvalidArgument(f"Offset {request.offset} is past the end of chunk {index} of {key}.")
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
         self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
@@ -185,24 +206,35 @@ class ContainerServicer(pb_grpc.ContainerServicer):
         for header in request.chunks:
             result = reply.results.add()
             try:
-                key, index = _chunk_ref(header.key, header.index)
-                self.verifier.check(header.ticket, key, "read")
-                try:
-                    async for offset, data, crc in self.backend.read(key, index):
-                        budget -= len(data)
-                        if budget < 0:
-                            raise FailedPrecondition(
-                                f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
-                            )
-                        result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
-                except (NotFound, DataLoss) as exc:
-                    if not header.quiet:
-                        self._damaged(key, index, exc)
-                    raise
+                with outcome(CHUNK_READS):
+                    budget = await self._read_whole(header, result, budget)
             except Exception as exc:
                 del result.fragments[:]
                 result.status.CopyFrom(_status(exc))
         return reply
+
+    async def _read_whole(self, header: pb.ChunkHeader, result: pb.ReadChunkResult, budget: int) -> int:
+        """Read one chunk of a ``ReadChunks`` call into ``result``; return what is left of the reply's ``budget``.
+
+        Raises:
+            FailedPrecondition: the chunk does not fit in what is left.
+        """
+        key, index = _chunk_ref(header.key, header.index)
+        self.verifier.check(header.ticket, key, "read")
+        try:
+            async for offset, data, crc in self.backend.read(key, index):
+                budget -= len(data)
+                if budget < 0:
+                    raise FailedPrecondition(
+                        f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
+                    )
+                result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
+        except (NotFound, DataLoss) as exc:
+            if not header.quiet:
+                self._damaged(key, index, exc)
+            raise
+        CHUNK_BYTES_READ.inc(sum(len(f.data) for f in result.fragments))
+        return budget
 
     async def DeleteChunk(  # noqa: N802 - gRPC method name
         self, request: pb.DeleteChunkRequest, context: grpc.aio.ServicerContext

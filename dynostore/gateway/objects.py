@@ -24,6 +24,7 @@ from dynostore.gateway.base import (
     _timestamp,
     _token_from,
 )
+from dynostore.metrics import OBJECT_BYTES_COMMITTED, OBJECTS_COMMITTED, RELAY_BYTES
 from dynostore.registry import ObjectRecord, User
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class ObjectCalls(GatewayCalls):
         if len({r.key for r in records}) != len(records):
             raise InvalidArgument("A CommitPut batch names the same key twice.")
         await self.registry.commit(records)
+        for record in records:
+            OBJECTS_COMMITTED.labels("inline" if record.inline else "chunked").inc()
+            OBJECT_BYTES_COMMITTED.inc(record.size)
         return gateway_pb2.CommitPutResponse(objects=[_object_info(r) for r in records])
 
     def _record(self, commit: gateway_pb2.ObjectCommit, user: User, now: float) -> ObjectRecord:
@@ -184,6 +188,8 @@ class ObjectCalls(GatewayCalls):
         header = first.header
         size = header.size
 
+        relayed_in = RELAY_BYTES.labels("in")
+
         async def segments(segment_size: int) -> AsyncIterator[bytes]:
             buffer = bytearray()
             received = 0
@@ -191,6 +197,7 @@ class ObjectCalls(GatewayCalls):
                 if message.WhichOneof("part") != "data":
                     raise InvalidArgument("RelayPut takes one header, then only data.")
                 received += len(message.data)
+                relayed_in.inc(len(message.data))
                 if received > size:
                     raise InvalidArgument(f"RelayPut announced {size} bytes and sent more.")
                 buffer += message.data
@@ -221,7 +228,9 @@ class ObjectCalls(GatewayCalls):
         relay = self._relay()
         location = await relay.locate_one(validation.key(request.key), _token_from(context))
         yield gateway_pb2.RelayGetResponse(object=location.object)
+        relayed_out = RELAY_BYTES.labels("out")
         async for segment in relay.read_checked(location, _token_from(context)):
+            relayed_out.inc(len(segment))
             view = memoryview(segment)
             for start in range(0, len(view), RELAY_MESSAGE):
                 yield gateway_pb2.RelayGetResponse(data=bytes(view[start : start + RELAY_MESSAGE]))

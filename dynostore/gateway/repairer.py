@@ -19,6 +19,15 @@ from collections import Counter
 
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError
+from dynostore.metrics import (
+    DEGRADED_OBJECTS,
+    REPAIR_CHUNKS_REBUILT,
+    REPAIR_LAST_SWEEP,
+    REPAIR_OBJECTS,
+    REPAIR_OBJECTS_CHECKED,
+    REPAIR_SWEEPS,
+    UNREPAIRED_OBJECTS,
+)
 from dynostore.registry import Registry, keys
 
 log = logging.getLogger(__name__)
@@ -47,12 +56,14 @@ class Repairer:
             try:
                 await self.sweep()
             except Exception:
+                REPAIR_SWEEPS.labels("failed").inc()
                 log.exception("Repair sweep failed; the next one is in %.0f s.", self.interval)
 
     async def sweep(self) -> tuple[int, int]:
         """One sweep unless another gateway is sweeping: ``(objects checked, chunks rebuilt)``."""
         lock = self.registry.etcd.lock(keys.repair_lock(), ttl=max(60, int(self.interval)))
         if not await lock.acquire(timeout=1):
+            REPAIR_SWEEPS.labels("skipped").inc()
             return 0, 0
         try:
             now = time.monotonic()
@@ -72,19 +83,29 @@ class Repairer:
                 waiting = any(cid not in live and not gone_long(cid) for cid, _ in chunks)
                 return shared and not waiting and bool(live - {cid for cid, _ in chunks})
 
-            checked = rebuilt = 0
+            checked = rebuilt = degraded = failed = 0
             async for record in self.registry.object_records():
                 checked += 1
+                REPAIR_OBJECTS_CHECKED.inc()
                 due = any(needs_repair(cid, stored) for cid, stored in record.chunks)
                 if record.inline or not (due or spreadable(record.chunks)):
                     continue
+                degraded += 1
                 try:
                     count = await self.pipeline.repair(record.key, self.admin_token)
                 except DynoStoreError as exc:
+                    failed += 1
+                    REPAIR_OBJECTS.labels("failed").inc()
                     log.warning("Could not repair object %s: %s", record.key, exc)
                     continue
                 rebuilt += count
+                REPAIR_OBJECTS.labels("ok").inc()
+                REPAIR_CHUNKS_REBUILT.inc(count)
                 log.info("Repaired object %s: %d chunk(s) rebuilt", record.key, count)
+            REPAIR_SWEEPS.labels("ok").inc()
+            DEGRADED_OBJECTS.set(degraded)
+            UNREPAIRED_OBJECTS.set(failed)
+            REPAIR_LAST_SWEEP.set_to_current_time()
             log.info("Repair sweep: %d object(s) checked, %d chunk(s) rebuilt", checked, rebuilt)
             return checked, rebuilt
         finally:

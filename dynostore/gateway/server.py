@@ -15,6 +15,8 @@ from dynostore.errors import InvalidArgument
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
+from dynostore.metrics.caches import export_caches
+from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
 from dynostore.rpc.tls import Tls
@@ -53,11 +55,17 @@ class GatewaySettings:
     etcd_tls_cert: Path | None = None
     etcd_tls_key: Path | None = None
     ready_file: Path | None = None
+    # Prometheus metrics over HTTP at /metrics on this HOST:PORT (None: off; port 0: any free port),
+    # and a file to write the bound address to before ready_file.
+    metrics_listen: str | None = None
+    metrics_ready_file: Path | None = None
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
         if self.object_cache_entries < 0:
             raise InvalidArgument(f"object_cache_entries must be 0 or more, not {self.object_cache_entries}.")
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
 
     @property
     def policy(self) -> GatewayPolicy:
@@ -73,6 +81,9 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     etcd_tls = Tls.load(settings.etcd_tls_ca, settings.etcd_tls_cert, settings.etcd_tls_key, setting="etcd_tls")
     registry = Registry(settings.etcd, object_cache_entries=settings.object_cache_entries, tls=etcd_tls)
+    metrics = MetricsEndpoint.maybe_start("gateway", settings.metrics_listen, settings.metrics_ready_file)
+    if metrics is not None:
+        export_caches(registry.caches)
     if admin_token:
         await registry.ensure_admin("admin", admin_token)
     signer = PlanSigner(await registry.plan_secret())
@@ -85,6 +96,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),
         ["dynostore.v1.Gateway"],
         tls,
+        metrics=metrics is not None,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
     log.info("Gateway serving on %s (etcd %s)", address, settings.etcd)
@@ -117,3 +129,5 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     await pipeline.close()
     cache_watch.cancel()
     await registry.close()
+    if metrics is not None:
+        metrics.close()

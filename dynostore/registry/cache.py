@@ -22,11 +22,20 @@ V = TypeVar("V")
 
 
 class WatchedCache(Generic[V]):
-    """Up to ``max_entries`` values by key, least recently used dropped first."""
+    """Up to ``max_entries`` values by key, least recently used dropped first.
 
-    def __init__(self, max_entries: int) -> None:
+    Attributes:
+        name: what the cache holds, for logs and metrics (e.g. ``objects``).
+        watching: whether the watch runs (otherwise the cache is empty and takes nothing).
+        hits: lookups that found a value.
+        misses: lookups that found none.
+    """
+
+    def __init__(self, max_entries: int, name: str = "cache") -> None:
         """An empty cache, taking nothing until :meth:`start` (``max_entries`` 0: never takes anything)."""
         self.max_entries = max_entries
+        self.name = name
+        self.hits = self.misses = 0
         self._entries: OrderedDict[str, tuple[V, int]] = OrderedDict()
         # The newest revision the watch has reported (or started after).
         self._seen = 0
@@ -39,7 +48,9 @@ class WatchedCache(Generic[V]):
         """The cached value of ``key``, or None."""
         entry = self._entries.get(key)
         if entry is None:
+            self.misses += 1
             return None
+        self.hits += 1
         self._entries.move_to_end(key)
         return entry[0]
 

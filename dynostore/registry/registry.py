@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore import validation
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
+from dynostore.metrics import ETCD_DURATION, ETCD_ERRORS, WATCH_FAILURES
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
 from dynostore.registry.etcd import EtcdClient
@@ -42,14 +43,19 @@ T = TypeVar("T")
 
 
 def _etcd_errors(f: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Report etcd connection failures as Unavailable."""
+    """Report etcd connection failures as Unavailable; time each call and count those failures (by method name)."""
+    duration = ETCD_DURATION.labels(f.__name__)
 
     @functools.wraps(f)
     async def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
         try:
             return await f(*args, **kwargs)
         except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
+            ETCD_ERRORS.labels(f.__name__).inc()
             raise Unavailable(f"The registry (etcd) is unreachable: {exc}") from exc
+        finally:
+            duration.observe(time.perf_counter() - started)
 
     return wrapped
 
@@ -172,10 +178,15 @@ class Registry:
         """
         self.etcd = EtcdClient(address, tls, timeout=10)
         self._tx = self.etcd.transactions
-        self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES)
+        self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES, "tokens")
         # Container id -> owning user, as last read (owners change only when a user is removed).
         self._container_owners: dict[str, str] = {}
-        self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries)
+        self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries, "objects")
+
+    @property
+    def caches(self) -> list[WatchedCache[Any]]:
+        """The caches an etcd watch keeps coherent while :meth:`watch` runs."""
+        return [self._auth_cache, self._objects]
 
     async def close(self) -> None:
         """Close the etcd connection."""
@@ -355,6 +366,7 @@ class Registry:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                WATCH_FAILURES.labels(cache.name).inc()
                 log.warning("Watch of %s failed (%s); retrying.", prefix.decode(), exc)
             cache.stop()
             await asyncio.sleep(1)

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dynostore.metrics.rpc import MetricsInterceptor
 from dynostore.rpc.channels import CHANNEL_OPTIONS
 from dynostore.rpc.errors import ErrorMappingInterceptor
 from dynostore.rpc.tls import Tls
@@ -18,14 +19,21 @@ async def start_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: Sequence[str],
     tls: Tls | None = None,
+    *,
+    metrics: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``address`` and return it with its bound port.
 
     ``register`` adds the servicers; ``service_names`` are their full names,
     announced through health checking and server reflection. With ``tls``
-    the server speaks only TLS.
+    the server speaks only TLS. With ``metrics`` every call is counted and
+    timed (:class:`~dynostore.metrics.rpc.MetricsInterceptor`, outside the
+    error mapping so that it sees the final status).
     """
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[ErrorMappingInterceptor()])
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    if metrics:
+        interceptors.insert(0, MetricsInterceptor())
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
