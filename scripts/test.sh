@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 # Ceph for the RADOS and RGW tests: python-rados is not on PyPI. Installing starts no
 # daemon; the tests' fixtures start and stop a throwaway cluster (scripts/micro_ceph.py).
 # Chromium for the web UI's browser test (Playwright drives Debian's build; no download).
+# Prometheus for the metrics test, which runs the binary itself (the Debian service is not used).
 # Without root these tests are skipped with the reason.
-debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium)
+debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium prometheus)
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for package in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "Installing ${missing[*]} (Debian) for the Ceph and browser tests" >&2
+    echo "Installing ${missing[*]} (Debian) for the Ceph, browser and metrics tests" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
