@@ -120,3 +120,10 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
                 '(dynostore_rpc_duration_seconds_bucket{job="gateway",method="CommitPut"}))'
             )
             assert (scalar(url, latency) or 0) > 0
+            # Every query of the Grafana dashboard is valid PromQL (query() checks the status).
+            dashboard = json.loads(
+                (Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text()
+            )
+            for panel in dashboard["panels"]:
+                for target in panel.get("targets", []):
+                    query(url, target["expr"].replace("$__rate_interval", "1m").replace("$job", ".*"))

@@ -6,6 +6,8 @@ Metrics are process-wide, so every test compares a value before and after what i
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -321,3 +323,46 @@ def test_the_cache_collector_reads_the_caches_at_each_scrape() -> None:
     }
     cache.stop()
     assert samples()[("dynostore_cache_entries", ("objects",))] == 0
+
+
+# the docs and the dashboard stay true --------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+METRIC_NAME = re.compile(r"\bdynostore_[a-z0-9_]+")
+
+
+def _documented() -> set[str]:
+    """The metrics of the table in docs/operations.md#metrics."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^\| `(dynostore_[a-z0-9_]+)` \|", section, re.M)}
+
+
+def test_every_metric_is_documented_and_every_documented_one_exists() -> None:
+    assert _documented() == metrics.exported_names()
+
+
+def test_the_grafana_dashboard_queries_only_metrics_that_exist() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 10
+    histograms = {f.name for m in metrics._METRICS.values() for c in m for f in c.describe() if f.type == "histogram"}
+    queried = set()
+    for expr in exprs:
+        for name in METRIC_NAME.findall(expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            queried.add(base if base in histograms else name)
+    assert queried - metrics.exported_names() == set()
+    # The key panels are there: requests, errors, latency, bytes, capacity, repair and scrub progress.
+    expected = {
+        "dynostore_rpc_requests_total",
+        "dynostore_rpc_duration_seconds",
+        "dynostore_chunk_written_bytes_total",
+        "dynostore_chunk_read_bytes_total",
+        "dynostore_container_free_bytes",
+        "dynostore_repair_checked_objects_total",
+        "dynostore_scrub_checked_chunks_total",
+    }
+    assert expected <= queried
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
