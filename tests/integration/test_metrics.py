@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dynostore.local import LocalFabric, ManagedProcess, free_port
+from dynostore.local import ContainerSpec, LocalFabric, ManagedProcess, free_port
 from tests.conftest import skip_or_fail
 from tests.integration.conftest import eventually
 
@@ -87,7 +87,9 @@ def scalar(url: str, promql: str) -> float | None:
 @pytest.mark.timeout(240)
 def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> None:
     small, large = [b"tiny %d" % i for i in range(3)], [os.urandom(300_000) for _ in range(2)]
-    with LocalFabric(containers=3, k=2, m=1, root=tmp_path / "fabric", metrics=True) as fabric:
+    # Scrubs and repair sweeps every second, so that their progress shows too.
+    specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(3)]
+    with LocalFabric(specs, k=2, m=1, root=tmp_path / "fabric", repair_interval=1, metrics=True) as fabric:
         gateway = fabric.gateways[0]
         assert gateway.metrics
         assert all(c.metrics for c in fabric.containers)
@@ -120,6 +122,15 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
                 '(dynostore_rpc_duration_seconds_bucket{job="gateway",method="CommitPut"}))'
             )
             assert (scalar(url, latency) or 0) > 0
+            # Scrubs and sweeps run and show their progress.
+            for promql, least in (
+                ('min(dynostore_scrub_last_completion_timestamp_seconds{job="container"})', 1),
+                ("sum(dynostore_scrub_checked_chunks_total)", len(large) * 3),
+                ('sum(dynostore_repair_sweeps_total{result="ok"})', 1),
+                ("sum(dynostore_repair_checked_objects_total)", len(keys)),
+            ):
+                assert eventually(lambda: (scalar(url, promql) or 0) >= least, within=PROMETHEUS_WITHIN), promql  # noqa: B023
+            assert answers("max(dynostore_degraded_objects)", 0)
             # Every query of the Grafana dashboard is valid PromQL (query() checks the status).
             dashboard = json.loads(
                 (Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text()
@@ -127,3 +138,10 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
             for panel in dashboard["panels"]:
                 for target in panel.get("targets", []):
                     query(url, target["expr"].replace("$__rate_interval", "1m").replace("$job", ".*"))
+        # A restarted gateway serves its metrics at the same address.
+        address = gateway.metrics
+        gateway.stop()
+        gateway.start()
+        assert gateway.metrics == address
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            assert b"dynostore_rpc_requests_total" in reply.read()
