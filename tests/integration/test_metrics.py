@@ -103,9 +103,11 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
             def answers(promql: str, expected: float) -> bool:
                 return scalar(url, promql) == expected
 
+            # Once every target has been scraped, Prometheus knows everything the puts did (it was all before).
+            targets = 1 + len(fabric.containers)
+            assert eventually(lambda: answers("count(up == 1)", targets), within=PROMETHEUS_WITHIN), query(url, "up")
             puts = 'sum(dynostore_rpc_requests_total{job="gateway",method="CommitPut",code="OK"})'
             assert eventually(lambda: answers(puts, len(keys)), within=PROMETHEUS_WITHIN), scalar(url, puts)
-            assert answers('count(up{job="container"} == 1)', len(fabric.containers))
             assert answers('sum by (layout) (dynostore_objects_committed_total{layout="inline"})', len(small))
             committed = sum(len(data) for data in small + large)
             assert answers("sum(dynostore_object_committed_bytes_total)", committed)
