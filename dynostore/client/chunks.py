@@ -222,8 +222,13 @@ class ChunkWriter:
             self.error = f"{exc.code().name}: {exc.details()}"
         except Exception as exc:
             self.error = repr(exc)
+        # An empty queue: the request generator may be waiting for a fragment; wake it so that it
+        # ends, or gRPC's task feeding the stream stays pending until it is garbage (and says so).
+        waiting = self._queue.empty()
         while not self._queue.empty():  # unblock a producer waiting on a full queue
             self._queue.get_nowait()
+        if waiting:
+            self._queue.put_nowait(None)
         return False
 
     async def send(self, fragment: bytes, timeout: float) -> None:

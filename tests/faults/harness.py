@@ -70,16 +70,6 @@ ABANDONED = (
     "was never awaited",
     "Task exception was never retrieved",
 )
-# A known bug, reproduced deterministically (and xfailed, strictly) by test_streams.py: the records it
-# leaves (phrase, and what else they say) count as notes in the scenarios, not violations, until it is fixed.
-LEFT_PENDING = (
-    "ChunkWriter leaves gRPC's request-consumer task pending (and its request generator suspended in "
-    "queue.get()) when the container dies while the stream waits for its next fragment"
-)
-KNOWN = (
-    ("Task was destroyed but it is pending", "_consume_request_iterator"),
-    ("Task exception was never retrieved", "aclose(): asynchronous generator is already running"),
-)
 # Figures of every scenario run in this session, for the summary at the end.
 RESULTS: list[Figures] = []
 
@@ -1180,18 +1170,8 @@ def write_report(path: Path, results: list[Figures], command: str) -> None:
 # hygiene ---------------------------------------------------------------------
 
 
-def known(record: logging.LogRecord) -> bool:
-    """Whether ``record`` is one the known bug of :data:`LEFT_PENDING` leaves."""
-    message = record.getMessage()
-    return any(phrase in message and sign in message for phrase, sign in KNOWN)
-
-
 def hygiene(figures: Figures, records: list[logging.LogRecord], stderr: str) -> None:
     """The clients' log and standard error: no abandoned tasks or loops, no tracebacks."""
-    seen = [r for r in records if known(r)]
-    if seen:
-        figures.notes.append(f"{len(seen)} log records of the known bug (test_streams.py): {LEFT_PENDING}")
-    records = [r for r in records if not known(r)]
     tracebacks = [r for r in records if r.exc_info or r.exc_text]
     if tracebacks:
         first = tracebacks[0]
