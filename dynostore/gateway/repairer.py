@@ -17,6 +17,8 @@ import logging
 import time
 from collections import Counter
 
+import aetcd
+
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError
 from dynostore.metrics import (
@@ -55,6 +57,10 @@ class Repairer:
             await asyncio.sleep(self.interval)
             try:
                 await self.sweep()
+            except (DynoStoreError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
+                # etcd or the fabric unavailable: expected while they restart, so one line
+                REPAIR_SWEEPS.labels("failed").inc()
+                log.warning("Repair sweep failed (%s); the next one is in %.0f s.", exc, self.interval)
             except Exception:
                 REPAIR_SWEEPS.labels("failed").inc()
                 log.exception("Repair sweep failed; the next one is in %.0f s.", self.interval)

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aetcd
 import pytest
 
+from dynostore.errors import Unavailable
 from dynostore.gateway import repairer as repairer_module
 from dynostore.gateway.repairer import Repairer
 from dynostore.local import LocalFabric, ManagedProcess
@@ -153,3 +155,24 @@ def test_a_gateway_without_an_admin_token_sweeps_nothing(etcd: LocalFabric, tmp_
     text = tokenless.log_path.read_text()
     assert "No admin token was given: this gateway runs no repair sweeps." in text
     assert "Repair sweep" not in text
+
+
+def test_a_sweep_that_finds_etcd_down_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """An expected failure (etcd restarting) is a one-line warning; anything else keeps its traceback."""
+    failures: list[BaseException] = [aetcd.ConnectionFailedError(), Unavailable("etcd is down"), RuntimeError("bug")]
+
+    class Failing(Repairer):
+        async def sweep(self) -> tuple[int, int]:
+            if not failures:
+                raise asyncio.CancelledError
+            raise failures.pop(0)
+
+    sweeps = Failing(None, Recording(), "admin", interval=0.01, grace=GRACE)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(sweeps.run())
+    logged = [r for r in caplog.records if "Repair sweep failed" in r.getMessage()]
+    assert [(r.levelname, r.exc_info is not None) for r in logged] == [
+        ("WARNING", False),
+        ("WARNING", False),
+        ("ERROR", True),
+    ]
