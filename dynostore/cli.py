@@ -20,8 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dynostore.client import Client
+from dynostore.client import Client, UserInfo
 from dynostore.errors import DynoStoreError
+from dynostore.registry.usage import format_size, parse_count, parse_size
 
 # Files larger than this get a progress bar when stderr is a terminal.
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("file", type=Path, help="the file to store (streamed, any size)")
     put.add_argument("--catalog", required=True, help="catalog of yours to put it in (made on first put)")
     put.add_argument("--name", help="object name (default: the file name)")
+    put.add_argument("--ttl", type=float, help="seconds the object lives (default: the catalog's TTL, else forever)")
     _client_args(put)
 
     get = sub.add_parser("get", help="fetch an object into a file")
@@ -194,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--container", action="store_true", help="a container credential: may only register containers (one per site)"
     )
     _client_args(add)
-    _client_args(user_sub.add_parser("ls", help="list users"))
+    _client_args(user_sub.add_parser("ls", help="list users with their usage and quota"))
+    quota = user_sub.add_parser("quota", help="limit what a user may store (puts beyond it are refused)")
+    quota.add_argument("name", help="the user")
+    quota.add_argument("--bytes", type=parse_size, default=0, help="bytes, as 10G, 512M, 1.5T (0: unlimited)")
+    quota.add_argument("--objects", type=parse_count, default=0, help="objects, as 1000000 or 1e6 (0: unlimited)")
+    _client_args(quota)
     remove = user_sub.add_parser("rm", help="remove a user and revoke its tokens (its catalogs stay unless --purge)")
     remove.add_argument("name", help="the user to remove")
     remove.add_argument(
@@ -212,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "create":
             one.add_argument("--k", type=int, default=0, help="data fragments of puts into it (gateway default)")
             one.add_argument("--m", type=int, default=0, help="parity fragments of puts into it")
+            one.add_argument("--ttl", type=float, default=0.0, help="seconds its objects live unless a put says")
         _client_args(one)
     drop = catalog_sub.add_parser("rm", help="delete a catalog")
     drop.add_argument("catalog", help="a catalog of yours")
@@ -263,7 +271,12 @@ def _client_command(args: argparse.Namespace) -> int:
             progress = _show_progress(args.file.stat().st_size)
             print(
                 client.put_file(
-                    args.file, token_user=args.token, catalog=args.catalog, name=args.name, progress=progress
+                    args.file,
+                    token_user=args.token,
+                    catalog=args.catalog,
+                    name=args.name,
+                    progress=progress,
+                    ttl=args.ttl,
                 )
             )
         elif args.command == "get":
@@ -345,11 +358,12 @@ def _catalog_command(client: Client, args: argparse.Namespace) -> None:
         for info in client.list_catalogs(token_user=args.token):
             print(info.name if info.owner == me else f"{info.owner}/{info.name}")
     elif args.catalog_command == "create":
-        client.create_catalog(args.catalog, token_user=args.token, k=args.k, m=args.m)
+        client.create_catalog(args.catalog, token_user=args.token, k=args.k, m=args.m, ttl=args.ttl)
     elif args.catalog_command == "info":
         info = client.describe_catalog(args.catalog, token_user=args.token)
         print(f"catalog {info.owner}/{info.name}: {info.objects} objects, {info.bytes} bytes")
         print(f"policy: {f'k={info.k} m={info.m}' if info.k else 'the gateway default'}")
+        print(f"objects live: {f'{info.ttl:g} s unless a put says otherwise' if info.ttl else 'forever'}")
         print(f"shared with: {', '.join(info.shared_with) or 'nobody'}")
     else:
         evicted = client.delete_catalog(args.catalog, token_user=args.token, force=args.force)
@@ -381,11 +395,24 @@ def _user_command(client: Client, args: argparse.Namespace) -> None:
     elif args.user_command == "ls":
         for user in client.list_users(token_user=args.token):
             role = "  (admin)" if user.admin else "  (container)" if user.container else ""
-            print(f"{user.name}{role}")
+            print(f"{user.name}{role}{_usage_line(user)}")
+    elif args.user_command == "quota":
+        user = client.set_quota(args.name, token_user=args.token, bytes=args.bytes, objects=args.objects)
+        print(f"quota of {user.name} set{_usage_line(user)}")
     else:
         removal = client.remove_user(args.name, token_user=args.token, purge=args.purge)
         evicted = f"; {removal.objects_evicted} object(s) evicted" if args.purge else ""
         print(f"removed {args.name}; {removal.tokens_revoked} token(s) revoked{evicted}")
+
+
+def _usage_line(user: UserInfo) -> str:
+    """``  1.2 GiB of 10 GiB, 12 of 1000000 objects`` (no quota: ``of unlimited``); empty for container users."""
+    if user.usage is None:
+        return ""
+    usage = user.usage
+    quota_bytes = format_size(usage.quota_bytes) if usage.quota_bytes else "unlimited"
+    quota_objects = usage.quota_objects or "unlimited"
+    return f"  {format_size(usage.bytes)} of {quota_bytes}, {usage.objects} of {quota_objects} objects"
 
 
 def _token_command(client: Client, args: argparse.Namespace) -> None:

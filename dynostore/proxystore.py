@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from dynostore import validation
 from dynostore.client import Client, Reservation
 from dynostore.client.aio import BytesLike
 from dynostore.errors import InvalidArgument
@@ -58,6 +59,7 @@ class DynoConnector:
         timeout: float = 30.0,
         tls_ca: str | None = None,
         relay: bool = False,
+        ttl: float | None = None,
     ) -> None:
         """Connect to the gateway at ``apigateway`` as the owner of ``token_user``.
 
@@ -70,6 +72,11 @@ class DynoConnector:
             timeout: seconds allowed for each control call.
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move the bytes through the gateway (for workers that cannot reach the containers).
+            ttl: seconds each object lives (None: the catalog's default TTL, else forever); an
+                expired object reads as missing and the gateway's sweep evicts it.
+
+        Raises:
+            InvalidArgument: ``ttl`` is negative or not a number.
         """
         self.apigateway = apigateway
         self.token_user = token_user
@@ -78,6 +85,7 @@ class DynoConnector:
         self.timeout = timeout
         self.tls_ca = tls_ca
         self.relay = relay
+        self.ttl = None if ttl is None else validation.ttl(ttl)
         self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca, relay=relay)
 
     def __repr__(self) -> str:
@@ -121,6 +129,7 @@ class DynoConnector:
             "timeout": self.timeout,
             "tls_ca": self.tls_ca,
             "relay": self.relay,
+            "ttl": self.ttl,
         }
 
     @classmethod
@@ -130,11 +139,11 @@ class DynoConnector:
 
     def put(self, obj: BytesLike) -> DynoKey:
         """Store serialized bytes and return their key."""
-        return DynoKey(self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog))
+        return DynoKey(self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog, ttl=self.ttl))
 
     def put_batch(self, objs: Sequence[BytesLike]) -> list[DynoKey]:
         """Store many objects with one round of control calls; keys in order."""
-        keys = self.client.put_batch(list(objs), token_user=self.token_user, catalog=self.catalog)
+        keys = self.client.put_batch(list(objs), token_user=self.token_user, catalog=self.catalog, ttl=self.ttl)
         return [DynoKey(k) for k in keys]
 
     def get(self, key: DynoKey) -> bytes | None:
@@ -173,4 +182,4 @@ class DynoConnector:
         if not key.plan_ticket:
             raise InvalidArgument("set() takes a key made by new_key().")
         reservation = Reservation(key.key, key.plan_ticket, key.chunk_ticket)
-        self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog, planned=reservation)
+        self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog, planned=reservation, ttl=self.ttl)

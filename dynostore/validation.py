@@ -112,3 +112,17 @@ def chunk_index(value: int, total: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < total:
         raise InvalidArgument(f"Chunk index {value!r} is out of range 0..{total - 1}.")
     return value
+
+
+# The longest lifetime an object or catalog default may be given: 100 years.
+MAX_TTL_SECONDS = 100 * 365 * 86400.0
+
+
+def ttl(value: Any) -> float:
+    """An object lifetime in seconds: 0 (none given) or a positive number of at most 100 years."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"A TTL is a number of seconds, not {type(value).__name__}.")
+    seconds = float(value)
+    if not 0 <= seconds <= MAX_TTL_SECONDS:  # also refuses NaN
+        raise InvalidArgument(f"A TTL must be 0 (none) to {MAX_TTL_SECONDS:.0f} seconds (100 years), not {value}.")
+    return seconds

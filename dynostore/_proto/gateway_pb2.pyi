@@ -11,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanPutRequest(_message.Message):
-    __slots__ = ("k", "m", "count", "catalog")
+    __slots__ = ("k", "m", "count", "catalog", "size")
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     k: int
     m: int
     count: int
     catalog: str
-    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ...) -> None: ...
+    size: int
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class PlannedKey(_message.Message):
     __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket", "expires_at")
@@ -49,7 +51,7 @@ class PlanPutResponse(_message.Message):
     def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., inline_max_bytes: _Optional[int] = ...) -> None: ...
 
 class ObjectCommit(_message.Message):
-    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket", "inline", "data", "crc32")
+    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket", "inline", "data", "crc32", "ttl")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,7 @@ class ObjectCommit(_message.Message):
     INLINE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
     key: str
     catalog: str
     name: str
@@ -70,7 +73,8 @@ class ObjectCommit(_message.Message):
     inline: bool
     data: bytes
     crc32: int
-    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    ttl: float
+    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., ttl: _Optional[float] = ...) -> None: ...
 
 class CommitPutRequest(_message.Message):
     __slots__ = ("objects",)
@@ -119,20 +123,22 @@ class LocateResponse(_message.Message):
     def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
 
 class RelayPutHeader(_message.Message):
-    __slots__ = ("catalog", "name", "size", "k", "m", "planned")
+    __slots__ = ("catalog", "name", "size", "k", "m", "planned", "ttl")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     PLANNED_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
     catalog: str
     name: str
     size: int
     k: int
     m: int
     planned: PlannedKey
-    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., planned: _Optional[_Union[PlannedKey, _Mapping]] = ...) -> None: ...
+    ttl: float
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., planned: _Optional[_Union[PlannedKey, _Mapping]] = ..., ttl: _Optional[float] = ...) -> None: ...
 
 class RelayPutRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -277,17 +283,19 @@ class ListRequest(_message.Message):
     def __init__(self, catalog: _Optional[str] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
-    __slots__ = ("catalog", "k", "m")
+    __slots__ = ("catalog", "k", "m", "ttl")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
     catalog: str
     k: int
     m: int
-    def __init__(self, catalog: _Optional[str] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
+    ttl: float
+    def __init__(self, catalog: _Optional[str] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., ttl: _Optional[float] = ...) -> None: ...
 
 class CatalogInfo(_message.Message):
-    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with", "k", "m", "created_at")
+    __slots__ = ("owner", "name", "created", "objects", "bytes", "shared_with", "k", "m", "created_at", "ttl")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +305,7 @@ class CatalogInfo(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
     owner: str
     name: str
     created: float
@@ -306,7 +315,8 @@ class CatalogInfo(_message.Message):
     k: int
     m: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ttl: float
+    def __init__(self, owner: _Optional[str] = ..., name: _Optional[str] = ..., created: _Optional[float] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., shared_with: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl: _Optional[float] = ...) -> None: ...
 
 class ListCatalogsRequest(_message.Message):
     __slots__ = ()
@@ -399,28 +409,54 @@ class WhoAmIRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WhoAmIResponse(_message.Message):
-    __slots__ = ("name", "admin", "container")
+    __slots__ = ("name", "admin", "container", "usage")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
     container: bool
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., container: _Optional[bool] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., container: _Optional[bool] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("bytes", "objects", "quota_bytes", "quota_objects")
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    objects: int
+    quota_bytes: int
+    quota_objects: int
+    def __init__(self, bytes: _Optional[int] = ..., objects: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., quota_objects: _Optional[int] = ...) -> None: ...
+
+class SetQuotaRequest(_message.Message):
+    __slots__ = ("name", "bytes", "objects")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    bytes: int
+    objects: int
+    def __init__(self, name: _Optional[str] = ..., bytes: _Optional[int] = ..., objects: _Optional[int] = ...) -> None: ...
 
 class UserInfo(_message.Message):
-    __slots__ = ("name", "admin", "created", "container", "created_at")
+    __slots__ = ("name", "admin", "created", "container", "created_at", "usage")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
     created: float
     container: bool
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ..., container: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., created: _Optional[float] = ..., container: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class ListUsersRequest(_message.Message):
     __slots__ = ()

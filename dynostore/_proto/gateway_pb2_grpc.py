@@ -144,6 +144,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.FromString,
                 _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/dynostore.v1.Gateway/SetQuota',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.UserInfo.FromString,
+                _registered_method=True)
         self.CreateToken = channel.unary_unary(
                 '/dynostore.v1.Gateway/CreateToken',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateTokenRequest.SerializeToString,
@@ -355,6 +360,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQuota(self, request, context):
+        """Set a user's quota (admin only); returns the user with its usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateToken(self, request, context):
         """Tokens: a user manages its own, an admin anyone's. A token is shown once,
         at creation; afterwards only its id (a prefix of its hash) is known.
@@ -534,6 +546,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RemoveUser,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.SetQuotaRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.UserInfo.SerializeToString,
             ),
             'CreateToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateToken,
@@ -1157,6 +1174,33 @@ class Gateway:
             '/dynostore.v1.Gateway/RemoveUser',
             dynostore_dot_v1_dot_gateway__pb2.RemoveUserRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.RemoveUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/SetQuota',
+            dynostore_dot_v1_dot_gateway__pb2.SetQuotaRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.UserInfo.FromString,
             options,
             channel_credentials,
             insecure,

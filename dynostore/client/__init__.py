@@ -31,6 +31,7 @@ from dynostore.client.aio import (
     TokenInfo,
     UserInfo,
     UserRemoval,
+    UserUsage,
     join_each,
 )
 from dynostore.client.pipeline import ObjectInfo, Reservation
@@ -53,6 +54,7 @@ __all__ = [
     "TokenInfo",
     "UserInfo",
     "UserRemoval",
+    "UserUsage",
 ]
 
 
@@ -148,28 +150,44 @@ class Client:
         catalog: str,
         name: str | None = None,
         planned: Reservation | None = None,
+        ttl: float | None = None,
     ) -> str:
         """Store ``data`` (bytes, bytearray or memoryview) in ``catalog``; return its key.
 
         ``planned`` gives the key to use, reserved earlier with :meth:`plan_keys`.
+        ``ttl``: seconds the object lives (None: the catalog's default TTL, else
+        forever); once they are over it is never returned and the gateway's sweep evicts it.
 
         Raises:
-            InvalidArgument: ``data`` is not bytes-like, or a name is malformed.
+            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
             AlreadyExists: the planned key holds an object already.
+            ResourceExhausted: the put would exceed the user's quota.
         """
-        return self._run(self._async.put(data, token_user, catalog, name, planned))
+        return self._run(self._async.put(data, token_user, catalog, name, planned, ttl))
 
     def plan_keys(self, count: int, token_user: str) -> list[Reservation]:
         """Reserve keys for objects to put later (each valid for 6 hours, for this user only)."""
         return self._run(self._async.plan_keys(count, token_user))
 
     def put_batch(
-        self, datas: Sequence[BytesLike], token_user: str, catalog: str, names: Sequence[str] | None = None
+        self,
+        datas: Sequence[BytesLike],
+        token_user: str,
+        catalog: str,
+        names: Sequence[str] | None = None,
+        ttl: float | None = None,
     ) -> list[str]:
-        """Store many objects with one round of control calls per group of 256; keys in order."""
-        return self._run(self._async.put_batch(datas, token_user, catalog, names))
+        """Store many objects with one round of control calls per group of 256; keys in order.
+
+        ``ttl``: as for :meth:`put`, for every object.
+
+        Raises:
+            InvalidArgument: an item is not bytes-like, or ``names`` has another length.
+            ResourceExhausted: the batch would exceed the user's quota.
+        """
+        return self._run(self._async.put_batch(datas, token_user, catalog, names, ttl))
 
     def get(self, key: str, token_user: str) -> bytes:
         """Return the bytes of object ``key``.
@@ -225,9 +243,10 @@ class Client:
         catalog: str,
         name: str | None = None,
         progress: ProgressArg = None,
+        ttl: float | None = None,
     ) -> str:
-        """Store a file, streaming it; ``progress`` is a byte-count callable or True for a bar."""
-        return self._run(self._async.put_file(path, token_user, catalog, name, progress))
+        """Store a file, streaming it; ``progress`` is a byte-count callable or True for a bar; ``ttl`` as for put."""
+        return self._run(self._async.put_file(path, token_user, catalog, name, progress, ttl))
 
     def get_file(self, key: str, path: str | os.PathLike[str], token_user: str, progress: ProgressArg = None) -> None:
         """Write object ``key`` to ``path``, streaming; the file appears only when complete."""
@@ -245,9 +264,23 @@ class Client:
         """The name of the user the token belongs to."""
         return self._run(self._async.whoami(token_user))
 
+    def usage(self, token_user: str) -> UserUsage:
+        """What your objects take (bytes, objects) and your quota (0: unlimited)."""
+        return self._run(self._async.usage(token_user))
+
     def list_users(self, token_user: str) -> builtins.list[UserInfo]:
-        """Every user (admin token needed)."""
+        """Every user with its usage and quota (admin token needed)."""
         return self._run(self._async.list_users(token_user))
+
+    def set_quota(self, name: str, token_user: str, bytes: int | None = None, objects: int | None = None) -> UserInfo:
+        """Limit what user ``name`` may store (admin token needed); 0 or None: unlimited.
+
+        Raises:
+            PermissionDenied: the token is not an admin's.
+            NotFound: there is no such user.
+            InvalidArgument: a limit is negative.
+        """
+        return self._run(self._async.set_quota(name, token_user, bytes, objects))
 
     def remove_user(self, name: str, token_user: str, purge: bool = False) -> UserRemoval:
         """Remove a user, revoking all its tokens and the grants made to it at once (admin token needed).
@@ -266,13 +299,20 @@ class Client:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""
         return self._run(self._async.list_tokens(token_user, user))
 
-    def create_catalog(self, catalog: str, token_user: str, k: int = 0, m: int = 0) -> CatalogInfo:
+    def create_catalog(
+        self, catalog: str, token_user: str, k: int = 0, m: int = 0, ttl: float | None = None
+    ) -> CatalogInfo:
         """Create an empty catalog (puts also create theirs).
 
         With ``k`` (and ``m``), puts into it that ask for no policy of their own
-        (a client made without ``k``/``m``) are erasure-coded k + m.
+        (a client made without ``k``/``m``) are erasure-coded k + m. With
+        ``ttl``, puts into it that give no TTL live that many seconds.
+
+        Raises:
+            InvalidArgument: the policy or TTL is malformed.
+            AlreadyExists: you have a catalog of that name.
         """
-        return self._run(self._async.create_catalog(catalog, token_user, k, m))
+        return self._run(self._async.create_catalog(catalog, token_user, k, m, ttl))
 
     def list_catalogs(self, token_user: str) -> builtins.list[CatalogInfo]:
         """Your catalogs, then those shared with you (``owner/name`` reads them)."""

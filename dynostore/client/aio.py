@@ -35,13 +35,33 @@ BytesLike = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
+class UserUsage:
+    """What a user's objects take and its quota (0: unlimited); expired objects count until evicted."""
+
+    bytes: int
+    objects: int
+    quota_bytes: int = 0
+    quota_objects: int = 0
+
+
+@dataclass(frozen=True)
 class UserInfo:
-    """A user as :meth:`AsyncClient.list_users` reports it."""
+    """A user as :meth:`AsyncClient.list_users` reports it (``usage``: None for container credentials)."""
 
     name: str
     admin: bool
     created: float
     container: bool = False
+    usage: UserUsage | None = None
+
+
+def _user_usage(message: gateway_pb2.Usage) -> UserUsage:
+    return UserUsage(message.bytes, message.objects, message.quota_bytes, message.quota_objects)
+
+
+def _user_info(message: gateway_pb2.UserInfo) -> UserInfo:
+    usage = _user_usage(message.usage) if message.HasField("usage") else None
+    return UserInfo(message.name, message.admin, message.created, message.container, usage)
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,8 @@ class CatalogInfo:
     # The erasure-coding policy of puts into it that ask for none (k 0: the gateway default).
     k: int = 0
     m: int = 0
+    # The lifetime in seconds of puts into it that give none (0: forever).
+    ttl: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
         tuple(message.shared_with),
         message.k,
         message.m,
+        message.ttl,
     )
 
 
@@ -235,20 +258,24 @@ class AsyncClient:
         catalog: str,
         name: str | None = None,
         planned: Reservation | None = None,
+        ttl: float | None = None,
     ) -> str:
         """Store ``data`` in ``catalog`` and return the new object's key.
 
         ``planned`` gives the key to use, reserved earlier with :meth:`plan_keys`.
+        ``ttl``: seconds the object lives (None: the catalog's default TTL, else
+        forever); once they are over it is never returned and the gateway's sweep evicts it.
 
         Raises:
-            InvalidArgument: ``data`` is not bytes-like, or a name is malformed.
+            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
             AlreadyExists: the planned key holds an object already.
+            ResourceExhausted: the put would exceed the user's quota.
         """
         segments, size = bytes_segments(data)
         (key,) = await self._pipeline.put(
-            [PutItem(segments, size, name or "")],
+            [PutItem(segments, size, name or "", ttl or 0.0)],
             token=token_user,
             catalog=catalog,
             k=self.k,
@@ -262,19 +289,27 @@ class AsyncClient:
         return await self._pipeline.plan_keys(count, token_user, self.k, self.m)
 
     async def put_batch(
-        self, datas: Sequence[BytesLike], token_user: str, catalog: str, names: Sequence[str] | None = None
+        self,
+        datas: Sequence[BytesLike],
+        token_user: str,
+        catalog: str,
+        names: Sequence[str] | None = None,
+        ttl: float | None = None,
     ) -> list[str]:
         """Store many objects with one round of control calls per group of 256; keys in order.
 
+        ``ttl``: as for :meth:`put`, for every object.
+
         Raises:
             InvalidArgument: an item is not bytes-like, or ``names`` has another length.
+            ResourceExhausted: the batch would exceed the user's quota.
         """
         if names is not None and len(names) != len(datas):
             raise InvalidArgument("put_batch needs one name per object.")
         items = []
         for i, data in enumerate(datas):
             segments, size = bytes_segments(data)
-            items.append(PutItem(segments, size, names[i] if names else ""))
+            items.append(PutItem(segments, size, names[i] if names else "", ttl or 0.0))
         return await self._pipeline.put(items, token=token_user, catalog=catalog, k=self.k, m=self.m)
 
     async def get(self, key: str, token_user: str) -> bytes:
@@ -342,15 +377,16 @@ class AsyncClient:
         catalog: str,
         name: str | None = None,
         progress: ProgressArg = None,
+        ttl: float | None = None,
     ) -> str:
         """Store a file, streaming it segment by segment, and return its key.
 
         ``progress``: a callable given the bytes sent after each segment, or
-        True for a progress bar on stderr.
+        True for a progress bar on stderr. ``ttl``: as for :meth:`put`.
         """
         path = Path(path)
         size = path.stat().st_size
-        item = PutItem(file_segments(path), size, name if name is not None else path.name)
+        item = PutItem(file_segments(path), size, name if name is not None else path.name, ttl or 0.0)
         with progress_callback(progress, size, f"put {path.name}") as report:
             (key,) = await self._pipeline.put(
                 [item], token=token_user, catalog=catalog, k=self.k, m=self.m, progress=report
@@ -386,10 +422,33 @@ class AsyncClient:
         """The name of the user the token belongs to."""
         return str((await self._control("WhoAmI", gateway_pb2.WhoAmIRequest(), token_user)).name)
 
+    async def usage(self, token_user: str) -> UserUsage:
+        """What your objects take (bytes, objects) and your quota (0: unlimited)."""
+        return _user_usage((await self._control("WhoAmI", gateway_pb2.WhoAmIRequest(), token_user)).usage)
+
     async def list_users(self, token_user: str) -> builtins.list[UserInfo]:
-        """Every user (admin token needed)."""
+        """Every user with its usage and quota (admin token needed)."""
         reply = await self._control("ListUsers", gateway_pb2.ListUsersRequest(), token_user)
-        return [UserInfo(u.name, u.admin, u.created, u.container) for u in reply.users]
+        return [_user_info(u) for u in reply.users]
+
+    async def set_quota(
+        self, name: str, token_user: str, bytes: int | None = None, objects: int | None = None
+    ) -> UserInfo:
+        """Limit what user ``name`` may store (admin token needed); 0 or None: unlimited.
+
+        Puts that would take the user over either limit are refused with
+        ResourceExhausted; what it stores already stays.
+
+        Raises:
+            PermissionDenied: the token is not an admin's.
+            NotFound: there is no such user.
+            InvalidArgument: a limit is negative.
+        """
+        validation.user_name(name)
+        if (bytes or 0) < 0 or (objects or 0) < 0:
+            raise InvalidArgument("A quota is 0 (unlimited) or a positive number of bytes or objects.")
+        request = gateway_pb2.SetQuotaRequest(name=name, bytes=bytes or 0, objects=objects or 0)
+        return _user_info(await self._control("SetQuota", request, token_user))
 
     async def remove_user(self, name: str, token_user: str, purge: bool = False) -> UserRemoval:
         """Remove a user, revoking all its tokens and the grants made to it at once (admin token needed).
@@ -419,15 +478,22 @@ class AsyncClient:
 
     # catalogs, sharing, events ------------------------------------------------
 
-    async def create_catalog(self, catalog: str, token_user: str, k: int = 0, m: int = 0) -> CatalogInfo:
+    async def create_catalog(
+        self, catalog: str, token_user: str, k: int = 0, m: int = 0, ttl: float | None = None
+    ) -> CatalogInfo:
         """Create an empty catalog (puts also create theirs).
 
         With ``k`` (and ``m``), puts into it that ask for no policy of their own
-        (a client made without ``k``/``m``) are erasure-coded k + m.
+        (a client made without ``k``/``m``) are erasure-coded k + m. With
+        ``ttl``, puts into it that give no TTL live that many seconds.
+
+        Raises:
+            InvalidArgument: the policy or TTL is malformed.
+            AlreadyExists: you have a catalog of that name.
         """
         if k or m:
             validation.ec_params(k, m)
-        request = gateway_pb2.CatalogRequest(catalog=catalog, k=k, m=m)
+        request = gateway_pb2.CatalogRequest(catalog=catalog, k=k, m=m, ttl=validation.ttl(ttl or 0.0))
         reply = await self._control("CreateCatalog", request, token_user)
         return _catalog_info(reply)
 

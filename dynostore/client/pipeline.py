@@ -41,6 +41,8 @@ class ObjectInfo:
     owner: str
     size: int
     created: float
+    # When its lifetime ends (seconds since the epoch; 0: never).
+    expires: float = 0.0
 
 
 def object_info(message: common_pb2.ObjectInfo) -> ObjectInfo:
@@ -52,6 +54,7 @@ def object_info(message: common_pb2.ObjectInfo) -> ObjectInfo:
         owner=message.owner,
         size=message.size,
         created=message.created,
+        expires=message.expires,
     )
 
 

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 PLAN_POOL_SIZE = 64
 # A pool's view of the live containers is renewed after this long.
 PLAN_POOL_SECONDS = 2.0
+# Single puts larger than this plan their own key, giving their size: the gateway refuses
+# one that would exceed the quota before any chunk is written (one call, beside moving the bytes).
+POOLED_MAX_BYTES = 16 * 1024 * 1024
 
 # Errors with which the gateway refuses a commit before it writes anything: after
 # one of these on the first attempt the commit surely did not land.
@@ -68,11 +71,12 @@ _COMMIT_REFUSALS = (
 
 @dataclass(frozen=True)
 class PutItem:
-    """One object to put: its bytes (as segments), size and name."""
+    """One object to put: its bytes (as segments), size, name and lifetime (seconds; 0: the catalog's)."""
 
     segments: SegmentSource
     size: int
     name: str = ""
+    ttl: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class Uploader(GatewayConnection):
         validation.catalog(catalog)
         for item in items:
             validation.object_name(item.name)
+            validation.ttl(item.ttl)
         if k or m:
             validation.ec_params(k, m)
         if planned is not None and len(planned) != len(items):
@@ -189,7 +194,9 @@ class Uploader(GatewayConnection):
             async with self._plan_lock:
                 plan, planned = (await self._pool(token, catalog, k, m)).plan, list(reserved)
         else:
-            plan, planned = await self._plan(token, catalog, k, m, len(items), pooled=len(items) == 1)
+            size = sum(item.size for item in items)
+            pooled = len(items) == 1 and size <= POOLED_MAX_BYTES
+            plan, planned = await self._plan(token, catalog, k, m, len(items), size, pooled=pooled)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
         for item, key in zip(items, planned, strict=True):
@@ -247,7 +254,7 @@ class Uploader(GatewayConnection):
         planned: Reservation | None,
     ) -> str:
         """Stream one object to the gateway, which stores it with this same pipeline."""
-        header = gateway_pb2.RelayPutHeader(catalog=catalog, name=item.name, size=item.size, k=k, m=m)
+        header = gateway_pb2.RelayPutHeader(catalog=catalog, name=item.name, size=item.size, k=k, m=m, ttl=item.ttl)
         if planned is not None:
             header.planned.key = planned.key
             header.planned.plan_ticket = planned.plan_ticket
@@ -275,15 +282,17 @@ class Uploader(GatewayConnection):
         return [Reservation(p.key, p.plan_ticket, p.chunk_ticket) for p in plan.plans]
 
     async def _plan(
-        self, token: str, catalog: str, k: int, m: int, count: int, *, pooled: bool
+        self, token: str, catalog: str, k: int, m: int, count: int, size: int, *, pooled: bool
     ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
-        """Planned keys with the policy and container view to use for them.
+        """Planned keys with the policy and container view to use for them (``size``: their objects' bytes).
 
         Single puts take keys from a pool planned in one call, renewed
         when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
         """
         if not pooled:
-            plan = await self.call(self._gateway().PlanPut, _plan_request(catalog, k, m, count), token)
+            request = _plan_request(catalog, k, m, count)
+            request.size = size  # the gateway refuses here a put that would exceed the quota
+            plan = await self.call(self._gateway().PlanPut, request, token)
             return plan, list(plan.plans)
         async with self._plan_lock:
             pool = await self._pool(token, catalog, k, m)
@@ -359,6 +368,7 @@ class Uploader(GatewayConnection):
                     name=p.item.name,
                     size=p.item.size,
                     plan_ticket=p.planned.plan_ticket,
+                    ttl=p.item.ttl,
                     inline=True,
                     data=p.data,
                     crc32=checksum(p.data),
@@ -371,6 +381,7 @@ class Uploader(GatewayConnection):
                     size=p.item.size,
                     policy=p.policy,
                     plan_ticket=p.planned.plan_ticket,
+                    ttl=p.item.ttl,
                     chunks=[
                         common_pb2.ChunkLocation(index=i, container_id=t.id, stored=e is None)
                         for i, (t, e) in enumerate(zip(p.targets, p.errors, strict=True))

@@ -162,7 +162,15 @@ class GatewayCalls(pb_grpc.GatewayServicer):
         return live
 
     async def _owned(self, key: str, user: User) -> ObjectRecord:
+        """The record of an object ``user`` owns.
+
+        Raises:
+            NotFound: no object has this key, or its lifetime is over.
+            PermissionDenied: the object is another user's.
+        """
         record = await self.registry.get_object(validation.key(key))
+        if record.expired(time.time()):
+            raise NotFound(f"No object has the key {key}.")
         await self._check_owner(record, user)
         return record
 
@@ -175,7 +183,7 @@ class GatewayCalls(pb_grpc.GatewayServicer):
 
     async def _readable(self, key: str, user: User) -> ObjectRecord:
         (record,) = await self.registry.get_objects([validation.key(key)])
-        if record is None:
+        if record is None or record.expired(time.time()):
             raise NotFound(f"No object has the key {key}.")
         if not await self.registry.can_read(record.owner, record.catalog, user.name):
             raise PermissionDenied(f"Object {key} belongs to another user.")
@@ -210,8 +218,8 @@ class GatewayCalls(pb_grpc.GatewayServicer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _delete_chunks(self, record: ObjectRecord) -> None:
-        """Best effort: chunks on unreachable containers stay until garbage collection."""
+    async def delete_chunks(self, record: ObjectRecord) -> None:
+        """Delete the chunks of an evicted object; best effort: those on unreachable containers stay until GC."""
         addresses = {c["id"]: c["address"] for c in await self._live_containers()}
         ticket = await self.authority.sign(record.key, "write")
         for index, (cid, stored) in enumerate(record.chunks):
@@ -247,4 +255,5 @@ def _object_info(record: ObjectRecord) -> common_pb2.ObjectInfo:
         size=record.size,
         created=record.created,
         created_at=_timestamp(record.created),
+        expires=record.expires,
     )

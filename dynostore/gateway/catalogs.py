@@ -27,7 +27,7 @@ class CatalogCalls(GatewayCalls):
     ) -> gateway_pb2.CatalogInfo:
         _, owner, name = await self._catalog(context, request.catalog, own=True)
         k, m = validation.ec_params(request.k, request.m) if request.k or request.m else (0, 0)
-        await self.registry.create_catalog(owner, name, k, m)
+        await self.registry.create_catalog(owner, name, k, m, validation.ttl(request.ttl))
         return _catalog_info(await self.registry.describe_catalog(owner, name))
 
     async def ListCatalogs(  # noqa: N802 - gRPC method name
@@ -53,7 +53,7 @@ class CatalogCalls(GatewayCalls):
         """Delete a catalog (with ``force``, evicting its objects; their chunks go in the background); how many."""
         evicted = await self.registry.delete_catalog(owner, name, force)
         for record in evicted:
-            self._in_background(self._delete_chunks(record))
+            self._in_background(self.delete_chunks(record))
         return len(evicted)
 
     async def Share(  # noqa: N802 - gRPC method name
@@ -107,4 +107,5 @@ def _catalog_info(info: dict[str, Any]) -> gateway_pb2.CatalogInfo:
         shared_with=info.get("shared_with", []),
         k=info.get("k", 0),
         m=info.get("m", 0),
+        ttl=info.get("ttl", 0.0),
     )

@@ -26,6 +26,7 @@ from dynostore.gateway.base import (
 )
 from dynostore.metrics import OBJECT_BYTES_COMMITTED, OBJECTS_COMMITTED, RELAY_BYTES
 from dynostore.registry import ObjectRecord, User
+from dynostore.registry.usage import check_quota
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ class ObjectCalls(GatewayCalls):
         if asked is None and request.catalog:
             asked = await self.registry.catalog_policy(user.name, validation.catalog(request.catalog))
         k, m = validation.ec_params(*(asked or (self.policy.k, self.policy.m)))
+        if user.quota_bytes or user.quota_objects:
+            # Keys planned ahead (size unknown) need room for one object at least.
+            used = await self.registry.usage(user.name)
+            check_quota(
+                user.name, user.quota_bytes, user.quota_objects, used, request.size, count if request.size else 1
+            )
         plans = []
         for _ in range(count):
             key = uuid.uuid4().hex
@@ -75,7 +82,7 @@ class ObjectCalls(GatewayCalls):
         records = [self._record(commit, user, now) for commit in request.objects]
         if len({r.key for r in records}) != len(records):
             raise InvalidArgument("A CommitPut batch names the same key twice.")
-        await self.registry.commit(records)
+        await self.registry.commit(records, quota=user if user.quota_bytes or user.quota_objects else None)
         for record in records:
             OBJECTS_COMMITTED.labels("inline" if record.inline else "chunked").inc()
             OBJECT_BYTES_COMMITTED.inc(record.size)
@@ -91,8 +98,16 @@ class ObjectCalls(GatewayCalls):
         name = validation.object_name(commit.name)
         self.signer.check(commit.plan_ticket, key, user.name)
         layout = self._inline_layout(commit, key) if commit.inline else self._chunk_layout(commit)
+        ttl = validation.ttl(commit.ttl)
         return ObjectRecord(
-            key=key, owner=user.name, catalog=catalog, name=name, size=commit.size, created=now, **layout
+            key=key,
+            owner=user.name,
+            catalog=catalog,
+            name=name,
+            size=commit.size,
+            created=now,
+            expires=now + ttl if ttl else 0.0,
+            **layout,
         )
 
     def _chunk_layout(self, commit: gateway_pb2.ObjectCommit) -> dict[str, Any]:
@@ -140,7 +155,8 @@ class ObjectCalls(GatewayCalls):
         if not 1 <= len(request.keys) <= MAX_BATCH:
             raise InvalidArgument(f"Locate takes 1 to {MAX_BATCH} keys, not {len(request.keys)}.")
         keys = [validation.key(k) for k in request.keys]
-        records = await self.registry.get_objects(keys)
+        now = time.time()
+        records = [None if r is None or r.expired(now) else r for r in await self.registry.get_objects(keys)]
         holders = {cid for r in records if r is not None for cid, stored in r.chunks if stored}
         # Inline objects need no container: then no container list is read either.
         addresses = {c["id"]: c["address"] for c in await self._rejoined_containers(holders)} if holders else {}
@@ -212,7 +228,7 @@ class ObjectCalls(GatewayCalls):
         planned = header.planned
         reservation = Reservation(planned.key, planned.plan_ticket, planned.chunk_ticket) if planned.key else None
         (key,) = await self._relay().put(
-            [PutItem(segments, size, header.name)],
+            [PutItem(segments, size, header.name, validation.ttl(header.ttl))],
             token=_token_from(context),
             catalog=header.catalog,
             k=header.k,
@@ -297,14 +313,14 @@ class ObjectCalls(GatewayCalls):
         record = await self.registry.delete_object(key)
         if record is None:
             return gateway_pb2.EvictResponse(existed=False)
-        self._in_background(self._delete_chunks(record))
+        self._in_background(self.delete_chunks(record))
         return gateway_pb2.EvictResponse(existed=True)
 
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ObjectInfo]:
         _, owner, catalog = await self._existing_catalog(context, request.catalog)
-        for key, entry in await self.registry.list_catalog(owner, catalog):
+        for key, entry in await self.registry.list_catalog(owner, catalog, live_at=time.time()):
             yield common_pb2.ObjectInfo(
                 key=key,
                 name=entry["name"],
@@ -313,4 +329,5 @@ class ObjectCalls(GatewayCalls):
                 size=entry["size"],
                 created=entry["created"],
                 created_at=_timestamp(entry["created"]),
+                expires=entry.get("expires", 0.0),
             )

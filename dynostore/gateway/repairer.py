@@ -6,8 +6,10 @@ registered for ``grace`` seconds, is repaired through the client pipeline (the
 same code as ``dynostore repair``), calling this gateway with the admin token.
 So is an under-spread object (two chunks on one container, left by a repair
 that found no other container) once a live container holds none of its
-chunks: the repair moves one there. An etcd lock keeps the gateways of a
-fabric from sweeping at the same time.
+chunks: the repair moves one there. The same sweep evicts objects whose
+lifetime (TTL) is over, which their catalog's events report as ``expire``;
+until then the gateway already answers for them as for absent objects. An
+etcd lock keeps the gateways of a fabric from sweeping at the same time.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import aetcd
 
@@ -30,7 +33,7 @@ from dynostore.metrics import (
     REPAIR_SWEEPS,
     UNREPAIRED_OBJECTS,
 )
-from dynostore.registry import Registry, keys
+from dynostore.registry import ObjectRecord, Registry, keys
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,25 @@ class Repairer:
     """Sweeps the registry every ``interval`` seconds and repairs what needs it."""
 
     def __init__(
-        self, registry: Registry, pipeline: Pipeline, admin_token: str, *, interval: float, grace: float
+        self,
+        registry: Registry,
+        pipeline: Pipeline,
+        admin_token: str,
+        *,
+        interval: float,
+        grace: float,
+        delete_chunks: Callable[[ObjectRecord], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """Repair with ``pipeline`` (a client of this gateway) and ``admin_token``."""
+        """Repair with ``pipeline`` (a client of this gateway) and ``admin_token``.
+
+        Objects expired at ``clock()`` (seconds since the epoch) are evicted,
+        and their chunks handed to ``delete_chunks`` (without it, left to the
+        containers' garbage collection).
+        """
         self.registry = registry
+        self.delete_chunks = delete_chunks
+        self.clock = clock
         self.admin_token = admin_token
         self.interval = interval
         self.grace = grace
@@ -89,10 +107,13 @@ class Repairer:
                 waiting = any(cid not in live and not gone_long(cid) for cid, _ in chunks)
                 return shared and not waiting and bool(live - {cid for cid, _ in chunks})
 
-            checked = rebuilt = degraded = failed = 0
+            checked = rebuilt = degraded = failed = expired = 0
             async for record in self.registry.object_records():
                 checked += 1
                 REPAIR_OBJECTS_CHECKED.inc()
+                if record.expired(self.clock()):
+                    expired += await self._expire(record)
+                    continue
                 due = any(needs_repair(cid, stored) for cid, stored in record.chunks)
                 if record.inline or not (due or spreadable(record.chunks)):
                     continue
@@ -112,7 +133,26 @@ class Repairer:
             DEGRADED_OBJECTS.set(degraded)
             UNREPAIRED_OBJECTS.set(failed)
             REPAIR_LAST_SWEEP.set_to_current_time()
-            log.info("Repair sweep: %d object(s) checked, %d chunk(s) rebuilt", checked, rebuilt)
+            log.info(
+                "Repair sweep: %d object(s) checked, %d chunk(s) rebuilt, %d expired object(s) evicted",
+                checked,
+                rebuilt,
+                expired,
+            )
             return checked, rebuilt
         finally:
             await lock.release()
+
+    async def _expire(self, record: ObjectRecord) -> int:
+        """Evict an object whose lifetime is over, and its chunks; 1 if this sweep evicted it, else 0."""
+        try:
+            gone = await self.registry.expire_object(record.key, self.clock())
+            if gone is None:
+                return 0  # changed or evicted meanwhile
+            if self.delete_chunks is not None:
+                await self.delete_chunks(gone)
+        except DynoStoreError as exc:
+            log.warning("Could not evict expired object %s: %s", record.key, exc)
+            return 0
+        log.info("Object %s expired: evicted", record.key)
+        return 1

@@ -115,7 +115,12 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     repairer = None
     if settings.repair_interval > 0 and admin_token:
         repairer = Repairer(
-            registry, pipeline, admin_token, interval=settings.repair_interval, grace=settings.repair_grace
+            registry,
+            pipeline,
+            admin_token,
+            interval=settings.repair_interval,
+            grace=settings.repair_grace,
+            delete_chunks=servicer.delete_chunks,
         )
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:

@@ -14,6 +14,7 @@ from dynostore.gateway.base import (
     GatewayCalls,
     _timestamp,
 )
+from dynostore.registry import Usage, User
 from dynostore.registry.registry import TokenInfo
 
 log = logging.getLogger(__name__)
@@ -34,25 +35,27 @@ class UserCalls(GatewayCalls):
         self, request: gateway_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.WhoAmIResponse:
         user = await self._caller(context)
-        return gateway_pb2.WhoAmIResponse(name=user.name, admin=user.admin, container=user.container)
+        usage = None if user.container else _usage(user, await self.registry.usage(user.name))
+        return gateway_pb2.WhoAmIResponse(name=user.name, admin=user.admin, container=user.container, usage=usage)
 
     async def ListUsers(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListUsersResponse:
         await self._admin(context)
         users = await self.registry.list_users()
+        usages = await self.registry.usages([u.name for u in users])
         return gateway_pb2.ListUsersResponse(
-            users=[
-                gateway_pb2.UserInfo(
-                    name=u.name,
-                    admin=u.admin,
-                    created=u.created,
-                    created_at=_timestamp(u.created),
-                    container=u.container,
-                )
-                for u in users
-            ]
+            users=[_user_info(u, None if u.container else usage) for u, usage in zip(users, usages, strict=True)]
         )
+
+    async def SetQuota(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SetQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.UserInfo:
+        await self._admin(context)
+        name = validation.user_name(request.name)
+        user = await self.registry.set_quota(name, request.bytes, request.objects)
+        log.info("Quota of %s set to %d bytes, %d objects (0: unlimited).", name, request.bytes, request.objects)
+        return _user_info(user, await self.registry.usage(name))
 
     async def RemoveUser(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RemoveUserRequest, context: grpc.aio.ServicerContext
@@ -106,6 +109,24 @@ class UserCalls(GatewayCalls):
             raise InvalidArgument(f"{request.id[:40]!r} is not a token id (16 hex digits).")
         await self.registry.revoke_token(request.id, user)
         return gateway_pb2.RevokeTokenResponse()
+
+
+def _usage(user: User, usage: Usage) -> gateway_pb2.Usage:
+    return gateway_pb2.Usage(
+        bytes=usage.bytes, objects=usage.objects, quota_bytes=user.quota_bytes, quota_objects=user.quota_objects
+    )
+
+
+def _user_info(user: User, usage: Usage | None) -> gateway_pb2.UserInfo:
+    """A user with its quota and usage (``usage`` None: a container credential, which stores nothing)."""
+    return gateway_pb2.UserInfo(
+        name=user.name,
+        admin=user.admin,
+        created=user.created,
+        created_at=_timestamp(user.created),
+        container=user.container,
+        usage=None if usage is None else _usage(user, usage),
+    )
 
 
 def _token_info(info: TokenInfo) -> gateway_pb2.TokenInfo:

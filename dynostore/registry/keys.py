@@ -1,13 +1,14 @@
 """The etcd key schema (version 1). Every key DynoStore writes is built here.
 
 ```
-/dynostore/v1/auth/users/<name>                {"name", "admin", "created"}
+/dynostore/v1/auth/users/<name>                {"name", "admin", "created", "quota_bytes", "quota_objects"}
+/dynostore/v1/usage/<name>                     {"bytes", "objects"} of the user's objects (see registry.usage)
 /dynostore/v1/auth/tokens/<sha256(token)>      {"id", "user", "created"}  (id: 16 hex digits of the hash)
 /dynostore/v1/secrets/plan                     key that signs plan tickets (shared by gateways)
 /dynostore/v1/secrets/ticket-keys/<id>         Ed25519 key pair for chunk tickets, with its retirement time
 /dynostore/v1/objects/<key>                    object record (JSON, see ObjectRecord)
-/dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created"}
-/dynostore/v1/catalogs/<owner>/<catalog>/objects/<key>   {"name", "size", "created"}
+/dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created", "k", "m", "ttl"}
+/dynostore/v1/catalogs/<owner>/<catalog>/objects/<key>   {"name", "size", "created", "expires"}
 /dynostore/v1/catalogs/<owner>/<catalog>/shares/<reader> {"created"}
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
@@ -30,6 +31,11 @@ def _k(*parts: str) -> bytes:
 def user(name: str) -> bytes:
     """Record of one user."""
     return _k("auth", "users", name)
+
+
+def usage(name: str) -> bytes:
+    """What one user's objects take (bytes and objects), kept with every commit and evict."""
+    return _k("usage", name)
 
 
 def token(token_hash: str) -> bytes:
@@ -90,6 +96,11 @@ def catalogs_of(owner: str) -> bytes:
 def catalog_events(owner: str, catalog_name: str) -> bytes:
     """Prefix of everything that changes with a catalog's contents and shares."""
     return _k("catalogs", owner, catalog_name, "")
+
+
+def owner_events(owner: str) -> bytes:
+    """Prefix of the index entries and shares of every catalog of ``owner``."""
+    return _k("catalogs", owner, "")
 
 
 def index_entry(owner: str, catalog_name: str, key: str) -> bytes:

@@ -27,6 +27,7 @@ from dynostore.metrics import ETCD_DURATION, ETCD_ERRORS, WATCH_FAILURES
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
 from dynostore.registry.etcd import EtcdClient
+from dynostore.registry.usage import Usage, check_quota
 from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ COMMIT_GROUP = 32
 TOKEN_ID_CHARS = 16
 # Tokens whose users a gateway keeps in memory.
 AUTH_CACHE_ENTRIES = 10_000
+# Usage counters and catalog records a gateway remembers (value and revision) to commit against.
+SEEN_ENTRIES = 10_000
+# Attempts at a commit or evict whose usage counter or catalog others keep changing.
+CAS_ATTEMPTS = 100
 T = TypeVar("T")
 
 
@@ -79,6 +84,9 @@ class User:
     created: float = 0.0
     # A container credential: may register containers and nothing else.
     container: bool = False
+    # Quota (set by an admin; 0: unlimited).
+    quota_bytes: int = 0
+    quota_objects: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,10 @@ class TicketKeyRecord:
 
 @dataclass(frozen=True)
 class CatalogEvent:
-    """One change to a catalog: kind is put, evict, share or unshare.
+    """One change to a catalog: kind is put, evict, expire, share or unshare.
 
-    ``time`` is when a put or share was made; for evict and unshare, which
-    etcd keeps no time for, when the gateway saw the change.
+    ``time`` is when a put or share was made; for evict, expire and unshare,
+    which etcd keeps no time for, when the gateway saw the change.
     """
 
     kind: str
@@ -148,6 +156,19 @@ class ObjectRecord:
     inline: bool = False
     crc32: int = 0
     data: bytes = field(default=b"", repr=False, compare=False)
+    # Seconds since the epoch after which the object is gone (0: never).
+    expires: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        """Whether the object's lifetime is over at ``now``: it must not be returned any more."""
+        return entry_expired({"expires": self.expires}, now)
+
+    def index_entry(self) -> dict[str, Any]:
+        """The object's entry in its catalog's index."""
+        entry: dict[str, Any] = {"name": self.name, "size": self.size, "created": self.created}
+        if self.expires:
+            entry["expires"] = self.expires
+        return entry
 
     def to_json(self) -> bytes:
         """Serialize for etcd (without an inline object's bytes)."""
@@ -167,6 +188,18 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+def entry_expired(entry: dict[str, Any], now: float) -> bool:
+    """Whether the object of an index entry (or record fields) has expired at ``now``."""
+    expires = entry.get("expires", 0.0)
+    return bool(expires) and expires <= now
+
+
+def expiry(created: float, ttl: float, catalog: dict[str, Any] | None) -> float:
+    """When an object committed at ``created`` expires: after ``ttl``, else its catalog's default (0: never)."""
+    ttl = ttl or (catalog or {}).get("ttl", 0.0)
+    return created + ttl if ttl else 0.0
+
+
 class Registry:
     """DynoStore's view of etcd."""
 
@@ -182,6 +215,9 @@ class Registry:
         # Container id -> owning user, as last read (owners change only when a user is removed).
         self._container_owners: dict[str, str] = {}
         self._objects: WatchedCache[ObjectRecord] = WatchedCache(object_cache_entries, "objects")
+        # Key -> (value or None, mod revision; 0: absent) of usage counters and catalog records
+        # as last read or written: commits compare against these and read again when they changed.
+        self._seen: dict[bytes, tuple[bytes | None, int]] = {}
 
     @property
     def caches(self) -> list[WatchedCache[Any]]:
@@ -245,6 +281,87 @@ class Registry:
         if found is None:
             raise NotFound(f"There is no user {name!r}.")
         return User(**json.loads(found.value))
+
+    @_etcd_errors
+    async def set_quota(self, name: str, quota_bytes: int, quota_objects: int) -> User:
+        """Set a user's quota (0: unlimited) and return the user.
+
+        Raises:
+            NotFound: there is no such user.
+            FailedPrecondition: the user is a container credential (it stores nothing).
+        """
+        for _ in range(CAS_ATTEMPTS):
+            found = await self.etcd.get(keys.user(name))
+            if found is None:
+                raise NotFound(f"There is no user {name!r}.")
+            user = User(**json.loads(found.value))
+            if user.container:
+                raise FailedPrecondition(f"{name!r} is a container credential; it stores no objects to limit.")
+            changed = User(**{**asdict(user), "quota_bytes": quota_bytes, "quota_objects": quota_objects})
+            ok, _ = await self.etcd.transaction(
+                compare=[self._tx.mod(keys.user(name)) == found.mod_revision],
+                success=[self._tx.put(keys.user(name), _dumps(asdict(changed)))],
+                failure=[],
+            )
+            if ok:
+                return changed
+        raise Unavailable(f"User {name!r} kept changing; set the quota again.")
+
+    async def usage(self, name: str) -> Usage:
+        """What the objects of user ``name`` take now (expired ones count until they are evicted)."""
+        (usage,) = await self.usages([name])
+        return usage
+
+    @_etcd_errors
+    async def usages(self, names: list[str]) -> list[Usage]:
+        """:meth:`usage` of each user, in order, read in few round trips."""
+        for start in range(0, len(names), MAX_TXN_OPS):
+            await self._read_again([keys.usage(n) for n in names[start : start + MAX_TXN_OPS]])
+        return [self._usage_seen(n) for n in names]
+
+    def _usage_seen(self, name: str) -> Usage:
+        """The usage counter of ``name`` as last read or written (see :meth:`_read_again`)."""
+        value, _ = self._seen[keys.usage(name)]
+        return Usage.from_json(value) if value else Usage()
+
+    async def _read_again(self, wanted: list[bytes]) -> None:
+        """Read usage counters and catalog records into ``_seen``.
+
+        A usage counter that was never written (a user from before counters
+        existed) is counted once from the user's catalog indexes and kept with
+        revision 0: the commit or evict that writes it first requires it to be
+        still absent.
+        """
+        _, replies = await self.etcd.transaction(compare=[], success=[self._tx.get(k) for k in wanted], failure=[])
+        if len(self._seen) > SEEN_ENTRIES:
+            self._seen.clear()
+        for key, reply in zip(wanted, replies, strict=True):
+            if reply:
+                fresh: tuple[bytes | None, int] = (bytes(reply[0][0]), reply[0][1].mod_revision)
+            elif key.startswith(keys.usage("")):
+                fresh = (await self._count_usage(key[len(keys.usage("")) :].decode()), 0)
+            else:
+                fresh = (None, 0)
+            self._seen[key] = fresh
+
+    async def _changed_since(self, compared: dict[bytes, tuple[bytes | None, int]]) -> bool:
+        """Read the keys of ``compared`` again; whether any is not as it was (a failed transaction's cause)."""
+        await self._read_again(list(compared))
+        return any(self._seen[k] != seen for k, seen in compared.items())
+
+    async def _count_usage(self, owner: str) -> bytes | None:
+        """Usage of ``owner`` counted from its catalog indexes (None: it has no objects)."""
+        prefix = keys.owner_events(owner)
+        total = Usage()
+        for kv in await self.etcd.get_prefix(prefix):
+            if kv.key[len(prefix) :].split(b"/")[1:2] == [b"objects"]:
+                total = total.add(json.loads(kv.value)["size"], 1)
+        return total.to_json() if total.objects else None
+
+    def _unchanged(self, key: bytes) -> Any:
+        """An etcd comparison: ``key`` is as :meth:`_read_again` last saw it (absent, if it was)."""
+        _, revision = self._seen[key]
+        return self._tx.mod(key) == revision if revision else self._tx.create(key) == 0
 
     async def _tokens(self, prefix: str = "") -> list[tuple[bytes, TokenInfo]]:
         found = await self.etcd.get_prefix(keys.token(prefix))
@@ -387,42 +504,78 @@ class Registry:
     # objects ----------------------------------------------------------------
 
     @_etcd_errors
-    async def commit(self, records: list[ObjectRecord]) -> None:
+    async def commit(self, records: list[ObjectRecord], quota: User | None = None) -> None:
         """Make objects visible: each record, index entry (and catalog) in one transaction.
 
-        Objects are committed in groups of ``COMMIT_GROUP``, one transaction each.
+        Objects are committed in groups of ``COMMIT_GROUP``, one transaction
+        each, which also adds them to their owners' usage counters. A record
+        with no ``expires`` gets its catalog's default TTL, if it has one.
+        With ``quota`` (the committing user), a group that would take that
+        user's usage over its quota is refused: the transaction requires the
+        counter to be unchanged since it was checked, so racing commits
+        cannot exceed the quota together.
 
         Raises:
             AlreadyExists: an object of the group was committed already (none of the group is).
+            ResourceExhausted: the group would exceed ``quota`` (none of it is committed).
         """
         for start in range(0, len(records), COMMIT_GROUP):
-            group = records[start : start + COMMIT_GROUP]
+            await self._commit_group(records[start : start + COMMIT_GROUP], quota)
+
+    async def _commit_group(self, group: list[ObjectRecord], quota: User | None) -> None:
+        """Commit one group of records in one transaction (see :meth:`commit`)."""
+        owners = sorted({r.owner for r in group})
+        catalog_keys = {r.key: keys.catalog(r.owner, r.catalog) for r in group}
+        watched = [keys.usage(o) for o in owners] + sorted(set(catalog_keys.values()))
+        if any(k not in self._seen for k in watched):
+            await self._read_again(watched)
+        ttl_given = {r.key for r in group if r.expires}
+        for _ in range(CAS_ATTEMPTS):
+            compared = {k: self._seen[k] for k in watched}
             ops = []
             catalogs: dict[bytes, bytes] = {}
+            usage = {o: self._usage_seen(o) for o in owners}
             for r in group:
-                entry = {"name": r.name, "size": r.size, "created": r.created}
+                catalog_info, _ = self._seen[catalog_keys[r.key]]
+                if r.key not in ttl_given:
+                    r.expires = expiry(r.created, 0.0, json.loads(catalog_info) if catalog_info else None)
+                usage[r.owner] = usage[r.owner].add(r.size, 1)
                 ops.append(self._tx.put(keys.obj(r.key), r.to_json()))
-                ops.append(self._tx.put(keys.index_entry(r.owner, r.catalog, r.key), _dumps(entry)))
+                ops.append(self._tx.put(keys.index_entry(r.owner, r.catalog, r.key), _dumps(r.index_entry())))
                 if r.inline:
                     ops.append(self._tx.put(keys.inline_data(r.key), r.data))
-                info = {"owner": r.owner, "name": r.catalog, "created": r.created}
-                catalogs.setdefault(keys.catalog(r.owner, r.catalog), _dumps(info))
-            for catalog_key, info_json in catalogs.items():
-                ops.append(
-                    self._tx.txn(
-                        compare=[self._tx.create(catalog_key) == 0],
-                        success=[self._tx.put(catalog_key, info_json)],
-                        failure=[],
-                    )
+                if catalog_info is None:
+                    info = {"owner": r.owner, "name": r.catalog, "created": r.created}
+                    catalogs.setdefault(catalog_keys[r.key], _dumps(info))
+            if quota is not None:
+                added = [r for r in group if r.owner == quota.name]
+                check_quota(
+                    quota.name,
+                    quota.quota_bytes,
+                    quota.quota_objects,
+                    self._usage_seen(quota.name),
+                    sum(r.size for r in added),
+                    len(added),
                 )
+            ops += [self._tx.put(k, v) for k, v in catalogs.items()]
+            ops += [self._tx.put(keys.usage(o), u.to_json()) for o, u in usage.items()]
             ok, replies = await self.etcd.transaction(
-                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group], success=ops, failure=[]
+                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group] + [self._unchanged(k) for k in watched],
+                success=ops,
+                failure=[],
             )
-            if not ok:
+            if ok:
+                revision = replies[0].response_put.header.revision
+                for o, u in usage.items():
+                    self._seen[keys.usage(o)] = (u.to_json(), revision)
+                for k, v in catalogs.items():
+                    self._seen[k] = (v, revision)
+                for r in group:
+                    self._objects.put(r.key, r, revision)
+                return
+            if not await self._changed_since(compared):
                 raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
-            revision = replies[0].response_put.header.revision
-            for r in group:
-                self._objects.put(r.key, r, revision)
+        raise Unavailable("The usage counters and catalogs of this commit kept changing; commit it again.")
 
     @_etcd_errors
     async def referenced(self, chunks: list[tuple[str, int]], container_id: str) -> list[bool]:
@@ -560,31 +713,84 @@ class Registry:
 
     @_etcd_errors
     async def delete_object(self, key: str) -> ObjectRecord | None:
-        """Remove an object's record and index entry atomically; return the record."""
+        """Remove an object's record and index entry atomically, out of its owner's usage; return the record."""
         while True:
             found = await self.etcd.get(keys.obj(key))
             if found is None:
                 return None
             record = ObjectRecord.from_json(found.value)
+            if await self._delete_record(record, found.mod_revision):
+                return record
+
+    @_etcd_errors
+    async def expire_object(self, key: str, now: float) -> ObjectRecord | None:
+        """Evict an object whose lifetime is over at ``now``; the record, or None if it is gone or not expired.
+
+        Its index entry is first marked expired, then deleted with the
+        record, so that the catalog's events call this eviction ``expire``.
+        """
+        found = await self.etcd.get(keys.obj(key))
+        if found is None:
+            return None
+        record = ObjectRecord.from_json(found.value)
+        if not record.expired(now):
+            return None
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
+            success=[
+                self._tx.put(
+                    keys.index_entry(record.owner, record.catalog, key),
+                    _dumps({**record.index_entry(), "expired": True}),
+                )
+            ],
+            failure=[],
+        )
+        return record if ok and await self._delete_record(record, found.mod_revision) else None
+
+    async def _delete_record(self, record: ObjectRecord, revision: int) -> bool:
+        """Delete ``record`` (last changed at ``revision``) and count it out of its owner's usage.
+
+        Returns False when the record changed since ``revision``.
+
+        Raises:
+            Unavailable: the owner's usage counter kept changing.
+        """
+        usage_key = keys.usage(record.owner)
+        if usage_key not in self._seen:
+            await self._read_again([usage_key])
+        for _ in range(CAS_ATTEMPTS):
+            compared = {usage_key: self._seen[usage_key]}
+            usage = self._usage_seen(record.owner).add(-record.size, -1)
             ok, replies = await self.etcd.transaction(
-                compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
+                compare=[self._tx.mod(keys.obj(record.key)) == revision, self._unchanged(usage_key)],
                 success=[
-                    self._tx.delete(keys.obj(key)),
-                    self._tx.delete(keys.index_entry(record.owner, record.catalog, key)),
-                    *([self._tx.delete(keys.inline_data(key))] if record.inline else []),
+                    self._tx.delete(keys.obj(record.key)),
+                    self._tx.delete(keys.index_entry(record.owner, record.catalog, record.key)),
+                    *([self._tx.delete(keys.inline_data(record.key))] if record.inline else []),
+                    self._tx.put(usage_key, usage.to_json()),
                 ],
                 failure=[],
             )
             if ok:
-                self._objects.changed(key, replies[0].response_delete_range.header.revision)
-                return record
+                deleted = replies[0].response_delete_range.header.revision
+                self._seen[usage_key] = (usage.to_json(), deleted)
+                self._objects.changed(record.key, deleted)
+                return True
+            if not await self._changed_since(compared):
+                return False  # the record changed
+        raise Unavailable(f"The usage counter of {record.owner!r} kept changing; evict object {record.key} again.")
 
     @_etcd_errors
-    async def list_catalog(self, owner: str, catalog: str) -> list[tuple[str, dict[str, Any]]]:
-        """``(key, {"name", "size", "created"})`` of every object in a catalog."""
+    async def list_catalog(
+        self, owner: str, catalog: str, live_at: float | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``(key, {"name", "size", "created", "expires"})`` of every object in a catalog.
+
+        With ``live_at``, objects expired at that time are left out.
+        """
         prefix = keys.index_prefix(owner, catalog)
-        found = await self.etcd.get_prefix(prefix)
-        return [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in found]
+        found = [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in await self.etcd.get_prefix(prefix)]
+        return found if live_at is None else [(k, e) for k, e in found if not entry_expired(e, live_at)]
 
     # chunk-ticket keys --------------------------------------------------------
 
@@ -623,8 +829,10 @@ class Registry:
     # catalogs, shares and events ----------------------------------------------
 
     @_etcd_errors
-    async def create_catalog(self, owner: str, name: str, k: int = 0, m: int = 0) -> None:
+    async def create_catalog(self, owner: str, name: str, k: int = 0, m: int = 0, ttl: float = 0.0) -> None:
         """Create an empty catalog, with the erasure-coding policy of its puts if ``k`` is not 0.
+
+        ``ttl``: the lifetime in seconds of puts into it that give none (0: forever).
 
         Raises:
             AlreadyExists: the owner has a catalog of that name.
@@ -632,6 +840,8 @@ class Registry:
         info: dict[str, Any] = {"owner": owner, "name": name, "created": time.time()}
         if k:
             info |= {"k": k, "m": m}
+        if ttl:
+            info["ttl"] = ttl
         ok, _ = await self.etcd.transaction(
             compare=[self._tx.create(keys.catalog(owner, name)) == 0],
             success=[self._tx.put(keys.catalog(owner, name), _dumps(info))],
@@ -685,7 +895,7 @@ class Registry:
         found = await self.etcd.get(keys.catalog(owner, name))
         if found is None:
             raise NotFound(f"There is no catalog {owner}/{name}.")
-        entries = await self.list_catalog(owner, name)
+        entries = await self.list_catalog(owner, name, live_at=time.time())
         return {
             **json.loads(found.value),
             "objects": len(entries),
@@ -785,8 +995,10 @@ class Registry:
                 kv = event.kv if event.kind == "PUT" else (event.prev_kv or event.kv)
                 if kv.key.startswith(objects):
                     entry = json.loads(kv.value) if kv.value else {}
+                    if event.kind == "PUT" and entry.get("expired"):
+                        continue  # marked before its eviction, which is the event
                     yield CatalogEvent(
-                        kind="put" if event.kind == "PUT" else "evict",
+                        kind="put" if event.kind == "PUT" else "expire" if entry.get("expired") else "evict",
                         key=kv.key[len(objects) :].decode(),
                         name=entry.get("name", ""),
                         size=entry.get("size", 0),

@@ -29,6 +29,7 @@ def connector(shared: Session, request: pytest.FixtureRequest) -> Iterator[DynoC
         catalog="proxystore",
         tls_ca=str(shared.fabric.tls_ca) if shared.fabric.tls_ca else None,
         relay=request.param == "relay",
+        ttl=3600.0 if request.param == "relay" else None,  # config() round-trips it
     )
     yield made
     made.close()
