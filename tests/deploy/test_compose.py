@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from dynostore.client import Client
+from dynostore.config import settings_from
+from dynostore.container.server import ContainerSettings
 from dynostore.local import free_port
 from tests.conftest import skip_or_fail
 
@@ -71,6 +73,10 @@ def test_compose_file_uses_the_host_network_and_own_volumes() -> None:
         mounts = services[name]["volumes"]
         assert f"{name}:/var/lib/dynostore/{name}" in mounts
         assert f"./containers/compose/{name}.toml:/etc/dynostore/container.toml:ro" in mounts
+    for i, name in enumerate(DATACONTAINERS, 1):
+        settings = settings_from(ContainerSettings, ROOT / "containers" / "compose" / f"{name}.toml", "container", {})
+        assert (settings.site, settings.backend) == (f"site{i}", "fs")
+        assert settings.root == Path(f"/var/lib/dynostore/{name}")  # in the service's own volume
     # Every service's image is one the Dockerfiles build.
     built = {services[s]["image"] for s in services if "build" in services[s]}
     assert {services[s]["image"] for s in services} == built
