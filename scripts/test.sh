@@ -24,6 +24,12 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   export DYNOSTORE_REQUIRE_ALL="${DYNOSTORE_REQUIRE_ALL:-1}"
 fi
 
+# Podman, podman-compose and a local base image for the compose stack's test (tests/deploy);
+# idempotent, about 1 s when already done. Without root that test is skipped with the reason.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  scripts/containers-setup.sh
+fi
+
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 ruff check .
