@@ -32,7 +32,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gateway",
         default=os.environ.get("DYNOSTORE_GATEWAY"),
-        help="gateway host:port [$DYNOSTORE_GATEWAY]",
+        help="gateway host:port, or several comma-separated [$DYNOSTORE_GATEWAY]",
     )
     p.add_argument("--token", default=os.environ.get("DYNOSTORE_TOKEN"), help="your token [$DYNOSTORE_TOKEN]")
     p.add_argument(
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", type=Path, help="TOML file describing a mixed fabric, e.g. fabric/mixed.toml")
     up.add_argument("--root", help="state directory (default ./dynostore-data)")
     up.add_argument("--containers", type=int, help="number of file-system containers (5; not with --config)")
+    up.add_argument("--etcd-members", type=int, default=1, help="members of the etcd cluster (1; 3 survives a loss)")
+    up.add_argument("--gateways", type=int, default=1, help="gateways, each reaching every etcd member (1)")
     up.add_argument("--k", type=int, help="data fragments (3)")
     up.add_argument("--m", type=int, help="parity fragments (2)")
     up.add_argument(
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gw = sub.add_parser("gateway", help="run a gateway (settings: --config FILE [gateway] table, then flags)")
     gw.add_argument("--config", type=Path, help="TOML settings file, e.g. gateway/gateway.toml")
-    gw.add_argument("--etcd", help="etcd host:port (default 127.0.0.1:2379)")
+    gw.add_argument("--etcd", help="etcd host:port, or its members' as a comma-separated list (default 127.0.0.1:2379)")
     gw.add_argument("--listen", help="address to serve on (default 127.0.0.1:8095)")
     gw.add_argument("--k", type=int, help="default data fragments (3)")
     gw.add_argument("--m", type=int, help="default parity fragments (2)")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "container", help="run a data container (settings: --config FILE [container] table, then flags)"
     )
     ct.add_argument("--config", type=Path, help="TOML settings file, e.g. containers/site-a.toml")
-    ct.add_argument("--gateway", help="gateway host:port to register with")
+    ct.add_argument("--gateway", help="gateway host:port to register with (or several, comma-separated)")
     ct.add_argument("--root", type=Path, help="state directory (fs: also the chunks; s3/rados: the container id)")
     ct.add_argument("--backend", choices=["fs", "memory", "s3", "rados"], help="storage backend (fs)")
     ct.add_argument("--site", help="site label used by placement (default)")
@@ -467,12 +469,23 @@ def _up(args: argparse.Namespace) -> int:
     m = config.m if args.m is None else args.m
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    fabric = LocalFabric(containers=config.containers, root=root, k=k, m=m, tls=args.tls, gateway_port=UP_PORT)
+    fabric = LocalFabric(
+        containers=config.containers,
+        root=root,
+        k=k,
+        m=m,
+        tls=args.tls,
+        gateway_port=UP_PORT,
+        etcd_members=args.etcd_members,
+        gateways=args.gateways,
+    )
     with fabric:
         for note in fabric.port_notes:
             print(f"note: {note}")
         print(f"DynoStore is up: {len(fabric.containers)} containers, state in {fabric.root}")
-        print(f"export DYNOSTORE_GATEWAY={fabric.gateway}")
+        if len(fabric.etcd_members) > 1 or len(fabric.gateways) > 1:
+            print(f"etcd members: {fabric.etcd_endpoints}")
+        print(f"export DYNOSTORE_GATEWAY={','.join(fabric.gateway_addresses)}")
         if fabric.tls_ca:
             print(f"export DYNOSTORE_TLS_CA={fabric.tls_ca}")
         print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")

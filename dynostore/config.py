@@ -53,7 +53,9 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
             return float(value)
         if option in (str, bool) and isinstance(value, option):
             return value
-    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        if option == list[str] and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    expected = " or ".join(str(o) if typing.get_args(o) else getattr(o, "__name__", str(o)) for o in options)
     raise InvalidArgument(f"{source}: setting {name!r} must be {expected}, not {value!r}.")
 
 

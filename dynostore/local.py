@@ -1,4 +1,4 @@
-"""An embedded local fabric: real etcd, a gateway and containers as subprocesses.
+"""An embedded local fabric: real etcd, gateways and containers as subprocesses.
 
 ```python
 from dynostore.local import LocalFabric
@@ -17,6 +17,10 @@ Every process is a handle to stop, kill and start again, for failure tests:
 gateway or etcd member comes back at the same address (its ports are picked
 once, when the fabric starts), so clients, containers and the gateway find
 it again on their own:
+
+An etcd cluster and several gateways: ``LocalFabric(etcd_members=3,
+gateways=2)``; every gateway reaches every member, and the containers and
+``fabric.client()`` use every gateway.
 
 ```python
 fabric.gateways[0].kill()  # SIGKILL; .stop() is SIGTERM
@@ -318,7 +322,7 @@ class ContainerHandle(ManagedProcess):
             *self._fabric.python_command,
             "container",
             "--config", str(config),
-            "--gateway", self._fabric.gateway,
+            "--gateway", ",".join(self._fabric.gateway_addresses),
             "--root", str(self.root),
             "--site", self.site,
             "--listen", listen,
@@ -359,6 +363,7 @@ class PinnedHandle(ManagedProcess):
         self.index = index
         self.ports: dict[str, int] = dict.fromkeys(roles, 0)
         self._fabric = fabric
+        self._port_deadline = 0.0
         super().__init__(name, [], fabric.root / "logs" / f"{name}.log")
 
     @property
@@ -379,15 +384,35 @@ class PinnedHandle(ManagedProcess):
                 server exited or was not ready within ``START_TIMEOUT``
                 seconds (nothing is left running then).
         """
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the server at its ports (once they are free) without waiting for it to be ready.
+
+        Servers that are ready only together (the members of an etcd cluster)
+        are all launched first, then waited for with :meth:`wait_started`.
+
+        Raises:
+            RuntimeError: the fabric has given it no ports, or a port stayed taken for ``PORT_WAIT`` seconds.
+        """
         if self.running:
             return
         if not all(self.ports.values()):
             raise RuntimeError(f"{self.name} has no ports yet: start the fabric first.")
-        deadline = time.monotonic() + PORT_WAIT
+        self._port_deadline = time.monotonic() + PORT_WAIT
+        self._wait_for_ports(self._port_deadline)
+        self.argv = self._command()
+        super().start()
+
+    def wait_started(self) -> None:
+        """Wait until the launched server is ready; launch it again if another process took a port first.
+
+        Raises:
+            RuntimeError: the server exited or was not ready within
+                ``START_TIMEOUT`` seconds (it is stopped then).
+        """
         while True:
-            self._wait_for_ports(deadline)
-            self.argv = self._command()
-            super().start()
             try:
                 self._wait_ready()
                 return
@@ -395,8 +420,11 @@ class PinnedHandle(ManagedProcess):
                 exited = not self.running
                 self.stop()  # a half-started server is no use to anyone
                 # Taken between the check and the bind: try again while there is time.
-                if not exited or time.monotonic() > deadline or all(map(_port_is_free, self.ports.values())):
+                if not exited or time.monotonic() > self._port_deadline or all(map(_port_is_free, self.ports.values())):
                     raise
+            self._wait_for_ports(self._port_deadline)
+            self.argv = self._command()
+            super().start()
 
     def _wait_for_ports(self, deadline: float) -> None:
         while busy := [port for port in self.ports.values() if not _port_is_free(port)]:
@@ -544,8 +572,8 @@ class LocalFabric:
 
     Attributes:
         containers: the data containers, as :class:`ContainerHandle`.
-        gateways: the gateways, as :class:`GatewayHandle` (one for now).
-        etcd_members: the etcd cluster's members, as :class:`EtcdHandle` (one for now).
+        gateways: the gateways, as :class:`GatewayHandle`; every one reaches every etcd member.
+        etcd_members: the etcd cluster's members, as :class:`EtcdHandle`.
     """
 
     def __init__(
@@ -563,6 +591,8 @@ class LocalFabric:
         gateway_args: Sequence[str] = (),
         gateway_port: int = 0,
         metrics: bool = False,
+        etcd_members: int = 1,
+        gateways: int = 1,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -585,10 +615,16 @@ class LocalFabric:
                 is free (0: any free port); ``port_notes`` says when it had to pick another.
             metrics: every gateway and container serves Prometheus metrics over HTTP;
                 each handle's ``metrics`` gives its ``host:port`` (``/metrics`` there).
+            etcd_members: members of the etcd cluster (3 survives the loss of one), each with
+                its own data directory (``root/etcd``, ``root/etcd1``...) and ports.
+            gateways: gateways, each reaching every etcd member; containers and
+                :meth:`client` use them all.
 
         Raises:
-            ValueError: ``sites`` does not give one label per container.
+            ValueError: ``sites`` does not give one label per container, or there is no etcd member or gateway.
         """
+        if etcd_members < 1 or gateways < 1:
+            raise ValueError("A fabric needs at least one etcd member and one gateway.")
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
@@ -613,8 +649,8 @@ class LocalFabric:
         self.admin_token = ""
         # The containers' credential: it may register containers and nothing else.
         self.container_token = ""
-        self.etcd_members = [EtcdHandle(0, self)]
-        self.gateways = [GatewayHandle(0, self)]
+        self.etcd_members = [EtcdHandle(i, self) for i in range(etcd_members)]
+        self.gateways = [GatewayHandle(i, self) for i in range(gateways)]
         self.gateway_port = gateway_port
         # Ports that were wanted (remembered in root, or gateway_port) but taken, and what was used instead.
         self.port_notes: list[str] = []
@@ -625,9 +661,19 @@ class LocalFabric:
         return self.gateways[0].address
 
     @property
+    def gateway_addresses(self) -> list[str]:
+        """Addresses of every gateway, the same after their restarts."""
+        return [gateway.address for gateway in self.gateways]
+
+    @property
     def etcd_address(self) -> str:
         """Client address (``host:port``) of the first etcd member ("" until the fabric starts)."""
         return self.etcd_members[0].address
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Client addresses of every etcd member, comma-separated, as a gateway's ``--etcd`` takes them."""
+        return ",".join(member.address for member in self.etcd_members)
 
     # life cycle -------------------------------------------------------------
 
@@ -643,7 +689,11 @@ class LocalFabric:
         self.stop()
 
     def start(self) -> None:
-        """Start etcd, the gateway and the containers; wait until all are ready."""
+        """Start etcd, the gateways and the containers; wait until all are ready.
+
+        The etcd members are all launched before any is waited for: none is
+        healthy before a majority of them is up.
+        """
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.admin_token = self._admin_token()
@@ -651,7 +701,9 @@ class LocalFabric:
                 self.tls_ca = self._certificates()
             self._assign_ports()
             for member in self.etcd_members:
-                member.start()
+                member.launch()
+            for member in self.etcd_members:
+                member.wait_started()
             for gateway in self.gateways:
                 gateway.start()
             self.container_token = self._container_token()
@@ -760,11 +812,11 @@ class LocalFabric:
     def etcd_args(self) -> list[str]:
         """The gateway's flags that reach this fabric's etcd (over TLS when the fabric uses it)."""
         tls = self._tls_flags("--etcd-tls-ca", "--etcd-tls-cert", "--etcd-tls-key") if self.tls_ca else []
-        return ["--etcd", self.etcd_address, *tls]
+        return ["--etcd", self.etcd_endpoints, *tls]
 
     def etcd_client(self) -> EtcdClient:
         """A client of this fabric's etcd, for tests and benchmarks that look underneath."""
-        return EtcdClient(self.etcd_address, self.etcd_tls)
+        return EtcdClient(self.etcd_endpoints, self.etcd_tls)
 
     @property
     def tls_args(self) -> list[str]:
@@ -774,8 +826,8 @@ class LocalFabric:
     # conveniences -----------------------------------------------------------
 
     def client(self, **kwargs: object) -> Client:
-        """A new :class:`~dynostore.client.Client` of this fabric's gateway."""
-        return Client(self.gateway, tls_ca=self.tls_ca, **kwargs)  # type: ignore[arg-type]
+        """A new :class:`~dynostore.client.Client` of this fabric's gateways (all of them)."""
+        return Client(self.gateway_addresses, tls_ca=self.tls_ca, **kwargs)  # type: ignore[arg-type]
 
     def create_user(self, name: str) -> str:
         """Create user ``name`` and return its token."""
@@ -790,7 +842,7 @@ class LocalFabric:
         """
 
         async def newest() -> TicketKeyRecord:
-            registry = Registry(self.etcd_address, tls=self.etcd_tls)
+            registry = Registry(self.etcd_endpoints, tls=self.etcd_tls)
             try:
                 return [r for r in await registry.ticket_keys() if r.signing(time.time())][-1]
             finally:

@@ -50,7 +50,7 @@ class DynoConnector:
 
     def __init__(
         self,
-        apigateway: str,
+        apigateway: str | Sequence[str],
         token_user: str,
         catalog: str,
         *,
@@ -64,7 +64,8 @@ class DynoConnector:
         """Connect to the gateway at ``apigateway`` as the owner of ``token_user``.
 
         Args:
-            apigateway: gateway address, ``host:port``.
+            apigateway: gateway address, ``host:port``, or several (a list, or
+                comma-separated): calls are spread over them and fail over.
             token_user: the user's token.
             catalog: catalog that receives the objects.
             k: data fragments per segment (0: the catalog's policy, else the gateway's default).
@@ -78,7 +79,9 @@ class DynoConnector:
         Raises:
             InvalidArgument: ``ttl`` is negative or not a number.
         """
-        self.apigateway = apigateway
+        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca, relay=relay)
+        # Comma-separated, so the config stays a plain string.
+        self.apigateway = self._client.gateway
         self.token_user = token_user
         self.catalog = catalog
         self.k, self.m = k, m
@@ -86,7 +89,6 @@ class DynoConnector:
         self.tls_ca = tls_ca
         self.relay = relay
         self.ttl = None if ttl is None else validation.ttl(ttl)
-        self._client: Client | None = Client(apigateway, timeout=timeout, k=k, m=m, tls_ca=tls_ca, relay=relay)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(apigateway={self.apigateway!r}, catalog={self.catalog!r})"

@@ -68,7 +68,7 @@ class Client:
 
     def __init__(
         self,
-        gateway: str,
+        gateway: str | Sequence[str],
         *,
         placement: PlacementPolicy | None = None,
         timeout: float = 30.0,
@@ -79,7 +79,7 @@ class Client:
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
     ) -> None:
-        """Connect to the gateway at ``gateway`` (``host:port``); arguments as for :class:`AsyncClient`."""
+        """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`."""
         self._async = AsyncClient(
             gateway,
             placement=placement,
@@ -91,7 +91,7 @@ class Client:
             tls_ca=tls_ca,
             relay=relay,
         )
-        self.gateway = gateway
+        self.gateway = self._async.gateway
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dynostore-client", daemon=True)
         self._thread.start()

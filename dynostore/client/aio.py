@@ -28,6 +28,7 @@ from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, from_rpc_error
+from dynostore.rpc.channels import endpoint_list
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 
@@ -193,7 +194,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        gateway: str,
+        gateway: str | Sequence[str],
         *,
         placement: PlacementPolicy | None = None,
         timeout: float = 30.0,
@@ -204,10 +205,12 @@ class AsyncClient:
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
     ) -> None:
-        """Prepare a client of the gateway at ``gateway`` (``host:port``); connects lazily.
+        """Prepare a client of the gateway at ``gateway`` (``host:port``), or of several; connects lazily.
 
         Args:
-            gateway: address of a DynoStore gateway.
+            gateway: address of a DynoStore gateway, or of several gateways of
+                one fabric (a list, or comma-separated): calls are spread over
+                them, and a call that finds one unavailable is retried on another.
             placement: chooses containers for chunks (default: SpreadPlacement).
             timeout: seconds allowed for each control call and each chunk batch.
             fragment_timeout: seconds a container may stall a chunk stream before it
@@ -222,13 +225,14 @@ class AsyncClient:
         Raises:
             InvalidArgument: the address or the policy is malformed.
         """
-        if not isinstance(gateway, str) or not gateway:
-            raise InvalidArgument("The gateway address must be a 'host:port' string.")
+        if not isinstance(gateway, str | list | tuple) or not all(isinstance(g, str) for g in gateway):
+            raise InvalidArgument("The gateway address must be a 'host:port' string, or a list of them.")
         tune_malloc()
-        self.gateway = gateway
+        # Comma-separated: "host1:8095,host2:8095".
+        self.gateway = ",".join(endpoint_list(gateway))
         self.k, self.m = k, m
         self._pipeline = Pipeline(
-            gateway,
+            self.gateway,
             placement=placement,
             timeout=timeout,
             fragment_timeout=fragment_timeout,

@@ -51,7 +51,7 @@ class _RetriedIntoError(Exception):
 
 
 class GatewayConnection:
-    """Channels to one gateway and its containers, and control calls to the gateway."""
+    """Channels to the gateway (or gateways) and the containers, and control calls to the gateway."""
 
     def __init__(
         self,
@@ -67,6 +67,11 @@ class GatewayConnection:
         relay: bool = False,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
+
+        ``gateway`` may name several gateways, comma-separated: one channel
+        then spreads the calls over those that are up (see
+        :mod:`dynostore.rpc.channels`), and the retries of a call that found
+        one unavailable go to the others.
 
         ``fragment_timeout`` bounds the wait for any one fragment from or to a
         container, so a hung container costs at most that long before parity

@@ -19,6 +19,7 @@ from dynostore.metrics.caches import export_caches
 from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
+from dynostore.rpc.channels import endpoint_list
 from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 class GatewaySettings:
     """Everything a gateway needs to run."""
 
-    etcd: str = "127.0.0.1:2379"
+    # etcd's client endpoint, or those of its cluster's members: a list or a comma-separated string.
+    etcd: str | list[str] = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8095"
     # Default erasure-coding policy: k data + m parity fragments per segment.
     k: int = 3
@@ -66,6 +68,7 @@ class GatewaySettings:
             raise InvalidArgument(f"object_cache_entries must be 0 or more, not {self.object_cache_entries}.")
         if self.metrics_listen is not None:
             parse_listen(self.metrics_listen)
+        endpoint_list(self.etcd)
 
     @property
     def policy(self) -> GatewayPolicy:
@@ -99,7 +102,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         metrics=metrics is not None,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
-    log.info("Gateway serving on %s (etcd %s)", address, settings.etcd)
+    log.info("Gateway serving on %s (etcd %s)", address, ",".join(endpoint_list(settings.etcd)))
     print(f"gateway listening on {address}", flush=True)
     if settings.ready_file:
         temp = settings.ready_file.with_name(settings.ready_file.name + ".tmp")

@@ -14,7 +14,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -203,8 +203,11 @@ def expiry(created: float, ttl: float, catalog: dict[str, Any] | None) -> float:
 class Registry:
     """DynoStore's view of etcd."""
 
-    def __init__(self, address: str, object_cache_entries: int = 0, tls: Tls | None = None) -> None:
-        """Connect (lazily) to the etcd at ``host:port``, over TLS when ``tls`` is given.
+    def __init__(self, address: str | Sequence[str], object_cache_entries: int = 0, tls: Tls | None = None) -> None:
+        """Connect (lazily) to etcd at ``host:port``, over TLS when ``tls`` is given.
+
+        ``address`` may name several members of a cluster (a list, or
+        comma-separated): calls then go to any member that is up.
 
         Tokens (always) and up to ``object_cache_entries`` object records,
         inline bytes included, are cached in memory while :meth:`watch` runs.

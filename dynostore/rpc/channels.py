@@ -1,9 +1,24 @@
-"""Client-side channel settings shared by the SDK, gateway and containers."""
+"""Client-side channel settings shared by the SDK, gateway and containers.
+
+A channel may lead to several servers of one kind (gateways, or the members
+of an etcd cluster), given as a list of ``host:port`` or one comma-separated
+string. It then holds one connection per server under gRPC's
+``round_robin`` policy: calls are spread over the servers that are
+connected; a server that dies drops out (the calls in flight on it fail
+``UNAVAILABLE``, and a retry goes to another) and is taken back once it
+answers again.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
+from dynostore.errors import InvalidArgument
 from dynostore.rpc.tls import Tls
 
 # Fragments travel as ~1 MiB messages; leave room for larger segment sizes.
@@ -19,11 +34,81 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def open_channel(address: str, tls: Tls | None = None) -> grpc.aio.Channel:
-    """Open an asyncio channel to ``address`` (``host:port``), over TLS when ``tls`` is given."""
+def endpoint_list(endpoints: str | Sequence[str]) -> list[str]:
+    """``host:port`` endpoints from a comma-separated string or a list of them.
+
+    Raises:
+        InvalidArgument: no endpoint is given, or one has no port.
+    """
+    given = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    found = [endpoint.strip() for endpoint in given if endpoint.strip()]
+    if not found:
+        raise InvalidArgument("Give at least one host:port address.")
+    for endpoint in found:
+        if not endpoint.rpartition(":")[2].isdigit():
+            raise InvalidArgument(f"Address {endpoint!r} is not host:port.")
+    return found
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def channel_target(endpoints: Sequence[str]) -> str:
+    """The gRPC target of ``endpoints``: ``host:port`` for one, an ``ipv4:``/``ipv6:`` address list for several.
+
+    Host names among several endpoints are resolved now (the first address of each).
+
+    Raises:
+        InvalidArgument: a host name does not resolve, or the endpoints mix IPv4 and IPv6.
+    """
+    if len(endpoints) == 1:
+        return endpoints[0]
+    addresses = []
+    for endpoint in endpoints:
+        host, port = _split(endpoint)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                ip = ipaddress.ip_address(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+            except OSError as exc:
+                raise InvalidArgument(f"Cannot resolve {endpoint!r}: {exc}") from None
+        addresses.append((ip, port))
+    if len({ip.version for ip, _ in addresses}) > 1:
+        raise InvalidArgument(f"The addresses {list(endpoints)} mix IPv4 and IPv6; use one kind.")
+    if addresses[0][0].version == 4:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addresses)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in addresses)
+
+
+def balancing_options(endpoints: Sequence[str], tls: bool) -> dict[str, Any]:
+    """Channel options for a channel to ``endpoints``: round robin over several.
+
+    Over TLS, every server's certificate must then be valid for the first
+    endpoint's host (one certificate naming every server is).
+    """
+    if len(endpoints) == 1:
+        return {}
+    options: dict[str, Any] = {"grpc.lb_policy_name": "round_robin"}
+    if tls:
+        options["grpc.ssl_target_name_override"] = _split(endpoints[0])[0]
+    return options
+
+
+def open_channel(address: str | Sequence[str], tls: Tls | None = None) -> grpc.aio.Channel:
+    """Open an asyncio channel to ``address`` (``host:port``, or several), over TLS when ``tls`` is given.
+
+    Raises:
+        InvalidArgument: see :func:`endpoint_list` and :func:`channel_target`.
+    """
+    endpoints = endpoint_list(address)
+    target = channel_target(endpoints)
+    options = [*CHANNEL_OPTIONS, *balancing_options(endpoints, tls is not None).items()]
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:

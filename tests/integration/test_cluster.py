@@ -1,0 +1,146 @@
+"""An etcd cluster of three members and two gateways: losing any one of them loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynostore.client import Client
+from dynostore.errors import DynoStoreError
+from dynostore.local import EtcdHandle, LocalFabric, PinnedHandle, free_port
+from dynostore.registry.etcd import EtcdClient
+from dynostore.rpc.tls import Tls
+from tests.conftest import SESSION_PIDS
+from tests.integration.conftest import Session, dynostore_up, eventually
+from tests.integration.test_etcd_tls import can_read
+
+# Bound on a failover: a new etcd leader is elected in about a second, a dead gateway is skipped at once.
+FAILOVER = 20.0
+SIZES = [100, 300_000]  # inline in etcd, and erasure-coded
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """A fabric of 3 etcd members and 2 gateways for the module; each test leaves every process running."""
+    root = tmp_path_factory.mktemp("cluster")
+    with LocalFabric(containers=5, root=root, etcd_members=3, gateways=2) as fabric, fabric.client() as client:
+        yield Session(fabric, client, fabric.create_user("carol"))
+
+
+def _restart(handle: PinnedHandle) -> None:
+    """Start ``handle`` again; its new process belongs to the module's fabric, which stops it."""
+    address = handle.address
+    handle.start()
+    assert handle.pid is not None
+    SESSION_PIDS.add(handle.pid)
+    assert handle.address == address
+
+
+def _is_leader(member: EtcdHandle) -> bool:
+    request = urllib.request.Request(f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        status = json.loads(reply.read())
+    return bool(status["header"]["member_id"] == status["leader"])
+
+
+def _put_works(client: Client, token: str) -> bool:
+    try:
+        key = client.put(b"after the loss", token_user=token, catalog="cluster")
+        return client.get(key=key, token_user=token) == b"after the loss"
+    except DynoStoreError:
+        return False
+
+
+def _put_everywhere(session: Session) -> dict[str, bytes]:
+    objects = {}
+    for number, size in enumerate(SIZES):
+        data = bytes([number + 1]) * size
+        objects[session.client.put(data, token_user=session.token, catalog="cluster")] = data
+    return objects
+
+
+def _read_back(session: Session, objects: dict[str, bytes]) -> None:
+    for gateway in session.fabric.gateway_addresses:
+        with Client(gateway, timeout=5, tls_ca=session.fabric.tls_ca) as client:
+            assert eventually(functools.partial(_put_works, client, session.token), within=FAILOVER), gateway
+            for key, data in objects.items():
+                assert client.get(key=key, token_user=session.token) == data
+
+
+def test_the_cluster_and_both_gateways_serve(cluster: Session) -> None:
+    fabric = cluster.fabric
+    assert len(fabric.etcd_members) == 3
+    assert fabric.gateway == fabric.gateways[0].address
+    assert len({m.data_dir for m in fabric.etcd_members}) == 3
+    _read_back(cluster, _put_everywhere(cluster))
+
+
+@pytest.mark.parametrize("role", ["follower", "leader"])
+def test_an_etcd_member_killed_loses_nothing(cluster: Session, role: str) -> None:
+    objects = _put_everywhere(cluster)
+    members = cluster.fabric.etcd_members
+    assert eventually(lambda: any(map(_is_leader, members)), within=FAILOVER)
+    victim = next(m for m in members if _is_leader(m) == (role == "leader"))
+    victim.kill()
+    try:
+        _read_back(cluster, objects)
+        assert _put_works(cluster.client, cluster.token)
+    finally:
+        _restart(victim)
+    _read_back(cluster, objects)
+
+
+def test_a_gateway_killed_the_client_of_both_goes_on(cluster: Session) -> None:
+    objects = _put_everywhere(cluster)
+    victim = cluster.fabric.gateways[1]
+    victim.kill()
+    try:
+        with Client(cluster.fabric.gateway_addresses, timeout=5) as client:
+            for _ in range(10):  # calls go round both gateways: every one must find the live one
+                assert _put_works(client, cluster.token)
+            for key, data in objects.items():
+                assert client.get(key=key, token_user=cluster.token) == data
+    finally:
+        _restart(victim)
+    _read_back(cluster, objects)
+
+
+def test_dynostore_up_runs_a_cluster(tmp_path: Path) -> None:
+    # A root remembers its ports: this one's first gateway is not at 8095, where other runs of `up` may be.
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "ports.json").write_text(json.dumps({"gateway_grpc": free_port()}))
+    with dynostore_up("--root", str(tmp_path / "up"), "--containers", "3", "--k", "2", "--m", "1",
+                      "--etcd-members", "3", "--gateways", "2") as (gateway, admin, text):  # fmt: skip
+        assert len(gateway.split(",")) == 2
+        assert len(text.split("etcd members: ")[1].split()[0].split(",")) == 3
+        env = {**os.environ, "DYNOSTORE_GATEWAY": gateway, "DYNOSTORE_TOKEN": admin}
+        done = subprocess.run(
+            [sys.executable, "-m", "dynostore", "catalog", "create", "up"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with Client(gateway) as client:
+            key = client.put(b"through both", token_user=admin, catalog="up")
+            assert client.get(key=key, token_user=admin) == b"through both"
+
+
+def test_a_tls_cluster_takes_client_certificates_at_every_member(tmp_path: Path) -> None:
+    with LocalFabric(containers=2, k=1, m=1, root=tmp_path / "f", tls=True, etcd_members=3, gateways=2) as fabric:
+        session = Session(fabric, fabric.client(timeout=5), fabric.create_user("tess"))
+        with session.client:
+            objects = _put_everywhere(session)
+            fabric.etcd_members[0].kill()  # the first endpoint, whose host the TLS check names
+            _read_back(session, objects)
+            tls = fabric.etcd_tls
+            assert tls is not None
+            assert asyncio.run(can_read(fabric.etcd_client()))
+            assert not asyncio.run(can_read(EtcdClient(fabric.etcd_endpoints, Tls(ca=tls.ca), timeout=5)))
