@@ -65,7 +65,7 @@ class DynoConnector:
 
         Args:
             apigateway: gateway address, ``host:port``, or several (a list, or
-                comma-separated): calls are spread over them and fail over.
+                comma-separated), as for :class:`~dynostore.client.Client`.
             token_user: the user's token.
             catalog: catalog that receives the objects.
             k: data fragments per segment (0: the catalog's policy, else the gateway's default).

@@ -209,8 +209,10 @@ class AsyncClient:
 
         Args:
             gateway: address of a DynoStore gateway, or of several gateways of
-                one fabric (a list, or comma-separated): calls are spread over
-                them, and a call that finds one unavailable is retried on another.
+                one fabric (a list, or comma-separated): the client keeps to one
+                of them, in a random order of its own (so clients spread over
+                them and each reads its own writes), and a call that finds it
+                unavailable is retried on the next.
             placement: chooses containers for chunks (default: SpreadPlacement).
             timeout: seconds allowed for each control call and each chunk batch.
             fragment_timeout: seconds a container may stall a chunk stream before it

@@ -69,9 +69,9 @@ class GatewayConnection:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
         ``gateway`` may name several gateways, comma-separated: one channel
-        then spreads the calls over those that are up (see
+        then keeps to one of them, taken in a random order (see
         :mod:`dynostore.rpc.channels`), and the retries of a call that found
-        one unavailable go to the others.
+        it unavailable go to the next.
 
         ``fragment_timeout`` bounds the wait for any one fragment from or to a
         container, so a hung container costs at most that long before parity

@@ -2,16 +2,25 @@
 
 A channel may lead to several servers of one kind (gateways, or the members
 of an etcd cluster), given as a list of ``host:port`` or one comma-separated
-string. It then holds one connection per server under gRPC's
-``round_robin`` policy: calls are spread over the servers that are
-connected; a server that dies drops out (the calls in flight on it fail
-``UNAVAILABLE``, and a retry goes to another) and is taken back once it
-answers again.
+string. Two gRPC policies choose among them:
+
+* ``round_robin`` (etcd members, whose reads are linearizable on any
+  member): one connection per server, calls spread over those connected;
+  a server that dies drops out and is taken back once it answers again.
+* ``pick_first`` over the list in a random order of the channel's own
+  (gateways): each channel keeps to one gateway, so a client reads its own
+  writes through that gateway's record cache, and channels (clients,
+  containers) spread over the gateways. When its gateway dies, the channel
+  connects to the next one that answers.
+
+Either way the calls in flight on a server that dies fail ``UNAVAILABLE``,
+and a retry goes to another.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -83,15 +92,15 @@ def channel_target(endpoints: Sequence[str]) -> str:
     return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in addresses)
 
 
-def balancing_options(endpoints: Sequence[str], tls: bool) -> dict[str, Any]:
-    """Channel options for a channel to ``endpoints``: round robin over several.
+def balancing_options(endpoints: Sequence[str], tls: bool, *, spread: bool) -> dict[str, Any]:
+    """Channel options for a channel to ``endpoints``: with several, ``round_robin`` if ``spread``, else ``pick_first``.
 
     Over TLS, every server's certificate must then be valid for the first
     endpoint's host (one certificate naming every server is).
     """
     if len(endpoints) == 1:
         return {}
-    options: dict[str, Any] = {"grpc.lb_policy_name": "round_robin"}
+    options: dict[str, Any] = {"grpc.lb_policy_name": "round_robin" if spread else "pick_first"}
     if tls:
         options["grpc.ssl_target_name_override"] = _split(endpoints[0])[0]
     return options
@@ -100,12 +109,15 @@ def balancing_options(endpoints: Sequence[str], tls: bool) -> dict[str, Any]:
 def open_channel(address: str | Sequence[str], tls: Tls | None = None) -> grpc.aio.Channel:
     """Open an asyncio channel to ``address`` (``host:port``, or several), over TLS when ``tls`` is given.
 
+    With several, the channel keeps to one of them, taken in a random order
+    (``pick_first``), and moves on to the next when it stops answering.
+
     Raises:
         InvalidArgument: see :func:`endpoint_list` and :func:`channel_target`.
     """
     endpoints = endpoint_list(address)
-    target = channel_target(endpoints)
-    options = [*CHANNEL_OPTIONS, *balancing_options(endpoints, tls is not None).items()]
+    target = channel_target(random.sample(endpoints, len(endpoints)))
+    options = [*CHANNEL_OPTIONS, *balancing_options(endpoints, tls is not None, spread=False).items()]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)

@@ -304,7 +304,7 @@ class Handler(BaseHTTPRequestHandler):
 def serve(gateway: str, listen: str = "127.0.0.1:8088", tls_ca: str | None = None, relay: bool = False) -> None:
     """Serve the web UI for the fabric at ``gateway`` until interrupted (``relay``: data through the gateway).
 
-    ``gateway`` may name several gateways, comma-separated; the UI's client spreads its calls over them.
+    ``gateway`` may name several gateways, comma-separated; the UI's client fails over between them.
     """
     host, _, port = listen.rpartition(":")
     with (

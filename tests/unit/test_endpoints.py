@@ -27,8 +27,9 @@ def test_several_endpoints_make_one_balanced_target() -> None:
     assert channel_target(["[::1]:1", "[::1]:2"]) == "ipv6:[::1]:1,[::1]:2"
     with pytest.raises(InvalidArgument, match="mix IPv4 and IPv6"):
         channel_target(["127.0.0.1:1", "[::1]:2"])
-    assert balancing_options(["a:1"], tls=True) == {}
-    assert balancing_options(["a:1", "b:2"], tls=True) == {
+    assert balancing_options(["a:1"], tls=True, spread=True) == {}
+    assert balancing_options(["a:1", "b:2"], tls=False, spread=False) == {"grpc.lb_policy_name": "pick_first"}
+    assert balancing_options(["a:1", "b:2"], tls=True, spread=True) == {
         "grpc.lb_policy_name": "round_robin",
         "grpc.ssl_target_name_override": "a",
     }
