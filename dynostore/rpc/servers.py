@@ -13,6 +13,10 @@ from dynostore.rpc.channels import CHANNEL_OPTIONS
 from dynostore.rpc.errors import ErrorMappingInterceptor
 from dynostore.rpc.tls import Tls
 
+# gRPC servers set SO_REUSEPORT by default: a second server on a port in use would bind it
+# without error and take half its connections. A port in use must be an error instead.
+SERVER_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)]
+
 
 async def start_server(
     address: str,
@@ -33,7 +37,7 @@ async def start_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
     if metrics:
         interceptors.insert(0, MetricsInterceptor())
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
