@@ -21,10 +21,9 @@ from typing import Any
 import grpc
 
 from dynostore.metrics import RPC_DURATION, RPC_REQUESTS
+from dynostore.rpc.errors import WrappingInterceptor
 
 Behavior = Callable[[Any, Any], Any]
-# Wrapped handlers kept, one per method (a bound against handlers made up per call).
-_MAX_CACHED = 1024
 
 
 def _code(context: grpc.aio.ServicerContext, default: str) -> str:
@@ -91,31 +90,15 @@ def _wrap(behavior: Behavior, recorder: _Recorder) -> Behavior:
     return behavior
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Record ``dynostore_rpc_requests_total`` and ``dynostore_rpc_duration_seconds`` for every call."""
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._handlers.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler with every behavior counted and timed."""
         recorder = _Recorder(method)
         changes = {
             kind: _wrap(getattr(handler, kind), recorder)
             for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
             if getattr(handler, kind) is not None
         }
-        wrapped = handler._replace(**changes)
-        if len(self._handlers) < _MAX_CACHED:
-            self._handlers[method] = (handler, wrapped)
-        return wrapped
+        return handler._replace(**changes)

@@ -310,12 +310,10 @@ def _wrap(behavior: Behavior, guard: _Guard, response_streaming: bool) -> Behavi
     return sync_call
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Answer each failure with its status code; see the module docstring for the rules."""
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once (:meth:`wrap`), cached per method."""
 
-    def __init__(self, log_interval: float = LOG_INTERVAL) -> None:
-        """Log at most one line per method and kind of failure every ``log_interval`` seconds."""
-        self._limiter = LogLimiter(log_interval)
+    def __init__(self) -> None:
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -330,12 +328,26 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         cached = self._handlers.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler, method)
+        wrapped = self.wrap(handler, method)
         if len(self._handlers) < _MAX_CACHED:
             self._handlers[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler to serve ``method`` with instead of ``handler``."""
+        raise NotImplementedError
+
+
+class ErrorMappingInterceptor(WrappingInterceptor):
+    """Answer each failure with its status code; see the module docstring for the rules."""
+
+    def __init__(self, log_interval: float = LOG_INTERVAL) -> None:
+        """Log at most one line per method and kind of failure every ``log_interval`` seconds."""
+        super().__init__()
+        self._limiter = LogLimiter(log_interval)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """Tolerant deserializer, guarded behavior (see the module docstring)."""
         deserializer = handler.request_deserializer
         guard = _Guard(method, _request_type(method, deserializer), handler.request_streaming, self._limiter)
         changes: dict[str, Any] = {}
