@@ -46,6 +46,14 @@ def _client_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("DYNOSTORE_RELAY", "") not in ("", "0"),
         help="move data through the gateway, for hosts that cannot reach the containers [$DYNOSTORE_RELAY=1]",
     )
+    p.add_argument(
+        "--no-hedging",
+        dest="hedging",
+        action="store_false",
+        default=os.environ.get("DYNOSTORE_HEDGING", "1") not in ("", "0"),
+        help="wait for every chunk: no extra reads of lagging chunks, no puts that leave lagging chunks to "
+        "repair [$DYNOSTORE_HEDGING=0]",
+    )
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -268,7 +276,7 @@ def _client_command(args: argparse.Namespace) -> int:
         raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
     if not args.token:
         raise SystemExit("error: no token; pass --token or set DYNOSTORE_TOKEN.")
-    with Client(args.gateway, tls_ca=args.tls_ca, relay=args.relay) as client:
+    with Client(args.gateway, tls_ca=args.tls_ca, relay=args.relay, hedging=args.hedging) as client:
         if args.command == "put":
             progress = _show_progress(args.file.stat().st_size)
             print(

@@ -34,6 +34,7 @@ from dynostore.client.aio import (
     UserUsage,
     join_each,
 )
+from dynostore.client.latency import HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
@@ -46,6 +47,7 @@ __all__ = [
     "ChunkState",
     "Client",
     "Event",
+    "HedgePolicy",
     "ObjectInfo",
     "ObjectStat",
     "PlacementPolicy",
@@ -78,6 +80,8 @@ class Client:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        hedging: bool = True,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`."""
         self._async = AsyncClient(
@@ -90,6 +94,8 @@ class Client:
             m=m,
             tls_ca=tls_ca,
             relay=relay,
+            hedging=hedging,
+            hedge=hedge,
         )
         self.gateway = self._async.gateway
         self._loop = asyncio.new_event_loop()

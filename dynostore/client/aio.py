@@ -23,6 +23,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
+from dynostore.client.latency import HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
@@ -204,6 +205,8 @@ class AsyncClient:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        hedging: bool = True,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         """Prepare a client of the gateway at ``gateway`` (``host:port``), or of several; connects lazily.
 
@@ -223,6 +226,11 @@ class AsyncClient:
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move object bytes through the gateway, which codes and places
                 them (for clients that can reach the gateway but not the containers).
+            hedging: gets read from the containers expected to answer first and
+                read another chunk beside one that lags; puts stop waiting for
+                chunks that lag once k + 1 are durable and record them missing
+                (the gateway's repair sweeps rebuild them). False: wait for each.
+            hedge: the deadlines of hedging (default: ``HedgePolicy()``).
 
         Raises:
             InvalidArgument: the address or the policy is malformed.
@@ -241,6 +249,8 @@ class AsyncClient:
             retries=retries,
             tls=Tls.load(Path(tls_ca)) if tls_ca else None,
             relay=relay,
+            hedging=hedging,
+            hedge=hedge,
         )
 
     async def close(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -82,6 +83,23 @@ class ChunkRef:
     ticket: str = ""
 
 
+@dataclass(frozen=True)
+class WriteHedge:
+    """When a put stops waiting for its lagging chunks: see :meth:`HedgePolicy.write_grace`."""
+
+    # Positions (into the refs written) of each object's chunks.
+    objects: Sequence[range]
+    # Chunks of each object that must be stored before any lagging one is given up.
+    quorum: int
+    # Seconds more for the others, given the seconds the quorum took.
+    grace: Callable[[float], float]
+
+
+def lagged_reason(quorum: int) -> str:
+    """Why a put gave up a chunk that lagged (the commit records it missing)."""
+    return f"lagged behind the first {quorum} chunks past the hedge grace; recorded missing, for repair"
+
+
 def _batches(refs: Sequence[ChunkRef], sizes: Sequence[int]) -> list[list[int]]:
     """Positions of ``refs`` grouped per address into calls within the batch limits."""
     by_address: dict[str, list[list[int]]] = {}
@@ -102,13 +120,18 @@ async def write_whole_chunks(
     fragments: Sequence[bytes],
     timeout: float,
     retry_timeout: float,
+    hedge: WriteHedge | None = None,
 ) -> list[str | None]:
     """Write one-fragment chunks, one WriteChunks call per container (and batch limit).
 
     Returns an error description per chunk (None when stored). A call that
     cannot reach its container is tried once more, waiting for the connection.
+    With ``hedge``, once every object has ``hedge.quorum`` chunks stored, the
+    calls still running get ``hedge.grace`` more seconds and are then
+    cancelled (their chunks count as not stored).
     """
     errors: list[str | None] = [None] * len(refs)
+    stored: set[int] = set()
 
     async def call(group: list[int]) -> None:
         request = container_pb2.WriteChunksRequest(
@@ -139,8 +162,35 @@ async def write_whole_chunks(
             if status.code:
                 error = error_for_code(status.code, status.message)
                 errors[i] = f"{type(error).__name__}: {error}"
+            else:
+                stored.add(i)
 
-    await asyncio.gather(*(call(g) for g in _batches(refs, [len(f) for f in fragments])))
+    groups = _batches(refs, [len(f) for f in fragments])
+    if hedge is None:
+        await asyncio.gather(*(call(g) for g in groups))
+        return errors
+    tasks = {asyncio.ensure_future(call(g)): g for g in groups}
+    pending = set(tasks)
+    began = time.monotonic()
+    until: float | None = None  # when the grace for the chunks lagging behind ends
+    try:
+        while pending:
+            wait = None if until is None else max(0.0, until - time.monotonic())
+            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for task in done:
+                task.result()
+            if until is None and all(len(stored.intersection(o)) >= hedge.quorum for o in hedge.objects):
+                took = time.monotonic() - began
+                until = time.monotonic() + hedge.grace(took)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for task in pending:
+        for i in tasks[task]:
+            errors[i] = f"CANCELLED: {lagged_reason(hedge.quorum)}"
     return errors
 
 
@@ -261,6 +311,14 @@ class ChunkWriter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def abandon(self, reason: str) -> None:
+        """Give the chunk up (``error`` says why): cancel the stream and let its request generator end."""
+        self.error = reason
+        await self.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)  # a generator still waiting for a fragment takes this and ends
+
 
 class ChunkReader:
     """Reads one chunk fragment by fragment from a payload offset, verifying CRCs."""
@@ -274,9 +332,12 @@ class ChunkReader:
         *,
         ticket: str = "",
         patient: bool = False,
+        address: str = "",
     ):
         self.index = index
         self.patient = patient  # wait for the connection instead of failing fast
+        self.address = address  # the container's, for latency estimates
+        self.received = 0  # fragments read so far
         self.error: DynoStoreError | None = None
         request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset, ticket=ticket)
         # Replies are taken with read(), not by iterating: an async generator cut short by a
@@ -301,6 +362,7 @@ class ChunkReader:
         except DataLoss as exc:
             self.error = exc
             return None
+        self.received += 1
         return data  # a view of the received message: decoding copies it once, into the segment
 
     async def close(self) -> None:
@@ -320,9 +382,12 @@ class WholeChunkReader:
         *,
         ticket: str = "",
         patient: bool = False,
+        address: str = "",
     ):
         self.index = index
         self.patient = patient
+        self.address = address
+        self.received = 0
         self.error: DynoStoreError | None = None
         self._stub = stub
         header = container_pb2.ChunkHeader(key=key, index=index, ticket=ticket)
@@ -336,6 +401,7 @@ class WholeChunkReader:
             self.error = from_rpc_error(exc)
             return None
         fragment, self.error = whole_fragment(reply.results[0])
+        self.received += fragment is not None
         return fragment
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ import grpc
 from dynostore import validation
 from dynostore._proto import container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.client.chunks import ContainerStub
+from dynostore.client.latency import HedgePolicy, LatencyTracker
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.errors import DynoStoreError, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
@@ -65,6 +66,8 @@ class GatewayConnection:
         queue_depth: int = 2,
         tls: Tls | None = None,
         relay: bool = False,
+        hedging: bool = True,
+        hedge: HedgePolicy | None = None,
     ) -> None:
         """Talk to ``gateway``; control calls time out after ``timeout`` seconds.
 
@@ -83,6 +86,12 @@ class GatewayConnection:
         containers) uses TLS and trusts its CA. With ``relay``, object bytes
         go through the gateway (``RelayPut``/``RelayGet``), for clients that
         cannot reach the containers.
+
+        With ``hedging``, gets read from the containers expected to answer
+        first (a per-container latency estimate shared by all calls) and read
+        one more chunk when one lags past ``hedge``'s deadline; puts stop
+        waiting for chunks that lag once k + 1 are durable, and record them
+        missing (see :mod:`dynostore.client.latency`).
         """
         self.gateway_address = gateway
         self.tls = tls
@@ -93,6 +102,9 @@ class GatewayConnection:
         self.retries = retries
         self.queue_depth = queue_depth
         self.relay = relay
+        self.hedging = hedging
+        self.hedge = hedge or HedgePolicy()
+        self.latency = LatencyTracker()
         self._channels: dict[str, grpc.aio.Channel] = {}
         # Stubs are made once per channel: a stub binds every method of its service.
         self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
@@ -170,7 +171,11 @@ class Downloader(GatewayConnection):
         """Decode an object segment by segment, switching to parity where chunks fail.
 
         Data chunks are read first; a chunk that fails, times out or fails its
-        checksum is replaced by another from the same segment on.
+        checksum is replaced by another from the same segment on. With
+        hedging, chunks are read from the containers expected to answer first
+        (data chunks among those about as fast), and a chunk that lags past
+        the hedge deadline gets another read beside it: the first k to arrive
+        are used, the others closed.
         """
         if location.inline:
             data = _inline_bytes(location)
@@ -184,17 +189,38 @@ class Downloader(GatewayConnection):
         size = location.object.size
         count = max(1, -(-size // policy.segment_size))
         full_fragment = codec.fragment_size(policy.segment_size) if size >= policy.segment_size else 0
+        fragment_bytes = codec.fragment_size(min(max(size, 1), policy.segment_size))
         candidates = sorted(
             (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= codec.k, c.index)
         )
+
+        def rank(entry: tuple[common_pb2.ChunkLocation, bool]) -> float:
+            return self.latency.rank(entry[0].address, entry[0].index >= codec.k, fragment_bytes)
+
         by_index = {c.index: c for c in candidates}
         # One segment: each chunk is one fragment, read in one unary call.
         reader_type = WholeChunkReader if count == 1 else ChunkReader
         active: list[Reader] = []
         spare = [(loc, False) for loc in candidates]
+        if self.hedging:
+            spare.sort(key=rank)  # stable: data chunks first among equals
         unreachable: list[common_pb2.ChunkLocation] = []
         # Why each chunk that was tried could not be read.
         failures: dict[int, DynoStoreError | None] = {}
+
+        def open_reader(loc: common_pb2.ChunkLocation, offset: int, patient: bool) -> Reader:
+            reader = reader_type(
+                self._container(loc.address),
+                key,
+                loc.index,
+                offset,
+                ticket=location.chunk_ticket,
+                patient=patient,
+                address=loc.address,
+            )
+            active.append(reader)
+            return reader
+
         try:
             for segment in range(count):
                 offset = segment * full_fragment
@@ -202,18 +228,26 @@ class Downloader(GatewayConnection):
                 while (have := sum(f is not None for f in fragments)) < codec.k:
                     if len(active) < codec.k and not spare and unreachable:
                         # Last chance before giving up: wait for those connections, all at once.
-                        spare, unreachable = [(loc, True) for loc in unreachable], []
+                        spare.extend((loc, True) for loc in unreachable)
+                        unreachable.clear()
                     while spare and (len(active) < codec.k or spare[0][1]):
                         loc, patient = spare.pop(0)
-                        stub = self._container(loc.address)
-                        active.append(
-                            reader_type(stub, key, loc.index, offset, ticket=location.chunk_ticket, patient=patient)
-                        )
+                        open_reader(loc, offset, patient)
                     waiting = [r for r in active if fragments[r.index] is None]
                     if not waiting:
                         raise _unreadable(location, segment, have, failures)
-                    got = await self._first_fragments(waiting, codec.k - have)
-                    for reader in waiting:
+                    hedges: list[Reader] = []  # readers opened beside lagging ones
+
+                    def hedge(offset: int = offset, hedges: list[Reader] = hedges) -> Reader | None:
+                        """Open the next spare reader (not a patient one: those wait for the main loop)."""
+                        if not spare or spare[0][1]:
+                            return None
+                        reader = open_reader(spare.pop(0)[0], offset, False)
+                        hedges.append(reader)
+                        return reader
+
+                    got = await self._first_fragments(waiting, codec.k - have, hedge if self.hedging else None)
+                    for reader in waiting + hedges:
                         if reader not in got:  # cut short: enough others answered first
                             active.remove(reader)
                             await reader.close()
@@ -228,6 +262,8 @@ class Downloader(GatewayConnection):
                         else:
                             reader.patient = False
                             fragments[reader.index] = fragment
+                    if self.hedging:
+                        spare.sort(key=rank)  # those that lagged now rank after the others
                 data = codec.decode(fragments)
                 if progress:
                     progress(len(data))
@@ -236,27 +272,75 @@ class Downloader(GatewayConnection):
             for reader in active:
                 await reader.close()
 
-    async def _first_fragments(self, readers: list[Reader], need: int) -> dict[Reader, bytes | memoryview | None]:
+    async def _first_fragments(
+        self, readers: list[Reader], need: int, hedge: Callable[[], Reader | None] | None = None
+    ) -> dict[Reader, bytes | memoryview | None]:
         """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
 
-        Readers still waiting when enough others answered are left out of the result.
+        Readers still waiting when enough others answered are left out of the
+        result (their next() is cancelled). With ``hedge`` (which opens one
+        more reader, or gives None when there is none), a reader is opened
+        whenever one fails or the wait passes the hedge deadline, and every
+        answer updates the latency estimates.
         """
-        tasks = {
-            asyncio.ensure_future(r.next(self.retry_timeout if r.patient else self.fragment_timeout)): r
-            for r in readers
-        }
+        tasks: dict[asyncio.Future[bytes | memoryview | None], Reader] = {}
+        began: dict[Reader, float] = {}
+
+        def start(reader: Reader) -> asyncio.Future[bytes | memoryview | None]:
+            began[reader] = time.monotonic()
+            task = asyncio.ensure_future(reader.next(self.retry_timeout if reader.patient else self.fragment_timeout))
+            tasks[task] = reader
+            return task
+
+        for reader in readers:
+            start(reader)
         results: dict[Reader, bytes | memoryview | None] = {}
         pending = set(tasks)
+        took: list[float] = []  # seconds each good fragment of this round took
+        mark = time.monotonic()  # the round's start, or the last hedge
+        deadline = self.hedge.cap
         try:
             while pending and sum(v is not None for v in results.values()) < need:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                timeout = None
+                if hedge is not None:
+                    deadline = self.hedge.read_deadline(took, self._expected([tasks[t] for t in pending]))
+                    timeout = max(0.0, mark + deadline - time.monotonic())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                now = time.monotonic()
+                if not done and hedge is not None:  # the wait passed the deadline: read one more chunk
+                    added = hedge()
+                    if added is None:
+                        hedge = None  # nothing left to hedge with: wait for those reading
+                    else:
+                        log.debug("A chunk read lagged %.3f s; reading chunk %d too.", now - mark, added.index)
+                        pending.add(start(added))
+                        mark = now
                 for task in done:
-                    results[tasks[task]] = task.result()
+                    reader = tasks[task]
+                    results[reader] = fragment = task.result()
+                    if hedge is None and not self.hedging:
+                        continue
+                    seconds = now - began[reader]
+                    if fragment is not None:
+                        took.append(seconds)
+                        self.latency.observe(reader.address, seconds, len(fragment), first=reader.received == 1)
+                    else:
+                        self.latency.lagged(reader.address, max(seconds, self.hedge.cap))
+                        if hedge is not None and (added := hedge()) is not None:  # replace the failed one at once
+                            pending.add(start(added))
         finally:
+            now = time.monotonic()
             for task in pending:
                 task.cancel()
+                if self.hedging and now - began[tasks[task]] > deadline:
+                    self.latency.lagged(tasks[task].address, now - began[tasks[task]])
             await asyncio.gather(*pending, return_exceptions=True)
         return results
+
+    def _expected(self, readers: list[Reader]) -> float | None:
+        """Seconds the slowest of ``readers`` is expected to take for its next fragment (None: unknown)."""
+        known = [e for r in readers if (e := self.latency.expected(r.address, 0)) is not None]
+        return max(known) if known else None
 
 
 def _inline_bytes(location: gateway_pb2.Location) -> bytes:

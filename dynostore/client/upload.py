@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +20,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2
-from dynostore.client.chunks import ChunkRef, ChunkWriter, write_whole_chunks
+from dynostore.client.chunks import ChunkRef, ChunkWriter, WriteHedge, lagged_reason, write_whole_chunks
 from dynostore.client.connection import (
     GROUP,
     RELAY_MESSAGE,
@@ -321,7 +322,14 @@ class Uploader(GatewayConnection):
                 refs.append(ChunkRef(target.address, p.planned.key, index, target.id, p.planned.chunk_ticket))
                 fragments.append(fragment)
         stubs = self._stubs([r.address for r in refs])
-        errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout)
+        hedge = None
+        if self.hedging:
+            starts = [0]
+            for p in placed:
+                starts.append(starts[-1] + p.codec.n)
+            objects = [range(a, b) for a, b in itertools.pairwise(starts)]
+            hedge = WriteHedge(objects, min(placed[0].codec.k + 1, placed[0].codec.n), self.hedge.write_grace)
+        errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout, hedge)
         position = 0
         for p in placed:
             p.errors = errors[position : position + p.codec.n]
@@ -337,6 +345,7 @@ class Uploader(GatewayConnection):
         ]
         for w in writers:
             w.start()
+        quorum = min(p.codec.k + 1, p.codec.n)
         total = 0
         try:
             async for segment in p.item.segments(p.policy.segment_size):
@@ -344,12 +353,18 @@ class Uploader(GatewayConnection):
                     break
                 total += len(segment)
                 fragments = p.codec.encode(segment)
-                await asyncio.gather(
-                    *(w.send(f, self.fragment_timeout) for w, f in zip(writers, fragments, strict=True))
-                )
+                if self.hedging:
+                    await self._hedged_step(writers, fragments, quorum)
+                else:
+                    await asyncio.gather(
+                        *(w.send(f, self.fragment_timeout) for w, f in zip(writers, fragments, strict=True))
+                    )
                 if progress:
                     progress(len(segment))
-            await asyncio.gather(*(w.finish(self.fragment_timeout) for w in writers))
+            if self.hedging:
+                await self._hedged_step(writers, None, quorum)
+            else:
+                await asyncio.gather(*(w.finish(self.fragment_timeout) for w in writers))
         except BaseException:
             await asyncio.gather(*(w.cancel() for w in writers))
             raise
@@ -358,6 +373,42 @@ class Uploader(GatewayConnection):
                 f"The source changed while it was stored ({p.item.size} bytes announced, {total} read)."
             )
         return [w.error for w in writers]
+
+    async def _hedged_step(self, writers: list[ChunkWriter], fragments: Sequence[bytes] | None, quorum: int) -> None:
+        """Send each writer its fragment (``fragments`` None: finish each stream), not waiting without bound.
+
+        Once ``quorum`` writers took their fragment (or, finishing, had it
+        stored), the others get the hedge's write grace; those still busy
+        then are abandoned, and their chunks recorded missing.
+        """
+        live = [w for w in writers if w.error is None]
+        tasks: dict[asyncio.Future[Any], ChunkWriter]
+        if fragments is None:
+            tasks = {asyncio.ensure_future(w.finish(self.fragment_timeout)): w for w in live}
+        else:
+            tasks = {asyncio.ensure_future(w.send(fragments[w.index], self.fragment_timeout)): w for w in live}
+        pending = set(tasks)
+        began = time.monotonic()
+        until: float | None = None
+        try:
+            while pending:
+                wait = None if until is None else max(0.0, until - time.monotonic())
+                done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for task in done:
+                    task.result()
+                ok = sum(1 for t, w in tasks.items() if t.done() and w.error is None)
+                if until is None and ok >= quorum:
+                    until = time.monotonic() + self.hedge.write_grace(time.monotonic() - began)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in pending:
+            writer = tasks[task]
+            log.info("Chunk %d of %s lagged; it is recorded missing.", writer.index, writer.key)
+            await writer.abandon(f"CANCELLED: {lagged_reason(quorum)}")
 
     async def _commit(self, placed: list[_Placed], token: str, catalog: str) -> None:
         request = gateway_pb2.CommitPutRequest(

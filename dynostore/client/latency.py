@@ -1,0 +1,160 @@
+"""Per-container latency estimates and the deadlines of hedged reads and writes.
+
+A client keeps one :class:`LatencyTracker`, shared by all its calls: an
+exponentially weighted moving average (EWMA), per container address, of the
+time to the first fragment of a read and of the time per byte of the
+fragments after it. A get reads from the containers expected to answer
+first (data chunks before parity ones unless a parity container is clearly
+faster: data chunks need no decoding); when a chunk lags past
+:meth:`HedgePolicy.read_deadline` it reads one more chunk and takes the
+first k that arrive. A put gives the chunks still unwritten once k + 1 are
+durable :meth:`HedgePolicy.write_grace` more, then records them missing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HedgePolicy:
+    """How long hedged reads and writes wait for a lagging chunk.
+
+    Attributes:
+        factor: a chunk lags once it took this many times what the others took
+            (or, before any answered, what its container is expected to take).
+        floor: seconds a read waits at least before it reads another chunk.
+        cap: seconds a read waits at most before it reads another chunk, and a put
+            at most for the chunks unwritten once k + 1 are durable.
+        write_floor: seconds a put waits at least, once k + 1 chunks are durable,
+            for the others (a chunk it stops waiting for is recorded missing,
+            which costs a repair: so this is larger than ``floor``).
+    """
+
+    factor: float = 2.0
+    floor: float = 0.05
+    cap: float = 2.0
+    write_floor: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check that the bounds make sense.
+
+        Raises:
+            ValueError: a value is negative or not finite, ``factor`` is below 1, or a floor exceeds ``cap``.
+        """
+        values = (self.factor, self.floor, self.cap, self.write_floor)
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError("Hedging bounds must be finite, non-negative numbers of seconds.")
+        if self.factor < 1:
+            raise ValueError("The hedging factor must be at least 1.")
+        if max(self.floor, self.write_floor) > self.cap:
+            raise ValueError("The hedging floors must not exceed the cap.")
+
+    def read_deadline(self, others: Sequence[float], expected: float | None) -> float:
+        """Seconds from the start of a round of reads after which a chunk still unread lags.
+
+        ``others``: seconds the chunks that answered in this round took;
+        ``expected``: what the slowest container read is expected to take
+        (None: unknown). With neither, the cap.
+        """
+        if others:
+            base = max(others)
+        elif expected is not None:
+            base = expected
+        else:
+            return self.cap
+        return min(self.cap, max(self.floor, self.factor * base))
+
+    def write_grace(self, took: float) -> float:
+        """Seconds more a put gives its other chunks once k + 1 were durable after ``took`` seconds."""
+        return min(self.cap, max(self.write_floor, self.factor * took))
+
+
+@dataclass
+class _Estimate:
+    first: float  # seconds to the first fragment (time to first byte)
+    per_byte: float  # seconds per byte of the fragments after the first
+    updated: float  # time.monotonic() of the last observation
+
+
+class LatencyTracker:
+    """EWMA latency estimates per container address (not thread-safe: one event loop uses it).
+
+    An estimate older than ``stale_after`` seconds is forgotten, so a
+    container that was slow once is tried again now and then.
+    """
+
+    # Among chunks expected to be about as fast, data chunks come first: a parity
+    # chunk is preferred only when its container is expected to answer in less than
+    # half the time, and at least this many seconds sooner.
+    PARITY_MARGIN = 0.01
+
+    def __init__(self, alpha: float = 0.3, stale_after: float = 60.0) -> None:
+        """Weigh each new observation by ``alpha``; forget estimates ``stale_after`` seconds old."""
+        self.alpha = alpha
+        self.stale_after = stale_after
+        self._estimates: dict[str, _Estimate] = {}
+
+    def _fresh(self, address: str) -> _Estimate | None:
+        estimate = self._estimates.get(address)
+        if estimate is not None and time.monotonic() - estimate.updated > self.stale_after:
+            del self._estimates[address]
+            return None
+        return estimate
+
+    def observe(self, address: str, seconds: float, nbytes: int, *, first: bool) -> None:
+        """Take note that a fragment of ``nbytes`` from ``address`` came after ``seconds``.
+
+        ``first``: the first fragment of its call (its time counts as the time
+        to first byte, less what its bytes are expected to take); later ones
+        update the time per byte.
+        """
+        seconds = max(0.0, seconds)
+        estimate = self._fresh(address)
+        now = time.monotonic()
+        if estimate is None:
+            if first:
+                self._estimates[address] = _Estimate(seconds, 0.0, now)
+            else:
+                self._estimates[address] = _Estimate(0.0, seconds / max(nbytes, 1), now)
+            return
+        a = self.alpha
+        if first:
+            sample = max(0.0, seconds - nbytes * estimate.per_byte)
+            estimate.first += a * (sample - estimate.first)
+        else:
+            estimate.per_byte += a * (seconds / max(nbytes, 1) - estimate.per_byte)
+        estimate.updated = now
+
+    def lagged(self, address: str, seconds: float) -> None:
+        """Take note that ``address`` had not answered after ``seconds`` (it was given up on).
+
+        Its time to first byte is raised to at least ``seconds``, so reads
+        prefer other containers until it proves faster or is forgotten.
+        """
+        estimate = self._fresh(address)
+        now = time.monotonic()
+        if estimate is None:
+            self._estimates[address] = _Estimate(seconds, 0.0, now)
+        else:
+            estimate.first = max(estimate.first, seconds)
+            estimate.updated = now
+
+    def expected(self, address: str, nbytes: int) -> float | None:
+        """Seconds a read of ``nbytes`` from ``address`` is expected to take (None: unknown)."""
+        estimate = self._fresh(address)
+        if estimate is None:
+            return None
+        return estimate.first + nbytes * estimate.per_byte
+
+    def rank(self, address: str, is_parity: bool, nbytes: int) -> float:
+        """Sort key of a chunk to read: lower first; unknown containers count as fast.
+
+        A parity chunk's expected time counts double plus ``PARITY_MARGIN``,
+        so data chunks win among containers about as fast.
+        """
+        seconds = self.expected(address, nbytes) or 0.0
+        return 2 * seconds + self.PARITY_MARGIN if is_parity else seconds
