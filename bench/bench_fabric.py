@@ -1,6 +1,6 @@
 """Put/get throughput of a LocalFabric beside a single-stream gRPC baseline.
 
-Usage: python -m bench.bench_fabric [--sizes 1K,1M,64M,256M] [--repeat 3] [--small 1000]
+Usage: python -m bench.bench_fabric [--sizes 1K,1M,64M,256M] [--repeat 3] [--small 1000] [--no-hedging]
 
 The baseline streams the same bytes, as ~1 MiB fragments, over one plain gRPC
 stream to one container process of the same fabric (PutChunk/GetChunk of a
@@ -78,13 +78,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="1K,1M,64M,256M")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--small", type=int, default=1000, help="number of sequential 1 KiB puts")
+    parser.add_argument("--no-hedging", dest="hedging", action="store_false", help="a client without hedging")
     args = parser.parse_args()
     tune_malloc()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     with (
         tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
         LocalFabric(containers=5, root=root) as fabric,
-        Client(fabric.gateway) as client,
+        Client(fabric.gateway, hedging=args.hedging) as client,
     ):
         token = fabric.create_user("bench")
         baseline = Baseline(fabric)
@@ -108,7 +109,8 @@ def main() -> None:
         return f"{size / seconds / 1e6:,.1f}"
 
     print(
-        f"# DynoStore fabric benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.repeat})"
+        f"# DynoStore fabric benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.repeat}, "
+        f"hedging {'on' if args.hedging else 'off'})"
     )
     print()
     print("| size | baseline put MB/s | put MB/s | put ratio | baseline get MB/s | get MB/s | get ratio |")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import grpc
 
 from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore.client.latency import HedgePolicy, LatencyTracker
 from dynostore.container import wire
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
@@ -195,10 +196,21 @@ async def write_whole_chunks(
 
 
 async def read_whole_chunks(
-    stubs: dict[str, container_pb2_grpc.ContainerStub], refs: Sequence[ChunkRef], timeout: float
+    stubs: dict[str, container_pb2_grpc.ContainerStub],
+    refs: Sequence[ChunkRef],
+    timeout: float,
+    hedge: tuple[HedgePolicy, LatencyTracker] | None = None,
 ) -> list[bytes | None]:
-    """Read one-fragment chunks, one ReadChunks call per container; None where a chunk failed."""
+    """Read one-fragment chunks, one ReadChunks call per container; None where a chunk failed.
+
+    With ``hedge`` (a policy and the client's latency estimates), calls
+    still running past the read deadline that the finished ones set are
+    cancelled (their chunks None: the caller reads those objects another
+    way), and every call updates the estimates.
+    """
     found: list[bytes | None] = [None] * len(refs)
+    began = time.monotonic()
+    took: list[float] = []
 
     async def call(group: list[int]) -> None:
         request = container_pb2.ReadChunksRequest(
@@ -206,14 +218,40 @@ async def read_whole_chunks(
                 container_pb2.ChunkHeader(key=refs[i].key, index=refs[i].index, ticket=refs[i].ticket) for i in group
             ]
         )
+        address = refs[group[0]].address
         try:
-            reply = await stubs[refs[group[0]].address].ReadChunks(request, timeout=timeout)
+            reply = await stubs[address].ReadChunks(request, timeout=timeout)
         except grpc.aio.AioRpcError:
+            if hedge is not None:
+                hedge[1].lagged(address, max(time.monotonic() - began, hedge[0].cap))
             return
         for i, result in zip(group, reply.results, strict=True):
             found[i], _ = whole_fragment(result)
+        if hedge is not None:
+            took.append(time.monotonic() - began)
+            hedge[1].observe(address, took[-1], sum(len(found[i] or b"") for i in group), first=True)
 
-    await asyncio.gather(*(call(g) for g in _batches(refs, [0] * len(refs))))
+    groups = _batches(refs, [0] * len(refs))
+    if hedge is None or len(groups) < 2:
+        await asyncio.gather(*(call(g) for g in groups))
+        return found
+    policy, latency = hedge
+    tasks = {asyncio.ensure_future(call(g)): g for g in groups}
+    pending = set(tasks)
+    try:
+        while pending:
+            wait = None if not took else max(0.0, began + policy.read_deadline(took, None) - time.monotonic())
+            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for task in done:
+                task.result()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for task in pending:
+        latency.lagged(refs[tasks[task][0]].address, time.monotonic() - began)
     return found
 
 

@@ -151,10 +151,14 @@ class Downloader(GatewayConnection):
             k = location.policy.k
             usable = sorted(
                 (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= k, c.index)
-            )[:k]
+            )
+            if self.hedging:
+                usable.sort(key=self._ranking(k, location.object.size))
+            usable = usable[:k]
             wanted.append([len(refs) + j for j in range(len(usable))])
             refs += [ChunkRef(c.address, location.object.key, c.index, ticket=location.chunk_ticket) for c in usable]
-        fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout)
+        hedge = (self.hedge, self.latency) if self.hedging else None
+        fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout, hedge)
         decoded: list[bytes | None] = []
         for location, positions in zip(locations, wanted, strict=True):
             codec = Codec(location.policy.k, location.policy.m)
@@ -189,13 +193,14 @@ class Downloader(GatewayConnection):
         size = location.object.size
         count = max(1, -(-size // policy.segment_size))
         full_fragment = codec.fragment_size(policy.segment_size) if size >= policy.segment_size else 0
-        fragment_bytes = codec.fragment_size(min(max(size, 1), policy.segment_size))
         candidates = sorted(
             (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= codec.k, c.index)
         )
 
+        ranking = self._ranking(codec.k, min(size, policy.segment_size))
+
         def rank(entry: tuple[common_pb2.ChunkLocation, bool]) -> float:
-            return self.latency.rank(entry[0].address, entry[0].index >= codec.k, fragment_bytes)
+            return ranking(entry[0])
 
         by_index = {c.index: c for c in candidates}
         # One segment: each chunk is one fragment, read in one unary call.
@@ -336,6 +341,15 @@ class Downloader(GatewayConnection):
                     self.latency.lagged(tasks[task].address, now - began[tasks[task]])
             await asyncio.gather(*pending, return_exceptions=True)
         return results
+
+    def _ranking(self, k: int, segment_bytes: int) -> Callable[[common_pb2.ChunkLocation], float]:
+        """Sort key of chunks to read, by latency estimate (data chunks first among equals; see LatencyTracker.rank)."""
+        fragment_bytes = -(-max(segment_bytes, 1) // k)  # about: the coded fragment adds a small header
+
+        def rank(chunk: common_pb2.ChunkLocation) -> float:
+            return self.latency.rank(chunk.address, chunk.index >= k, fragment_bytes)
+
+        return rank
 
     def _expected(self, readers: list[Reader]) -> float | None:
         """Seconds the slowest of ``readers`` is expected to take for its next fragment (None: unknown)."""

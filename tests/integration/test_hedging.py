@@ -85,11 +85,17 @@ def test_hedged_get_reads_around_a_frozen_data_chunk(fabric: LocalFabric, token:
     stuck = holder(fabric, token, key, 0)
 
     async def scenario() -> None:
-        async with AsyncClient(fabric.gateway) as hedged, AsyncClient(fabric.gateway, hedging=False) as plain:
-            for client in (hedged, plain):  # connected (a connection to a frozen process fails at once)
+        async with (
+            AsyncClient(fabric.gateway) as hedged,
+            AsyncClient(fabric.gateway) as batched,
+            AsyncClient(fabric.gateway, hedging=False) as plain,
+        ):
+            for client in (hedged, batched, plain):  # connected (a connection to a frozen process fails at once)
                 assert await client.get(key=key, token_user=token) == data
             with frozen(stuck):
                 assert await asyncio.wait_for(hedged.get(key=key, token_user=token), DEADLINE) == data
+                batch = await asyncio.wait_for(batched.get_batch([key, key], token_user=token), DEADLINE)
+                assert batch == [data, data]
                 assert await leftover_tasks() == []
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(plain.get(key=key, token_user=token), DEADLINE)
