@@ -19,7 +19,7 @@ import grpc
 from dynostore import validation
 from dynostore._proto import container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.client.chunks import ContainerStub
-from dynostore.client.latency import HedgePolicy, LatencyTracker
+from dynostore.client.latency import HedgeCounts, HedgePolicy, LatencyTracker
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.errors import DynoStoreError, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
@@ -105,6 +105,7 @@ class GatewayConnection:
         self.hedging = hedging
         self.hedge = hedge or HedgePolicy()
         self.latency = LatencyTracker()
+        self.hedge_counts = HedgeCounts()
         self._channels: dict[str, grpc.aio.Channel] = {}
         # Stubs are made once per channel: a stub binds every method of its service.
         self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None

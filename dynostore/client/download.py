@@ -318,6 +318,7 @@ class Downloader(GatewayConnection):
                         hedge = None  # nothing left to hedge with: wait for those reading
                     else:
                         log.debug("A chunk read lagged %.3f s; reading chunk %d too.", now - mark, added.index)
+                        self.hedge_counts.extra_reads += 1
                         pending.add(start(added))
                         mark = now
                 for task in done:
@@ -332,6 +333,7 @@ class Downloader(GatewayConnection):
                     else:
                         self.latency.lagged(reader.address, max(seconds, self.hedge.cap))
                         if hedge is not None and (added := hedge()) is not None:  # replace the failed one at once
+                            self.hedge_counts.extra_reads += 1
                             pending.add(start(added))
         finally:
             now = time.monotonic()

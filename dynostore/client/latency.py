@@ -74,6 +74,16 @@ class HedgePolicy:
 
 
 @dataclass
+class HedgeCounts:
+    """What hedging did so far, over all calls of one client."""
+
+    # Chunk reads started beside one that lagged past its deadline, or in place of one that failed.
+    extra_reads: int = 0
+    # Chunk writes given up because they lagged once k + 1 chunks were durable (recorded missing).
+    writes_given_up: int = 0
+
+
+@dataclass
 class _Estimate:
     first: float  # seconds to the first fragment (time to first byte)
     per_byte: float  # seconds per byte of the fragments after the first

@@ -330,6 +330,9 @@ class Uploader(GatewayConnection):
             objects = [range(a, b) for a, b in itertools.pairwise(starts)]
             hedge = WriteHedge(objects, min(placed[0].codec.k + 1, placed[0].codec.n), self.hedge.write_grace)
         errors = await write_whole_chunks(stubs, refs, fragments, self.timeout, self.retry_timeout, hedge)
+        if hedge is not None:
+            given_up = f"CANCELLED: {lagged_reason(hedge.quorum)}"
+            self.hedge_counts.writes_given_up += sum(1 for e in errors if e == given_up)
         position = 0
         for p in placed:
             p.errors = errors[position : position + p.codec.n]
@@ -408,6 +411,7 @@ class Uploader(GatewayConnection):
         for task in pending:
             writer = tasks[task]
             log.info("Chunk %d of %s lagged; it is recorded missing.", writer.index, writer.key)
+            self.hedge_counts.writes_given_up += 1
             await writer.abandon(f"CANCELLED: {lagged_reason(quorum)}")
 
     async def _commit(self, placed: list[_Placed], token: str, catalog: str) -> None:
