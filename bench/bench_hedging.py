@@ -85,7 +85,7 @@ def main() -> None:
         clients = {"on": on, "off": off}
         for size in sizes:
             rows.append((size, *measure(clients, token, os.urandom(size), args.repeat)))
-        counts = on._async._pipeline.hedge_counts
+        counts = on.hedge_counts
 
     print(
         f"# Hedging on and off, interleaved ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {args.repeat} each)"

@@ -34,7 +34,7 @@ from dynostore.client.aio import (
     UserUsage,
     join_each,
 )
-from dynostore.client.latency import HedgePolicy
+from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
@@ -47,6 +47,7 @@ __all__ = [
     "ChunkState",
     "Client",
     "Event",
+    "HedgeCounts",
     "HedgePolicy",
     "ObjectInfo",
     "ObjectStat",
@@ -116,6 +117,11 @@ class Client:
                 "Client in this process, or start worker processes with the 'spawn' method."
             )
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def hedge_counts(self) -> HedgeCounts:
+        """How often hedging read another chunk or gave up a lagging chunk write, over this client's life."""
+        return self._async.hedge_counts
 
     def close(self) -> None:
         """Close channels and stop the client's event loop thread (idempotent)."""

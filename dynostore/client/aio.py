@@ -23,7 +23,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
-from dynostore.client.latency import HedgePolicy
+from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
@@ -252,6 +252,11 @@ class AsyncClient:
             hedging=hedging,
             hedge=hedge,
         )
+
+    @property
+    def hedge_counts(self) -> HedgeCounts:
+        """How often hedging read another chunk or gave up a lagging chunk write, over this client's life."""
+        return self._pipeline.hedge_counts
 
     async def close(self) -> None:
         """Close the client's channels."""

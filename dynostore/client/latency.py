@@ -93,8 +93,11 @@ class _Estimate:
 class LatencyTracker:
     """EWMA latency estimates per container address (not thread-safe: one event loop uses it).
 
-    An estimate older than ``stale_after`` seconds is forgotten, so a
-    container that was slow once is tried again now and then.
+    An estimate counts for less as it ages (halved every ``half_life``
+    seconds without an observation) and is forgotten after ``stale_after``
+    seconds, so a container that was slow once (or, on a busy machine,
+    seemed so for one read) is tried again within seconds: reads go on
+    only to the containers that answer, which keeps their estimates fresh.
     """
 
     # Among chunks expected to be about as fast, data chunks come first: a parity
@@ -102,9 +105,10 @@ class LatencyTracker:
     # half the time, and at least this many seconds sooner.
     PARITY_MARGIN = 0.01
 
-    def __init__(self, alpha: float = 0.3, stale_after: float = 60.0) -> None:
-        """Weigh each new observation by ``alpha``; forget estimates ``stale_after`` seconds old."""
+    def __init__(self, alpha: float = 0.3, half_life: float = 5.0, stale_after: float = 60.0) -> None:
+        """Weigh observations by ``alpha``, halve estimates every ``half_life`` s, forget them at ``stale_after``."""
         self.alpha = alpha
+        self.half_life = half_life
         self.stale_after = stale_after
         self._estimates: dict[str, _Estimate] = {}
 
@@ -131,6 +135,7 @@ class LatencyTracker:
             else:
                 self._estimates[address] = _Estimate(0.0, seconds / max(nbytes, 1), now)
             return
+        self._age(estimate, now)
         a = self.alpha
         if first:
             sample = max(0.0, seconds - nbytes * estimate.per_byte)
@@ -150,15 +155,26 @@ class LatencyTracker:
         if estimate is None:
             self._estimates[address] = _Estimate(seconds, 0.0, now)
         else:
+            self._age(estimate, now)
             estimate.first = max(estimate.first, seconds)
             estimate.updated = now
+
+    def _weight(self, estimate: _Estimate, now: float) -> float:
+        """How much an estimate still counts, halved every ``half_life`` seconds since its last update."""
+        return 0.5 ** ((now - estimate.updated) / self.half_life) if self.half_life else 1.0
+
+    def _age(self, estimate: _Estimate, now: float) -> None:
+        """Scale the estimate by its weight now, before a new observation updates it."""
+        weight = self._weight(estimate, now)
+        estimate.first *= weight
+        estimate.per_byte *= weight
 
     def expected(self, address: str, nbytes: int) -> float | None:
         """Seconds a read of ``nbytes`` from ``address`` is expected to take (None: unknown)."""
         estimate = self._fresh(address)
         if estimate is None:
             return None
-        return estimate.first + nbytes * estimate.per_byte
+        return self._weight(estimate, time.monotonic()) * (estimate.first + nbytes * estimate.per_byte)
 
     def rank(self, address: str, is_parity: bool, nbytes: int) -> float:
         """Sort key of a chunk to read: lower first; unknown containers count as fast.

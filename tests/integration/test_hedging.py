@@ -19,6 +19,7 @@ import pytest
 
 from dynostore._proto.common_pb2 import ContainerInfo
 from dynostore.client import AsyncClient, Client
+from dynostore.client.latency import LatencyTracker
 from dynostore.local import ContainerHandle, LocalFabric
 from tests.integration.conftest import eventually
 
@@ -92,8 +93,11 @@ def test_hedged_get_reads_around_a_frozen_data_chunk(fabric: LocalFabric, token:
         ):
             for client in (hedged, batched, plain):  # connected (a connection to a frozen process fails at once)
                 assert await client.get(key=key, token_user=token) == data
+            for client in (hedged, batched):  # forget the warm-up (connection set-up times): no chunk is avoided
+                client._pipeline.latency = LatencyTracker()
             with frozen(stuck):
                 assert await asyncio.wait_for(hedged.get(key=key, token_user=token), DEADLINE) == data
+                assert hedged.hedge_counts.extra_reads >= 1
                 batch = await asyncio.wait_for(batched.get_batch([key, key], token_user=token), DEADLINE)
                 assert batch == [data, data]
                 assert await leftover_tasks() == []
@@ -127,6 +131,7 @@ def test_put_records_a_frozen_chunk_missing_and_the_sweep_rebuilds_it(
             with frozen(stuck):
                 key = await asyncio.wait_for(client.put(data=data, token_user=token, catalog="hedge"), DEADLINE)
                 assert await leftover_tasks() == []
+                assert client.hedge_counts.writes_given_up == 1
                 stat = await client.stat(key=key, token_user=token)
                 assert [(c.container_id, c.stored) for c in stat.chunks] == [
                     (c.container_id, c is not stuck) for c in fabric.containers

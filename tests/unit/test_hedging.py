@@ -36,7 +36,7 @@ def test_policy_rejects_senseless_bounds(kwargs: dict[str, float]) -> None:
 
 
 def test_estimate_is_an_ewma_of_first_byte_and_per_byte_times() -> None:
-    tracker = LatencyTracker(alpha=0.5)
+    tracker = LatencyTracker(alpha=0.5, half_life=0)  # no ageing
     assert tracker.expected("a", 1000) is None
     tracker.observe("a", 0.1, 1000, first=True)
     assert tracker.expected("a", 1000) == pytest.approx(0.1)
@@ -46,16 +46,33 @@ def test_estimate_is_an_ewma_of_first_byte_and_per_byte_times() -> None:
     assert tracker.expected("a", 1000) == pytest.approx(0.2 + 0.5 * 1e-6 * 1000)
 
 
-def test_a_container_given_up_on_ranks_last_until_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = LatencyTracker(stale_after=60.0)
+class Clock:
+    """time.monotonic for the latency module, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_container_given_up_on_ranks_last_then_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("dynostore.client.latency.time.monotonic", clock)
+    tracker = LatencyTracker(half_life=5.0, stale_after=60.0)
     for address in ("data0", "data1", "data2", "parity3"):
         tracker.observe(address, 0.01, 1000, first=True)
     tracker.lagged("data0", 2.0)
     order = sorted(["data0", "data1", "data2", "parity3"], key=lambda a: tracker.rank(a, a.startswith("p"), 1000))
     assert order == ["data1", "data2", "parity3", "data0"]
-    now = 1e9
-    monkeypatch.setattr("dynostore.client.latency.time.monotonic", lambda: now)
-    assert tracker.expected("data0", 0) is None  # stale: tried again as if unknown
+    clock.now += 5.0
+    assert tracker.expected("data0", 0) == pytest.approx(1.0)  # halved after one half-life
+    clock.now += 30.0  # the others answer all along: their estimates stay fresh
+    for address in ("data1", "data2", "parity3"):
+        tracker.observe(address, 0.01, 1000, first=True)
+    assert tracker.rank("data0", False, 1000) < tracker.rank("parity3", True, 1000)  # worth a try again
+    clock.now += 60.0
+    assert tracker.expected("data0", 0) is None  # forgotten
 
 
 def test_data_chunks_win_among_equally_fast_containers() -> None:
