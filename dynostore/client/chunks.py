@@ -98,7 +98,7 @@ class WriteHedge:
 
 def lagged_reason(quorum: int) -> str:
     """Why a put gave up a chunk that lagged (the commit records it missing)."""
-    return f"lagged behind the first {quorum} chunks past the hedge grace; recorded missing, for repair"
+    return f"lagged past the hedge grace once {quorum} chunks were ahead (a commit records it missing, for repair)"
 
 
 def _batches(refs: Sequence[ChunkRef], sizes: Sequence[int]) -> list[list[int]]:

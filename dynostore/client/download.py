@@ -21,7 +21,7 @@ from dynostore.client.chunks import ChunkReader, ChunkRef, WholeChunkReader, rea
 from dynostore.client.connection import GatewayConnection, Progress
 from dynostore.erasure import Codec
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, DynoStoreError, NotFound, Unavailable, error_for_code
+from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, NotFound, Unavailable, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,8 @@ class Downloader(GatewayConnection):
                         took.append(seconds)
                         self.latency.observe(reader.address, seconds, len(fragment), first=reader.received == 1)
                     else:
-                        self.latency.lagged(reader.address, max(seconds, self.hedge.cap))
+                        if isinstance(reader.error, Unavailable | DeadlineExceeded):  # not a chunk gone or corrupt
+                            self.latency.lagged(reader.address, max(seconds, self.hedge.cap))
                         if hedge is not None and (added := hedge()) is not None:  # replace the failed one at once
                             self.hedge_counts.extra_reads += 1
                             pending.add(start(added))
