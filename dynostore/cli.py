@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -26,6 +27,9 @@ from dynostore.registry.usage import format_size, parse_count, parse_size
 
 # Files larger than this get a progress bar when stderr is a terminal.
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
+
+# Seconds between two progress lines of `dynostore repair` when stderr is not a terminal.
+REPAIR_REPORT_SECONDS = 5.0
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -185,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _client_args(repair)
 
+    status = sub.add_parser("status", help="the fabric at a glance: gateways, etcd, containers, totals, repair")
+    status.add_argument("--json", action="store_true", help="print everything as JSON")
+    _client_args(status)
     rm = sub.add_parser("rm", help="evict an object")
     rm.add_argument("key", help="the object's key (evicting an absent key is not an error)")
     rm.add_argument("-v", "--verbose", dest="report", action="store_true", help="say whether the object existed")
@@ -295,6 +302,9 @@ def _client_command(args: argparse.Namespace) -> int:
             return _repair(client, args)
         elif args.command == "stat":
             _stat(client, args)
+        elif args.command == "status":
+            fabric = client.status(token_user=args.token)
+            print(json.dumps(fabric.to_json(), indent=2) if args.json else fabric.describe())
         elif args.command == "user":
             _user_command(client, args)
         elif args.command == "token":
@@ -331,15 +341,18 @@ def _stat(client: Client, args: argparse.Namespace) -> None:
 
 
 def _repair(client: Client, args: argparse.Namespace) -> int:
-    """Repair the named objects and catalogs; report each repaired object; 1 if any could not be."""
-    keys = list(args.keys)
+    """Repair the named objects and catalogs with progress (objects, bytes, rate, estimate); 1 if any failed."""
+    sizes = {key: client.size(key, token_user=args.token) for key in args.keys}
     for catalog in args.catalog:
-        keys += [info.key for info in client.list(catalog, token_user=args.token)]
-    if not keys:
+        sizes.update((info.key, info.size) for info in client.list(catalog, token_user=args.token))
+    if not sizes:
         raise SystemExit("error: name object keys or --catalog.")
-    rebuilt = failed = 0
-    with tqdm(total=len(keys), unit="object", desc="repair", disable=not sys.stderr.isatty()) as bar:
-        for key in keys:
+    rebuilt = failed = done = 0
+    # On a terminal, a live bar; otherwise (logs, CI) a line every REPAIR_REPORT_SECONDS.
+    live = sys.stderr.isatty()
+    reported = started = time.monotonic()
+    with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="repair", disable=not live) as bar:
+        for key, size in sizes.items():
             try:
                 count = client.repair(key, token_user=args.token, verify=args.verify)
             except DynoStoreError as exc:
@@ -349,9 +362,24 @@ def _repair(client: Client, args: argparse.Namespace) -> int:
                 rebuilt += count
                 if count:
                     tqdm.write(f"{key}: rebuilt {count} chunk(s)")
-            bar.update(1)
-    print(f"{len(keys)} object(s) checked, {rebuilt} chunk(s) rebuilt, {failed} object(s) not repaired")
+            done += 1
+            bar.update(size)
+            bar.set_postfix_str(f"{done}/{len(sizes)} objects")
+            if not live and time.monotonic() - reported >= REPAIR_REPORT_SECONDS:
+                reported = time.monotonic()
+                print(_repair_progress(done, len(sizes), bar.n, bar.total, reported - started), file=sys.stderr)
+    print(f"{len(sizes)} object(s) checked, {rebuilt} chunk(s) rebuilt, {failed} object(s) not repaired")
     return 1 if failed else 0
+
+
+def _repair_progress(done: int, total: int, done_bytes: float, total_bytes: float, elapsed: float) -> str:
+    """One progress line of a repair: objects and bytes done, rate, estimate of the time left."""
+    rate = done_bytes / elapsed if elapsed > 0 else 0.0
+    left = f", about {(total_bytes - done_bytes) / rate:.0f} s left" if rate > 0 else ""
+    return (
+        f"repair: {done}/{total} objects, {done_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB, "
+        f"{rate / 1e6:.1f} MB/s{left}"
+    )
 
 
 def _catalog_command(client: Client, args: argparse.Namespace) -> None:

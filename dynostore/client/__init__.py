@@ -37,6 +37,7 @@ from dynostore.client.aio import (
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
+from dynostore.client.status import FabricStatus
 
 T = TypeVar("T")
 
@@ -46,6 +47,7 @@ __all__ = [
     "ChunkState",
     "Client",
     "Event",
+    "FabricStatus",
     "ObjectInfo",
     "ObjectStat",
     "PlacementPolicy",
@@ -350,6 +352,10 @@ class Client:
         finally:
             if not self._closed:
                 self._run(events.aclose())
+
+    def status(self, token_user: str) -> FabricStatus:
+        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
+        return self._run(self._async.status(token_user))
 
     def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id."""

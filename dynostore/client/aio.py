@@ -26,6 +26,7 @@ from dynostore._proto import gateway_pb2
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
+from dynostore.client.status import FabricStatus, fabric_status
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
@@ -564,6 +565,10 @@ class AsyncClient:
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
             finally:
                 call.cancel()
+
+    async def status(self, token_user: str) -> FabricStatus:
+        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
+        return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
 
     async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id.

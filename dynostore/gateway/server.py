@@ -9,9 +9,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynostore import __version__
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
-from dynostore.errors import InvalidArgument
+from dynostore.errors import DynoStoreError, InvalidArgument
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
@@ -108,6 +109,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         temp = settings.ready_file.with_name(settings.ready_file.name + ".tmp")
         temp.write_text(address)
         temp.replace(settings.ready_file)
+    announce = asyncio.create_task(_announce(registry, address, policy.container_ttl))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,6 +126,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
             interval=settings.repair_interval,
             grace=settings.repair_grace,
             delete_chunks=servicer.delete_chunks,
+            gateway=address,
         )
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:
@@ -133,9 +136,25 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeps
+    announce.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await announce
     await server.stop(grace=2)
     await pipeline.close()
     cache_watch.cancel()
     await registry.close()
     if metrics is not None:
         metrics.close()
+
+
+async def _announce(registry: Registry, address: str, ttl: int) -> None:
+    """Keep this gateway listed in the fabric's status (under a lease) until cancelled; etcd outages only delay it."""
+    lease_id = 0
+    while True:
+        try:
+            if not lease_id or not await registry.refresh_gateway(lease_id):
+                lease_id = await registry.register_gateway(address, __version__, ttl)
+        except DynoStoreError as exc:
+            log.warning("Could not announce this gateway in etcd (%s); trying again.", exc)
+            lease_id = 0
+        await asyncio.sleep(max(ttl / 3, 0.5))
