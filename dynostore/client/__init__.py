@@ -18,7 +18,7 @@ import asyncio
 import builtins
 import os
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dynostore.client.aio import (
@@ -336,9 +336,11 @@ class Client:
         """Take ``with_user``'s access away at once; return whether they had it."""
         return self._run(self._async.unshare(catalog, with_user, token_user))
 
-    def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> Iterator[Event]:
+    def subscribe(
+        self, catalog: str, token_user: str, start_revision: int = 0, idle_timeout: float | None = None
+    ) -> Generator[Event, None, None]:
         """Events of a catalog as they happen (see :meth:`AsyncClient.subscribe`); close() the iterator to stop."""
-        events = self._async.subscribe(catalog, token_user, start_revision)
+        events = self._async.subscribe(catalog, token_user, start_revision, idle_timeout)
 
         async def next_event() -> Event:
             return await anext(events)

@@ -96,6 +96,7 @@ class HandlerBase(BaseHTTPRequestHandler):
 
     def _page(self, title: str, body: str, status: int = 200, user: str | None = None) -> None:
         account = (
+            '<nav><a href="/">Catalogs</a> · <a href="/fabric">Fabric</a></nav>'
             f'<form method="post" action="/logout"><span>{html.escape(user)}</span> '
             '<button type="submit">Sign out</button></form>'
             if user
