@@ -38,8 +38,21 @@ from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
 from dynostore.client.status import FabricStatus
+from dynostore.errors import DynoStoreError
+from dynostore.rpc.requests import current_request_id, request_scope
 
 T = TypeVar("T")
+
+
+async def _as_one_request(coro: Coroutine[Any, Any, T], request_id: str | None) -> T:
+    """Run ``coro`` as one operation, under the caller's request id or a new one; failures say which."""
+    with request_scope(request_id) as chosen:
+        try:
+            return await coro
+        except DynoStoreError as exc:
+            exc.request_id = exc.request_id or chosen
+            raise
+
 
 __all__ = [
     "AsyncClient",
@@ -111,7 +124,7 @@ class Client:
                 "This Client was made in another process and gRPC does not survive fork(); make a new "
                 "Client in this process, or start worker processes with the 'spawn' method."
             )
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(_as_one_request(coro, current_request_id()), self._loop).result()
 
     def close(self) -> None:
         """Close channels and stop the client's event loop thread (idempotent)."""

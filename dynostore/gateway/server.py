@@ -62,6 +62,8 @@ class GatewaySettings:
     # and a file to write the bound address to before ready_file.
     metrics_listen: str | None = None
     metrics_ready_file: Path | None = None
+    # One log line per call answered (method, status, duration, request id); failures are logged anyway.
+    log_requests: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
@@ -101,6 +103,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         ["dynostore.v1.Gateway"],
         tls,
         metrics=metrics is not None,
+        access_log=settings.log_requests,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
     log.info("Gateway serving on %s (etcd %s)", address, ",".join(endpoint_list(settings.etcd)))
