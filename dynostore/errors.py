@@ -15,6 +15,8 @@ class DynoStoreError(Exception):
     """Root of every error DynoStore raises on purpose."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    # The id of the operation that failed (set by the SDK's Client): the servers' log lines about it carry it too.
+    request_id: str | None = None
 
     def __str__(self) -> str:
         # KeyError quotes its argument; keep messages readable for every class.

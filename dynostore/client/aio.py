@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
+from dynostore.client.status import FabricStatus, fabric_status
 from dynostore.errors import InvalidArgument
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
@@ -85,7 +87,10 @@ class CatalogInfo:
 
 @dataclass(frozen=True)
 class Event:
-    """A change to a catalog: ``kind`` is put, evict, share or unshare (``user``: the reader)."""
+    """A change to a catalog: ``kind`` is put, evict, expire, share or unshare (``user``: the reader).
+
+    ``idle`` (only when subscribing with ``idle_timeout``) says nothing happened meanwhile.
+    """
 
     kind: str
     key: str
@@ -547,13 +552,18 @@ class AsyncClient:
         request = gateway_pb2.ShareRequest(catalog=catalog, with_user=with_user)
         return bool((await self._control("Unshare", request, token_user)).changed)
 
-    async def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> AsyncGenerator[Event, None]:
+    async def subscribe(
+        self, catalog: str, token_user: str, start_revision: int = 0, idle_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         """Events of a catalog (``kind``: put, evict, share, unshare) as they happen.
 
         Runs until the caller stops iterating, or until the subscriber's access
         ends. When the gateway goes away, it subscribes again from the last
         revision it saw, so no event is lost or repeated; after ``retries``
         failed attempts in a row it raises :class:`~dynostore.errors.Unavailable`.
+        With ``idle_timeout``, an event of kind ``idle`` (its ``revision``: the
+        next one to expect) comes whenever nothing happened for that many
+        seconds, so a caller can check on its own reader while it waits.
         """
         validation.token(token_user)
         next_revision, failures = start_revision, 0
@@ -562,8 +572,17 @@ class AsyncClient:
                 gateway_pb2.SubscribeRequest(catalog=catalog, start_revision=next_revision),
                 metadata=auth_metadata(token_user),
             )
+            reading: asyncio.Future[Any] | None = None
             try:
-                async for message in call:
+                while True:
+                    reading = reading or asyncio.ensure_future(call.read())
+                    done, _ = await asyncio.wait({reading}, timeout=idle_timeout)
+                    if not done:
+                        yield Event("idle", "", "", 0, time.time(), next_revision, "", "", catalog)
+                        continue
+                    message, reading = reading.result(), None
+                    if message is grpc.aio.EOF:
+                        return
                     failures = 0
                     next_revision = message.revision + (message.kind != "ready")
                     if message.kind != "ready":
@@ -571,14 +590,19 @@ class AsyncClient:
                             message.kind, message.key, message.name, message.size, message.time,
                             message.revision, message.user, message.owner, message.catalog,
                         )  # fmt: skip
-                return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._pipeline.retries + 5:
                     raise from_rpc_error(exc) from None
                 failures += 1
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
             finally:
+                if reading is not None:
+                    reading.cancel()
                 call.cancel()
+
+    async def status(self, token_user: str) -> FabricStatus:
+        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
+        return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
 
     async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id.
