@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dynostore.errors import InvalidArgument
+
 
 @dataclass(frozen=True)
 class HedgePolicy:
@@ -43,15 +45,15 @@ class HedgePolicy:
         """Check that the bounds make sense.
 
         Raises:
-            ValueError: a value is negative or not finite, ``factor`` is below 1, or a floor exceeds ``cap``.
+            InvalidArgument: a value is negative or not finite, ``factor`` is below 1, or a floor exceeds ``cap``.
         """
         values = (self.factor, self.floor, self.cap, self.write_floor)
         if not all(math.isfinite(v) and v >= 0 for v in values):
-            raise ValueError("Hedging bounds must be finite, non-negative numbers of seconds.")
+            raise InvalidArgument("Hedging bounds must be finite, non-negative numbers of seconds.")
         if self.factor < 1:
-            raise ValueError("The hedging factor must be at least 1.")
+            raise InvalidArgument("The hedging factor must be at least 1.")
         if max(self.floor, self.write_floor) > self.cap:
-            raise ValueError("The hedging floors must not exceed the cap.")
+            raise InvalidArgument("The hedging floors must not exceed the cap.")
 
     def read_deadline(self, others: Sequence[float], expected: float | None) -> float:
         """Seconds from the start of a round of reads after which a chunk still unread lags.

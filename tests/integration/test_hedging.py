@@ -137,6 +137,13 @@ def test_put_records_a_frozen_chunk_missing_and_the_sweep_rebuilds_it(
                     (c.container_id, c is not stuck) for c in fabric.containers
                 ]
                 assert await client.get(key=key, token_user=token) == data  # from the other four meanwhile
+                if size <= 5000:  # a batch: each object committed with its frozen chunk missing
+                    putting = client.put_batch([data] * 3, token_user=token, catalog="h")
+                    batch = await asyncio.wait_for(putting, DEADLINE)
+                    assert client.hedge_counts.writes_given_up == 4
+                    for other in batch:
+                        stat = await client.stat(key=other, token_user=token)
+                        assert [c.stored for c in stat.chunks] == [c is not stuck for c in fabric.containers]
             return key
 
     key = asyncio.run(put())
