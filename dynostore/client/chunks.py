@@ -332,6 +332,8 @@ class ChunkWriter:
         assert self._task is not None
         if self.error is None:
             await self._put(None, timeout)
+        if self._task.cancelled():  # given up already (the container took no data): awaiting it would raise
+            return False
         try:
             return await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:

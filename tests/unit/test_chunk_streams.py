@@ -142,3 +142,26 @@ def test_reads_with_a_valid_ticket_report_missing_chunks_and_no_others() -> None
         assert damaged == [(KEY, 2), (KEY, 4)]
 
     asyncio.run(go())
+
+
+class NeverReadingStub:
+    """A container that accepts a PutChunk stream and then takes nothing from it (frozen)."""
+
+    wire_format = True
+
+    async def PutChunk(self, messages: AsyncIterator[object], metadata: object = None) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_stream_the_container_takes_nothing_from_fails_without_raising() -> None:
+    """A writer that gave up while ending its stream says so (False, with the reason), not CancelledError."""
+
+    async def go() -> None:
+        writer = ChunkWriter(NeverReadingStub(), KEY, 0, 1)
+        writer.start()
+        await writer.send(b"fragment", 1)  # fills the queue of one
+        assert not await writer.finish(0.1)
+        assert writer.error is not None
+        assert writer.error.startswith("DEADLINE_EXCEEDED")
+
+    asyncio.run(go())
