@@ -93,8 +93,13 @@ class Client:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        coalesce: bool = True,
     ) -> None:
-        """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`."""
+        """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`.
+
+        With ``coalesce``, single puts, gets and exists calls made by many threads at once
+        are gathered into batch calls (a call made alone goes at once).
+        """
         self._async = AsyncClient(
             gateway,
             placement=placement,
@@ -105,6 +110,7 @@ class Client:
             m=m,
             tls_ca=tls_ca,
             relay=relay,
+            coalesce=coalesce,
         )
         self.gateway = self._async.gateway
         self._loop = asyncio.new_event_loop()
