@@ -15,27 +15,30 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
+from dynostore.client.coalesce import Coalescer, each_alone
 from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
 from dynostore.client.status import FabricStatus, fabric_status
-from dynostore.errors import InvalidArgument
+from dynostore.errors import DynoStoreError, InvalidArgument, NotFound, PermissionDenied, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 
 BytesLike = bytes | bytearray | memoryview
+# Single puts up to this size are gathered into batches when several run at once (AsyncClient(coalesce=)).
+COALESCE_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,11 @@ class CatalogInfo:
 
 @dataclass(frozen=True)
 class Event:
-    """A change to a catalog: ``kind`` is put, evict, expire, share or unshare (``user``: the reader).
+    """A change to a catalog: ``kind`` is put, replace, evict, expire, share or unshare (``user``: the reader).
 
-    ``idle`` (only when subscribing with ``idle_timeout``) says nothing happened meanwhile.
+    A ``replace`` is a put that replaced objects: ``replaced`` holds their keys
+    (``key`` itself when the object was replaced by key). ``idle`` (only when
+    subscribing with ``idle_timeout``) says nothing happened meanwhile.
     """
 
     kind: str
@@ -101,6 +106,7 @@ class Event:
     user: str
     owner: str
     catalog: str
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,25 @@ class TokenInfo:
     created: float
 
 
+def replacement(replace: bool, key: str | None, planned: Reservation | None, name: str | None) -> tuple[str, bool]:
+    """``(replace_key, replace_name)`` of a put: by key (``key`` or the planned one) if given, else by name.
+
+    Raises:
+        InvalidArgument: ``key`` without ``replace``, or ``replace`` with neither a key nor a name.
+    """
+    if not replace:
+        if key is not None:
+            raise InvalidArgument("key= names the object to replace: give replace=True with it.")
+        return "", False
+    if key is not None and planned is not None and key != planned.key:
+        raise InvalidArgument("Give the key to replace or a planned key, not two different keys.")
+    if key is not None or planned is not None:
+        return key if key is not None else planned.key if planned else "", False
+    if not name:
+        raise InvalidArgument("replace=True needs the key of the object to replace, or a name to replace by.")
+    return "", True
+
+
 def bytes_segments(data: BytesLike) -> tuple[SegmentSource, int]:
     """A segment source over bytes-like data, and its size (a bytes object of one segment is not copied)."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -210,6 +235,7 @@ class AsyncClient:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        coalesce: bool = True,
         hedging: bool = True,
         hedge: HedgePolicy | None = None,
     ) -> None:
@@ -231,6 +257,9 @@ class AsyncClient:
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move object bytes through the gateway, which codes and places
                 them (for clients that can reach the gateway but not the containers).
+            coalesce: gather single puts (up to COALESCE_MAX_BYTES), gets and
+                exists calls made at the same time into batch calls (see
+                :mod:`dynostore.client.coalesce`); a lone call goes at once.
             hedging: gets read from the containers expected to answer first and
                 read another chunk beside one that lags; puts stop waiting for
                 chunks that lag once k + 1 are durable and record them missing
@@ -257,6 +286,10 @@ class AsyncClient:
             hedging=hedging,
             hedge=hedge,
         )
+        self.coalesce = coalesce and not relay
+        self._puts: Coalescer[PutItem, str] = Coalescer(self._run_puts)
+        self._gets: Coalescer[str, list[bytes]] = Coalescer(self._run_gets)
+        self._exists: Coalescer[str, bool] = Coalescer(self._run_exists)
 
     @property
     def hedge_counts(self) -> HedgeCounts:
@@ -264,7 +297,9 @@ class AsyncClient:
         return self._pipeline.hedge_counts
 
     async def close(self) -> None:
-        """Close the client's channels."""
+        """Close the client's channels (once the batches on their way are done)."""
+        for coalescer in (self._puts, self._gets, self._exists):
+            await coalescer.close()
         await self._pipeline.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -285,6 +320,9 @@ class AsyncClient:
         name: str | None = None,
         planned: Reservation | None = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
         """Store ``data`` in ``catalog`` and return the new object's key.
 
@@ -292,23 +330,49 @@ class AsyncClient:
         ``ttl``: seconds the object lives (None: the catalog's default TTL, else
         forever); once they are over it is never returned and the gateway's sweep evicts it.
 
+        With ``replace``, the put replaces atomically: the object ``key`` (or
+        the ``planned`` key, if it holds one already), which keeps its key;
+        without either, every object called ``name`` in ``catalog``, so that
+        the name is unique there (the returned key is then new). Readers see
+        the old version or the new one, never a mix; the old chunks are
+        deleted after the commit, and usage counts the new size minus the old.
+
         Raises:
-            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed.
+            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed,
+                or ``replace`` has neither a key nor a name.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
-            AlreadyExists: the planned key holds an object already.
+            AlreadyExists: the planned key holds an object already (without ``replace``).
+            NotFound: ``replace`` names a ``key`` no object has.
+            PermissionDenied: that object belongs to another user.
             ResourceExhausted: the put would exceed the user's quota.
         """
         segments, size = bytes_segments(data)
+        replace_key, replace_name = replacement(replace, key, planned, name)
+        item = PutItem(segments, size, name or "", ttl or 0.0, replace_key, replace_name)
+        if self.coalesce and planned is None and not (replace_key or replace_name) and size <= COALESCE_MAX_BYTES:
+            return await self._puts.submit((token_user, catalog), item)  # a replacing put commits alone
         (key,) = await self._pipeline.put(
-            [PutItem(segments, size, name or "", ttl or 0.0)],
-            token=token_user,
-            catalog=catalog,
-            k=self.k,
-            m=self.m,
-            planned=[planned] if planned else None,
+            [item], token=token_user, catalog=catalog, k=self.k, m=self.m, planned=[planned] if planned else None
         )
         return key
+
+    async def _run_puts(self, group: Hashable, items: list[PutItem]) -> Sequence[str | DynoStoreError]:
+        """Put a batch of single puts of one token into one catalog; each fails alone (see :mod:`.coalesce`)."""
+        token, catalog = cast(tuple[str, str], group)
+
+        async def alone(item: PutItem) -> str:
+            (key,) = await self._pipeline.put([item], token=token, catalog=catalog, k=self.k, m=self.m)
+            return key
+
+        if len(items) == 1:
+            return await each_alone(alone, items)
+        try:
+            return await self._pipeline.put(items, token=token, catalog=catalog, k=self.k, m=self.m)
+        except DynoStoreError as exc:
+            if exc.outcome_unknown:
+                return [exc] * len(items)  # they may have landed: putting them again could make copies
+            return await each_alone(alone, items)  # nothing of the batch was committed
 
     async def plan_keys(self, count: int, token_user: str) -> list[Reservation]:
         """Reserve keys for objects to put later (each valid for 6 hours, for this user only)."""
@@ -350,7 +414,27 @@ class AsyncClient:
 
     async def _segments(self, key: str, token_user: str) -> list[bytes]:
         """The decoded segments of object ``key``, in order."""
-        return [s async for s in self._pipeline.get(key, token=token_user)]
+        if self.coalesce:
+            validation.key(key)
+            return await self._gets.submit(token_user, key)
+        return await self._pipeline.get_whole(key, token_user)
+
+    async def _run_gets(self, token: Hashable, keys: list[str]) -> Sequence[list[bytes] | DynoStoreError]:
+        """Read a batch of single gets of one token; each fails alone."""
+        token = cast(str, token)
+
+        async def alone(key: str) -> list[bytes]:
+            return await self._pipeline.get_whole(key, token)
+
+        if len(keys) == 1:
+            return await each_alone(alone, keys)
+        try:
+            found = await self._pipeline.get_many(keys, token)
+        except DynoStoreError:
+            return await each_alone(alone, keys)  # reads change nothing: each again, alone
+        return [
+            s if s is not None else NotFound(f"No object has the key {k}.") for k, s in zip(keys, found, strict=True)
+        ]
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
@@ -362,7 +446,25 @@ class AsyncClient:
 
     async def exists(self, key: str, token_user: str) -> bool:
         """Whether ``key`` names an object readable with this token."""
+        if self.coalesce:
+            validation.key(key)
+            return await self._exists.submit(token_user, key)
         return await self._pipeline.exists(key, token_user)
+
+    async def _run_exists(self, token: Hashable, keys: list[str]) -> Sequence[bool | DynoStoreError]:
+        """Answer a batch of exists calls of one token with one Locate call."""
+        token = cast(str, token)
+        if len(keys) == 1:
+            return await each_alone(lambda key: self._pipeline.exists(key, token), keys)
+        try:
+            locations = await self._pipeline.locate(keys, token)
+        except DynoStoreError:
+            return await each_alone(lambda key: self._pipeline.exists(key, token), keys)
+        hidden = (NotFound.code.value[0], PermissionDenied.code.value[0])
+        return [
+            True if not loc.code else False if loc.code in hidden else error_for_code(loc.code, loc.message)
+            for loc in locations
+        ]
 
     async def evict(self, key: str, token_user: str) -> bool:
         """Remove object ``key``; return whether it existed (removing a missing object is not an error)."""
@@ -404,15 +506,21 @@ class AsyncClient:
         name: str | None = None,
         progress: ProgressArg = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
         """Store a file, streaming it segment by segment, and return its key.
 
         ``progress``: a callable given the bytes sent after each segment, or
-        True for a progress bar on stderr. ``ttl``: as for :meth:`put`.
+        True for a progress bar on stderr. ``ttl``, ``replace`` and ``key``: as
+        for :meth:`put` (by name, the name defaults to the file's).
         """
         path = Path(path)
         size = path.stat().st_size
-        item = PutItem(file_segments(path), size, name if name is not None else path.name, ttl or 0.0)
+        name = name if name is not None else path.name
+        replace_key, replace_name = replacement(replace, key, None, name)
+        item = PutItem(file_segments(path), size, name, ttl or 0.0, replace_key, replace_name)
         with progress_callback(progress, size, f"put {path.name}") as report:
             (key,) = await self._pipeline.put(
                 [item], token=token_user, catalog=catalog, k=self.k, m=self.m, progress=report
@@ -555,7 +663,7 @@ class AsyncClient:
     async def subscribe(
         self, catalog: str, token_user: str, start_revision: int = 0, idle_timeout: float | None = None
     ) -> AsyncGenerator[Event, None]:
-        """Events of a catalog (``kind``: put, evict, share, unshare) as they happen.
+        """Events of a catalog (``kind``: put, replace, evict, expire, share, unshare) as they happen.
 
         Runs until the caller stops iterating, or until the subscriber's access
         ends. When the gateway goes away, it subscribes again from the last
@@ -589,6 +697,7 @@ class AsyncClient:
                         yield Event(
                             message.kind, message.key, message.name, message.size, message.time,
                             message.revision, message.user, message.owner, message.catalog,
+                            tuple(message.replaced),
                         )  # fmt: skip
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._pipeline.retries + 5:

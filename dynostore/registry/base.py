@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 # Operations etcd takes in one transaction (its default --max-txn-ops).
 MAX_TXN_OPS = 128
-# Objects per etcd transaction (up to 4 operations each).
-COMMIT_GROUP = 32
+# Objects per etcd transaction: up to 4 operations each (record, index entry, name
+# entry, inline bytes), a catalog each at most, and the usage counter.
+COMMIT_GROUP = (MAX_TXN_OPS - 1) // 5
 # Tokens whose users a gateway keeps in memory.
 AUTH_CACHE_ENTRIES = 10_000
 # Usage counters and catalog records a gateway remembers (value and revision) to commit against.

@@ -28,7 +28,8 @@ class CatalogCalls(ObjectCalls):
         Raises:
             AlreadyExists: the owner has a catalog of that name.
         """
-        info: dict[str, Any] = {"owner": owner, "name": name, "created": time.time()}
+        # "names": every object of it has a name entry (see keys.name_entry).
+        info: dict[str, Any] = {"owner": owner, "name": name, "created": time.time(), "names": True}
         if k:
             info |= {"k": k, "m": m}
         if ttl:
@@ -161,7 +162,7 @@ class CatalogCalls(ObjectCalls):
         return owner == user or await self.etcd.get(keys.share(owner, name, user)) is not None
 
     async def catalog_events(self, owner: str, name: str, start_revision: int = 0) -> AsyncIterator[CatalogEvent]:
-        """Puts, evicts and shares of a catalog as they happen, from ``start_revision`` on if given.
+        """Puts, replaces, evicts and shares of a catalog as they happen, from ``start_revision`` on if given.
 
         The first event is of kind ``ready`` and carries the revision the watch
         starts from, so that a subscriber can resume from there without loss.
@@ -177,19 +178,33 @@ class CatalogCalls(ObjectCalls):
                 start_revision = (await self.etcd.get_prefix(keys.catalog(owner, name))).header.revision + 1
             watch = await self.etcd.watch_prefix(prefix, start_revision=start_revision, prev_kv=True)
             yield CatalogEvent(kind="ready", revision=start_revision)
+            # Keys replaced by name at a revision: their deletion is part of that replace event.
+            replaced_at: tuple[int, set[str]] = (0, set())
             async for event in watch:
                 kv = event.kv if event.kind == "PUT" else (event.prev_kv or event.kv)
                 if kv.key.startswith(objects):
+                    key = kv.key[len(objects) :].decode()
                     entry = json.loads(kv.value) if kv.value else {}
                     if event.kind == "PUT" and entry.get("expired"):
                         continue  # marked before its eviction, which is the event
+                    if event.kind != "PUT" and replaced_at[0] == event.kv.mod_revision and key in replaced_at[1]:
+                        continue
+                    kind = "expire" if entry.get("expired") else "evict"
+                    replaced: list[str] = []
+                    if event.kind == "PUT":
+                        replaced = list(entry.get("replaces", []))
+                        replaced_at = (event.kv.mod_revision, set(replaced))
+                        if event.prev_kv is not None and event.prev_kv.value:
+                            replaced.insert(0, key)  # replaced by key: the same key, a new version
+                        kind = "replace" if replaced else "put"
                     yield CatalogEvent(
-                        kind="put" if event.kind == "PUT" else "expire" if entry.get("expired") else "evict",
-                        key=kv.key[len(objects) :].decode(),
+                        kind=kind,
+                        key=key,
                         name=entry.get("name", ""),
                         size=entry.get("size", 0),
                         time=entry.get("created", 0.0) if event.kind == "PUT" else time.time(),
                         revision=event.kv.mod_revision,
+                        replaced=tuple(replaced),
                     )
                 elif kv.key.startswith(shares):
                     shared = json.loads(kv.value) if kv.value and event.kind == "PUT" else {}

@@ -53,7 +53,10 @@ class TicketKeyRecord:
 
 @dataclass(frozen=True)
 class CatalogEvent:
-    """One change to a catalog: kind is put, evict, expire, share or unshare.
+    """One change to a catalog: kind is put, replace, evict, expire, share or unshare.
+
+    A ``replace`` is a put that replaced objects: ``replaced`` holds their keys
+    (``key`` itself when replaced by key).
 
     ``time`` is when a put or share was made; for evict, expire and unshare,
     which etcd keeps no time for, when the gateway saw the change.
@@ -66,6 +69,7 @@ class CatalogEvent:
     size: int = 0
     time: float = 0.0
     user: str = ""
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,6 +94,14 @@ class ObjectRecord:
     data: bytes = field(default=b"", repr=False, compare=False)
     # Seconds since the epoch after which the object is gone (0: never).
     expires: float = 0.0
+    # The key this version's chunks are stored under, when a put replaced the
+    # object by key (the key planned for that put); empty: ``key`` itself.
+    version: str = ""
+
+    @property
+    def chunk_key(self) -> str:
+        """The key the chunks of this version are stored (and ticketed) under."""
+        return self.version or self.key
 
     def expired(self, now: float) -> bool:
         """Whether the object's lifetime is over at ``now``: it must not be returned any more."""
@@ -106,6 +118,8 @@ class ObjectRecord:
         """Serialize for etcd (without an inline object's bytes)."""
         fields = asdict(self)
         del fields["data"]
+        if not self.version:
+            del fields["version"]  # as records were before replacement existed
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
