@@ -130,7 +130,27 @@ class Client:
                 "This Client was made in another process and gRPC does not survive fork(); make a new "
                 "Client in this process, or start worker processes with the 'spawn' method."
             )
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "A Client call was made on the client's own event-loop thread (from a __del__ the garbage "
+                "collector ran there?): it would wait for itself forever."
+            )
         return asyncio.run_coroutine_threadsafe(_as_one_request(coro, current_request_id()), self._loop).result()
+
+    def _on_loop_thread(self) -> bool:
+        """Whether the caller runs on this client's event-loop thread (where no call may wait)."""
+        return threading.current_thread() is self._thread
+
+    def _evict_soon(self, key: str, token_user: str) -> None:
+        """Evict ``key`` without waiting (for finalizers that the garbage collector may run on the loop thread)."""
+        if self._closed:
+            return
+        if self._on_loop_thread():
+            task = self._loop.create_task(self._async.evict(key, token_user))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "exception never retrieved"
+        else:
+            asyncio.run_coroutine_threadsafe(self._async.evict(key, token_user), self._loop)
 
     def close(self) -> None:
         """Close channels and stop the client's event loop thread (idempotent)."""
