@@ -13,6 +13,7 @@ from dynostore import __version__
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError, InvalidArgument
+from dynostore.gateway.drain import Mover
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
@@ -131,7 +132,13 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:
         log.warning("No admin token was given: this gateway runs no repair sweeps.")
+    # Drains and rebalances: resumed by any gateway with an admin token.
+    servicer.mover = mover = Mover(registry, pipeline, admin_token or "", gateway=address)
+    moves = asyncio.create_task(mover.run())
     await stop.wait()
+    moves.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await moves
     if repairer is not None:
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):
