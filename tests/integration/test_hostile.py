@@ -96,6 +96,11 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("ListTokens of another user", lambda s, t: s.ListTokens(g.ListTokensRequest(user="admin"), metadata=auth_metadata(t)), denied),
         ("SetQuota non-admin", lambda s, t: s.SetQuota(g.SetQuotaRequest(name="alice", bytes=1), metadata=auth_metadata(t)), denied),
         ("GetStatus no token", lambda s, t: s.GetStatus(g.GetStatusRequest()), {BAD.UNAUTHENTICATED}),
+        ("DrainContainer non-admin", lambda s, t: s.DrainContainer(g.DrainContainerRequest(container_id="x"), metadata=auth_metadata(t)), denied),
+        ("DrainContainer traversal no token", lambda s, t: s.DrainContainer(g.DrainContainerRequest(container_id=TRAVERSAL)), {BAD.UNAUTHENTICATED}),
+        ("RemoveContainer non-admin", lambda s, t: s.RemoveContainer(g.RemoveContainerRequest(container_id="x", force=True), metadata=auth_metadata(t)), denied),
+        ("RemoveContainer forged token", lambda s, t: s.RemoveContainer(g.RemoveContainerRequest(container_id="x"), metadata=auth_metadata("f" * 43)), {BAD.UNAUTHENTICATED}),
+        ("Rebalance non-admin", lambda s, t: s.Rebalance(g.RebalanceRequest(bandwidth=1), metadata=auth_metadata(t)), denied),
         ("GetStatus forged token", lambda s, t: s.GetStatus(g.GetStatusRequest(), metadata=auth_metadata("f" * 43)), {BAD.UNAUTHENTICATED}),
     ]  # fmt: skip
 
