@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 MIN_BANDWIDTH = 4096
 
 
+def chunk_size(codec: Codec, segment_size: int, size: int) -> int:
+    """The bytes of one chunk of an object of ``size`` bytes: one fragment per segment, the last one shorter."""
+    full, rest = divmod(size, segment_size)
+    return full * codec.fragment_size(segment_size) + (codec.fragment_size(rest) if rest or not full else 0)
+
+
 class Bandwidth:
     """Paces the bytes moved to at most ``rate`` per second on average (0: no limit)."""
 
@@ -118,7 +124,7 @@ async def move_chunks(
         return MoveOutcome()
     codec = Codec(location.policy.k, location.policy.m)
     segments = max(1, -(-location.object.size // location.policy.segment_size))
-    chunk_bytes = codec.fragment_size(location.policy.segment_size) * segments
+    chunk_bytes = chunk_size(codec, location.policy.segment_size, location.object.size)
     targets, stuck = _targets(pipeline, plan, leaving, chunk_bytes, allowed, keep_sites)
     outcome = MoveOutcome(stuck=stuck)
     if not targets:

@@ -29,7 +29,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
-from dynostore.client.moves import Bandwidth, MoveOutcome, move_chunks
+from dynostore.client.moves import Bandwidth, MoveOutcome, chunk_size, move_chunks
 from dynostore.client.pipeline import Pipeline
 from dynostore.erasure import Codec
 from dynostore.errors import DynoStoreError, FailedPrecondition, NotFound
@@ -52,14 +52,13 @@ RECHECK_DONE_SECONDS = 60.0
 
 
 @functools.lru_cache(maxsize=64)
-def _fragment_size(k: int, m: int, segment_size: int) -> int:
-    return Codec(k, m).fragment_size(segment_size)
+def _codec(k: int, m: int) -> Codec:
+    return Codec(k, m)
 
 
 def chunk_bytes(record: ObjectRecord) -> int:
-    """The size of one chunk of an erasure-coded object (about; the last fragment may be shorter)."""
-    segments = max(1, -(-record.size // record.segment_size))
-    return _fragment_size(record.k, record.m, record.segment_size) * segments
+    """The size of one chunk of an erasure-coded object."""
+    return chunk_size(_codec(record.k, record.m), record.segment_size, record.size)
 
 
 def move_status(progress: MoveProgress, active: bool, now: float | None = None) -> gateway_pb2.MoveStatus:
@@ -230,6 +229,8 @@ class Mover:
                 todo = await self._holding(container_id)
                 progress.chunks_left = sum(n for _, n, _ in todo)
                 progress.bytes_left = sum(b for _, _, b in todo)
+                with contextlib.suppress(DynoStoreError):
+                    await self.registry.write_drain_progress(progress)  # what is left, before the first move
                 if not todo:
                     progress.done, progress.finished = True, time.time()
                     progress.stuck_objects, progress.stuck_keys = 0, []

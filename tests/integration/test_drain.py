@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ import pytest
 
 from dynostore._proto import gateway_pb2 as g
 from dynostore._proto import gateway_pb2_grpc
-from dynostore.client import Client
+from dynostore.client import Client, MoveStatus
 from dynostore.errors import FailedPrecondition, InvalidArgument, NotFound
 from dynostore.local import ContainerHandle, ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
@@ -30,9 +29,7 @@ pytestmark = pytest.mark.integration
 SITES = ["north", "north", "south", "south", "east", "east"]
 
 
-def put_objects(
-    client: Client, token: str, count: int, seed: int, big: int = 0, size: int = 0
-) -> dict[str, bytes]:
+def put_objects(client: Client, token: str, count: int, seed: int, big: int = 0, size: int = 0) -> dict[str, bytes]:
     """``count`` objects of 20-120 KiB, or ``size`` (the last ``big`` of them 4 MiB: two segments, streamed)."""
     rng = random.Random(seed)
     objects = {}
@@ -107,13 +104,17 @@ def test_drain_moves_everything_off_and_rm_forgets_the_container(tmp_path: Path)
         with pytest.raises(NotFound):
             client.drain_container("no-such-container", token_user=admin)
 
-        seen = []
+        seen: list[MoveStatus] = []
         with readers(reader_client, token, objects) as failures:
             status = client.drain_container(drained.container_id, token_user=admin, progress=seen.append, poll=0.2)
         assert failures == []
-        assert status.done and status.active and status.stuck_objects == 0
-        assert status.chunks_moved >= len(on_it) and status.objects_moved >= len(on_it)
-        assert status.bytes_moved > 0 and status.chunks_left == 0
+        assert status.done
+        assert status.active
+        assert status.stuck_objects == 0
+        assert status.chunks_moved >= len(on_it)
+        assert status.objects_moved >= len(on_it)
+        assert status.bytes_moved > 0
+        assert status.chunks_left == 0
         assert any(s.running for s in seen)
 
         for key, data in objects.items():
@@ -123,7 +124,9 @@ def test_drain_moves_everything_off_and_rm_forgets_the_container(tmp_path: Path)
         assert [p for k in objects for p in chunk_paths(fabric, k) if drained.root in p.parents] == []
 
         row = next(c for c in client.status(token_user=admin).containers if c.id == drained.container_id)
-        assert row.draining and row.drain.done and row.drain.chunks_moved == status.chunks_moved
+        assert row.draining
+        assert row.drain.done
+        assert row.drain.chunks_moved == status.chunks_moved
         # New puts never land on a draining container.
         fresh = put_objects(client, token, 10, seed=2)
         assert all(drained.container_id not in holders(client, token, k) for k in fresh)
@@ -175,7 +178,8 @@ def test_drain_interrupted_by_killing_the_command_and_the_gateway_resumes_and_lo
         fabric.gateways[0].kill()
         fabric.gateways[0].start()
         interrupted = drain()
-        assert not interrupted.done and interrupted.chunks_left > 0
+        assert not interrupted.done
+        assert interrupted.chunks_left > 0
         for key, data in objects.items():
             assert client.get(key, token_user=token) == data
 
@@ -190,7 +194,8 @@ def test_drain_interrupted_by_killing_the_command_and_the_gateway_resumes_and_lo
         assert again.returncode == 0, again.stdout + again.stderr
         assert "done" in again.stdout
         final = drain()
-        assert final.done and final.chunks_left == 0
+        assert final.done
+        assert final.chunks_left == 0
         assert final.chunks_moved >= interrupted.chunks_moved
         for key, data in objects.items():
             assert client.get(key, token_user=token) == data
@@ -224,7 +229,9 @@ def test_rebalance_after_adding_two_empty_containers(tmp_path: Path) -> None:
         with readers(reader_client, token, objects) as failures:
             status = client.rebalance(token_user=admin, poll=0.2)
         assert failures == []
-        assert status.done and not status.active and status.chunks_moved > 0
+        assert status.done
+        assert not status.active
+        assert status.chunks_moved > 0
         after = per_container()
         assert all(after[cid] > 0 for cid in new), after
         # Even within a chunk or two: 150 chunks over 7 equal containers, about 21 each.
@@ -243,7 +250,8 @@ def test_a_drain_with_nowhere_to_go_keeps_the_chunks_and_reports_the_objects(tmp
         objects = put_objects(client, token, 4, seed=5)
         drained = fabric.containers[0].container_id
         status = client.drain_container(drained, token_user=admin, poll=0.2)
-        assert not status.done and status.stuck_objects == len(objects)
+        assert not status.done
+        assert status.stuck_objects == len(objects)
         assert set(status.stuck_keys) == set(objects)
         for key, data in objects.items():
             assert drained in holders(client, token, key)  # kept: nothing became less redundant
