@@ -141,6 +141,9 @@ def test_drain_moves_everything_off_and_rm_forgets_the_container(tmp_path: Path)
         )
         assert client.remove_container(drained.container_id, token_user=admin) == 0
         assert drained.container_id not in {c.id for c in client.status(token_user=admin).containers}
+        # Nothing came to depend on the removed container: two more may die and everything still reads.
+        fabric.containers[2].kill()
+        fabric.containers[5].kill()
         for key, data in {**objects, **fresh}.items():
             assert client.get(key, token_user=token) == data
 
@@ -260,3 +263,35 @@ def test_a_drain_with_nowhere_to_go_keeps_the_chunks_and_reports_the_objects(tmp
         assert not stopped.active
         # No longer draining: new puts may use it again.
         assert not next(c for c in client.status(token_user=admin).containers if c.id == drained).draining
+
+
+def test_a_drain_rebuilds_what_it_cannot_copy_and_a_stopped_drain_takes_chunks_again(tmp_path: Path) -> None:
+    with LocalFabric(6, root=tmp_path / "fabric", sites=SITES) as fabric, fabric.client() as client:
+        admin, token = fabric.admin_token, fabric.create_user("mover")
+        objects = put_objects(client, token, 10, seed=6, big=1)
+        sites = {c.container_id: c.site for c in fabric.containers}
+        first, second = fabric.containers[0], fabric.containers[3]
+        # A corrupt chunk on the drained container: its copy fails its checksum, so it is rebuilt.
+        damaged = next(k for k in objects if first.container_id in holders(client, token, k))
+        (path,) = [p for p in chunk_paths(fabric, damaged) if first.root in p.parents]
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        status = client.drain_container(first.container_id, token_user=admin, poll=0.2)
+        assert status.done
+        assert first.container_id not in holders(client, token, damaged)
+        assert client.repair(damaged, token_user=token, verify=True) == 0  # the moved chunk is sound
+
+        # The first container takes chunks again once its drain stops; the second is drained while down,
+        # so every chunk of it is rebuilt from the others, some onto the first one.
+        client.stop_drain(first.container_id, token_user=admin)
+        second.stop()
+        on_second = [k for k in objects if second.container_id in holders(client, token, k)]
+        assert on_second
+        status = client.drain_container(second.container_id, token_user=admin, poll=0.2)
+        assert status.done
+        assert status.chunks_moved == len(on_second)
+        assert all(first.container_id in holders(client, token, k) for k in on_second)
+        for key, data in objects.items():
+            assert client.get(key, token_user=token) == data
+        assert_spread(client, token, list(objects), {**sites}, avoid=second.container_id)
