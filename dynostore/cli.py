@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--repair-grace", type=float, help="seconds a container may be gone before its chunks are rebuilt (600)"
     )
+    gw.add_argument(
+        "--rebalance-interval", type=float, help="seconds between rebalances the gateway asks for by itself (0: never)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)

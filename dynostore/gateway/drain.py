@@ -98,13 +98,24 @@ class _Job:
 class Mover:
     """Runs the fabric's drains and rebalances that no other gateway is running."""
 
-    def __init__(self, registry: Registry, pipeline: Pipeline, token: str = "", *, gateway: str = "") -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        pipeline: Pipeline,
+        token: str = "",
+        *,
+        gateway: str = "",
+        rebalance_every: float = 0.0,
+    ) -> None:
         """Move chunks through ``pipeline`` (a client of this gateway) with an admin ``token``.
 
         Without one (a gateway started without an admin token), jobs run only
         when an admin asks this gateway, with the asker's token, for as long
-        as this gateway runs.
+        as this gateway runs. With ``rebalance_every``, it asks for a
+        rebalance every that many seconds (none is asked while one is wanted).
         """
+        self.rebalance_every = rebalance_every
+        self._asked = time.monotonic()
         self.registry = registry
         self.pipeline = pipeline
         self.token = token
@@ -136,7 +147,12 @@ class Mover:
             wait = RECHECK_DONE_SECONDS if job is not None and job.done else RETRY_SECONDS
             if job is None or (job.task is None and now - job.ended >= wait):
                 self.start(container_id, self.token)
-        if await self.registry.rebalance_request() is not None:
+        wanted = await self.registry.rebalance_request() is not None
+        if self.rebalance_every > 0 and not wanted and now - self._asked >= self.rebalance_every:
+            self._asked = now
+            await self.registry.set_rebalance(0, time.time())
+            wanted = True
+        if wanted:
             job = self._jobs.get("")
             if job is None or (job.task is None and now - job.ended >= RETRY_SECONDS):
                 self.start("", self.token)

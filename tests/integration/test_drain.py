@@ -295,3 +295,19 @@ def test_a_drain_rebuilds_what_it_cannot_copy_and_a_stopped_drain_takes_chunks_a
         for key, data in objects.items():
             assert client.get(key, token_user=token) == data
         assert_spread(client, token, list(objects), {**sites}, avoid=second.container_id)
+
+
+def test_a_gateway_set_to_rebalance_by_itself_spreads_chunks_onto_new_containers(tmp_path: Path) -> None:
+    spec = ContainerSpec(backend="memory", settings={"capacity_bytes": 32 * 1024 * 1024})
+    root, gateway_args = tmp_path / "fabric", ["--rebalance-interval", "1"]
+    with LocalFabric([spec] * 5, root=root, gateway_args=gateway_args) as fabric, fabric.client() as client:
+        token = fabric.create_user("mover")
+        objects = put_objects(client, token, 12, seed=7, size=40_000)
+        handle = ContainerHandle(5, fabric, "site5", spec)
+        fabric.containers.append(handle)
+        handle.start()
+        new = handle.container_id
+        # 60 chunks over 6 equal containers: the new one gets about 10 without anyone asking.
+        assert eventually(lambda: sum(new in holders(client, token, k) for k in objects) >= 8, within=60)
+        for key, data in objects.items():
+            assert client.get(key, token_user=token) == data
