@@ -148,13 +148,14 @@ class Mover:
             if job is None or (job.task is None and now - job.ended >= wait):
                 self.start(container_id, self.token)
         wanted = await self.registry.rebalance_request() is not None
+        asked = False
         if self.rebalance_every > 0 and not wanted and now - self._asked >= self.rebalance_every:
             self._asked = now
             await self.registry.set_rebalance(0, time.time())
-            wanted = True
+            wanted = asked = True
         if wanted:
             job = self._jobs.get("")
-            if job is None or (job.task is None and now - job.ended >= RETRY_SECONDS):
+            if job is None or (job.task is None and (asked or now - job.ended >= RETRY_SECONDS)):
                 self.start("", self.token)
 
     def start(self, container_id: str, token: str) -> None:
