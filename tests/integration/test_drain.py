@@ -259,6 +259,9 @@ def test_a_drain_with_nowhere_to_go_keeps_the_chunks_and_reports_the_objects(tmp
         for key, data in objects.items():
             assert drained in holders(client, token, key)  # kept: nothing became less redundant
             assert client.get(key, token_user=token) == data
+            # A repair takes a chunk on a draining container as held: it does not double it up elsewhere.
+            assert client.repair(key, token_user=token) == 0
+            assert len(set(holders(client, token, key))) == 5
         stopped = client.stop_drain(drained, token_user=admin)
         assert not stopped.active
         # No longer draining: new puts may use it again.
