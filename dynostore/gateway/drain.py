@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ LOCK_TTL = 10
 CHECK_SECONDS = 2.0
 RETRY_SECONDS = 30.0
 RECHECK_DONE_SECONDS = 60.0
+# Objects a drain moves at once (each its own chunks, to whichever containers suit it).
+PARALLEL_MOVES = 4
 
 
 @functools.lru_cache(maxsize=64)
@@ -256,17 +259,19 @@ class Mover:
                 progress.done = False
                 stuck: list[str] = []
                 moved = 0
-                for key, _, _ in todo:
+                for start in range(0, len(todo), PARALLEL_MOVES):
                     if container_id not in await self.registry.drains():
                         log.info("Drain of container %s stopped.", container_id)
                         return
-                    outcome = await self._move(key, token, container_id, pace)
-                    if outcome is None:
-                        continue
-                    moved += outcome.chunks
-                    self._count(progress, outcome)
-                    if outcome.stuck:
-                        stuck.append(key)
+                    window = [key for key, _, _ in todo[start : start + PARALLEL_MOVES]]
+                    outcomes = await asyncio.gather(*(self._move(k, token, container_id, pace) for k in window))
+                    for key, outcome in zip(window, outcomes, strict=True):
+                        if outcome is None:
+                            continue
+                        moved += outcome.chunks
+                        self._count(progress, outcome)
+                        if outcome.stuck:
+                            stuck.append(key)
                 progress.stuck_objects, progress.stuck_keys = len(stuck), stuck[:STUCK_KEYS_KEPT]
                 if not moved:  # nothing more can move now; the mover tries again later
                     if stuck:
@@ -358,13 +363,19 @@ class Mover:
         return None if ran is None else progress.done
 
     async def _rebalance_pass(self, token: str, progress: MoveProgress, pace: Bandwidth) -> int | None:
-        """One pass over the records; the chunks it moved (None if the rebalance was stopped)."""
+        """One pass over the records; the chunks it moved (None if the rebalance was stopped).
+
+        Moves are chosen one by one as if each before succeeded (a failed one
+        is given back), and run ``PARALLEL_MOVES`` at a time.
+        """
         drained = set(await self.registry.drains())
-        capacity = {
-            c["id"]: int(c.get("capacity_bytes", 0))
+        containers = {
+            c["id"]: c
             for c in await self.registry.containers()
             if c["id"] not in drained and int(c.get("capacity_bytes", 0)) > 0
         }
+        capacity = {cid: int(c["capacity_bytes"]) for cid, c in containers.items()}
+        site = {cid: str(c.get("site", "")) for cid, c in containers.items()}
         used = dict.fromkeys(capacity, 0)
         objects: list[tuple[str, list[str], int]] = []
         async for record in self.registry.object_records():
@@ -375,29 +386,60 @@ class Mover:
             for cid in holders:
                 if cid in used:
                     used[cid] += size
-            objects.append((record.key, holders, size))
+            objects.append((record.key, [cid for cid, _ in record.chunks], size))
         if len(capacity) < 2:
             return 0
         share = sum(used.values()) / sum(capacity.values())
         # Bytes a container holds beyond (positive) or below (negative) the fabric's mean share.
         excess = {cid: used[cid] - share * capacity[cid] for cid in capacity}
         progress.bytes_left = int(sum(e for e in excess.values() if e > 0))
-        moved = 0
-        for key, holders, size in objects:
-            sources = sorted((cid for cid in holders if excess.get(cid, 0) > size / 2), key=lambda c: -excess[c])
-            allowed = [cid for cid in capacity if excess[cid] + size <= size / 2]
-            if not sources or not allowed:
-                continue
-            if await self.registry.rebalance_request() is None:
+
+        def pick(holders: list[str], size: int) -> tuple[str, str] | None:
+            """The fullest source holding a chunk, and the emptiest target that may take it, or None."""
+            sources = sorted((c for c in holders if excess.get(c, 0) > size / 2), key=lambda c: -excess[c])
+            if not sources:
                 return None
-            outcome = await self._move(key, token, sources[0], pace, allowed)
-            if outcome is None or not outcome.chunks:
-                continue
-            excess[sources[0]] -= size
-            excess[outcome.targets[0]] += size
-            moved += outcome.chunks
-            self._count(progress, outcome)
+            per_site = Counter(site[c] for c in holders if c in site)
+            source = sources[0]
+            targets = [
+                c
+                for c in capacity
+                if c not in holders
+                and excess[c] + size <= size / 2
+                and (site[c] == site[source] or per_site[site[c]] + 1 <= per_site[site[source]])
+            ]
+            return (source, min(targets, key=lambda c: excess[c])) if targets else None
+
+        moved = 0
+        window: list[tuple[str, str, str, int]] = []  # key, source, target, chunk bytes
+
+        async def run() -> None:
+            nonlocal moved
+            outcomes = await asyncio.gather(*(self._move(k, token, s, pace, [t]) for k, s, t, _ in window))
+            for (_, source, target, size), outcome in zip(window, outcomes, strict=True):
+                if outcome is None or not outcome.chunks:
+                    excess[source] += size  # not moved: give it back
+                    excess[target] -= size
+                    continue
+                moved += outcome.chunks
+                self._count(progress, outcome)
             progress.bytes_left = int(sum(e for e in excess.values() if e > 0))
+            window.clear()
+
+        for key, holders, size in objects:
+            chosen = pick(holders, size)
+            if chosen is None:
+                continue
+            source, target = chosen
+            excess[source] -= size
+            excess[target] += size
+            window.append((key, source, target, size))
+            if len(window) == PARALLEL_MOVES:
+                if await self.registry.rebalance_request() is None:
+                    return None
+                await run()
+        if window:
+            await run()
         return moved
 
 
