@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 from collections import Counter
 
@@ -10,6 +11,7 @@ import pytest
 
 from dynostore._proto import common_pb2, gateway_pb2
 from dynostore.cli_moves import container_parser
+from dynostore.client import moves
 from dynostore.client.moves import MIN_BANDWIDTH, Bandwidth, _targets, chunk_size
 from dynostore.client.placement import SpreadPlacement
 from dynostore.client.status import MoveStatus
@@ -128,3 +130,27 @@ def test_every_container_command_option_has_help() -> None:
     ]
     assert missing == []
     assert all(choice.help for choice in subs._choices_actions)
+
+
+def test_bandwidth_paces_the_bytes_to_the_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 MB at 100 kB/s takes 10 s of (fake) sleep, however it is cut, and no limit sleeps not at all."""
+    clock = [1000.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(moves.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(moves.asyncio, "sleep", fake_sleep)
+
+    async def send(pace: Bandwidth, sizes: list[int]) -> None:
+        for size in sizes:
+            await pace.take(size)
+
+    asyncio.run(send(Bandwidth(100_000), [50_000] * 20))
+    # The first piece goes at once; the 19 others wait 0.5 s each: 1 MB spread over 10 s.
+    assert sum(slept) == pytest.approx(9.5)
+    slept.clear()
+    asyncio.run(send(Bandwidth(0), [50_000] * 20))
+    assert slept == []
