@@ -26,6 +26,7 @@ from dynostore.cli_moves import rebalance_command as _rebalance_command
 from dynostore.client import Client, UserInfo
 from dynostore.errors import DynoStoreError
 from dynostore.registry.usage import format_size, parse_count, parse_size
+from dynostore.rpc.requests import configure_logging
 
 # Files larger than this get a progress bar when stderr is a terminal.
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
@@ -60,11 +61,27 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", type=Path, help="CA certificate that signed the other servers' certificates")
 
 
+def _log_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        # A daemon's own flag (after its command) must not reset one given before the command.
+        default=default if default is not None else argparse.SUPPRESS,
+        help="log lines as text or one JSON object per line, each with its request id [$DYNOSTORE_LOG_FORMAT]",
+    )
+
+
 def _metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metrics-listen", help="serve Prometheus metrics at http://HOST:PORT/metrics (off; port 0: any free port)"
     )
     p.add_argument("--metrics-ready-file", type=Path, help="write the metrics address here once it serves")
+    p.add_argument(
+        "--log-requests",
+        action="store_const",
+        const=True,
+        help="log one line per call answered: method, status, duration, request id (off)",
+    )
 
 
 # The port `dynostore up` gives its gateway when it is free (the one the docs show);
@@ -76,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="dynostore", description="DynoStore data fabric.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _log_args(parser, default=os.environ.get("DYNOSTORE_LOG_FORMAT", "text"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run a local fabric (etcd + gateway + containers) in the foreground")
@@ -97,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     web = sub.add_parser("web", help="serve the web UI (browse, upload, download, evict) for a gateway")
+    _log_args(web)
     web.add_argument("--listen", default="127.0.0.1:8088", help="address to serve on (127.0.0.1:8088)")
     _client_args(web)
 
@@ -121,11 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair-grace", type=float, help="seconds a container may be gone before its chunks are rebuilt (600)"
     )
     gw.add_argument(
+        "--catalog-metrics-interval",
+        type=float,
+        help="with metrics: seconds between reads of every catalog's objects and bytes (60; 0: never)",
+    )
+    gw.add_argument(
         "--rebalance-interval", type=float, help="seconds between rebalances the gateway asks for by itself (0: never)"
     )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)
+    _log_args(gw)
     _tls_args(gw)
     gw.add_argument("--etcd-tls-ca", type=Path, help="speak TLS to etcd, trusting this CA certificate (PEM)")
     gw.add_argument("--etcd-tls-cert", type=Path, help="client certificate to show etcd (--client-cert-auth)")
@@ -146,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
     _metrics_args(ct)
+    _log_args(ct)
     _tls_args(ct)
     ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
     ct.add_argument("--scrub-interval", type=float, help="seconds between scrubs of every chunk (86400; 0: never)")
@@ -477,7 +503,7 @@ def _daemon(args: argparse.Namespace) -> int:
     """Run a gateway or a container until SIGTERM/SIGINT."""
     from dynostore.config import read_secret, settings_from
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose", "log_format")}
     if args.command == "gateway":
         from dynostore.gateway.server import GatewaySettings
         from dynostore.gateway.server import serve as serve_gateway
@@ -554,13 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(words) >= 2 and words[0] == "container" and words[1] in CONTAINER_COMMANDS:
         # `dynostore container drain|rm|ls`: administer containers (`dynostore container` runs one).
         args = container_parser().parse_args(words[1:])
-        args.command, args.verbose = "container-admin", False
+        args.command, args.verbose, args.log_format = "container-admin", False, "text"
     else:
         args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(
+            logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
+            args.log_format,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     try:
         if args.command in ("gateway", "container"):
             return _daemon(args)
@@ -585,5 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _client_command(args)
     except DynoStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        request = (
+            f" (request {exc.request_id}: the servers' log lines about it carry this id)" if exc.request_id else ""
+        )
+        print(f"error: {exc}{request}", file=sys.stderr)
         return 1

@@ -50,6 +50,8 @@ class ContainerSettings:
     # and a file to write the bound address to before ready_file.
     metrics_listen: str | None = None
     metrics_ready_file: Path | None = None
+    # One log line per call answered (method, status, duration, request id); failures are logged anyway.
+    log_requests: bool = False
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
     # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
@@ -277,6 +279,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         ["dynostore.v1.Container"],
         tls,
         metrics=metrics is not None,
+        access_log=settings.log_requests,
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"

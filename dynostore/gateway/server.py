@@ -17,6 +17,7 @@ from dynostore.gateway.drain import Mover
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
+from dynostore.metrics import CATALOG_BYTES, CATALOG_OBJECTS
 from dynostore.metrics.caches import export_caches
 from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.registry import Registry
@@ -65,6 +66,10 @@ class GatewaySettings:
     # and a file to write the bound address to before ready_file.
     metrics_listen: str | None = None
     metrics_ready_file: Path | None = None
+    # With metrics on: seconds between two reads of every catalog's object count and bytes from etcd (0: never).
+    catalog_metrics_interval: float = 60.0
+    # One log line per call answered (method, status, duration, request id); failures are logged anyway.
+    log_requests: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
@@ -106,6 +111,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         ["dynostore.v1.Gateway"],
         tls,
         metrics=metrics is not None,
+        access_log=settings.log_requests,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
     log.info("Gateway serving on %s (etcd %s)", address, ",".join(endpoint_list(settings.etcd)))
@@ -115,6 +121,9 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         temp.write_text(address)
         temp.replace(settings.ready_file)
     announce = asyncio.create_task(_announce(registry, address, policy.container_ttl))
+    counting = None
+    if metrics is not None and settings.catalog_metrics_interval > 0:
+        counting = asyncio.create_task(_count_catalogs(registry, settings.catalog_metrics_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,9 +158,11 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeps
-    announce.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await announce
+    for task in (announce, counting):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await server.stop(grace=2)
     await pipeline.close()
     cache_watch.cancel()
@@ -171,3 +182,19 @@ async def _announce(registry: Registry, address: str, ttl: int) -> None:
             log.warning("Could not announce this gateway in etcd (%s); trying again.", exc)
             lease_id = 0
         await asyncio.sleep(max(ttl / 3, 0.5))
+
+
+async def _count_catalogs(registry: Registry, interval: float) -> None:
+    """Keep the per-catalog gauges (objects, bytes) up to date, one full read of the catalogs per interval."""
+    while True:
+        try:
+            totals = await registry.catalog_totals()
+        except DynoStoreError as exc:
+            log.warning("Could not count the catalogs' objects for the metrics (%s); trying again.", exc)
+        else:
+            CATALOG_OBJECTS.clear()
+            CATALOG_BYTES.clear()
+            for owner, name, objects, size in totals:
+                CATALOG_OBJECTS.labels(owner, name).set(objects)
+                CATALOG_BYTES.labels(owner, name).set(size)
+        await asyncio.sleep(interval)

@@ -20,6 +20,7 @@ from aetcd import rpc
 from dynostore.registry import keys
 from dynostore.registry.base import RegistryBase, etcd_errors
 from dynostore.registry.etcd import EtcdClient
+from dynostore.registry.records import entry_expired
 
 # How long one etcd member may take to answer a health check.
 MEMBER_CHECK_SECONDS = 2.0
@@ -101,6 +102,18 @@ class FabricCalls(RegistryBase):
         """The last published repair progress (all zero before the first sweep)."""
         found = await self.etcd.get(keys.repair_progress())
         return RepairProgress(**json.loads(found.value)) if found is not None else RepairProgress()
+
+    @etcd_errors
+    async def catalog_totals(self) -> list[tuple[str, str, int, int]]:
+        """``(owner, catalog, objects, bytes)`` of every catalog, expired objects left out (one read per catalog)."""
+        now = time.time()
+        totals = []
+        for kv in await self.etcd.get_prefix(keys.all_catalogs()):
+            record = json.loads(kv.value)
+            index = await self.etcd.get_prefix(keys.index_prefix(record["owner"], record["name"]))
+            live = [e for e in (json.loads(i.value) for i in index) if not entry_expired(e, now)]
+            totals.append((record["owner"], record["name"], len(live), sum(e["size"] for e in live)))
+        return totals
 
     async def member_health(self) -> list[MemberHealth]:
         """Ask every etcd endpoint this gateway was given for its status, at once, each within a bound."""

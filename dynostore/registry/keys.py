@@ -95,6 +95,11 @@ def catalog(owner: str, name: str) -> bytes:
     return _k("catalog-list", owner, name)
 
 
+def all_catalogs() -> bytes:
+    """Prefix of every catalog record, of every owner."""
+    return _k("catalog-list", "")
+
+
 def catalogs_of(owner: str) -> bytes:
     """Prefix of the records of every catalog of ``owner``."""
     return _k("catalog-list", owner, "")
