@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dynostore.cli_moves import CONTAINER_COMMANDS, container_command, container_parser, rebalance_args
+from dynostore.cli_moves import rebalance_command as _rebalance_command
 from dynostore.client import Client, UserInfo
 from dynostore.errors import DynoStoreError
 from dynostore.registry.usage import format_size, parse_count, parse_size
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with metrics: seconds between reads of every catalog's objects and bytes (60; 0: never)",
     )
+    gw.add_argument(
+        "--rebalance-interval", type=float, help="seconds between rebalances the gateway asks for by itself (0: never)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)
@@ -152,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--etcd-tls-key", type=Path, help="... and its private key (PEM)")
 
     ct = sub.add_parser(
-        "container", help="run a data container (settings: --config FILE [container] table, then flags)"
+        "container",
+        help="run a data container (settings: --config FILE [container] table, then flags); "
+        "`dynostore container drain|rm|ls` administer containers (admin)",
     )
     ct.add_argument("--config", type=Path, help="TOML settings file, e.g. containers/site-a.toml")
     ct.add_argument("--gateway", help="gateway host:port to register with (or several, comma-separated)")
@@ -220,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="also read every chunk in full; rebuild those gone or corrupt"
     )
     _client_args(repair)
+
+    rebalance = sub.add_parser(
+        "rebalance", help="even out used space: move chunks from the fullest containers to the emptiest (admin)"
+    )
+    rebalance_args(rebalance)
 
     status = sub.add_parser("status", help="the fabric at a glance: gateways, etcd, containers, totals, repair")
     status.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -336,6 +348,10 @@ def _client_command(args: argparse.Namespace) -> int:
             return _repair(client, args)
         elif args.command == "stat":
             _stat(client, args)
+        elif args.command == "container-admin":
+            return container_command(client, args)
+        elif args.command == "rebalance":
+            return _rebalance_command(client, args)
         elif args.command == "status":
             fabric = client.status(token_user=args.token)
             print(json.dumps(fabric.to_json(), indent=2) if args.json else fabric.describe())
@@ -568,7 +584,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if len(words) >= 2 and words[0] == "container" and words[1] in CONTAINER_COMMANDS:
+        # `dynostore container drain|rm|ls`: administer containers (`dynostore container` runs one).
+        args = container_parser().parse_args(words[1:])
+        args.command, args.verbose, args.log_format = "container-admin", False, "text"
+    else:
+        args = build_parser().parse_args(argv)
     try:
         configure_logging(
             logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,

@@ -204,6 +204,21 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
                 _registered_method=True)
+        self.DrainContainer = channel.unary_unary(
+                '/dynostore.v1.Gateway/DrainContainer',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
+                _registered_method=True)
+        self.RemoveContainer = channel.unary_unary(
+                '/dynostore.v1.Gateway/RemoveContainer',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.FromString,
+                _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/dynostore.v1.Gateway/Rebalance',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -452,6 +467,35 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainContainer(self, request, context):
+        """Drain a container (admin only): no new chunk is placed on it, and a
+        gateway moves every chunk it holds to other containers (copied, or rebuilt
+        from the others when it cannot be read), recording each new place before
+        deleting the old copy. The drain flag lives in etcd, so an interrupted
+        drain resumes (any gateway's sweep, or this call again); `stop` clears
+        the flag. Returns the drain's progress as of the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveContainer(self, request, context):
+        """Forget a container (admin only): refused (FAILED_PRECONDITION) while it
+        is registered, or while an object record still names it unless `force`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebalance(self, request, context):
+        """Even out used space (admin only): a gateway moves chunks from the fullest
+        containers (by used share of capacity) to the emptiest, in the
+        background, as a drain moves them; `stop` ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -619,6 +663,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RotateTicketKey,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.SerializeToString,
+            ),
+            'DrainContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainContainer,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.SerializeToString,
+            ),
+            'RemoveContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveContainer,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1516,6 +1575,87 @@ class Gateway:
             '/dynostore.v1.Gateway/RotateTicketKey',
             dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/DrainContainer',
+            dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RemoveContainer',
+            dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/Rebalance',
+            dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ import asyncio
 import builtins
 import os
 import threading
-from collections.abc import Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dynostore.client.aio import (
@@ -37,7 +37,7 @@ from dynostore.client.aio import (
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
-from dynostore.client.status import FabricStatus
+from dynostore.client.status import FabricStatus, MoveStatus
 from dynostore.errors import DynoStoreError
 from dynostore.rpc.requests import current_request_id, request_scope
 
@@ -61,6 +61,7 @@ __all__ = [
     "Client",
     "Event",
     "FabricStatus",
+    "MoveStatus",
     "ObjectInfo",
     "ObjectStat",
     "PlacementPolicy",
@@ -407,6 +408,48 @@ class Client:
     def status(self, token_user: str) -> FabricStatus:
         """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
         return self._run(self._async.status(token_user))
+
+    def drain_container(
+        self,
+        container_id: str,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Drain a container (admin); see :meth:`AsyncClient.drain_container`."""
+        return self._run(
+            self._async.drain_container(
+                container_id, token_user, bandwidth=bandwidth, wait=wait, progress=progress, poll=poll
+            )
+        )
+
+    def stop_drain(self, container_id: str, token_user: str) -> MoveStatus:
+        """End a container's drain (admin): it takes new chunks again."""
+        return self._run(self._async.stop_drain(container_id, token_user))
+
+    def remove_container(self, container_id: str, token_user: str, force: bool = False) -> int:
+        """Forget a stopped, drained container (admin); see :meth:`AsyncClient.remove_container`."""
+        return self._run(self._async.remove_container(container_id, token_user, force))
+
+    def rebalance(
+        self,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Even out used space over the containers (admin); see :meth:`AsyncClient.rebalance`."""
+        job = self._async.rebalance(token_user, bandwidth=bandwidth, wait=wait, progress=progress, poll=poll)
+        return self._run(job)
+
+    def stop_rebalance(self, token_user: str) -> MoveStatus:
+        """Stop a rebalance (admin)."""
+        return self._run(self._async.stop_rebalance(token_user))
 
     def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id."""

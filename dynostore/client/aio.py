@@ -15,7 +15,7 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +28,7 @@ from dynostore.client.coalesce import Coalescer, each_alone
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
-from dynostore.client.status import FabricStatus, fabric_status
+from dynostore.client.status import FabricStatus, MoveStatus, fabric_status, move_status
 from dynostore.errors import DynoStoreError, InvalidArgument, NotFound, PermissionDenied, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
@@ -697,6 +697,109 @@ class AsyncClient:
     async def status(self, token_user: str) -> FabricStatus:
         """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
         return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
+
+    async def drain_container(
+        self,
+        container_id: str,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Drain a container (admin): no new chunks go there, and a gateway moves every chunk it holds elsewhere.
+
+        ``bandwidth`` caps the bytes per second moved (0: no limit). With
+        ``wait``, returns once no record names the container (``done``), the
+        drain was stopped, or a pass left objects that no other container can
+        take (``stuck_objects``); ``progress`` is called with every status
+        polled (every ``poll`` seconds). Calling it again resumes a drain.
+
+        Raises:
+            NotFound: no such container is known.
+            PermissionDenied: the token is not an admin's.
+        """
+        request = gateway_pb2.DrainContainerRequest(container_id=container_id, bandwidth=bandwidth)
+        first = move_status(await self._control("DrainContainer", request, token_user))
+        if not wait:
+            return first
+
+        async def current() -> MoveStatus:
+            found = [c.drain for c in (await self.status(token_user)).containers if c.id == container_id]
+            if not found:
+                raise NotFound(f"Container {container_id} was removed during its drain.")
+            return found[0]
+
+        return await self._follow(first, current, progress, poll, stuck_ends=True)
+
+    async def stop_drain(self, container_id: str, token_user: str) -> MoveStatus:
+        """End a container's drain (admin): it takes new chunks again; what moved stays moved."""
+        request = gateway_pb2.DrainContainerRequest(container_id=container_id, stop=True)
+        return move_status(await self._control("DrainContainer", request, token_user))
+
+    async def remove_container(self, container_id: str, token_user: str, force: bool = False) -> int:
+        """Forget a container that is stopped and drained (admin); return the chunks records still named there.
+
+        Raises:
+            FailedPrecondition: it is registered (stop its daemon first), or, without ``force``,
+                object records still name it (drain it first).
+            NotFound: no such container is known.
+        """
+        request = gateway_pb2.RemoveContainerRequest(container_id=container_id, force=force)
+        return int((await self._control("RemoveContainer", request, token_user)).chunks_named)
+
+    async def rebalance(
+        self,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Even out used space (admin): a gateway moves chunks from the fullest containers to the emptiest.
+
+        Arguments as for :meth:`drain_container`; with ``wait``, returns once
+        the rebalance is done or stopped.
+        """
+        request = gateway_pb2.RebalanceRequest(bandwidth=bandwidth)
+        first = move_status(await self._control("Rebalance", request, token_user))
+        if not wait:
+            return first
+
+        async def current() -> MoveStatus:
+            return (await self.status(token_user)).rebalance
+
+        return await self._follow(first, current, progress, poll, stuck_ends=False)
+
+    async def stop_rebalance(self, token_user: str) -> MoveStatus:
+        """Stop a rebalance (admin); what moved stays moved."""
+        return move_status(await self._control("Rebalance", gateway_pb2.RebalanceRequest(stop=True), token_user))
+
+    @staticmethod
+    async def _follow(
+        first: MoveStatus,
+        current: Callable[[], Any],
+        progress: Callable[[MoveStatus], None] | None,
+        poll: float,
+        *,
+        stuck_ends: bool,
+    ) -> MoveStatus:
+        """Poll a job until it ends: done or stopped, or (``stuck_ends``) idle with objects stuck.
+
+        Only progress published after ``first`` counts as an end (an older record may say done).
+        """
+        while True:
+            await asyncio.sleep(poll)
+            status: MoveStatus = await current()
+            if progress is not None:
+                progress(status)
+            fresh = status.updated > first.updated
+            if not status.active and (fresh or not first.active):
+                return status
+            if fresh and not status.running and (status.done or (stuck_ends and status.stuck_objects)):
+                return status
 
     async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id.
