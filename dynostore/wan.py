@@ -177,7 +177,8 @@ class Wan:
         self.core_host = ""
         self._root_link = f"dw{self._tag}r"
         self._relays: dict[str, ManagedProcess] = {}
-        self._work = Path(tempfile.mkdtemp(prefix="dynostore-wan-"))
+        # The relays' settings, ready files and logs (made at start).
+        self._work = Path()
         self._started = False
 
     # names and addresses ------------------------------------------------------
@@ -234,6 +235,7 @@ class Wan:
         if reason:
             raise RuntimeError(reason)
         self._started = True
+        self._work = Path(tempfile.mkdtemp(prefix="dynostore-wan-"))
         try:
             self.octet = _free_octet()
             self.core_host = f"10.{self.octet}.0.2"
@@ -276,7 +278,8 @@ class Wan:
             self.namespaces.clear()
             if _run("ip", "link", "show", self._root_link, check=False).returncode == 0:
                 _run("ip", "link", "del", self._root_link, check=False)
-        shutil.rmtree(self._work, ignore_errors=True)
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._started = False
         if errors:
             raise errors[0]
 
