@@ -8,7 +8,9 @@ core namespace (see :mod:`dynostore.wan`). Needs root, else the tests skip.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -212,3 +214,70 @@ def test_gateway_etcd_member_and_site_lost_one_at_a_time_then_together(
     assert not figures.violations, "\n".join(figures.violations[:30])
     assert figures.objects_checked > 0
     assert all(reads_during), f"no get returned during some fault: {reads_during}"
+
+
+# the topology's own hygiene, the tool and the benchmark ------------------------
+
+
+def namespaces_of(pid: int) -> list[str]:
+    """The namespaces that topologies of process ``pid`` made and did not remove."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.startswith(f"dw-{pid}-")]
+
+
+def test_a_topology_that_fails_to_start_leaves_nothing_behind(wan: Wan, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = set(namespaces_of(os.getpid()))
+    broken = Wan(FIVE_SITES[:2])
+
+    def fail() -> str:
+        raise RuntimeError("made to fail")
+
+    monkeypatch.setattr(broken, "_choose_mode", fail)
+    with pytest.raises(RuntimeError, match="made to fail"):
+        broken.start()
+    assert set(namespaces_of(os.getpid())) == before
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"dw{broken._tag}r" not in links
+    assert (
+        f"10.{broken.octet}.0.0/16"
+        not in subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    )
+
+
+def run_tool(argv: list[str], stdin: str = "") -> tuple[str, int]:
+    """Run a script to its end; return what it printed and its pid."""
+    process = subprocess.Popen(
+        [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        out, _ = process.communicate(stdin, timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, out
+    return out, process.pid
+
+
+def test_the_wan_tool_runs_a_fabric_and_changes_the_wan(wan: Wan) -> None:
+    commands = "impair site0 201 0 0.05\ndown site1\nup site1\nkill gateway\nstart gateway\nstatus\nquit\n"
+    out, pid = run_tool(["scripts/wan.py", "up", "--rtt", "1,5,20"], commands)
+    assert "DYNOSTORE_GATEWAY=" in out
+    assert out.count("ok\n") == 6, out  # every command but quit
+    assert "rtt 201 ms, jitter 0 ms, loss 0.05" in out, out
+    assert "gateway 10." in out
+    assert "Unknown command" not in out
+    assert namespaces_of(pid) == []
+
+
+def test_the_wan_benchmark_runs_on_tiny_counts(wan: Wan) -> None:
+    out, pid = run_tool([
+        "-m", "bench.bench_wan", "--sizes", "64K", "--count", "1", "--objects", "1",
+        "--conditions", "healthy,slow", "--hedging", "off,on", "--failover", "1", "--failover-timeouts", "2",
+    ])  # fmt: skip
+    assert "| off | healthy | 64 KiB |" in out, out
+    assert "| off | slow | 64 KiB |" in out, out
+    assert "| on | slow | 64 KiB |" in out, out  # measured, or said to be missing from this build
+    assert "| etcd leader, client timeout 2 s | 1 |" in out, out
+    assert "| gateway (the client's), client timeout 2 s | 1 |" in out, out  # found by its connection
+    assert namespaces_of(pid) == []
