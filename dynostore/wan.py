@@ -16,10 +16,11 @@ not (probed once per topology), a small userspace relay in the site's
 namespace, in front of its container, delays each direction of every TCP
 connection by half the round trip (plus or minus half the jitter, order
 kept); the container listens on the namespace's 127.0.0.1 and registers the
-relay's address. Loss is then an approximation: a forwarded read of B bytes
-is held back by one retransmission time (the larger of 200 ms and the round
-trip) with the probability that any of its B/1448 packets is lost; bytes are
-never dropped. The relay delays connections *to* the container (clients'
+relay's address. Loss is then an approximation of what TCP makes of it
+(bytes are never dropped): the line carries at most TCP's steady rate under
+that loss, and a read with a lost packet holds the line up by a round trip,
+or by the 200 ms retransmission timeout for short messages (see
+:meth:`DelayLine.transmit`). The relay delays connections *to* the container (clients'
 and the gateways' calls); the container's own calls out (its registration
 heartbeats) go undelayed.
 
@@ -434,12 +435,28 @@ class DelayLine:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Relay keeps its settings; %s is unreadable: %s", self.control, exc)
 
-    def delay(self, size: int) -> float:
-        """How long to hold a read of ``size`` bytes: half the round trip +- half the jitter, plus any loss stall."""
-        seconds = self.rtt / 2 + random.uniform(-self.jitter / 2, self.jitter / 2)
-        if self.loss and random.random() < 1 - (1 - self.loss) ** math.ceil(size / PACKET_BYTES):
-            seconds += max(MIN_RTO, self.rtt)
-        return max(0.0, seconds)
+    def latency(self) -> float:
+        """How long a read travels: half the round trip, plus or minus half the jitter."""
+        return max(0.0, self.rtt / 2 + random.uniform(-self.jitter / 2, self.jitter / 2))
+
+    def transmit(self, size: int) -> float:
+        """How long a read of ``size`` bytes holds the line up (0 without loss), as TCP would feel the loss.
+
+        With loss ``p``, the line carries at most TCP's steady rate under
+        that loss (Mathis et al.: MSS / RTT x 1.22 / sqrt(p), the round trip
+        taken as at least 1 ms); a read with a packet lost (probability
+        1 - (1 - p) ^ packets) stalls the line by one round trip (fast
+        retransmit), or by the retransmission timeout (at least 200 ms) when
+        it is shorter than 4 packets (too few for duplicate acknowledgements).
+        """
+        if not self.loss:
+            return 0.0
+        packets = math.ceil(size / PACKET_BYTES)
+        rtt = max(self.rtt, 0.001)
+        seconds = size / (PACKET_BYTES / rtt * 1.22 / math.sqrt(self.loss))
+        if random.random() < 1 - (1 - self.loss) ** packets:
+            seconds += max(MIN_RTO, self.rtt) if packets < 4 else rtt
+        return seconds
 
 
 async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: DelayLine) -> None:
@@ -461,9 +478,11 @@ async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, l
 
     sender = asyncio.create_task(send())
     try:
-        last = 0.0
+        # When the line is free again (loss holds it up), and when the last read is due (order kept).
+        free = last = 0.0
         while data := await reader.read(RELAY_READ):
-            last = max(last, time.monotonic() + line.delay(len(data)))
+            free = max(free, time.monotonic()) + line.transmit(len(data))
+            last = max(last, free + line.latency())
             await queue.put((last, data))
             if sender.done():
                 break

@@ -12,7 +12,7 @@ import pytest
 
 from dynostore import wan
 from dynostore.local import free_port
-from dynostore.wan import MIN_RTO, DelayLine, Site, Wan
+from dynostore.wan import MIN_RTO, PACKET_BYTES, DelayLine, Site, Wan
 
 
 def control(path: Path, rtt: float, jitter: float = 0.0, loss: float = 0.0) -> Path:
@@ -20,31 +20,40 @@ def control(path: Path, rtt: float, jitter: float = 0.0, loss: float = 0.0) -> P
     return path
 
 
-def test_a_read_waits_half_the_round_trip_plus_a_retransmission_when_lost(tmp_path: Path) -> None:
+def test_a_read_travels_half_the_round_trip(tmp_path: Path) -> None:
     line = DelayLine(control(tmp_path / "c.json", rtt=0.1))
-    assert line.delay(1000) == pytest.approx(0.05)
-    line = DelayLine(control(tmp_path / "lossy.json", rtt=0.1, loss=1.0))
-    assert line.delay(1000) == pytest.approx(0.05 + MIN_RTO)
-    line = DelayLine(control(tmp_path / "slow.json", rtt=0.5, loss=1.0))
-    assert line.delay(1) == pytest.approx(0.25 + 0.5)  # a retransmission costs at least a round trip
+    assert line.latency() == pytest.approx(0.05)
+    assert line.transmit(10 << 20) == 0  # no loss: the line never holds up
 
 
 def test_jitter_stays_within_half_either_way(tmp_path: Path) -> None:
     random.seed(3)
     line = DelayLine(control(tmp_path / "c.json", rtt=0.1, jitter=0.04))
-    delays = [line.delay(100) for _ in range(500)]
+    delays = [line.latency() for _ in range(500)]
     assert min(delays) >= 0.03 - 1e-9
     assert max(delays) <= 0.07 + 1e-9
     assert max(delays) - min(delays) > 0.02
 
 
-def test_loss_hits_large_reads_more_often(tmp_path: Path) -> None:
+def test_a_lost_packet_costs_a_timeout_in_short_messages_and_a_round_trip_in_long_ones(tmp_path: Path) -> None:
+    line = DelayLine(control(tmp_path / "c.json", rtt=0.1, loss=1.0))
+    steady = PACKET_BYTES / 0.1 * 1.22  # bytes per second TCP keeps up at this loss and round trip
+    assert line.transmit(1000) == pytest.approx(1000 / steady + MIN_RTO)
+    assert line.transmit(100 * PACKET_BYTES) == pytest.approx(100 * PACKET_BYTES / steady + 0.1)
+    slow = DelayLine(control(tmp_path / "slow.json", rtt=0.5, loss=1.0))
+    assert slow.transmit(1) == pytest.approx(1 / (PACKET_BYTES / 0.5 * 1.22) + 0.5)  # a timeout is at least an RTT
+
+
+def test_loss_caps_throughput_and_hits_large_reads_more_often(tmp_path: Path) -> None:
     random.seed(4)
-    line = DelayLine(control(tmp_path / "c.json", rtt=0.0, loss=0.05))
-    small = sum(line.delay(100) > 0 for _ in range(2000))
-    large = sum(line.delay(64 * 1448) > 0 for _ in range(2000))
+    line = DelayLine(control(tmp_path / "c.json", rtt=0.02, loss=0.05))
+    one = PACKET_BYTES / (PACKET_BYTES / 0.02 * 1.22 / 0.05**0.5)  # a packet's share of the capped rate
+    small = sum(line.transmit(PACKET_BYTES) > one + 1e-9 for _ in range(2000))
+    large = sum(line.transmit(64 * PACKET_BYTES) > 64 * one + 1e-9 for _ in range(2000))
     assert 40 < small < 200  # about 5% of one-packet reads
     assert large > 1900  # nearly every read of 64 packets
+    rate = 2000 * 64 * PACKET_BYTES / sum(line.transmit(64 * PACKET_BYTES) for _ in range(2000))
+    assert rate < PACKET_BYTES / 0.02 * 1.22 / 0.05**0.5  # below the steady rate: the stalls cost more
 
 
 def test_settings_follow_the_file_and_a_bad_file_keeps_the_last(tmp_path: Path) -> None:
