@@ -8,7 +8,9 @@ with LocalFabric(containers=5, root="/tmp/fabric") as fabric:
     ...  # Client(fabric.gateway)
 ```
 
-Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
+Everything runs on free 127.0.0.1 ports (a :class:`Placement` runs the core,
+or a container, elsewhere: :mod:`dynostore.wan` puts each in a network
+namespace of its own). Starting again on the same ``root``
 finds every earlier object: etcd data, chunks, container ids and the admin
 token live under it.
 
