@@ -65,24 +65,33 @@ class Row:
     size: int
     seconds: list[float]
     note: str = ""
+    # Objects with a data chunk (read without hedging) at the slow or lossy site, of all objects.
+    at_site: tuple[int, int] = (0, 0)
 
     def cells(self, healthy: Row | None) -> str:
         if not self.seconds:
-            return f"| {self.hedging} | {self.condition} | {label(self.size)} | - | - | - | - | {self.note} |"
+            return f"| {self.hedging} | {self.condition} | {label(self.size)} | - | - | - | - | - | {self.note} |"
         p50, p99 = statistics.median(self.seconds), percentile(self.seconds, 0.99)
         mbps = self.size / statistics.mean(self.seconds) / 1e6
         ratio = f"{p99 / percentile(healthy.seconds, 0.99):.2f}x" if healthy and healthy.seconds else "-"
         share = f"{mbps / (self.size / statistics.mean(healthy.seconds) / 1e6):.2f}x" if healthy else "-"
         return (
             f"| {self.hedging} | {self.condition} | {label(self.size)} | {p50 * 1000:,.0f} | {p99 * 1000:,.0f} "
-            f"| {mbps:,.1f} | {ratio} / {share} | {self.note} |"
+            f"| {mbps:,.1f} | {ratio} / {share} | {self.at_site[0]} of {self.at_site[1]} | {self.note} |"
         )
 
 
-def get_latencies(client: Client, token: str, size: int, objects: int, count: int) -> list[float]:
-    """Put ``objects`` objects of ``size`` bytes, then time ``count`` gets of each; every read is checked."""
+def get_latencies(
+    client: Client, token: str, size: int, objects: int, count: int, site_container: str
+) -> tuple[list[float], int]:
+    """Put ``objects`` objects of ``size`` bytes, then time ``count`` gets of each; every read is checked.
+
+    Also how many of the objects have a data chunk (index below k) on ``site_container``.
+    """
     datas = [os.urandom(size) for _ in range(objects)]
     keys = [client.put(data, catalog="bench", token_user=token) for data in datas]
+    stats = [client.stat(key=key, token_user=token) for key in keys]
+    at_site = sum(any(c.index < s.k and c.container_id == site_container for c in s.chunks) for s in stats)
     seconds = []
     for _ in range(count):
         for key, data in zip(keys, datas, strict=True):
@@ -93,7 +102,7 @@ def get_latencies(client: Client, token: str, size: int, objects: int, count: in
                 raise SystemExit(f"A get of {label(size)} returned other bytes.")
     for key in keys:
         client.evict(key=key, token_user=token)
-    return seconds
+    return seconds, at_site
 
 
 def connected_gateway(fabric: LocalFabric) -> PinnedHandle | None:
@@ -180,6 +189,7 @@ def main() -> None:
     ):
         token = fabric.create_user("bench")
         base = next(s for s in wan.sites if s.name == args.slow_site)
+        slow_container = next(c.container_id for c in fabric.containers if c.site == base.name)
         for hedging in args.hedging.split(","):
             options: dict[str, object] = {"timeout": 600.0, "fragment_timeout": args.fragment_timeout}
             if hedging_supported():
@@ -195,9 +205,8 @@ def main() -> None:
                     try:
                         for size in sizes:
                             count = args.large_count if size >= LARGE else args.count
-                            rows.append(
-                                Row(hedging, condition, size, get_latencies(client, token, size, args.objects, count))
-                            )
+                            times, at_site = get_latencies(client, token, size, args.objects, count, slow_container)
+                            rows.append(Row(hedging, condition, size, times, at_site=(at_site, args.objects)))
                             print(f"done: hedging {hedging}, {condition}, {label(size)}", file=sys.stderr, flush=True)
                     finally:
                         wan.impair(base.name, base.rtt_ms)
@@ -222,8 +231,11 @@ def main() -> None:
     print(f"Sites at {', '.join(f'{s.rtt_ms:g}' for s in FIVE_SITES)} ms round trip, delay by {how}; "
           f"slow: {args.slow_site} +{SLOW_MS:g} ms, lossy: {args.slow_site} {LOSS:.0%} loss.")  # fmt: skip
     print()
-    print("| hedging | condition | size | get p50 ms | get p99 ms | MB/s | p99 / MB/s vs healthy | note |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| hedging | condition | size | get p50 ms | get p99 ms | MB/s | p99 / MB/s vs healthy "
+        f"| objects with a data chunk at {args.slow_site} | note |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     healthy = {(r.hedging, r.size): r for r in rows if r.condition == "healthy"}
     for row in rows:
         print(row.cells(healthy.get((row.hedging, row.size)) if row.condition != "healthy" else None))
