@@ -111,3 +111,14 @@ def test_a_topology_refuses_nameless_or_repeated_sites() -> None:
         Wan([Site("a"), Site("a")])
     with pytest.raises(ValueError, match="impairment"):
         Wan([Site("a")], impairment="tc")
+
+
+def test_a_fabric_needs_a_started_topology_and_no_tls_or_metrics() -> None:
+    topology = Wan([Site("a")])
+    with pytest.raises(RuntimeError, match="Start the WAN first"):
+        topology.fabric()
+    topology.mode = "relay"  # as if started (nothing is started by these calls)
+    with pytest.raises(ValueError, match="not available across the simulated WAN"):
+        topology.fabric(tls=True)
+    with pytest.raises(ValueError, match="not available across the simulated WAN"):
+        topology.fabric(metrics=True)
