@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--backend", choices=["fs", "memory", "s3", "rados"], help="storage backend (fs)")
     ct.add_argument("--site", help="site label used by placement (default)")
     ct.add_argument("--listen", help="address to serve on (127.0.0.1:0: any free port)")
+    ct.add_argument("--advertise", help="HOST:PORT to register instead, where a relay forwards to --listen")
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")

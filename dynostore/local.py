@@ -8,7 +8,9 @@ with LocalFabric(containers=5, root="/tmp/fabric") as fabric:
     ...  # Client(fabric.gateway)
 ```
 
-Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
+Everything runs on free 127.0.0.1 ports (a :class:`Placement` runs the core,
+or a container, elsewhere: :mod:`dynostore.wan` puts each in a network
+namespace of its own). Starting again on the same ``root``
 finds every earlier object: etcd data, chunks, container ids and the admin
 token live under it.
 
@@ -118,15 +120,44 @@ def _write_secret(path: Path, secret: str) -> None:
     temp.replace(path)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a server of a :class:`LocalFabric` runs: on which host address, behind which command prefix.
+
+    The default is this machine's 127.0.0.1. :mod:`dynostore.wan` places each
+    site's container, and the core (etcd and the gateways), in a network
+    namespace of its own: ``prefix`` is then ``ip netns exec NAMESPACE``.
+
+    Attributes:
+        host: the address the server listens on and is reached at.
+        prefix: the command the server's command line runs under (it must exec it, keeping the pid).
+        listen: a container's fixed ``HOST:PORT`` to listen on (None: ``host`` and a free port).
+        advertise: a container's ``HOST:PORT`` to register instead, where a relay forwards to ``listen``.
+    """
+
+    host: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+    listen: str | None = None
+    advertise: str | None = None
+
+
 class ManagedProcess:
     """A child process with its log file, stopped by pid."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
-        """Describe (but do not start) process ``name``."""
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ):
+        """Describe (but do not start) process ``name``, run under the command ``prefix`` (none by default)."""
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self.env = env
+        self.prefix = list(prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,7 +178,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dynostore._launch", str(os.getpid()), *self.argv],
+                [sys.executable, "-m", "dynostore._launch", str(os.getpid()), *self.prefix, *self.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -204,12 +235,14 @@ class ContainerSpec:
         site: site label (default: a site of its own).
         settings: more ``[container]`` settings, e.g. ``s3_bucket`` or ``rados_pool``.
         env: extra environment variables of the process (e.g. ``AWS_ACCESS_KEY_ID``).
+        placement: where it runs (default: 127.0.0.1 of this machine).
     """
 
     backend: str = "fs"
     site: str | None = None
     settings: Mapping[str, str | int | bool | Path] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    placement: Placement = field(default_factory=Placement)
 
 
 def _toml_value(value: str | int | bool | Path) -> str:
@@ -284,12 +317,15 @@ class ContainerHandle(ManagedProcess):
         self.port = 0
         self.metrics_port = 0
         self._fabric = fabric
-        super().__init__(f"container{index}", [], fabric.root / "logs" / f"container{index}.log")
+        self.placement = self.spec.placement
+        super().__init__(
+            f"container{index}", [], fabric.root / "logs" / f"container{index}.log", prefix=self.placement.prefix
+        )
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:port`` of this container."""
-        return f"127.0.0.1:{self.port}"
+        """``host:port`` of this container (``127.0.0.1`` unless its placement says otherwise)."""
+        return f"{self.placement.host}:{self.port}"
 
     @property
     def metrics(self) -> str:
@@ -311,7 +347,7 @@ class ContainerHandle(ManagedProcess):
             return
         ready = self._fabric.run_dir / f"{self.name}.addr"
         ready.unlink(missing_ok=True)
-        listen = _reuse(self.port)
+        listen = self.placement.listen or _reuse(self.port, self.placement.host)
         metrics_ready = self._fabric.run_dir / f"{self.name}.metrics"
         metrics_ready.unlink(missing_ok=True)
         metrics = ["--metrics-listen", _reuse(self.metrics_port), "--metrics-ready-file", str(metrics_ready)]
@@ -326,6 +362,7 @@ class ContainerHandle(ManagedProcess):
             "--root", str(self.root),
             "--site", self.site,
             "--listen", listen,
+            *(["--advertise", self.placement.advertise] if self.placement.advertise else []),
             "--ready-file", str(ready),
             *(metrics if self._fabric.metrics else []),
             *self._fabric.tls_args,
@@ -338,9 +375,12 @@ class ContainerHandle(ManagedProcess):
             self.metrics_port = int(metrics_ready.read_text().rsplit(":", 1)[1])
 
 
-def _reuse(port: int) -> str:
-    """The address to listen on to keep ``port`` (0: none yet) if it is free, else any free port."""
-    return f"127.0.0.1:{port}" if port and _port_is_free(port) else "127.0.0.1:0"
+def _reuse(port: int, host: str = "127.0.0.1") -> str:
+    """The address on ``host`` to listen on to keep ``port`` (0: none yet) if it is free, else any free port.
+
+    Only 127.0.0.1 is checked; another host (in a namespace of its own) keeps its port.
+    """
+    return f"{host}:{port}" if port and (host != "127.0.0.1" or _port_is_free(port)) else f"{host}:0"
 
 
 def _numbered(name: str, index: int) -> str:
@@ -364,7 +404,7 @@ class PinnedHandle(ManagedProcess):
         self.ports: dict[str, int] = dict.fromkeys(roles, 0)
         self._fabric = fabric
         self._port_deadline = 0.0
-        super().__init__(name, [], fabric.root / "logs" / f"{name}.log")
+        super().__init__(name, [], fabric.root / "logs" / f"{name}.log", prefix=fabric.core.prefix)
 
     @property
     def port(self) -> int:
@@ -373,8 +413,11 @@ class PinnedHandle(ManagedProcess):
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:port`` of this server, the same after every restart ("" until the fabric starts)."""
-        return f"127.0.0.1:{self.port}" if self.port else ""
+        """``host:port`` of this server, the same after every restart ("" until the fabric starts).
+
+        The host is 127.0.0.1 unless the fabric's ``core`` placement says otherwise.
+        """
+        return f"{self._fabric.core.host}:{self.port}" if self.port else ""
 
     def start(self) -> None:
         """Start (or restart) the server at its ports and wait until it is ready.
@@ -517,12 +560,12 @@ class EtcdHandle(PinnedHandle):
     @property
     def client_url(self) -> str:
         """The member's client URL (https with TLS)."""
-        return f"{'https' if self._fabric.tls_ca else 'http'}://127.0.0.1:{self.ports['client']}"
+        return f"{'https' if self._fabric.tls_ca else 'http'}://{self._fabric.core.host}:{self.ports['client']}"
 
     @property
     def peer_url(self) -> str:
         """The member's peer URL."""
-        return f"http://127.0.0.1:{self.ports['peer']}"
+        return f"http://{self._fabric.core.host}:{self.ports['peer']}"
 
     def _command(self) -> list[str]:
         fabric = self._fabric
@@ -593,6 +636,7 @@ class LocalFabric:
         metrics: bool = False,
         etcd_members: int = 1,
         gateways: int = 1,
+        core: Placement | None = None,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -619,6 +663,8 @@ class LocalFabric:
                 its own data directory (``root/etcd``, ``root/etcd1``...) and ports.
             gateways: gateways, each reaching every etcd member; containers and
                 :meth:`client` use them all.
+            core: where the etcd members and gateways run (default: 127.0.0.1 here); each
+                container's place is its spec's ``placement`` (see :mod:`dynostore.wan`).
 
         Raises:
             ValueError: ``sites`` does not give one label per container, or there is no etcd member or gateway.
@@ -628,6 +674,7 @@ class LocalFabric:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
+        self.core = core or Placement()
         self.inline_max_bytes = inline_max_bytes
         self.gateway_options = [
             *(["--repair-interval", str(repair_interval)] if repair_interval is not None else []),
