@@ -295,6 +295,14 @@ class Client:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
         return self._run(self._async.create_token(token_user, user))
 
+    def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
+        """A new S3 access key ``(access_key_id, secret_access_key)`` for yourself (or, as admin, ``user``)."""
+        return self._run(self._async.create_s3_key(token_user, user))
+
+    def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
+        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
+        self._run(self._async.revoke_s3_key(access_key_id, token_user))
+
     def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""
         return self._run(self._async.list_tokens(token_user, user))

@@ -13,6 +13,7 @@ from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import InvalidArgument
 from dynostore.gateway.repairer import Repairer
+from dynostore.gateway.s3keys import Sealer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.metrics.caches import export_caches
@@ -94,6 +95,8 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     authority = ChunkTicketAuthority(registry, activation=policy.container_ttl)
     await authority.published()  # makes the first key if there is none
     servicer = GatewayServicer(registry, policy, signer, authority, tls)
+    if admin_token:
+        servicer.s3_sealer = Sealer(admin_token)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),

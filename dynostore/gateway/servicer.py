@@ -1,7 +1,8 @@
 """gRPC adapter of the gateway: authenticate, validate, call the registry.
 
 The RPCs are grouped by record kind, one module each: :mod:`.objects`,
-:mod:`.catalogs`, :mod:`.users` (and tokens), :mod:`.membership` (containers);
+:mod:`.catalogs`, :mod:`.users` (and tokens), :mod:`.membership` (containers),
+:mod:`.s3keys` (S3 access keys);
 :mod:`.base` holds what they share. :class:`GatewayServicer` joins them.
 """
 
@@ -11,10 +12,11 @@ from dynostore.gateway.base import MAX_BATCH, MAX_INLINE_BYTES, MAX_PLANNED_KEYS
 from dynostore.gateway.catalogs import CatalogCalls
 from dynostore.gateway.membership import ContainerCalls
 from dynostore.gateway.objects import ObjectCalls
+from dynostore.gateway.s3keys import S3KeyCalls
 from dynostore.gateway.users import UserCalls
 
 
-class GatewayServicer(ObjectCalls, CatalogCalls, UserCalls, ContainerCalls):
+class GatewayServicer(S3KeyCalls, ObjectCalls, CatalogCalls, UserCalls, ContainerCalls):
     """The control-path RPCs over one :class:`~dynostore.registry.Registry`."""
 
 

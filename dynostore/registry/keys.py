@@ -13,6 +13,7 @@
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
 /dynostore/v1/container-owners/<id>            name of the container user that first registered it
+/dynostore/v1/s3-keys/<access key id>          S3 access key: user, token id, sealed secret (registry/s3keys.py)
 ```
 
 Everything that happens to a catalog's contents (puts, evicts, shares) is a

@@ -27,6 +27,7 @@ from dynostore.metrics import ETCD_DURATION, ETCD_ERRORS, WATCH_FAILURES
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
 from dynostore.registry.etcd import EtcdClient
+from dynostore.registry.s3keys import S3KeyRecords
 from dynostore.registry.usage import Usage, check_quota
 from dynostore.rpc.tls import Tls
 
@@ -200,7 +201,7 @@ def expiry(created: float, ttl: float, catalog: dict[str, Any] | None) -> float:
     return created + ttl if ttl else 0.0
 
 
-class Registry:
+class Registry(S3KeyRecords):
     """DynoStore's view of etcd."""
 
     def __init__(self, address: str | Sequence[str], object_cache_entries: int = 0, tls: Tls | None = None) -> None:

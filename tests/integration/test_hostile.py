@@ -74,6 +74,18 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("RemoveUser non-admin", lambda s, t: s.RemoveUser(g.RemoveUserRequest(name="alice"), metadata=auth_metadata(t)), denied),
         ("RevokeToken garbage", lambda s, t: s.RevokeToken(g.RevokeTokenRequest(id=HUGE_NAME), metadata=auth_metadata(t)), invalid),
         ("CreateToken for another", lambda s, t: s.CreateToken(g.CreateTokenRequest(user="admin"), metadata=auth_metadata(t)), denied),
+        ("CreateS3Key for another", lambda s, t: s.CreateS3Key(g.CreateS3KeyRequest(user="admin"), metadata=auth_metadata(t)), denied),
+        ("CreateS3Key bad user", lambda s, t: s.CreateS3Key(g.CreateS3KeyRequest(user=UNICODE), metadata=auth_metadata(t)), invalid | denied),
+        ("RevokeS3Key garbage", lambda s, t: s.RevokeS3Key(g.RevokeS3KeyRequest(access_key_id=HUGE_NAME), metadata=auth_metadata(t)), invalid),
+        ("RevokeS3Key no token", lambda s, t: s.RevokeS3Key(g.RevokeS3KeyRequest(access_key_id="DS" + "A" * 18)), {BAD.UNAUTHENTICATED}),
+        (
+            "GetS3SigningKey non-admin",
+            lambda s, t: s.GetS3SigningKey(
+                g.GetS3SigningKeyRequest(access_key_id="DS" + "A" * 18, date="20260101", region="us-east-1", service="s3"),
+                metadata=auth_metadata(t),
+            ),
+            denied,
+        ),
         ("CreateCatalog huge", lambda s, t: s.CreateCatalog(g.CatalogRequest(catalog=HUGE_NAME), metadata=auth_metadata(t)), invalid),
         ("DescribeCatalog someone else's", lambda s, t: s.DescribeCatalog(g.CatalogRequest(catalog="admin/x"), metadata=auth_metadata(t)), denied),
         ("DeleteCatalog someone else's", lambda s, t: s.DeleteCatalog(g.DeleteCatalogRequest(catalog="admin/x", force=True), metadata=auth_metadata(t)), denied),
