@@ -171,6 +171,8 @@ async def authenticate(request: web.Request, keys: SigningKeys) -> Caller:
     header = request.headers.get("Authorization")
     if header is not None:
         match = _AUTH_HEADER.fullmatch(header.strip())
+        if match is None and header.startswith("AWS "):
+            raise access_denied("Signature Version 2 is not supported; sign with Signature Version 4 (s3v4).")
         if match is None:
             raise S3Error("AuthorizationHeaderMalformed", "Only AWS4-HMAC-SHA256 authorization is supported.")
         credential, signed_text, signature = match.groups()
@@ -203,6 +205,8 @@ async def authenticate(request: web.Request, keys: SigningKeys) -> Caller:
             raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be 1 to 604800 seconds.")
         if time.time() > _epoch(amz_date) + expires:
             raise access_denied("Request has expired")
+    elif "AWSAccessKeyId" in request.query:
+        raise access_denied("Signature Version 2 is not supported; sign with Signature Version 4 (s3v4).")
     else:
         raise access_denied("Anonymous access is not allowed; sign requests with an access key (docs/s3.md).")
     access_key_id, date, region = _parse_credential(credential)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.client import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from dynostore.client import Client
@@ -39,7 +46,9 @@ class Door:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret,
             region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+            config=Config(
+                signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
+            ),
         )
 
 
@@ -123,3 +132,187 @@ def test_put_get_head_delete(door: Door) -> None:
     assert error_code(caught.value) == "NoSuchKey"
     s3.delete_object(Bucket="objects", Key="dir/file.bin")  # deleting nothing is fine
     assert list(door.client.list("objects", token_user=door.alice)) == []
+
+
+def test_refusals(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="private")
+    s3.put_object(Bucket="private", Key="secret.txt", Body=b"alice's")
+    wrong = door.s3((door.alice_keys[0], "x" * 40))
+    with pytest.raises(ClientError) as caught:
+        wrong.get_object(Bucket="private", Key="secret.txt")
+    assert error_code(caught.value) == "SignatureDoesNotMatch"
+    unknown = door.s3(("DS" + "Z" * 18, door.alice_keys[1]))
+    with pytest.raises(ClientError) as caught:
+        unknown.list_buckets()
+    assert error_code(caught.value) == "InvalidAccessKeyId"
+    assert requests.get(f"{door.fabric.s3_endpoint}/private/secret.txt", timeout=10).status_code == 403
+    # Bob has no bucket "private" of his own, and alice's is not shared with him.
+    bob = door.s3(door.bob_keys)
+    with pytest.raises(ClientError) as caught:
+        bob.get_object(Bucket="private", Key="secret.txt")
+    assert error_code(caught.value) == "NoSuchBucket"
+    with pytest.raises(ClientError) as caught:
+        bob.get_object(Bucket="alice.private", Key="secret.txt")
+    assert error_code(caught.value) == "AccessDenied"
+    with pytest.raises(ClientError) as caught:
+        bob.put_object(Bucket="alice.private", Key="x", Body=b"bob's")
+    assert error_code(caught.value) == "AccessDenied"
+    # Shared, it reads as owner.catalog, read-only.
+    door.client.share("private", "bob", token_user=door.alice)
+    assert bob.get_object(Bucket="alice.private", Key="secret.txt")["Body"].read() == b"alice's"
+    assert "alice.private" in [b["Name"] for b in bob.list_buckets()["Buckets"]]
+    with pytest.raises(ClientError) as caught:
+        bob.put_object(Bucket="alice.private", Key="x", Body=b"bob's")
+    assert error_code(caught.value) == "AccessDenied"
+    with pytest.raises(ClientError) as caught:
+        bob.delete_object(Bucket="alice.private", Key="secret.txt")
+    assert error_code(caught.value) == "AccessDenied"
+
+
+def test_presigned_urls(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="presigned")
+    s3.put_object(Bucket="presigned", Key="a b+c/ü.txt", Body=b"shared by URL")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "a b+c/ü.txt"}, ExpiresIn=60)
+    assert requests.get(url, timeout=10).content == b"shared by URL"
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "presigned", "Key": "up"}, ExpiresIn=60)
+    assert requests.put(put_url, data=b"uploaded by URL", timeout=10).status_code == 200
+    assert s3.get_object(Bucket="presigned", Key="up")["Body"].read() == b"uploaded by URL"
+    tampered = url.replace("presigned/a", "presigned/A")
+    reply = requests.get(tampered, timeout=10)
+    assert reply.status_code == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in reply.content
+    short = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "up"}, ExpiresIn=1)
+    time.sleep(2.1)
+    reply = requests.get(short, timeout=10)
+    assert reply.status_code == 403
+    assert b"Request has expired" in reply.content
+
+
+def test_body_hashes_are_checked(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="hashes")
+    data = b"checked bytes"
+    good_md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+    s3.put_object(Bucket="hashes", Key="good", Body=data, ContentMD5=good_md5)
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket="hashes", Key="bad", Body=data, ContentMD5=base64.b64encode(b"0" * 16).decode())
+    assert error_code(caught.value) == "BadDigest"
+    # A body that is not what x-amz-content-sha256 promised: signed for one body, sent with another.
+    request = signed_request(door, "PUT", "/hashes/swapped", b"the signed body")
+    reply = requests.put(request.url, data=b"another body!!!", headers=dict(request.headers), timeout=10)
+    assert reply.status_code == 400
+    assert b"XAmzContentSHA256Mismatch" in reply.content
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="hashes").get("Contents", [])}
+    assert keys == {"good"}  # neither refused put left an object
+
+
+def signed_request(door: Door, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
+    """A request signed with alice's key by botocore's SigV4 signer."""
+    request = AWSRequest(method=method, url=door.fabric.s3_endpoint + path, data=body, headers=headers or {})
+    credentials = Credentials(*door.alice_keys)
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    return request.prepare()
+
+
+def aws_chunked(door: Door, path: str, data: bytes, chunk: int, tamper: bool = False) -> requests.Response:
+    """PUT ``data`` as STREAMING-AWS4-HMAC-SHA256-PAYLOAD with a signature on every chunk, computed here."""
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    headers = {
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "x-amz-date": amz_date,
+        "x-amz-decoded-content-length": str(len(data)),
+        "content-encoding": "aws-chunked",
+    }
+    request = AWSRequest(method="PUT", url=door.fabric.s3_endpoint + path, headers=headers)
+    auth = S3SigV4Auth(Credentials(*door.alice_keys), "s3", "us-east-1")
+    request.context["timestamp"] = amz_date
+    canonical = auth.canonical_request(request)
+    string_to_sign = auth.string_to_sign(request, canonical)
+    seed = auth.signature(string_to_sign, request)
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    key = ("AWS4" + door.alice_keys[1]).encode()
+    for part in (amz_date[:8], "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    body, previous = b"", seed
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] + [b""]
+    for i, piece in enumerate(pieces):
+        empty, digest = hashlib.sha256(b"").hexdigest(), hashlib.sha256(piece).hexdigest()
+        to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, empty, digest])
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        sent = piece[:-1] + b"!" if tamper and i == 1 else piece
+        body += f"{len(piece):x};chunk-signature={signature}\r\n".encode() + sent + b"\r\n"
+        previous = signature
+    headers = dict(request.headers)
+    headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={door.alice_keys[0]}/{scope}, "
+        f"SignedHeaders={auth.signed_headers(auth.headers_to_sign(request))}, Signature={seed}"
+    )
+    return requests.put(request.url, data=body, headers=headers, timeout=30)
+
+
+def test_aws_chunked_signed_uploads(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="chunked")
+    data = os.urandom(200_000)
+    reply = aws_chunked(door, "/chunked/streamed", data, 65536)
+    assert reply.status_code == 200, reply.content
+    assert s3.get_object(Bucket="chunked", Key="streamed")["Body"].read() == data
+    reply = aws_chunked(door, "/chunked/tampered", data, 65536, tamper=True)
+    assert reply.status_code == 403
+    assert b"SignatureDoesNotMatch" in reply.content
+    assert "Contents" not in s3.list_objects_v2(Bucket="chunked", Prefix="tampered")
+
+
+def test_listing(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="listing")
+    keys = ["a.txt", "b/1", "b/2", "b/c/3", "d", "e/1", "z z"]
+    for key in keys:
+        s3.put_object(Bucket="listing", Key=key, Body=key.encode())
+    listed = s3.list_objects_v2(Bucket="listing")
+    assert [o["Key"] for o in listed["Contents"]] == keys
+    assert listed["Contents"][0]["ETag"] == f'"{hashlib.md5(b"a.txt").hexdigest()}"'
+    assert listed["Contents"][0]["Size"] == 5
+    top = s3.list_objects_v2(Bucket="listing", Delimiter="/")
+    assert [o["Key"] for o in top["Contents"]] == ["a.txt", "d", "z z"]
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["b/", "e/"]
+    inside = s3.list_objects_v2(Bucket="listing", Prefix="b/", Delimiter="/")
+    assert [o["Key"] for o in inside["Contents"]] == ["b/1", "b/2"]
+    assert [p["Prefix"] for p in inside["CommonPrefixes"]] == ["b/c/"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="listing", StartAfter="b/2")["Contents"]] == keys[3:]
+    pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket="listing", PaginationConfig={"PageSize": 2}))
+    assert [len(p.get("Contents", [])) for p in pages] == [2, 2, 2, 1]
+    assert [o["Key"] for p in pages for o in p["Contents"]] == keys
+    delimited = list(
+        s3.get_paginator("list_objects_v2").paginate(Bucket="listing", Delimiter="/", PaginationConfig={"PageSize": 1})
+    )
+    found = [o["Key"] for p in delimited for o in p.get("Contents", [])]
+    found += [c["Prefix"] for p in delimited for c in p.get("CommonPrefixes", [])]
+    assert sorted(found) == ["a.txt", "b/", "d", "e/", "z z"]
+    v1 = list(s3.get_paginator("list_objects").paginate(Bucket="listing", PaginationConfig={"PageSize": 3}))
+    assert [o["Key"] for p in v1 for o in p["Contents"]] == keys
+    assert s3.list_objects(Bucket="listing", Prefix="b/", Delimiter="/")["CommonPrefixes"] == [{"Prefix": "b/c/"}]
+    assert s3.list_objects_v2(Bucket="listing", MaxKeys=0)["KeyCount"] == 0
+    reply = s3.delete_objects(Bucket="listing", Delete={"Objects": [{"Key": k} for k in keys] + [{"Key": "never"}]})
+    assert sorted(d["Key"] for d in reply["Deleted"]) == sorted([*keys, "never"])
+    assert "Contents" not in s3.list_objects_v2(Bucket="listing")
+
+
+def test_conditional_gets(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="conditions")
+    etag = s3.put_object(Bucket="conditions", Key="k", Body=b"v1")["ETag"]
+    assert s3.get_object(Bucket="conditions", Key="k", IfMatch=etag)["Body"].read() == b"v1"
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="conditions", Key="k", IfMatch='"0000"')
+    assert error_code(caught.value) == "PreconditionFailed"
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="conditions", Key="k", IfNoneMatch=etag)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    modified = s3.head_object(Bucket="conditions", Key="k")["LastModified"]
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="conditions", Key="k", IfModifiedSince=modified)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    assert s3.get_object(Bucket="conditions", Key="k", IfModifiedSince=modified.replace(year=2000))["Body"].read()
