@@ -9,11 +9,13 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import requests
+from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.client import Config
@@ -316,3 +318,134 @@ def test_conditional_gets(door: Door) -> None:
         s3.get_object(Bucket="conditions", Key="k", IfModifiedSince=modified)
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
     assert s3.get_object(Bucket="conditions", Key="k", IfModifiedSince=modified.replace(year=2000))["Body"].read()
+
+
+MiB = 1024 * 1024
+
+
+def test_multipart_upload_by_hand(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="multipart")
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB + 3), os.urandom(1234)]
+    upload = s3.create_multipart_upload(Bucket="multipart", Key="big", ContentType="text/x-big", Metadata={"a": "b"})
+    upload_id = upload["UploadId"]
+    listed = s3.list_multipart_uploads(Bucket="multipart")["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in listed] == [("big", upload_id)]
+    etags = []
+    for number, data in enumerate(parts, 1):
+        reply = s3.upload_part(Bucket="multipart", Key="big", UploadId=upload_id, PartNumber=number, Body=data)
+        assert reply["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+        etags.append(reply["ETag"])
+    # A part sent again replaces the earlier one.
+    s3.upload_part(Bucket="multipart", Key="big", UploadId=upload_id, PartNumber=3, Body=parts[2])
+    listed_parts = s3.list_parts(Bucket="multipart", Key="big", UploadId=upload_id)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed_parts] == [
+        (n, etags[n - 1], len(parts[n - 1])) for n in (1, 2, 3)
+    ]
+    with pytest.raises(ClientError) as caught:
+        s3.complete_multipart_upload(
+            Bucket="multipart",
+            Key="big",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": 3, "ETag": etags[2]}, {"PartNumber": 1, "ETag": etags[0]}]},
+        )
+    assert error_code(caught.value) == "InvalidPartOrder"
+    with pytest.raises(ClientError) as caught:
+        s3.complete_multipart_upload(
+            Bucket="multipart",
+            Key="big",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etags[1]}]},
+        )
+    assert error_code(caught.value) == "InvalidPart"
+    reply = s3.complete_multipart_upload(
+        Bucket="multipart",
+        Key="big",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n - 1]} for n in (1, 2, 3)]},
+    )
+    md5s = b"".join(hashlib.md5(p).digest() for p in parts)
+    assert reply["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-3"'
+    whole = b"".join(parts)
+    got = s3.get_object(Bucket="multipart", Key="big")
+    assert got["Body"].read() == whole
+    assert (got["ContentType"], got["Metadata"], got["ETag"]) == ("text/x-big", {"a": "b"}, reply["ETag"])
+    for start, end in [(0, 0), (5 * MiB - 2, 5 * MiB + 2), (10 * MiB, len(whole) - 1), (123, 10 * MiB + 5)]:
+        ranged = s3.get_object(Bucket="multipart", Key="big", Range=f"bytes={start}-{end}")["Body"].read()
+        assert ranged == whole[start : end + 1]
+    assert s3.list_multipart_uploads(Bucket="multipart").get("Uploads", []) == []
+    with pytest.raises(ClientError) as caught:
+        s3.list_parts(Bucket="multipart", Key="big", UploadId=upload_id)
+    assert error_code(caught.value) == "NoSuchUpload"
+    # Abort leaves nothing behind.
+    aborted = s3.create_multipart_upload(Bucket="multipart", Key="gone")["UploadId"]
+    s3.upload_part(Bucket="multipart", Key="gone", UploadId=aborted, PartNumber=1, Body=b"part")
+    s3.abort_multipart_upload(Bucket="multipart", Key="gone", UploadId=aborted)
+    names = {o.name for o in door.client.list("multipart", token_user=door.alice)}
+    assert not [n for n in names if aborted in n]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="multipart")["Contents"]] == ["big"]
+    # Overwriting the multipart object evicts its parts.
+    s3.put_object(Bucket="multipart", Key="big", Body=b"small")
+    assert len(list(door.client.list("multipart", token_user=door.alice))) == 2
+
+
+def test_copies(door: Door) -> None:
+    s3 = door.s3()
+    s3.create_bucket(Bucket="copy-from")
+    s3.create_bucket(Bucket="copy-to")
+    data = os.urandom(6 * MiB + 5)
+    etag = s3.put_object(Bucket="copy-from", Key="src", Body=data, ContentType="x/y", Metadata={"m": "1"})["ETag"]
+    reply = s3.copy_object(Bucket="copy-to", Key="dst", CopySource={"Bucket": "copy-from", "Key": "src"})
+    assert reply["CopyObjectResult"]["ETag"] == etag
+    got = s3.get_object(Bucket="copy-to", Key="dst")
+    assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (data, "x/y", {"m": "1"})
+    s3.copy_object(
+        Bucket="copy-to",
+        Key="dst",
+        CopySource={"Bucket": "copy-from", "Key": "src"},
+        MetadataDirective="REPLACE",
+        ContentType="a/b",
+        Metadata={"n": "2"},
+    )
+    head = s3.head_object(Bucket="copy-to", Key="dst")
+    assert (head["ContentType"], head["Metadata"]) == ("a/b", {"n": "2"})
+    with pytest.raises(ClientError) as caught:
+        s3.copy_object(Bucket="copy-to", Key="x", CopySource={"Bucket": "copy-from", "Key": "missing"})
+    assert error_code(caught.value) == "NoSuchKey"
+    upload_id = s3.create_multipart_upload(Bucket="copy-to", Key="joined")["UploadId"]
+    first = s3.upload_part_copy(
+        Bucket="copy-to",
+        Key="joined",
+        UploadId=upload_id,
+        PartNumber=1,
+        CopySource={"Bucket": "copy-from", "Key": "src"},
+        CopySourceRange=f"bytes=0-{5 * MiB - 1}",
+    )["CopyPartResult"]["ETag"]
+    second = s3.upload_part(Bucket="copy-to", Key="joined", UploadId=upload_id, PartNumber=2, Body=b"tail")["ETag"]
+    s3.complete_multipart_upload(
+        Bucket="copy-to",
+        Key="joined",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]},
+    )
+    assert s3.get_object(Bucket="copy-to", Key="joined")["Body"].read() == data[: 5 * MiB] + b"tail"
+
+
+def test_large_multipart_transfer(door: Door, tmp_path: Path) -> None:
+    """boto3's managed transfer (parallel 8 MiB parts) up and down, byte for byte, and ranged reads across parts."""
+    s3 = door.s3()
+    s3.create_bucket(Bucket="large")
+    source = tmp_path / "large.bin"
+    source.write_bytes(os.urandom(40 * MiB + 123))
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
+    s3.upload_file(str(source), "large", "large.bin", Config=config)
+    head = s3.head_object(Bucket="large", Key="large.bin")
+    assert head["ContentLength"] == source.stat().st_size
+    assert head["ETag"].endswith('-6"')
+    copy = tmp_path / "copy.bin"
+    s3.download_file("large", "large.bin", str(copy), Config=config)
+    assert hashlib.sha256(copy.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+    data = source.read_bytes()
+    for start, end in [(8 * MiB - 1, 8 * MiB), (13 * MiB, 29 * MiB), (40 * MiB, 40 * MiB + 122)]:
+        got = s3.get_object(Bucket="large", Key="large.bin", Range=f"bytes={start}-{end}")["Body"].read()
+        assert got == data[start : end + 1]
