@@ -52,3 +52,9 @@ async def bucket_location(store: Store, caller: Caller, name: str, region: str) 
         f'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="{NAMESPACE}">{text}</LocationConstraint>'
     )
     return xml_response(body.encode())
+
+
+async def bucket_versioning(store: Store, caller: Caller, name: str) -> web.Response:
+    """GetBucketVersioning: never enabled (an empty configuration, as S3 answers for such buckets)."""
+    await store.bucket(caller, name)
+    return xml_response(document("VersioningConfiguration", []))

@@ -50,6 +50,8 @@ async def route(request: web.Request, store: Store, caller: Caller, region: str)
     """Run the operation a request names."""
     bucket, key = split_path(request.raw_path)
     method, query = request.method, request.query
+    if bucket and not key and method == "GET" and "versioning" in query:
+        return await buckets.bucket_versioning(store, caller, bucket)
     unsupported = UNSUPPORTED & set(query)
     if unsupported:
         raise S3Error("NotImplemented", f"The {sorted(unsupported)[0]!r} sub-resource is not supported here.", 501)
