@@ -119,37 +119,57 @@ def check_conditions(request: web.Request, obj: S3Object) -> int | None:
 async def get_object(
     store: Store, request: web.Request, caller: Caller, bucket_name: str, key: str, head: bool = False
 ) -> web.StreamResponse:
-    """GetObject and HeadObject (Range, conditionals, response-* overrides)."""
+    """GetObject and HeadObject (Range, conditionals, response-* overrides).
+
+    A version replaced between the lookup and the first bytes (its parts
+    evicted) is looked up again: the reader gets the new version whole.
+    """
     bucket = await store.bucket(caller, bucket_name)
-    obj = await store.head(caller, bucket, key)
-    headers = object_headers(obj)
-    status = check_conditions(request, obj)
-    if status == 412:
-        raise S3Error("PreconditionFailed", "At least one of the preconditions you specified did not hold.", 412)
-    if status == 304:
-        return web.Response(status=304, headers={k: v for k, v in headers.items() if k in ("ETag", "Last-Modified")})
-    for name, header in (
-        ("response-content-type", "Content-Type"),
-        ("response-content-disposition", "Content-Disposition"),
-        ("response-cache-control", "Cache-Control"),
-        ("response-content-encoding", "Content-Encoding"),
-        ("response-content-language", "Content-Language"),
-        ("response-expires", "Expires"),
-    ):
+    for attempt in range(3):
+        obj = await store.head(caller, bucket, key)
+        status = check_conditions(request, obj)
+        if status == 412:
+            raise S3Error("PreconditionFailed", "At least one of the preconditions you specified did not hold.", 412)
+        headers = object_headers(obj)
+        if status == 304:
+            kept = ("ETag", "Last-Modified")
+            return web.Response(status=304, headers={k: v for k, v in headers.items() if k in kept})
+        span = byte_range(request.headers.get("Range"), obj.size)
+        start, end = span or (0, obj.size)
+        pieces = store.read(caller, obj, start, end)
+        first = b""
+        if not head and end > start:
+            try:
+                first = await anext(pieces)
+            except S3Error as exc:
+                if exc.code != "NoSuchKey" or attempt == 2:
+                    raise
+                continue  # replaced since the lookup
+        break
+    for name, header in RESPONSE_OVERRIDES:
         if name in request.query:
             headers[header] = request.query[name]
-    span = byte_range(request.headers.get("Range"), obj.size)
-    start, end = span or (0, obj.size)
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.size}"
     response = web.StreamResponse(status=206 if span else 200, headers=headers)
     response.content_length = end - start
     await response.prepare(request)
-    if not head and end > start:
-        async for piece in store.read(caller, obj, start, end):
+    if first:
+        await response.write(first)
+        async for piece in pieces:
             await response.write(piece)
     await response.write_eof()
     return response
+
+
+RESPONSE_OVERRIDES = (
+    ("response-content-type", "Content-Type"),
+    ("response-content-disposition", "Content-Disposition"),
+    ("response-cache-control", "Cache-Control"),
+    ("response-content-encoding", "Content-Encoding"),
+    ("response-content-language", "Content-Language"),
+    ("response-expires", "Expires"),
+)
 
 
 async def delete_object(store: Store, request: web.Request, caller: Caller, bucket_name: str, key: str) -> web.Response:

@@ -344,7 +344,20 @@ class Store:
             raise from_fabric(exc) from None
 
     async def read(self, caller: Caller, obj: S3Object, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``start`` to ``end`` (exclusive) of ``obj``, streamed part by part, segment by segment."""
+        """Bytes ``start`` to ``end`` (exclusive) of ``obj``, streamed part by part, segment by segment.
+
+        Raises:
+            S3Error: NoSuchKey when a part is gone (the version was replaced or deleted meanwhile).
+        """
+        try:
+            async for piece in self._read(caller, obj, start, end):
+                yield piece
+        except NotFound:
+            raise no_such_key(obj.key) from None
+        except DynoStoreError as exc:
+            raise from_fabric(exc) from None
+
+    async def _read(self, caller: Caller, obj: S3Object, start: int, end: int) -> AsyncIterator[bytes]:
         offset = 0
         for part_key, part_size in obj.parts:
             part_end = offset + part_size

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -449,3 +450,38 @@ def test_large_multipart_transfer(door: Door, tmp_path: Path) -> None:
     for start, end in [(8 * MiB - 1, 8 * MiB), (13 * MiB, 29 * MiB), (40 * MiB, 40 * MiB + 122)]:
         got = s3.get_object(Bucket="large", Key="large.bin", Range=f"bytes={start}-{end}")["Body"].read()
         assert got == data[start : end + 1]
+
+
+def test_readers_during_overwrites_see_one_version_whole(door: Door) -> None:
+    """Gets racing overwrites of the same key return one of the versions, whole, never an error or a mix."""
+    s3 = door.s3()
+    s3.create_bucket(Bucket="racing")
+    versions = [bytes([i]) * (2 * MiB + i) for i in range(4)]
+    s3.put_object(Bucket="racing", Key="k", Body=versions[0])
+    stop = threading.Event()
+    seen: list[bytes] = []
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        reader = door.s3()
+        while not stop.is_set():
+            try:
+                seen.append(reader.get_object(Bucket="racing", Key="k")["Body"].read())
+            except BaseException as exc:  # every failure is reported below
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for data in versions[1:] * 3:
+            s3.put_object(Bucket="racing", Key="k", Body=data)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
+    assert seen
+    assert {v[:1] for v in seen if v not in versions} == set()
+    assert s3.get_object(Bucket="racing", Key="k")["Body"].read() == versions[3]
