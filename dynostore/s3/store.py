@@ -37,6 +37,9 @@ UPLOADS = RESERVED + "uploads/"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MAX_KEY_BYTES = 1024
 MAX_META_BYTES = 2048
+# Seconds a door remembers that a bucket exists and whose catalog it is (another door's
+# DeleteBucket, or a share revoked, shows here at most this late).
+BUCKET_CACHE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class Store:
     def __init__(self, client: AsyncClient) -> None:
         """Serve buckets and objects through ``client``."""
         self.client = client
+        # (token, bucket name) -> (when looked up, the bucket): see BUCKET_CACHE_SECONDS.
+        self._buckets: dict[tuple[str, str], tuple[float, Bucket]] = {}
 
     # buckets ------------------------------------------------------------------
 
@@ -189,6 +194,21 @@ class Store:
             S3Error: NoSuchBucket, or AccessDenied for another user's catalog not shared with the caller.
         """
         check_bucket_name(name)
+        cached = self._buckets.get((caller.token, name))
+        if cached is not None and time.monotonic() - cached[0] < BUCKET_CACHE_SECONDS:
+            return cached[1]
+        bucket = await self._look_up(caller, name)
+        if len(self._buckets) > 10_000:
+            self._buckets.clear()
+        self._buckets[(caller.token, name)] = (time.monotonic(), bucket)
+        return bucket
+
+    def forget_bucket(self, name: str) -> None:
+        """Drop what this door remembers of bucket ``name`` (it was created or deleted here)."""
+        for cached in [k for k in self._buckets if k[1] == name]:
+            del self._buckets[cached]
+
+    async def _look_up(self, caller: Caller, name: str) -> Bucket:
         try:
             info = await self.client.describe_catalog(name, caller.token)
             return Bucket(name, name, caller.user, True, info.created)
@@ -231,6 +251,7 @@ class Store:
             S3Error: InvalidBucketName, BucketAlreadyOwnedByYou.
         """
         check_bucket_name(name)
+        self.forget_bucket(name)
         try:
             await self.client.create_catalog(name, caller.token)
         except AlreadyExists:
@@ -250,6 +271,7 @@ class Store:
         index = await self.index(caller, bucket)
         if index.keys() or index.uploads:
             raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty.", 409)
+        self.forget_bucket(name)
         try:
             await self.client.delete_catalog(bucket.catalog, caller.token, force=True)
         except DynoStoreError as exc:
