@@ -12,6 +12,7 @@ read in one of the forms S3 knows: a plain body whose SHA-256 is in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import calendar
@@ -44,6 +45,8 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 # Seconds the door keeps a signing key it fetched (a revoked access key works at most this long).
 KEY_CACHE_SECONDS = 60.0
 READ_SIZE = 1024 * 1024
+# Segments at least this large are hashed in a worker thread.
+HASH_IN_THREAD_BYTES = 256 * 1024
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
 _AUTH_HEADER = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,\s*Signature=([0-9a-f]{64})\s*"
@@ -290,51 +293,55 @@ class Body:
         """The MD5 of the bytes read so far, in hex (S3's ETag of a single put)."""
         return str(self.md5.hexdigest())
 
-    async def pieces(self) -> AsyncIterator[bytes]:
-        """The body's bytes; after the last, the hashes are checked (an S3Error if one fails)."""
+    async def segments(self, segment_size: int) -> AsyncIterator[bytes]:
+        """The body cut into segments of ``segment_size`` bytes (the last shorter), for the SDK's put.
+
+        Each segment is hashed in a worker thread (hashlib lets go of the GIL),
+        so hashing overlaps the network on both sides. After the last segment
+        the hashes are checked: a failed check raises S3Error before the
+        consumer sees the end, so the SDK commits nothing.
+        """
+        mode = self.caller.payload_hash
+        sha256 = hashlib.sha256() if re.fullmatch(r"[0-9a-f]{64}", mode) else None
+        async for segment in resegment(self._pieces(), segment_size):
+            if len(segment) >= HASH_IN_THREAD_BYTES:
+                await asyncio.to_thread(_update, self.md5, sha256, segment)
+            else:
+                _update(self.md5, sha256, segment)
+            yield segment
+        if sha256 is not None and sha256.hexdigest() != mode:
+            raise S3Error(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        if self.content_md5 is not None and self.md5.digest() != self.content_md5:
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, decoded from aws-chunked, checked against the declared length."""
         mode = self.caller.payload_hash
         if mode.startswith("STREAMING-"):
             source = self._chunks(signed=mode in (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER))
         else:
-            source = self._plain(None if mode == UNSIGNED_PAYLOAD else mode)
+            source = self.request.content.iter_chunked(READ_SIZE)
         total = 0
         async for piece in source:
             total += len(piece)
             if total > self.size:
                 raise S3Error("IncompleteBody", "The body is longer than its declared length.")
-            self.md5.update(piece)
             yield piece
         if total != self.size:
             raise S3Error("IncompleteBody", "You did not provide the number of bytes specified by the Content-Length.")
-        if self.content_md5 is not None and self.md5.digest() != self.content_md5:
-            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
-
-    async def segments(self, segment_size: int) -> AsyncIterator[bytes]:
-        """The body cut into segments of ``segment_size`` bytes (the last shorter), for the SDK's put."""
-        async for segment in resegment(self.pieces(), segment_size):
-            yield segment
 
     async def read_all(self, limit: int) -> bytes:
-        """The whole (small) body.
+        """The whole (small) body, checked.
 
         Raises:
-            S3Error: it is longer than ``limit``.
+            S3Error: it is longer than ``limit``, or a check fails.
         """
         if self.size > limit:
             raise S3Error("EntityTooLarge", f"This request's body may have at most {limit} bytes.")
-        return b"".join([piece async for piece in self.pieces()])
-
-    async def _plain(self, sha256_hex: str | None) -> AsyncIterator[bytes]:
-        digest = hashlib.sha256() if sha256_hex else None
-        async for piece in self.request.content.iter_chunked(READ_SIZE):
-            if digest is not None:
-                digest.update(piece)
-            yield piece
-        if digest is not None and digest.hexdigest() != sha256_hex:
-            raise S3Error(
-                "XAmzContentSHA256Mismatch",
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            )
+        return b"".join([segment async for segment in self.segments(limit)])
 
     async def _chunks(self, signed: bool) -> AsyncIterator[bytes]:
         content = self.request.content
@@ -384,17 +391,26 @@ def invalid_length() -> S3Error:
 
 async def resegment(pieces: AsyncIterator[bytes], segment_size: int) -> AsyncIterator[bytes]:
     """``pieces`` cut into segments of ``segment_size`` bytes (the last shorter; one empty one for no bytes)."""
-    buffer = bytearray()
+    held: list[bytes] = []
+    length = 0
     yielded = False
     async for piece in pieces:
-        if not buffer and len(piece) == segment_size:
-            yielded = True
-            yield piece
-            continue
-        buffer += piece
-        while len(buffer) >= segment_size:
-            yielded = True
-            yield bytes(buffer[:segment_size])
-            del buffer[:segment_size]
-    if buffer or not yielded:
-        yield bytes(buffer)
+        held.append(piece)
+        length += len(piece)
+        if length >= segment_size:
+            joined = held[0] if len(held) == 1 else b"".join(held)
+            start = 0
+            while length - start >= segment_size:
+                yielded = True
+                yield joined if start == 0 and len(joined) == segment_size else joined[start : start + segment_size]
+                start += segment_size
+            held = [joined[start:]] if start < len(joined) else []
+            length -= start
+    if length or not yielded:
+        yield b"".join(held)
+
+
+def _update(md5: Any, sha256: Any, data: bytes) -> None:
+    md5.update(data)
+    if sha256 is not None:
+        sha256.update(data)
