@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--catalog", required=True, help="catalog of yours to put it in (made on first put)")
     put.add_argument("--name", help="object name (default: the file name)")
     put.add_argument("--ttl", type=float, help="seconds the object lives (default: the catalog's TTL, else forever)")
+    put.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace atomically the object --key, or without it every object of this name in the catalog",
+    )
+    put.add_argument("--key", help="with --replace: the key of the object to replace (it keeps its key)")
     _client_args(put)
 
     get = sub.add_parser("get", help="fetch an object into a file")
@@ -287,6 +293,8 @@ def _client_command(args: argparse.Namespace) -> int:
                     name=args.name,
                     progress=progress,
                     ttl=args.ttl,
+                    replace=args.replace,
+                    key=args.key,
                 )
             )
         elif args.command == "get":

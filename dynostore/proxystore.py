@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 from dynostore import validation
 from dynostore.client import Client, Reservation
 from dynostore.client.aio import BytesLike
-from dynostore.errors import InvalidArgument
 
 
 class DynoKey(NamedTuple):
@@ -175,13 +174,21 @@ class DynoConnector:
         return DynoKey(planned.key, planned.plan_ticket, planned.chunk_ticket)
 
     def set(self, key: DynoKey, obj: BytesLike) -> None:
-        """Store ``obj`` under a key from :meth:`new_key` (once per key).
+        """Store ``obj`` under ``key``, replacing what it holds (as ProxyStore's own connectors do).
+
+        ``key`` comes from :meth:`new_key` (its first set gives it an object)
+        or from :meth:`put`; readers see the old bytes or the new, never a mix.
 
         Raises:
-            InvalidArgument: the key did not come from :meth:`new_key`.
-            AlreadyExists: the key was given an object already.
+            NotFound: ``key`` came from :meth:`put` and its object was evicted.
         """
-        if not key.plan_ticket:
-            raise InvalidArgument("set() takes a key made by new_key().")
-        reservation = Reservation(key.key, key.plan_ticket, key.chunk_ticket)
-        self.client.put(data=obj, token_user=self.token_user, catalog=self.catalog, planned=reservation, ttl=self.ttl)
+        reservation = Reservation(key.key, key.plan_ticket, key.chunk_ticket) if key.plan_ticket else None
+        self.client.put(
+            data=obj,
+            token_user=self.token_user,
+            catalog=self.catalog,
+            planned=reservation,
+            ttl=self.ttl,
+            replace=True,
+            key=key.key,
+        )

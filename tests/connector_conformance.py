@@ -11,10 +11,14 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import uuid
 from typing import Any
 
 import pytest
 from proxystore.connectors.protocols import Connector, DeferrableConnector
+from proxystore.store import Store, unregister_store
+from proxystore.store.ref import update
+from proxystore.store.utils import get_key
 
 
 def _missing_key(connector: Any) -> Any:
@@ -112,3 +116,45 @@ def test_deferred_set(connector: Any) -> None:
     assert not deferrable.exists(key)
     deferrable.set(key, b"later")
     assert bytes(deferrable.get(key)) == b"later"
+
+
+def test_set_twice_keeps_the_second(connector: Any) -> None:
+    """A deferred key set twice holds the second object (ProxyStore's connector tests set a key twice)."""
+    if not isinstance(connector, DeferrableConnector):
+        pytest.skip(f"{type(connector).__name__} does not defer keys (no new_key/set)")
+    deferrable: Any = connector
+    key = deferrable.new_key()
+    deferrable.set(key, b"first")
+    deferrable.set(key, b"second, and longer")
+    assert bytes(deferrable.get(key)) == b"second, and longer"
+    assert deferrable.exists(key)
+
+
+def test_set_overwrites_a_put_object(connector: Any) -> None:
+    """``set`` on a key made by ``put`` replaces its object: what ``Store`` does to write a proxy back."""
+    if not isinstance(connector, DeferrableConnector):
+        pytest.skip(f"{type(connector).__name__} does not defer keys (no new_key/set)")
+    deferrable: Any = connector
+    key = deferrable.put(b"old")
+    deferrable.set(key, os.urandom(9000))
+    replacement = b"new" * 3000
+    deferrable.set(key, replacement)
+    assert bytes(deferrable.get(key)) == replacement
+    assert [bytes(b) if b is not None else None for b in deferrable.get_batch([key])] == [replacement]
+
+
+def test_an_owned_proxy_written_back_with_update(connector: Any) -> None:
+    """ProxyStore's ``update()`` of an owned proxy stores the changed target under the same key."""
+    if not isinstance(connector, DeferrableConnector):
+        pytest.skip(f"{type(connector).__name__} does not defer keys (no new_key/set)")
+    deferrable: Any = connector
+    # Registered, so that the proxy's factory finds this store (and its connector) again.
+    store = Store(f"conformance-{uuid.uuid4().hex}", deferrable, cache_size=0, register=True)
+    try:
+        proxy = store.owned_proxy([1, 2, 3])
+        assert proxy == [1, 2, 3]  # resolved: update() writes back only a resolved target
+        proxy.append(4)
+        update(proxy)
+        assert store.get(get_key(proxy)) == [1, 2, 3, 4]
+    finally:
+        unregister_store(store)

@@ -47,7 +47,7 @@ class ChunkLocation(_message.Message):
     def __init__(self, index: _Optional[int] = ..., container_id: _Optional[str] = ..., address: _Optional[str] = ..., stored: _Optional[bool] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
-    __slots__ = ("key", "name", "catalog", "owner", "size", "created", "created_at", "expires")
+    __slots__ = ("key", "name", "catalog", "owner", "size", "created", "created_at", "expires", "version")
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ObjectInfo(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     key: str
     name: str
     catalog: str
@@ -64,4 +65,5 @@ class ObjectInfo(_message.Message):
     created: float
     created_at: _timestamp_pb2.Timestamp
     expires: float
-    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., catalog: _Optional[str] = ..., owner: _Optional[str] = ..., size: _Optional[int] = ..., created: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[float] = ...) -> None: ...
+    version: str
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., catalog: _Optional[str] = ..., owner: _Optional[str] = ..., size: _Optional[int] = ..., created: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...

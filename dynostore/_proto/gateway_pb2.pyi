@@ -11,18 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PlanPutRequest(_message.Message):
-    __slots__ = ("k", "m", "count", "catalog", "size")
+    __slots__ = ("k", "m", "count", "catalog", "size", "replace")
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
     k: int
     m: int
     count: int
     catalog: str
     size: int
-    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    replace: bool
+    def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., count: _Optional[int] = ..., catalog: _Optional[str] = ..., size: _Optional[int] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class PlannedKey(_message.Message):
     __slots__ = ("key", "plan_ticket", "expires", "chunk_ticket", "expires_at")
@@ -51,7 +53,7 @@ class PlanPutResponse(_message.Message):
     def __init__(self, plans: _Optional[_Iterable[_Union[PlannedKey, _Mapping]]] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., inline_max_bytes: _Optional[int] = ...) -> None: ...
 
 class ObjectCommit(_message.Message):
-    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket", "inline", "data", "crc32", "ttl")
+    __slots__ = ("key", "catalog", "name", "size", "policy", "chunks", "plan_ticket", "inline", "data", "crc32", "ttl", "replace_key", "replace_name")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +65,8 @@ class ObjectCommit(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_KEY_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_NAME_FIELD_NUMBER: _ClassVar[int]
     key: str
     catalog: str
     name: str
@@ -74,7 +78,9 @@ class ObjectCommit(_message.Message):
     data: bytes
     crc32: int
     ttl: float
-    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., ttl: _Optional[float] = ...) -> None: ...
+    replace_key: str
+    replace_name: bool
+    def __init__(self, key: _Optional[str] = ..., catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., policy: _Optional[_Union[_common_pb2.ECPolicy, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkLocation, _Mapping]]] = ..., plan_ticket: _Optional[str] = ..., inline: _Optional[bool] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., ttl: _Optional[float] = ..., replace_key: _Optional[str] = ..., replace_name: _Optional[bool] = ...) -> None: ...
 
 class CommitPutRequest(_message.Message):
     __slots__ = ("objects",)
@@ -123,7 +129,7 @@ class LocateResponse(_message.Message):
     def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
 
 class RelayPutHeader(_message.Message):
-    __slots__ = ("catalog", "name", "size", "k", "m", "planned", "ttl")
+    __slots__ = ("catalog", "name", "size", "k", "m", "planned", "ttl", "replace_key", "replace_name")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +137,8 @@ class RelayPutHeader(_message.Message):
     M_FIELD_NUMBER: _ClassVar[int]
     PLANNED_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_KEY_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_NAME_FIELD_NUMBER: _ClassVar[int]
     catalog: str
     name: str
     size: int
@@ -138,7 +146,9 @@ class RelayPutHeader(_message.Message):
     m: int
     planned: PlannedKey
     ttl: float
-    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., planned: _Optional[_Union[PlannedKey, _Mapping]] = ..., ttl: _Optional[float] = ...) -> None: ...
+    replace_key: str
+    replace_name: bool
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., planned: _Optional[_Union[PlannedKey, _Mapping]] = ..., ttl: _Optional[float] = ..., replace_key: _Optional[str] = ..., replace_name: _Optional[bool] = ...) -> None: ...
 
 class RelayPutRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -365,7 +375,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, catalog: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "key", "name", "size", "time", "revision", "user", "owner", "catalog", "time_at")
+    __slots__ = ("kind", "key", "name", "size", "time", "revision", "user", "owner", "catalog", "time_at", "replaced")
     KIND_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +386,7 @@ class Event(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CATALOG_FIELD_NUMBER: _ClassVar[int]
     TIME_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     kind: str
     key: str
     name: str
@@ -386,7 +397,8 @@ class Event(_message.Message):
     owner: str
     catalog: str
     time_at: _timestamp_pb2.Timestamp
-    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ..., time_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    replaced: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., name: _Optional[str] = ..., size: _Optional[int] = ..., time: _Optional[float] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., catalog: _Optional[str] = ..., time_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("name", "container")

@@ -151,21 +151,28 @@ class Client:
         name: str | None = None,
         planned: Reservation | None = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
         """Store ``data`` (bytes, bytearray or memoryview) in ``catalog``; return its key.
 
         ``planned`` gives the key to use, reserved earlier with :meth:`plan_keys`.
         ``ttl``: seconds the object lives (None: the catalog's default TTL, else
         forever); once they are over it is never returned and the gateway's sweep evicts it.
+        ``replace``: replace object ``key`` (or the planned one) atomically, or
+        without a key every object called ``name`` in ``catalog``; see
+        :meth:`AsyncClient.put`.
 
         Raises:
             InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
-            AlreadyExists: the planned key holds an object already.
+            AlreadyExists: the planned key holds an object already (without ``replace``).
+            NotFound: ``replace`` names a ``key`` no object has.
             ResourceExhausted: the put would exceed the user's quota.
         """
-        return self._run(self._async.put(data, token_user, catalog, name, planned, ttl))
+        return self._run(self._async.put(data, token_user, catalog, name, planned, ttl, replace=replace, key=key))
 
     def plan_keys(self, count: int, token_user: str) -> list[Reservation]:
         """Reserve keys for objects to put later (each valid for 6 hours, for this user only)."""
@@ -244,9 +251,12 @@ class Client:
         name: str | None = None,
         progress: ProgressArg = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
-        """Store a file, streaming it; ``progress`` is a byte-count callable or True for a bar; ``ttl`` as for put."""
-        return self._run(self._async.put_file(path, token_user, catalog, name, progress, ttl))
+        """Store a file, streaming it; ``progress`` is a byte-count callable or True for a bar; the rest as for put."""
+        return self._run(self._async.put_file(path, token_user, catalog, name, progress, ttl, replace=replace, key=key))
 
     def get_file(self, key: str, path: str | os.PathLike[str], token_user: str, progress: ProgressArg = None) -> None:
         """Write object ``key`` to ``path``, streaming; the file appears only when complete."""

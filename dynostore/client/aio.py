@@ -84,7 +84,11 @@ class CatalogInfo:
 
 @dataclass(frozen=True)
 class Event:
-    """A change to a catalog: ``kind`` is put, evict, share or unshare (``user``: the reader)."""
+    """A change to a catalog: ``kind`` is put, replace, evict, expire, share or unshare (``user``: the reader).
+
+    A ``replace`` is a put that replaced objects: ``replaced`` holds their keys
+    (``key`` itself when the object was replaced by key).
+    """
 
     kind: str
     key: str
@@ -95,6 +99,7 @@ class Event:
     user: str
     owner: str
     catalog: str
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,25 @@ class TokenInfo:
     id: str
     user: str
     created: float
+
+
+def replacement(replace: bool, key: str | None, planned: Reservation | None, name: str | None) -> tuple[str, bool]:
+    """``(replace_key, replace_name)`` of a put: by key (``key`` or the planned one) if given, else by name.
+
+    Raises:
+        InvalidArgument: ``key`` without ``replace``, or ``replace`` with neither a key nor a name.
+    """
+    if not replace:
+        if key is not None:
+            raise InvalidArgument("key= names the object to replace: give replace=True with it.")
+        return "", False
+    if key is not None and planned is not None and key != planned.key:
+        raise InvalidArgument("Give the key to replace or a planned key, not two different keys.")
+    if key is not None or planned is not None:
+        return key if key is not None else planned.key if planned else "", False
+    if not name:
+        raise InvalidArgument("replace=True needs the key of the object to replace, or a name to replace by.")
+    return "", True
 
 
 def bytes_segments(data: BytesLike) -> tuple[SegmentSource, int]:
@@ -265,6 +289,9 @@ class AsyncClient:
         name: str | None = None,
         planned: Reservation | None = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
         """Store ``data`` in ``catalog`` and return the new object's key.
 
@@ -272,16 +299,27 @@ class AsyncClient:
         ``ttl``: seconds the object lives (None: the catalog's default TTL, else
         forever); once they are over it is never returned and the gateway's sweep evicts it.
 
+        With ``replace``, the put replaces atomically: the object ``key`` (or
+        the ``planned`` key, if it holds one already), which keeps its key;
+        without either, every object called ``name`` in ``catalog``, so that
+        the name is unique there (the returned key is then new). Readers see
+        the old version or the new one, never a mix; the old chunks are
+        deleted after the commit, and usage counts the new size minus the old.
+
         Raises:
-            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed.
+            InvalidArgument: ``data`` is not bytes-like, or a name or the TTL is malformed,
+                or ``replace`` has neither a key nor a name.
             Unauthenticated: the token is not valid.
             Unavailable: too few containers could store a chunk.
-            AlreadyExists: the planned key holds an object already.
+            AlreadyExists: the planned key holds an object already (without ``replace``).
+            NotFound: ``replace`` names a ``key`` no object has.
+            PermissionDenied: that object belongs to another user.
             ResourceExhausted: the put would exceed the user's quota.
         """
         segments, size = bytes_segments(data)
+        replace_key, replace_name = replacement(replace, key, planned, name)
         (key,) = await self._pipeline.put(
-            [PutItem(segments, size, name or "", ttl or 0.0)],
+            [PutItem(segments, size, name or "", ttl or 0.0, replace_key, replace_name)],
             token=token_user,
             catalog=catalog,
             k=self.k,
@@ -365,7 +403,7 @@ class AsyncClient:
 
     async def _segments(self, key: str, token_user: str) -> list[bytes]:
         """The decoded segments of object ``key``, in order."""
-        return [s async for s in self._pipeline.get(key, token=token_user)]
+        return await self._pipeline.get_whole(key, token_user)
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
@@ -419,15 +457,21 @@ class AsyncClient:
         name: str | None = None,
         progress: ProgressArg = None,
         ttl: float | None = None,
+        *,
+        replace: bool = False,
+        key: str | None = None,
     ) -> str:
         """Store a file, streaming it segment by segment, and return its key.
 
         ``progress``: a callable given the bytes sent after each segment, or
-        True for a progress bar on stderr. ``ttl``: as for :meth:`put`.
+        True for a progress bar on stderr. ``ttl``, ``replace`` and ``key``: as
+        for :meth:`put` (by name, the name defaults to the file's).
         """
         path = Path(path)
         size = path.stat().st_size
-        item = PutItem(file_segments(path), size, name if name is not None else path.name, ttl or 0.0)
+        name = name if name is not None else path.name
+        replace_key, replace_name = replacement(replace, key, None, name)
+        item = PutItem(file_segments(path), size, name, ttl or 0.0, replace_key, replace_name)
         with progress_callback(progress, size, f"put {path.name}") as report:
             (key,) = await self._pipeline.put(
                 [item], token=token_user, catalog=catalog, k=self.k, m=self.m, progress=report
@@ -600,7 +644,7 @@ class AsyncClient:
         return bool((await self._control("Unshare", request, token_user)).changed)
 
     async def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> AsyncGenerator[Event, None]:
-        """Events of a catalog (``kind``: put, evict, share, unshare) as they happen.
+        """Events of a catalog (``kind``: put, replace, evict, expire, share, unshare) as they happen.
 
         Runs until the caller stops iterating, or until the subscriber's access
         ends. When the gateway goes away, it subscribes again from the last
@@ -622,6 +666,7 @@ class AsyncClient:
                         yield Event(
                             message.kind, message.key, message.name, message.size, message.time,
                             message.revision, message.user, message.owner, message.catalog,
+                            tuple(message.replaced),
                         )  # fmt: skip
                 return
             except grpc.aio.AioRpcError as exc:

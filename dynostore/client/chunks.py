@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore._proto import container_pb2, container_pb2_grpc, gateway_pb2
 from dynostore.container import wire
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
@@ -17,6 +17,11 @@ from dynostore.rpc import from_rpc_error
 # A batch call carries at most this many chunks or bytes (messages are capped at 64 MiB).
 BATCH_CHUNKS = 256
 BATCH_BYTES = 16 * 1024 * 1024
+
+
+def chunk_key(location: gateway_pb2.Location) -> str:
+    """The key a located object's chunks are stored under: its version's if it was replaced by key, else its own."""
+    return location.object.version or location.object.key
 
 
 def whole_fragment(result: container_pb2.ReadChunkResult) -> tuple[bytes | None, DynoStoreError | None]:

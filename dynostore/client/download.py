@@ -16,15 +16,21 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2
-from dynostore.client.chunks import ChunkReader, ChunkRef, WholeChunkReader, read_whole_chunks
+from dynostore.client.chunks import ChunkReader, ChunkRef, WholeChunkReader, chunk_key, read_whole_chunks
 from dynostore.client.connection import GatewayConnection, Progress
 from dynostore.erasure import Codec
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, DynoStoreError, NotFound, Unavailable, error_for_code
+from dynostore.errors import DataLoss, DynoStoreError, FailedPrecondition, NotFound, Unavailable, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 
 log = logging.getLogger(__name__)
 Reader = ChunkReader | WholeChunkReader
+# Reads of a whole object that start again when a replacement overtakes them.
+REPLACED_READS = 3
+
+
+class ReplacedWhileReadError(FailedPrecondition):
+    """The object was replaced (by key) after part of its old version had been handed out; read it again."""
 
 
 class Downloader(GatewayConnection):
@@ -51,10 +57,12 @@ class Downloader(GatewayConnection):
 
         A get that races an evict finds the chunks deleted: that is ``NotFound``,
         not ``DataLoss``. A record that changed before anything was handed out
-        (a repair moved chunks) is read once more at its new locations.
+        (a repair moved chunks, or a put replaced the object and its old
+        chunks went) is read once more: the new locations, or the new version.
 
         Raises:
             NotFound: the object was evicted while it was read.
+            ReplacedWhileReadError: it was replaced after part of the old version was handed out.
             DataLoss: more than m chunks of a segment are really gone.
         """
         key = location.object.key
@@ -69,7 +77,10 @@ class Downloader(GatewayConnection):
                 now = await self.locate_one(key, token)
             except NotFound:
                 raise NotFound(f"Object {key} was evicted while it was read.") from None
-            if yielded or list(now.chunks) == list(location.chunks):
+            replaced = chunk_key(now) != chunk_key(location) or now.inline != location.inline
+            if yielded and replaced:
+                raise ReplacedWhileReadError(f"Object {key} was replaced while it was read; read it again.") from None
+            if yielded or (not replaced and list(now.chunks) == list(location.chunks)):
                 raise
         async for segment in self.read(now, progress):
             yield segment
@@ -130,11 +141,36 @@ class Downloader(GatewayConnection):
         return results
 
     async def _read_or_none(self, location: gateway_pb2.Location, token: str) -> list[bytes] | None:
-        """The segments of one located object, None if it was evicted meanwhile."""
-        try:
-            return [s async for s in self.read_checked(location, token)]
-        except NotFound:
-            return None
+        """The segments of one located object (its newest version if it is replaced meanwhile), None if evicted."""
+        for attempt in range(REPLACED_READS):
+            try:
+                return [s async for s in self.read_checked(location, token)]
+            except NotFound:
+                return None
+            except ReplacedWhileReadError:
+                if attempt == REPLACED_READS - 1:
+                    raise
+                try:
+                    location = await self.locate_one(location.object.key, token)
+                except NotFound:
+                    return None
+        raise AssertionError("unreachable")
+
+    async def get_whole(self, key: str, token: str) -> list[bytes]:
+        """The segments of one object, read again from the start if it is replaced meanwhile.
+
+        Raises:
+            NotFound: no object has this key.
+            ReplacedWhileReadError: it was replaced during each of ``REPLACED_READS`` reads.
+            DataLoss: fewer than k chunks can be read for some segment.
+        """
+        for attempt in range(REPLACED_READS):
+            try:
+                return [s async for s in self.get(key, token=token)]
+            except ReplacedWhileReadError:
+                if attempt == REPLACED_READS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _relay_get_or_none(self, key: str, token: str) -> list[bytes] | None:
         try:
@@ -152,7 +188,7 @@ class Downloader(GatewayConnection):
                 (c for c in location.chunks if c.stored and c.address), key=lambda c: (c.index >= k, c.index)
             )[:k]
             wanted.append([len(refs) + j for j in range(len(usable))])
-            refs += [ChunkRef(c.address, location.object.key, c.index, ticket=location.chunk_ticket) for c in usable]
+            refs += [ChunkRef(c.address, chunk_key(location), c.index, ticket=location.chunk_ticket) for c in usable]
         fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout)
         decoded: list[bytes | None] = []
         for location, positions in zip(locations, wanted, strict=True):
@@ -178,7 +214,7 @@ class Downloader(GatewayConnection):
                 progress(len(data))
             yield data
             return
-        key = location.object.key
+        key = chunk_key(location)
         policy = location.policy
         codec = Codec(policy.k, policy.m)
         size = location.object.size

@@ -43,6 +43,8 @@ class ObjectInfo:
     created: float
     # When its lifetime ends (seconds since the epoch; 0: never).
     expires: float = 0.0
+    # The key this version's chunks are under, if a put replaced the object by key ("": ``key``).
+    version: str = ""
 
 
 def object_info(message: common_pb2.ObjectInfo) -> ObjectInfo:
@@ -55,6 +57,7 @@ def object_info(message: common_pb2.ObjectInfo) -> ObjectInfo:
         size=message.size,
         created=message.created,
         expires=message.expires,
+        version=message.version,
     )
 
 

@@ -33,7 +33,7 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, gateway_pb2
-from dynostore.client.chunks import ChunkWriter, verified_data, whole_fragment
+from dynostore.client.chunks import ChunkWriter, chunk_key, verified_data, whole_fragment
 from dynostore.erasure import Codec
 from dynostore.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from dynostore.rpc import from_rpc_error
@@ -107,7 +107,7 @@ async def repair(
     writers = [
         ChunkWriter(
             pipeline.container_stub(t.container.address),
-            key,
+            chunk_key(location),
             t.index,
             pipeline.queue_depth,
             t.container.id,
@@ -137,7 +137,9 @@ async def repair(
         except BaseException:
             await _discard(pipeline, plan, written_elsewhere, token)
             raise
-    await pipeline.delete_chunks(key, plan.write_ticket, [(t.index, t.old_address) for t in done if t.old_address])
+    await pipeline.delete_chunks(
+        chunk_key(location), plan.write_ticket, [(t.index, t.old_address) for t in done if t.old_address]
+    )
     failed = [f"chunk {w.index} (to container {w.container_id}): {w.error}" for w in writers if w.error]
     if failed:
         raise Unavailable(f"Rebuilt {len(rebuilt)} of {len(writers)} chunks of {key}; " + "; ".join(failed))
@@ -230,12 +232,14 @@ async def _discard(
     try:
         now = await pipeline.call(pipeline.gateway_stub().PlanRepair, gateway_pb2.PlanRepairRequest(key=key), token)
         relied = {(c.index, c.container_id) for c in now.location.chunks if c.stored}
+        if now.location.object.version != plan.location.object.version:
+            relied = set()  # replaced meanwhile: the copies were of the old version
     except NotFound:
         relied = set()  # evicted meanwhile: every copy is garbage
     except Exception:
         return
     doomed = [(t.index, t.container.address) for t in copies if (t.index, t.container.id) not in relied]
-    await pipeline.delete_chunks(key, plan.write_ticket, doomed)
+    await pipeline.delete_chunks(chunk_key(plan.location), plan.write_ticket, doomed)
 
 
 def _warn_if_shared(key: str, shared: dict[str, list[int]], live: int) -> None:
@@ -293,8 +297,9 @@ async def _commit_repair(
             return
         except FailedPrecondition:
             now = await pipeline.call(pipeline.gateway_stub().PlanRepair, gateway_pb2.PlanRepairRequest(key=key), token)
-            if {c.index: c.container_id for c in now.location.chunks} != planned:
-                raise
+            moved = {c.index: c.container_id for c in now.location.chunks} != planned
+            if moved or now.location.object.version != plan.location.object.version:
+                raise  # moved by another repair, or replaced by a new version
             revision = now.revision
     raise FailedPrecondition(f"Object {key} kept changing while it was repaired; repair it again.")
 
@@ -307,7 +312,7 @@ async def _damaged_chunks(pipeline: Pipeline, location: gateway_pb2.Location) ->
     deletes a copy it reported, which could be the rebuilt one by then). A
     container that cannot be reached now is not taken as proof of damage.
     """
-    key = location.object.key
+    key = chunk_key(location)
     count = max(1, -(-location.object.size // location.policy.segment_size))
     timeout = pipeline.fragment_timeout
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -71,12 +72,24 @@ _COMMIT_REFUSALS = (
 
 @dataclass(frozen=True)
 class PutItem:
-    """One object to put: its bytes (as segments), size, name and lifetime (seconds; 0: the catalog's)."""
+    """One object to put: its bytes (as segments), size, name and lifetime (seconds; 0: the catalog's).
+
+    ``replace_key``: the key of an object of yours that this put replaces (it
+    keeps that key); ``replace_name``: the put replaces every other object of
+    its name in the catalog. A replacing put is put alone.
+    """
 
     segments: SegmentSource
     size: int
     name: str = ""
     ttl: float = 0.0
+    replace_key: str = ""
+    replace_name: bool = False
+
+    @property
+    def replaces(self) -> bool:
+        """Whether this put replaces objects."""
+        return bool(self.replace_key or self.replace_name)
 
 
 @dataclass(frozen=True)
@@ -154,10 +167,18 @@ class Uploader(GatewayConnection):
         for item in items:
             validation.object_name(item.name)
             validation.ttl(item.ttl)
+            if item.replace_key:
+                validation.key(item.replace_key)
+            if item.replace_name and not item.name:
+                raise InvalidArgument("A put that replaces by name needs a name.")
         if k or m:
             validation.ec_params(k, m)
         if planned is not None and len(planned) != len(items):
             raise InvalidArgument("Give one planned key per object.")
+        if any(item.replaces for item in items):
+            if len(items) != 1:
+                raise InvalidArgument("A put that replaces objects puts one object at a time.")
+            items, planned = await self._replacing(items[0], planned[0] if planned else None, token)
         if self.relay:
             return [
                 await self._relay_put(item, token, catalog, k, m, progress, planned[i] if planned else None)
@@ -175,6 +196,22 @@ class Uploader(GatewayConnection):
             )
             keys += await self._put_group(items[start : start + GROUP], token, catalog, k, m, progress, group_planned)
         return keys
+
+    async def _replacing(
+        self, item: PutItem, planned: Reservation | None, token: str
+    ) -> tuple[list[PutItem], list[Reservation] | None]:
+        """The item and reservation to put for a replacing put under a reserved key.
+
+        A reserved key that holds no object yet is simply given this one; one
+        that holds an object already is replaced by key (the new version's
+        chunks then go under a fresh key).
+        """
+        if planned is None or item.replace_key != planned.key:
+            return [item], [planned] if planned else None
+        (location,) = await self.locate([planned.key], token)
+        if location.code == NotFound.code.value[0]:
+            return [dataclasses.replace(item, replace_key="")], [planned]
+        return [dataclasses.replace(item, replace_key=planned.key)], None
 
     async def _put_group(
         self,
@@ -195,8 +232,9 @@ class Uploader(GatewayConnection):
                 plan, planned = (await self._pool(token, catalog, k, m)).plan, list(reserved)
         else:
             size = sum(item.size for item in items)
-            pooled = len(items) == 1 and size <= POOLED_MAX_BYTES
-            plan, planned = await self._plan(token, catalog, k, m, len(items), size, pooled=pooled)
+            replacing = any(item.replaces for item in items)
+            pooled = len(items) == 1 and size <= POOLED_MAX_BYTES and not replacing
+            plan, planned = await self._plan(token, catalog, k, m, len(items), size, pooled=pooled, replace=replacing)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
         for item, key in zip(items, planned, strict=True):
@@ -241,7 +279,7 @@ class Uploader(GatewayConnection):
             if not committing or isinstance(exc, DynoStoreError):
                 await self._discard(placed)
             raise
-        return [p.planned.key for p in placed]
+        return [p.item.replace_key or p.planned.key for p in placed]
 
     async def _relay_put(
         self,
@@ -254,7 +292,16 @@ class Uploader(GatewayConnection):
         planned: Reservation | None,
     ) -> str:
         """Stream one object to the gateway, which stores it with this same pipeline."""
-        header = gateway_pb2.RelayPutHeader(catalog=catalog, name=item.name, size=item.size, k=k, m=m, ttl=item.ttl)
+        header = gateway_pb2.RelayPutHeader(
+            catalog=catalog,
+            name=item.name,
+            size=item.size,
+            k=k,
+            m=m,
+            ttl=item.ttl,
+            replace_key=item.replace_key,
+            replace_name=item.replace_name,
+        )
         if planned is not None:
             header.planned.key = planned.key
             header.planned.plan_ticket = planned.plan_ticket
@@ -282,16 +329,18 @@ class Uploader(GatewayConnection):
         return [Reservation(p.key, p.plan_ticket, p.chunk_ticket) for p in plan.plans]
 
     async def _plan(
-        self, token: str, catalog: str, k: int, m: int, count: int, size: int, *, pooled: bool
+        self, token: str, catalog: str, k: int, m: int, count: int, size: int, *, pooled: bool, replace: bool = False
     ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
         """Planned keys with the policy and container view to use for them (``size``: their objects' bytes).
 
         Single puts take keys from a pool planned in one call, renewed
         when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
+        ``replace``: the keys are for puts that replace objects (only their commit checks the quota).
         """
         if not pooled:
             request = _plan_request(catalog, k, m, count)
             request.size = size  # the gateway refuses here a put that would exceed the quota
+            request.replace = replace
             plan = await self.call(self._gateway().PlanPut, request, token)
             return plan, list(plan.plans)
         async with self._plan_lock:
@@ -369,6 +418,8 @@ class Uploader(GatewayConnection):
                     size=p.item.size,
                     plan_ticket=p.planned.plan_ticket,
                     ttl=p.item.ttl,
+                    replace_key=p.item.replace_key,
+                    replace_name=p.item.replace_name,
                     inline=True,
                     data=p.data,
                     crc32=checksum(p.data),
@@ -382,6 +433,8 @@ class Uploader(GatewayConnection):
                     policy=p.policy,
                     plan_ticket=p.planned.plan_ticket,
                     ttl=p.item.ttl,
+                    replace_key=p.item.replace_key,
+                    replace_name=p.item.replace_name,
                     chunks=[
                         common_pb2.ChunkLocation(index=i, container_id=t.id, stored=e is None)
                         for i, (t, e) in enumerate(zip(p.targets, p.errors, strict=True))
@@ -410,7 +463,7 @@ class Uploader(GatewayConnection):
                 gateway cannot tell now.
         """
         try:
-            locations = await self.locate([p.planned.key for p in placed], token)
+            locations = await self.locate([p.item.replace_key or p.planned.key for p in placed], token)
         except DynoStoreError:
             raise _CommitOutcomeUnknownError(_unknown_outcome(error)) from None
         if all(_committed_as(p, location) for p, location in zip(placed, locations, strict=True)):
@@ -455,8 +508,14 @@ def _pool_key(token: str, catalog: str, k: int, m: int) -> tuple[str, str, int, 
 
 
 def _committed_as(placed: _Placed, location: gateway_pb2.Location) -> bool:
-    """Whether ``location`` is the record that committing ``placed`` writes."""
+    """Whether ``location`` is the record that committing ``placed`` writes.
+
+    A put that replaced an object by key is committed when that key's record
+    is of the version planned for it (its chunks under the planned key).
+    """
     if location.code or location.object.size != placed.item.size or location.inline != placed.inline:
+        return False
+    if location.object.version != (placed.planned.key if placed.item.replace_key else ""):
         return False
     return [c.container_id for c in location.chunks] == [t.id for t in placed.targets]
 

@@ -219,9 +219,9 @@ class GatewayCalls(pb_grpc.GatewayServicer):
         task.add_done_callback(self._background.discard)
 
     async def delete_chunks(self, record: ObjectRecord) -> None:
-        """Delete the chunks of an evicted object; best effort: those on unreachable containers stay until GC."""
+        """Delete the chunks of an evicted or replaced version (best effort: those on containers away stay for GC)."""
         addresses = {c["id"]: c["address"] for c in await self._live_containers()}
-        ticket = await self.authority.sign(record.key, "write")
+        ticket = await self.authority.sign(record.chunk_key, "write")
         for index, (cid, stored) in enumerate(record.chunks):
             address = addresses.get(cid)
             if not stored or not address:
@@ -229,10 +229,10 @@ class GatewayCalls(pb_grpc.GatewayServicer):
             try:
                 async with open_channel(address, self.tls) as channel:
                     stub = container_pb2_grpc.ContainerStub(channel)
-                    request = container_pb2.DeleteChunkRequest(key=record.key, index=index, ticket=ticket)
+                    request = container_pb2.DeleteChunkRequest(key=record.chunk_key, index=index, ticket=ticket)
                     await stub.DeleteChunk(request, timeout=5)
             except grpc.aio.AioRpcError as exc:
-                log.warning("Could not delete chunk %d of %s: %s", index, record.key, exc.details())
+                log.warning("Could not delete chunk %d of %s: %s", index, record.chunk_key, exc.details())
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -256,4 +256,5 @@ def _object_info(record: ObjectRecord) -> common_pb2.ObjectInfo:
         created=record.created,
         created_at=_timestamp(record.created),
         expires=record.expires,
+        version=record.version,
     )

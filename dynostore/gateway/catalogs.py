@@ -93,6 +93,7 @@ class CatalogCalls(GatewayCalls):
                 user=event.user,
                 owner=owner,
                 catalog=name,
+                replaced=event.replaced,
             )
 
 

@@ -97,7 +97,9 @@ class ContainerCalls(GatewayCalls):
         reply = gateway_pb2.ListRecordedChunksResponse()
         for record in await self.registry.shard_records(request.shard):
             reply.chunks.extend(
-                gateway_pb2.ChunkId(key=record.key, index=i) for i, chunk in enumerate(record.chunks) if chunk == held
+                gateway_pb2.ChunkId(key=record.chunk_key, index=i)
+                for i, chunk in enumerate(record.chunks)
+                if chunk == held
             )
         return reply
 

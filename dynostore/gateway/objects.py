@@ -46,7 +46,7 @@ class ObjectCalls(GatewayCalls):
         if asked is None and request.catalog:
             asked = await self.registry.catalog_policy(user.name, validation.catalog(request.catalog))
         k, m = validation.ec_params(*(asked or (self.policy.k, self.policy.m)))
-        if user.quota_bytes or user.quota_objects:
+        if (user.quota_bytes or user.quota_objects) and not request.replace:
             # Keys planned ahead (size unknown) need room for one object at least.
             used = await self.registry.usage(user.name)
             check_quota(
@@ -78,11 +78,29 @@ class ObjectCalls(GatewayCalls):
         user = await self._user(context)
         if not 1 <= len(request.objects) <= MAX_BATCH:
             raise InvalidArgument(f"CommitPut takes 1 to {MAX_BATCH} objects, not {len(request.objects)}.")
+        replacing = [c for c in request.objects if c.replace_key or c.replace_name]
+        for commit in replacing:
+            if commit.replace_key:
+                validation.key(commit.replace_key)
+            if commit.replace_name and not commit.name:
+                raise InvalidArgument("A put that replaces by name needs a name.")
+        if replacing and len(request.objects) != 1:
+            raise InvalidArgument("A put that replaces objects is committed alone, one per CommitPut.")
         now = time.time()
         records = [self._record(commit, user, now) for commit in request.objects]
         if len({r.key for r in records}) != len(records):
             raise InvalidArgument("A CommitPut batch names the same key twice.")
-        await self.registry.commit(records, quota=user if user.quota_bytes or user.quota_objects else None)
+        quota = user if user.quota_bytes or user.quota_objects else None
+        if replacing:
+            (commit,), (record,) = replacing, records
+            replaced = await self.registry.commit_replacing(
+                record, quota, replace_key=commit.replace_key, replace_name=commit.replace_name
+            )
+            for old in replaced:  # after the commit: readers of the old version re-locate and find the new
+                if old.chunk_key != record.chunk_key and not old.inline:
+                    self._in_background(self.delete_chunks(old))
+        else:
+            await self.registry.commit(records, quota=quota)
         for record in records:
             OBJECTS_COMMITTED.labels("inline" if record.inline else "chunked").inc()
             OBJECT_BYTES_COMMITTED.inc(record.size)
@@ -180,7 +198,7 @@ class ObjectCalls(GatewayCalls):
         if record.inline:
             location.inline, location.data, location.crc32 = True, record.data, record.crc32
             return
-        location.chunk_ticket = await self.authority.sign(record.key, "read")
+        location.chunk_ticket = await self.authority.sign(record.chunk_key, "read")
         location.policy.CopyFrom(common_pb2.ECPolicy(k=record.k, m=record.m, segment_size=record.segment_size))
         location.chunks.extend(
             common_pb2.ChunkLocation(
@@ -203,6 +221,9 @@ class ObjectCalls(GatewayCalls):
             raise InvalidArgument("RelayPut must start with a header message.")
         header = first.header
         size = header.size
+        replace_key = validation.key(header.replace_key) if header.replace_key else ""
+        if header.replace_name and not header.name:
+            raise InvalidArgument("A put that replaces by name needs a name.")
 
         relayed_in = RELAY_BYTES.labels("in")
 
@@ -227,8 +248,9 @@ class ObjectCalls(GatewayCalls):
 
         planned = header.planned
         reservation = Reservation(planned.key, planned.plan_ticket, planned.chunk_ticket) if planned.key else None
+        item = PutItem(segments, size, header.name, validation.ttl(header.ttl), replace_key, header.replace_name)
         (key,) = await self._relay().put(
-            [PutItem(segments, size, header.name, validation.ttl(header.ttl))],
+            [item],
             token=_token_from(context),
             catalog=header.catalog,
             k=header.k,
@@ -263,7 +285,7 @@ class ObjectCalls(GatewayCalls):
         reply = gateway_pb2.PlanRepairResponse(revision=revision)
         await self._fill_location(reply.location, record, {c["id"]: c["address"] for c in live})
         if not record.inline:  # inline objects have no chunks to repair
-            reply.write_ticket = await self.authority.sign(key, "repair")  # may also replace stored copies
+            reply.write_ticket = await self.authority.sign(record.chunk_key, "repair")  # may also replace stored copies
             reply.containers.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live)
         return reply
 

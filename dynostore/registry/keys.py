@@ -7,7 +7,9 @@
 /dynostore/v1/secrets/plan                     key that signs plan tickets (shared by gateways)
 /dynostore/v1/secrets/ticket-keys/<id>         Ed25519 key pair for chunk tickets, with its retirement time
 /dynostore/v1/objects/<key>                    object record (JSON, see ObjectRecord)
-/dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created", "k", "m", "ttl"}
+/dynostore/v1/versions/<version>               key of the object whose current version's chunks are under <version>
+/dynostore/v1/names/<owner>/<catalog>/<name>NUL<key>  empty: object <key> of that catalog is named <name>
+/dynostore/v1/catalog-list/<owner>/<catalog>   {"owner", "name", "created", "k", "m", "ttl", "names"}
 /dynostore/v1/catalogs/<owner>/<catalog>/objects/<key>   {"name", "size", "created", "expires"}
 /dynostore/v1/catalogs/<owner>/<catalog>/shares/<reader> {"created"}
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
@@ -77,6 +79,21 @@ def unused() -> bytes:
 def repair_lock() -> bytes:
     """The lock a gateway holds while it sweeps objects for repair (one sweep at a time)."""
     return _k("locks", "repair")
+
+
+def version(chunk_key: str) -> bytes:
+    """Which object's current version keeps its chunks under ``chunk_key`` (one that replaced it by key)."""
+    return _k("versions", chunk_key)
+
+
+def name_prefix(owner: str, catalog_name: str, name: str) -> bytes:
+    """Prefix of the name entries of every object called ``name`` in a catalog (names hold no NUL)."""
+    return _k("names", owner, catalog_name, name) + b"\0"
+
+
+def name_entry(owner: str, catalog_name: str, name: str, key: str) -> bytes:
+    """Entry saying that object ``key`` is called ``name`` in its catalog (objects with a name only)."""
+    return name_prefix(owner, catalog_name, name) + key.encode()
 
 
 def inline_data(key: str) -> bytes:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynostore.errors import AlreadyExists, NotFound
 from dynostore.registry import keys
+from dynostore.registry.base import etcd_errors
 
 if TYPE_CHECKING:
     from dynostore.registry.etcd import EtcdClient
@@ -45,6 +46,7 @@ class S3KeyRecords:
     etcd: EtcdClient
     _tx: Any
 
+    @etcd_errors
     async def put_s3_key(self, access_key_id: str, user: str, token_id: str, sealed: str) -> S3KeyRecord:
         """Store a new access key of ``user``.
 
@@ -64,6 +66,7 @@ class S3KeyRecords:
             raise AlreadyExists(f"The access key id {access_key_id} is taken.")
         return record
 
+    @etcd_errors
     async def get_s3_key(self, access_key_id: str) -> S3KeyRecord:
         """The record of an access key.
 
@@ -75,6 +78,7 @@ class S3KeyRecords:
             raise NotFound(f"There is no S3 access key {access_key_id}.")
         return S3KeyRecord(**json.loads(found.value))
 
+    @etcd_errors
     async def delete_s3_key(self, access_key_id: str) -> None:
         """Forget an access key (its token is revoked apart)."""
         await self.etcd.delete(s3_key(access_key_id))

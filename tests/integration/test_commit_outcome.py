@@ -8,6 +8,7 @@ a gateway killed between its etcd transaction and its reply looks like.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -175,3 +176,62 @@ def test_refused_commit_removes_its_chunks(fabric: LocalFabric, token: str) -> N
             await pipeline.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("retries_reach", [False, True], ids=["retries-lost", "retry-meets-its-commit"])
+@pytest.mark.parametrize("size", [100, WHOLE], ids=["inline", "chunked"])
+def test_lost_reply_of_a_replacement_is_found_out(
+    fabric: LocalFabric, token: str, size: int, retries_reach: bool
+) -> None:
+    """A replacement by key whose answer is lost is recognised as committed: its version is the key's."""
+    data = os.urandom(size)
+
+    async def run() -> None:
+        pipeline = Pipeline(fabric.gateway, retries=2)
+        try:
+            (key,) = await pipeline.put([item(os.urandom(size))], token=token, catalog="c")
+            with LostReply(pipeline, locate_down=False, retries_reach=retries_reach) as lost:
+                assert await pipeline.put([replacing(data, key)], token=token, catalog="c") == [key]
+            assert len(lost.landed) == 1
+            assert await read(pipeline, key, token) == data
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
+
+
+def test_a_replacement_that_did_not_land_is_not_taken_for_another(fabric: LocalFabric, token: str) -> None:
+    """Another put replaced the key meanwhile, with as many bytes (inline: no chunks to tell them apart).
+
+    Only the version tells that the record is not ours: the put's outcome is unknown, not a success.
+    """
+    ours, theirs = os.urandom(100), os.urandom(100)
+
+    async def run() -> None:
+        pipeline = Pipeline(fabric.gateway, retries=2)
+        other = Pipeline(fabric.gateway)
+        stub = pipeline.gateway_stub()
+        commit = stub.CommitPut
+
+        async def lost_before_landing(request: Any, **kwargs: Any) -> Any:
+            await other.put([replacing(theirs, key)], token=token, catalog="c")
+            raise unavailable()
+
+        try:
+            (key,) = await pipeline.put([item(os.urandom(100))], token=token, catalog="c")
+            stub.CommitPut = lost_before_landing
+            with pytest.raises(Unavailable, match="outcome is unknown"):
+                await pipeline.put([replacing(ours, key)], token=token, catalog="c")
+            stub.CommitPut = commit
+            assert await read(pipeline, key, token) == theirs
+        finally:
+            stub.CommitPut = commit
+            await pipeline.close()
+            await other.close()
+
+    asyncio.run(run())
+
+
+def replacing(data: bytes, key: str) -> PutItem:
+    """A put of ``data`` that replaces object ``key``."""
+    return dataclasses.replace(item(data), replace_key=key)

@@ -107,6 +107,14 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("Unshare bad user", lambda s, t: s.Unshare(g.ShareRequest(catalog="c", with_user="../root"), metadata=auth_metadata(t)), invalid),
         ("ListTokens of another user", lambda s, t: s.ListTokens(g.ListTokensRequest(user="admin"), metadata=auth_metadata(t)), denied),
         ("SetQuota non-admin", lambda s, t: s.SetQuota(g.SetQuotaRequest(name="alice", bytes=1), metadata=auth_metadata(t)), denied),
+        ("CommitPut traversal replace_key", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_key=TRAVERSAL)]), metadata=auth_metadata(t)), invalid),
+        ("CommitPut unicode replace_key", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_key=UNICODE)]), metadata=auth_metadata(t)), invalid),
+        ("CommitPut replace_name without a name", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_name=True)]), metadata=auth_metadata(t)), invalid),
+        ("CommitPut replacing in a batch", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", name="n", replace_name=True), g.ObjectCommit(key="e" * 32, catalog="c")]), metadata=auth_metadata(t)), invalid),
+        ("CommitPut replace_key with a forged plan ticket", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_key="e" * 32, plan_ticket="9999999999.00")]), metadata=auth_metadata(t)), denied),
+        ("RelayPut traversal replace_key", lambda s, t: s.RelayPut(iter([g.RelayPutRequest(header=g.RelayPutHeader(catalog="c", size=1, replace_key=TRAVERSAL)), g.RelayPutRequest(data=b"x")]), metadata=auth_metadata(t)), invalid),
+        ("RelayPut replace_name without a name", lambda s, t: s.RelayPut(iter([g.RelayPutRequest(header=g.RelayPutHeader(catalog="c", size=1, replace_name=True)), g.RelayPutRequest(data=b"x")]), metadata=auth_metadata(t)), invalid),
+        ("PlanPut replace flood", lambda s, t: s.PlanPut(g.PlanPutRequest(count=10**6, replace=True), metadata=auth_metadata(t)), invalid),
     ]  # fmt: skip
 
 

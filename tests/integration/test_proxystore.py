@@ -47,8 +47,8 @@ def test_objects_land_in_the_catalog(shared: Session, connector: DynoConnector) 
     assert key.key in {i.key for i in shared.client.list(catalog="proxystore", token_user=shared.token)}
 
 
-def test_set_needs_a_new_key(connector: DynoConnector) -> None:
-    with pytest.raises(ValueError, match="new_key"):
+def test_set_of_a_key_neither_planned_nor_put_is_not_found(connector: DynoConnector) -> None:
+    with pytest.raises(KeyError):
         connector.set(DynoKey("0" * 32), b"x")
 
 

@@ -1,0 +1,465 @@
+"""Object records: commit, read, repair, evict and expire them; catalog indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dynostore import validation
+from dynostore.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from dynostore.registry import keys
+from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, RegistryBase, etcd_errors
+from dynostore.registry.records import ObjectRecord, User, dumps, entry_expired, expiry
+from dynostore.registry.usage import check_quota
+
+
+class ObjectCalls(RegistryBase):
+    """Object records and the catalog index entries committed with them."""
+
+    @etcd_errors
+    async def commit(self, records: list[ObjectRecord], quota: User | None = None) -> None:
+        """Make objects visible: each record, index entry (and catalog) in one transaction.
+
+        Objects are committed in groups of ``COMMIT_GROUP``, one transaction
+        each, which also adds them to their owners' usage counters. A record
+        with no ``expires`` gets its catalog's default TTL, if it has one.
+        With ``quota`` (the committing user), a group that would take that
+        user's usage over its quota is refused: the transaction requires the
+        counter to be unchanged since it was checked, so racing commits
+        cannot exceed the quota together.
+
+        Raises:
+            AlreadyExists: an object of the group was committed already (none of the group is).
+            ResourceExhausted: the group would exceed ``quota`` (none of it is committed).
+        """
+        for start in range(0, len(records), COMMIT_GROUP):
+            await self._commit_group(records[start : start + COMMIT_GROUP], quota)
+
+    async def _commit_group(self, group: list[ObjectRecord], quota: User | None) -> None:
+        """Commit one group of records in one transaction (see :meth:`commit`)."""
+        owners = sorted({r.owner for r in group})
+        catalog_keys = {r.key: keys.catalog(r.owner, r.catalog) for r in group}
+        watched = [keys.usage(o) for o in owners] + sorted(set(catalog_keys.values()))
+        if any(k not in self._seen for k in watched):
+            await self._read_again(watched)
+        ttl_given = {r.key for r in group if r.expires}
+        for _ in range(CAS_ATTEMPTS):
+            compared = {k: self._seen[k] for k in watched}
+            ops = []
+            catalogs: dict[bytes, bytes] = {}
+            usage = {o: self._usage_seen(o) for o in owners}
+            for r in group:
+                catalog_info, _ = self._seen[catalog_keys[r.key]]
+                if r.key not in ttl_given:
+                    r.expires = expiry(r.created, 0.0, json.loads(catalog_info) if catalog_info else None)
+                usage[r.owner] = usage[r.owner].add(r.size, 1)
+                ops += self._put_record_ops(r)
+                if catalog_info is None:
+                    catalogs.setdefault(catalog_keys[r.key], _new_catalog(r))
+            if quota is not None:
+                added = [r for r in group if r.owner == quota.name]
+                check_quota(
+                    quota.name,
+                    quota.quota_bytes,
+                    quota.quota_objects,
+                    self._usage_seen(quota.name),
+                    sum(r.size for r in added),
+                    len(added),
+                )
+            ops += [self._tx.put(k, v) for k, v in catalogs.items()]
+            ops += [self._tx.put(keys.usage(o), u.to_json()) for o, u in usage.items()]
+            ok, replies = await self.etcd.transaction(
+                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group] + [self._unchanged(k) for k in watched],
+                success=ops,
+                failure=[],
+            )
+            if ok:
+                revision = replies[0].response_put.header.revision
+                for o, u in usage.items():
+                    self._seen[keys.usage(o)] = (u.to_json(), revision)
+                for k, v in catalogs.items():
+                    self._seen[k] = (v, revision)
+                for r in group:
+                    self._objects.put(r.key, r, revision)
+                return
+            if not await self._changed_since(compared):
+                raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
+        raise Unavailable("The usage counters and catalogs of this commit kept changing; commit it again.")
+
+    def _put_record_ops(self, record: ObjectRecord, replaces: list[str] | None = None) -> list[Any]:
+        """The puts that make ``record`` visible: record, index entry, name entry, inline bytes, version pointer.
+
+        ``replaces``: keys of the objects this one replaces, kept in its index
+        entry so that the catalog's events call the change ``replace``.
+        """
+        entry = record.index_entry() | ({"replaces": replaces} if replaces else {})
+        ops = [
+            self._tx.put(keys.obj(record.key), record.to_json()),
+            self._tx.put(keys.index_entry(record.owner, record.catalog, record.key), dumps(entry)),
+        ]
+        if record.name:
+            ops.append(self._tx.put(keys.name_entry(record.owner, record.catalog, record.name, record.key), b""))
+        if record.inline:
+            ops.append(self._tx.put(keys.inline_data(record.key), record.data))
+        if record.version:
+            ops.append(self._tx.put(keys.version(record.version), record.key.encode()))
+        return ops
+
+    @staticmethod
+    def _record_keys(record: ObjectRecord) -> list[bytes]:
+        """The etcd keys :meth:`_put_record_ops` writes for ``record``."""
+        written = [keys.obj(record.key), keys.index_entry(record.owner, record.catalog, record.key)]
+        if record.name:
+            written.append(keys.name_entry(record.owner, record.catalog, record.name, record.key))
+        if record.inline:
+            written.append(keys.inline_data(record.key))
+        if record.version:
+            written.append(keys.version(record.version))
+        return written
+
+    @etcd_errors
+    async def commit_replacing(
+        self, record: ObjectRecord, quota: User | None = None, *, replace_key: str = "", replace_name: bool = False
+    ) -> list[ObjectRecord]:
+        """Commit ``record``, replacing object ``replace_key`` and/or every other object of its name, atomically.
+
+        By key, ``record.key`` must be the key planned for this version: the
+        committed record takes ``replace_key`` as its key and keeps the
+        planned one as its ``version``, under which its chunks are. By name,
+        the other objects called ``record.name`` in its catalog go in the
+        same transaction. Readers see the old versions or this one, never a
+        mix. Usage counts this version minus the ones it replaced. By key, a
+        record without a name takes the replaced object's.
+
+        Returns the records replaced (their chunks are the caller's to delete).
+
+        Raises:
+            NotFound: no object has the key ``replace_key``.
+            PermissionDenied: that object belongs to another user.
+            InvalidArgument: that object is in another catalog.
+            AlreadyExists: this version was committed already.
+            ResourceExhausted: the growth would exceed ``quota``.
+        """
+        planned = record.key
+        if replace_key and replace_key != planned:
+            record.key, record.version = replace_key, planned
+        usage_key, catalog_key = keys.usage(record.owner), keys.catalog(record.owner, record.catalog)
+        ttl_given = bool(record.expires)
+        for _ in range(CAS_ATTEMPTS):
+            await self._read_again([usage_key, catalog_key])
+            catalog_info, _ = self._seen[catalog_key]
+            catalog = json.loads(catalog_info) if catalog_info else None
+            if not ttl_given:
+                record.expires = expiry(record.created, 0.0, catalog)
+            old: list[tuple[ObjectRecord, int]] = []
+            if record.version:
+                found = await self.etcd.get(keys.obj(record.key))
+                if found is None:
+                    raise NotFound(f"No object has the key {record.key} to replace.")
+                current = ObjectRecord.from_json(found.value)
+                if current.owner != record.owner:
+                    raise PermissionDenied(f"Object {record.key} belongs to another user.")
+                if current.catalog != record.catalog:
+                    raise InvalidArgument(f"Object {record.key} is in catalog {current.catalog!r}; replace it there.")
+                record.name = record.name or current.name  # a replacement that gives no name keeps the name
+                old.append((current, found.mod_revision))
+            if replace_name:
+                old += [o for o in await self._named(record, catalog) if o[0].key != record.key]
+            freed = sum(o.size for o, _ in old)
+            usage = self._usage_seen(record.owner).add(record.size - freed, 1 - len(old))
+            if quota is not None:
+                check_quota(
+                    quota.name,
+                    quota.quota_bytes if record.size > freed else 0,
+                    quota.quota_objects if len(old) < 1 else 0,
+                    self._usage_seen(quota.name),
+                    record.size - freed,
+                    1 - len(old),
+                )
+            # Kept in the index entry, for the catalog's events (whose watch sees a key replaced by key itself).
+            ops = self._put_record_ops(record, [o.key for o, _ in old if o.key != record.key])
+            written = set(self._record_keys(record))  # etcd refuses a transaction that changes a key twice
+            for o, _ in old:
+                ops += [self._tx.delete(k) for k in self._record_keys(o) if k not in written]
+            ops.append(self._tx.put(usage_key, usage.to_json()))
+            if catalog_info is None:
+                ops.append(self._tx.put(catalog_key, _new_catalog(record)))
+            compare = [self._unchanged(usage_key), self._unchanged(catalog_key)]
+            compare += [self._tx.mod(keys.obj(o.key)) == revision for o, revision in old]
+            if record.version:
+                compare += [self._tx.create(keys.obj(planned)) == 0, self._tx.create(keys.version(planned)) == 0]
+            else:
+                compare.append(self._tx.create(keys.obj(record.key)) == 0)
+            ok, replies = await self.etcd.transaction(compare=compare, success=ops, failure=[])
+            if ok:
+                revision = replies[0].response_put.header.revision
+                self._seen[usage_key] = (usage.to_json(), revision)
+                for o, _ in old:
+                    self._objects.changed(o.key, revision)
+                self._objects.put(record.key, record, revision)
+                return [o for o, _ in old]
+            landed = await self.etcd.get(keys.version(planned) if record.version else keys.obj(record.key))
+            if landed is not None:
+                raise AlreadyExists(f"Object {planned} was committed already.")
+        raise Unavailable(f"The objects {record.key} replaces kept changing; commit it again.")
+
+    async def _named(self, record: ObjectRecord, catalog: dict[str, Any] | None) -> list[tuple[ObjectRecord, int]]:
+        """Records (and revisions) of the objects called ``record.name`` in its catalog.
+
+        Catalogs made before name entries existed (no ``names`` in their
+        record) are searched through their whole index.
+        """
+        if not record.name:
+            raise InvalidArgument("A put that replaces by name needs a name.")
+        prefix = keys.name_prefix(record.owner, record.catalog, record.name)
+        named = {kv.key[len(prefix) :].decode() for kv in await self.etcd.get_prefix(prefix, keys_only=True)}
+        if catalog is not None and not catalog.get("names"):
+            entries = await self.list_catalog(record.owner, record.catalog)
+            named |= {key for key, entry in entries if entry["name"] == record.name}
+        found = []
+        for key in sorted(named):
+            kv = await self.etcd.get(keys.obj(key))
+            if kv is not None:
+                found.append((ObjectRecord.from_json(kv.value), kv.mod_revision))
+        return found
+
+    @etcd_errors
+    async def referenced(self, chunks: list[tuple[str, int]], container_id: str) -> list[bool]:
+        """For each ``(key, index)``: whether a record lists that chunk as stored on ``container_id``.
+
+        ``key`` is the key a chunk is stored under: an object's own, or the
+        version of the object that replaced it by key (see :meth:`commit_replacing`).
+        """
+        wanted = list(dict.fromkeys(key for key, _ in chunks))
+        records = await self._records_by_chunk_key(wanted)
+        return [
+            (record := records[key]) is not None
+            and index < len(record.chunks)
+            and record.chunks[index] == (container_id, True)
+            for key, index in chunks
+        ]
+
+    async def _records_by_chunk_key(self, chunk_keys: list[str]) -> dict[str, ObjectRecord | None]:
+        """The record whose current version keeps its chunks under each key (None: no record does)."""
+        found = dict(zip(chunk_keys, await self._read_objects(chunk_keys, with_data=False), strict=True))
+        other = [k for k, record in found.items() if record is None or record.chunk_key != k]
+        for start in range(0, len(other), COMMIT_GROUP):
+            group = other[start : start + COMMIT_GROUP]
+            _, replies = await self.etcd.transaction(
+                compare=[], success=[self._tx.get(keys.version(k)) for k in group], failure=[]
+            )
+            owners = {k: reply[0][0].decode() for k, reply in zip(group, replies, strict=True) if reply}
+            owning = list(dict.fromkeys(owners.values()))
+            by_key = dict(zip(owning, await self._read_objects(owning, with_data=False), strict=True))
+            for k in group:
+                record = by_key.get(owners.get(k, ""))
+                found[k] = record if record is not None and record.chunk_key == k else None
+        return found
+
+    async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+        """Records of committed objects to read (None where a key has none), inline bytes included.
+
+        Served from the record cache where it can be (see :mod:`dynostore.registry.cache`),
+        the rest read from etcd in few round trips and cached. The records are
+        shared with the cache: do not change them.
+        """
+        found = [self._objects.get(k) for k in object_keys]
+        missed = [k for k, record in zip(object_keys, found, strict=True) if record is None]
+        if missed:
+            read = iter(await self._read_objects(missed, with_data=True, cache=True))
+            found = [record or next(read) for record in found]
+        return found
+
+    @etcd_errors
+    async def _read_objects(
+        self, object_keys: list[str], *, with_data: bool, cache: bool = False
+    ) -> list[ObjectRecord | None]:
+        """Records of committed objects read from etcd (None where a key has none), in few round trips.
+
+        With ``with_data``, inline objects come with their bytes (``record.data``),
+        read in the same transaction. With ``cache``, the records found are cached.
+        """
+        per_key = 2 if with_data else 1
+        found: list[ObjectRecord | None] = []
+        for start in range(0, len(object_keys), COMMIT_GROUP):
+            group = object_keys[start : start + COMMIT_GROUP]
+            ops = []
+            for k in group:
+                ops.append(self._tx.get(keys.obj(k)))
+                if with_data:
+                    ops.append(self._tx.get(keys.inline_data(k)))
+            _, replies = await self.etcd.transaction(compare=[], success=ops, failure=[])
+            for key, position in zip(group, range(0, len(replies), per_key), strict=True):
+                reply = replies[position]
+                record = ObjectRecord.from_json(reply[0][0]) if reply else None
+                if record is not None and record.inline and with_data:
+                    data_reply = replies[position + 1]
+                    record.data = data_reply[0][0] if data_reply else b""
+                if record is not None and cache:
+                    self._objects.put(key, record, reply[0][1].header.revision)
+                found.append(record)
+        return found
+
+    @etcd_errors
+    async def get_object(self, key: str) -> ObjectRecord:
+        """The record of a committed object.
+
+        Raises:
+            NotFound: no object has this key.
+        """
+        found = await self.etcd.get(keys.obj(key))
+        if found is None:
+            raise NotFound(f"No object has the key {key}.")
+        return ObjectRecord.from_json(found.value)
+
+    async def object_records(self) -> AsyncIterator[ObjectRecord]:
+        """Every object record, read one shard (1/256 of the key space) at a time."""
+        for shard in range(validation.KEY_SHARDS):
+            for record in await self.shard_records(shard):
+                yield record
+
+    @etcd_errors
+    async def shard_records(self, shard: int) -> list[ObjectRecord]:
+        """The records of the objects whose keys start with the two hex digits of ``shard``."""
+        return [ObjectRecord.from_json(kv.value) for kv in await self.etcd.get_prefix(keys.obj(f"{shard:02x}"))]
+
+    @etcd_errors
+    async def get_object_revision(self, key: str) -> tuple[ObjectRecord, int]:
+        """The record of a committed object and the etcd revision it was last changed at.
+
+        Raises:
+            NotFound: no object has this key.
+        """
+        found = await self.etcd.get(keys.obj(key))
+        if found is None:
+            raise NotFound(f"No object has the key {key}.")
+        return ObjectRecord.from_json(found.value), found.mod_revision
+
+    @etcd_errors
+    async def replace_chunks(self, key: str, revision: int, replacements: dict[int, str]) -> None:
+        """Record that chunk ``index`` of an object is now stored on container ``replacements[index]``.
+
+        Raises:
+            NotFound: the object is gone.
+            FailedPrecondition: the object changed since ``revision``.
+        """
+        record, current = await self.get_object_revision(key)
+        if current != revision:
+            raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
+        for index, container_id in replacements.items():
+            record.chunks[index] = (container_id, True)
+        ok, replies = await self.etcd.transaction(
+            compare=[self._tx.mod(keys.obj(key)) == revision],
+            success=[self._tx.put(keys.obj(key), record.to_json())],
+            failure=[],
+        )
+        if not ok:
+            raise FailedPrecondition(f"Object {key} changed while it was repaired; repair it again.")
+        self._objects.changed(key, replies[0].response_put.header.revision)
+
+    @etcd_errors
+    async def mark_missing(self, key: str, index: int, container_id: str) -> bool:
+        """Record chunk ``index`` of an object as missing if ``container_id`` holds it; whether it did."""
+        for _ in range(5):  # a concurrent change to the record: read it again
+            owner = (await self._records_by_chunk_key([key]))[key]
+            found = await self.etcd.get(keys.obj(owner.key)) if owner is not None else None
+            if found is None:
+                return False
+            record = ObjectRecord.from_json(found.value)
+            if record.chunk_key != key or index >= len(record.chunks) or record.chunks[index] != (container_id, True):
+                return False
+            record.chunks[index] = (container_id, False)
+            ok, replies = await self.etcd.transaction(
+                compare=[self._tx.mod(keys.obj(record.key)) == found.mod_revision],
+                success=[self._tx.put(keys.obj(record.key), record.to_json())],
+                failure=[],
+            )
+            if ok:
+                self._objects.changed(record.key, replies[0].response_put.header.revision)
+                return True
+        raise Unavailable(f"Object {key} kept changing; report the damage again.")
+
+    @etcd_errors
+    async def delete_object(self, key: str) -> ObjectRecord | None:
+        """Remove an object's record and index entry atomically, out of its owner's usage; return the record."""
+        while True:
+            found = await self.etcd.get(keys.obj(key))
+            if found is None:
+                return None
+            record = ObjectRecord.from_json(found.value)
+            if await self._delete_record(record, found.mod_revision):
+                return record
+
+    @etcd_errors
+    async def expire_object(self, key: str, now: float) -> ObjectRecord | None:
+        """Evict an object whose lifetime is over at ``now``; the record, or None if it is gone or not expired.
+
+        Its index entry is first marked expired, then deleted with the
+        record, so that the catalog's events call this eviction ``expire``.
+        """
+        found = await self.etcd.get(keys.obj(key))
+        if found is None:
+            return None
+        record = ObjectRecord.from_json(found.value)
+        if not record.expired(now):
+            return None
+        ok, _ = await self.etcd.transaction(
+            compare=[self._tx.mod(keys.obj(key)) == found.mod_revision],
+            success=[
+                self._tx.put(
+                    keys.index_entry(record.owner, record.catalog, key),
+                    dumps({**record.index_entry(), "expired": True}),
+                )
+            ],
+            failure=[],
+        )
+        return record if ok and await self._delete_record(record, found.mod_revision) else None
+
+    async def _delete_record(self, record: ObjectRecord, revision: int) -> bool:
+        """Delete ``record`` (last changed at ``revision``) and count it out of its owner's usage.
+
+        Returns False when the record changed since ``revision``.
+
+        Raises:
+            Unavailable: the owner's usage counter kept changing.
+        """
+        usage_key = keys.usage(record.owner)
+        if usage_key not in self._seen:
+            await self._read_again([usage_key])
+        for _ in range(CAS_ATTEMPTS):
+            compared = {usage_key: self._seen[usage_key]}
+            usage = self._usage_seen(record.owner).add(-record.size, -1)
+            ok, replies = await self.etcd.transaction(
+                compare=[self._tx.mod(keys.obj(record.key)) == revision, self._unchanged(usage_key)],
+                success=[
+                    *(self._tx.delete(k) for k in self._record_keys(record)),
+                    self._tx.put(usage_key, usage.to_json()),
+                ],
+                failure=[],
+            )
+            if ok:
+                deleted = replies[0].response_delete_range.header.revision
+                self._seen[usage_key] = (usage.to_json(), deleted)
+                self._objects.changed(record.key, deleted)
+                return True
+            if not await self._changed_since(compared):
+                return False  # the record changed
+        raise Unavailable(f"The usage counter of {record.owner!r} kept changing; evict object {record.key} again.")
+
+    @etcd_errors
+    async def list_catalog(
+        self, owner: str, catalog: str, live_at: float | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``(key, {"name", "size", "created", "expires"})`` of every object in a catalog.
+
+        With ``live_at``, objects expired at that time are left out.
+        """
+        prefix = keys.index_prefix(owner, catalog)
+        found = [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in await self.etcd.get_prefix(prefix)]
+        return found if live_at is None else [(k, e) for k, e in found if not entry_expired(e, live_at)]
+
+
+def _new_catalog(record: ObjectRecord) -> bytes:
+    """The record of a catalog that ``record``'s commit creates (its objects all have name entries)."""
+    return dumps({"owner": record.owner, "name": record.catalog, "created": record.created, "names": True})
