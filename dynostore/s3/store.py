@@ -341,9 +341,16 @@ class Store:
             raise from_fabric(exc) from None
 
     async def commit(self, caller: Caller, bucket: Bucket, obj: S3Object, old: list[S3Object]) -> None:
-        """Make ``obj`` the current version of its key (write its meta object), then evict the ``old`` versions."""
+        """Make ``obj`` the current version of its key, then evict the ``old`` versions' parts.
+
+        The new meta object replaces the old one by name in one etcd
+        transaction (``put(replace=True)``): readers find the old version or
+        the new one, never neither, and never two.
+        """
         try:
-            meta_key = await self.client.put(obj.to_json(), caller.token, bucket.catalog, name=META + obj.key)
+            meta_key = await self.client.put(
+                obj.to_json(), caller.token, bucket.catalog, name=META + obj.key, replace=True
+            )
         except DynoStoreError as exc:
             raise from_fabric(exc) from None
         obj.fabric_keys = [meta_key] + [p[0] for p in obj.parts]
