@@ -6,9 +6,12 @@ import base64
 import hashlib
 import hmac
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from dynostore.client import Client
-from dynostore.local import LocalFabric
+from dynostore.errors import NotFound
+from dynostore.local import LocalFabric, ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +67,25 @@ def door() -> Iterator[Door]:
         yield Door(
             fabric, client, alice, bob, client.create_s3_key(token_user=alice), client.create_s3_key(token_user=bob)
         )
+
+
+@contextmanager
+def another_door(fabric: LocalFabric) -> Iterator[str]:
+    """Another S3 front door process of ``fabric`` (a cache of its own); yields its URL."""
+    port = free_port()
+    ready = fabric.run_dir / f"s3-{port}.addr"
+    command = ["s3", "--gateway", fabric.gateway, "--listen", f"127.0.0.1:{port}", "--ready-file", str(ready)]
+    process = ManagedProcess(
+        f"s3-{port}",
+        [*fabric.python_command, *command],
+        fabric.root / "logs" / f"s3-{port}.log",
+        env={"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token},
+    )
+    process.start()
+    try:
+        yield f"http://{process.wait_for_file(ready)}"
+    finally:
+        process.stop()
 
 
 def error_code(exc: ClientError) -> str:
@@ -485,3 +508,32 @@ def test_readers_during_overwrites_see_one_version_whole(door: Door) -> None:
     assert seen
     assert {v[:1] for v in seen if v not in versions} == set()
     assert s3.get_object(Bucket="racing", Key="k")["Body"].read() == versions[3]
+
+
+def test_cli_issues_keys_and_revoking_one_refuses_it(door: Door) -> None:
+    env = {**os.environ, "DYNOSTORE_GATEWAY": door.fabric.gateway, "DYNOSTORE_TOKEN": door.bob}
+    made = subprocess.run(
+        [sys.executable, "-m", "dynostore", "token", "new", "--s3"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    printed = dict(line.split(" = ") for line in made.stdout.splitlines())
+    keys = (printed["aws_access_key_id"], printed["aws_secret_access_key"])
+    s3 = door.s3(keys)
+    s3.create_bucket(Bucket="bobs")
+    assert "bobs" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    with pytest.raises(NotFound):  # another user's key is not bob's to revoke
+        door.client.revoke_s3_key(door.alice_keys[0], token_user=door.bob)
+    door.client.revoke_s3_key(keys[0], token_user=door.bob)
+    # The door's cache of signing keys may serve the key up to a minute; a new door refuses it at once.
+    with another_door(door.fabric) as endpoint:
+        fresh = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        with pytest.raises(ClientError) as caught:
+            fresh.list_buckets()
+        assert error_code(caught.value) == "InvalidAccessKeyId"
