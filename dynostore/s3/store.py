@@ -40,6 +40,8 @@ MAX_META_BYTES = 2048
 # Seconds a door remembers that a bucket exists and whose catalog it is (another door's
 # DeleteBucket, or a share revoked, shows here at most this late).
 BUCKET_CACHE_SECONDS = 2.0
+# Meta-object keys a door remembers, to find a key's current version without listing its bucket.
+MAX_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class Store:
     def __init__(self, client: AsyncClient) -> None:
         """Serve buckets and objects through ``client``."""
         self.client = client
+        # (catalog, S3 key) -> the fabric key of its meta object when last seen (checked at every use).
+        self._metas: dict[tuple[str, str], str] = {}
         # (token, bucket name) -> (when looked up, the bucket): see BUCKET_CACHE_SECONDS.
         self._buckets: dict[tuple[str, str], tuple[float, Bucket]] = {}
 
@@ -308,14 +312,31 @@ class Store:
         Raises:
             S3Error: NoSuchKey.
         """
+        remembered = self._metas.get((bucket.catalog, key))
+        if remembered is not None:
+            # Meta objects replace each other by name atomically, so one that still
+            # exists is the key's current version: no listing needed.
+            try:
+                return S3Object.from_json(key, await self.client.get(remembered, caller.token), remembered)
+            except NotFound:
+                self._metas.pop((bucket.catalog, key), None)
+            except DynoStoreError as exc:
+                raise from_fabric(exc) from None
         for _ in range(3):
             index = await self.index(caller, bucket)
             versions = await self.versions(caller, index, key)
             if versions:
+                if key in index.metas and versions[0].fabric_keys[0] == index.metas[key][0].key:
+                    self._remember(bucket, key, versions[0].fabric_keys[0])
                 return versions[0]
             if key not in index.metas:
                 break
         raise no_such_key(key)
+
+    def _remember(self, bucket: Bucket, key: str, meta_key: str) -> None:
+        if len(self._metas) > MAX_REMEMBERED:
+            self._metas.clear()
+        self._metas[(bucket.catalog, key)] = meta_key
 
     async def many(self, caller: Caller, index: Index, keys: list[str]) -> dict[str, S3Object]:
         """The newest version of each of ``keys`` (in ``index``), read with one batch of gets."""
@@ -354,6 +375,7 @@ class Store:
         except DynoStoreError as exc:
             raise from_fabric(exc) from None
         obj.fabric_keys = [meta_key] + [p[0] for p in obj.parts]
+        self._remember(bucket, obj.key, meta_key)
         await self.evict_versions(caller, old, keep=set(obj.fabric_keys))
 
     async def evict_versions(self, caller: Caller, versions: list[S3Object], keep: Set[str] = frozenset()) -> None:

@@ -537,3 +537,28 @@ def test_cli_issues_keys_and_revoking_one_refuses_it(door: Door) -> None:
         with pytest.raises(ClientError) as caught:
             fresh.list_buckets()
         assert error_code(caught.value) == "InvalidAccessKeyId"
+
+
+def test_two_doors_see_each_others_overwrites_and_deletes(door: Door) -> None:
+    """A door that remembers where a key's version was finds the newer one another door wrote."""
+    s3 = door.s3()
+    s3.create_bucket(Bucket="two-doors")
+    s3.put_object(Bucket="two-doors", Key="k", Body=b"first")
+    with another_door(door.fabric) as endpoint:
+        other = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=door.alice_keys[0],
+            aws_secret_access_key=door.alice_keys[1],
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        assert other.get_object(Bucket="two-doors", Key="k")["Body"].read() == b"first"
+        s3.put_object(Bucket="two-doors", Key="k", Body=b"second")
+        assert other.get_object(Bucket="two-doors", Key="k")["Body"].read() == b"second"
+        other.put_object(Bucket="two-doors", Key="k", Body=b"third")
+        assert s3.get_object(Bucket="two-doors", Key="k")["Body"].read() == b"third"
+        s3.delete_object(Bucket="two-doors", Key="k")
+        with pytest.raises(ClientError) as caught:
+            other.head_object(Bucket="two-doors", Key="k")
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
