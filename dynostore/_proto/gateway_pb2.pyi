@@ -287,10 +287,12 @@ class EvictResponse(_message.Message):
     def __init__(self, existed: _Optional[bool] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("catalog",)
+    __slots__ = ("catalog", "name")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     catalog: str
-    def __init__(self, catalog: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
     __slots__ = ("catalog", "k", "m", "ttl")

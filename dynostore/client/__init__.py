@@ -231,9 +231,9 @@ class Client:
         """
         return self._run(self._async.repair(key, token_user, progress, verify))
 
-    def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
-        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        yield from self._run(self._async.list(catalog, token_user))
+    def list(self, catalog: str, token_user: str, name: str | None = None) -> Iterator[ObjectInfo]:
+        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, those of that name."""
+        yield from self._run(self._async.list(catalog, token_user, name))
 
     def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""

@@ -435,9 +435,9 @@ class AsyncClient:
         with progress_callback(progress, location.object.size, f"repair {key[:8]}") as report:
             return await self._pipeline.repair(key, token_user, report, verify=verify)
 
-    async def list(self, catalog: str, token_user: str) -> list[ObjectInfo]:
-        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        return await self._pipeline.list(catalog, token_user)
+    async def list(self, catalog: str, token_user: str, name: str | None = None) -> list[ObjectInfo]:
+        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, only those of that name."""
+        return await self._pipeline.list(catalog, token_user, name or "")
 
     async def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""

@@ -130,7 +130,7 @@ async def upload_part(store: Store, request: web.Request, caller: Caller, bucket
     """UploadPart and UploadPartCopy: stream the part into its own fabric object, then mark it landed."""
     bucket = await store.writable(caller, bucket_name)
     upload_id, number = _upload_id(request), _part_number(request)
-    index = await store.index(caller, bucket)
+    index = await store.named_index(caller, bucket, UPLOADS + upload_id)
     await _upload_record(store, caller, index, upload_id, key)
     name = f"{PARTS}{upload_id}/{number:05d}"
     if "x-amz-copy-source" in request.headers:

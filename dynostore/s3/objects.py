@@ -55,7 +55,7 @@ async def put_object(store: Store, request: web.Request, caller: Caller, bucket_
 async def replace(store: Store, caller: Caller, bucket: Bucket, obj: S3Object) -> None:
     """Make ``obj`` its key's current version and evict the versions before it."""
     new_keys = {p[0] for p in obj.parts}
-    index = await store.index(caller, bucket)
+    index = await store.key_index(caller, bucket, obj.key)
     old = [v for v in await store.versions(caller, index, obj.key) if not new_keys & set(v.fabric_keys)]
     await store.commit(caller, bucket, obj, old)
 
@@ -175,7 +175,7 @@ RESPONSE_OVERRIDES = (
 async def delete_object(store: Store, request: web.Request, caller: Caller, bucket_name: str, key: str) -> web.Response:
     """DeleteObject: evict every version of the key (no error when there is none)."""
     bucket = await store.writable(caller, bucket_name)
-    index = await store.index(caller, bucket)
+    index = await store.key_index(caller, bucket, key)
     await store.evict_versions(caller, await store.versions(caller, index, key))
     return web.Response(status=204)
 

@@ -16,6 +16,7 @@ Finding a key lists its catalog (one ``List`` call).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -292,6 +293,24 @@ class Store:
         except DynoStoreError as exc:
             raise from_fabric(exc) from None
 
+    async def key_index(self, caller: Caller, bucket: Bucket, key: str) -> Index:
+        """An :class:`Index` of the fabric objects of one S3 key only (its meta objects and plain objects)."""
+        return await self.named_index(caller, bucket, META + key, key)
+
+    async def named_index(self, caller: Caller, bucket: Bucket, *names: str) -> Index:
+        """An :class:`Index` of the bucket's fabric objects with these names only.
+
+        Name-filtered listings, which the gateway answers from the catalog's
+        name entries: the cost does not grow with the bucket.
+        """
+        try:
+            found = await asyncio.gather(*(self.client.list(bucket.catalog, caller.token, name=n) for n in names))
+        except NotFound:
+            raise no_such_bucket(bucket.name) from None
+        except DynoStoreError as exc:
+            raise from_fabric(exc) from None
+        return Index.of([info for infos in found for info in infos])
+
     async def versions(self, caller: Caller, index: Index, key: str) -> list[S3Object]:
         """Every stored version of ``key`` in ``index``, newest first (more than one only after a race or crash)."""
         found = []
@@ -323,7 +342,7 @@ class Store:
             except DynoStoreError as exc:
                 raise from_fabric(exc) from None
         for _ in range(3):
-            index = await self.index(caller, bucket)
+            index = await self.key_index(caller, bucket, key)
             versions = await self.versions(caller, index, key)
             if versions:
                 if key in index.metas and versions[0].fabric_keys[0] == index.metas[key][0].key:

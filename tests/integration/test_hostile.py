@@ -69,6 +69,11 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("Evict traversal", lambda s, t: s.Evict(g.EvictRequest(key=TRAVERSAL), metadata=auth_metadata(t)), invalid),
         ("List traversal", lambda s, t: list(s.List(g.ListRequest(catalog="../x"), metadata=auth_metadata(t))), invalid),
         ("List unicode", lambda s, t: list(s.List(g.ListRequest(catalog=UNICODE), metadata=auth_metadata(t))), invalid),
+        (
+            "List huge name",
+            lambda s, t: list(s.List(g.ListRequest(catalog="c", name=HUGE_NAME), metadata=auth_metadata(t))),
+            invalid,
+        ),
         ("CreateUser non-admin", lambda s, t: s.CreateUser(g.CreateUserRequest(name="x"), metadata=auth_metadata(t)), denied),
         ("ListUsers non-admin", lambda s, t: s.ListUsers(g.ListUsersRequest(), metadata=auth_metadata(t)), denied),
         ("RemoveUser non-admin", lambda s, t: s.RemoveUser(g.RemoveUserRequest(name="alice"), metadata=auth_metadata(t)), denied),

@@ -562,3 +562,17 @@ def test_two_doors_see_each_others_overwrites_and_deletes(door: Door) -> None:
         with pytest.raises(ClientError) as caught:
             other.head_object(Bucket="two-doors", Key="k")
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_sdk_lists_the_objects_of_one_name(door: Door) -> None:
+    """list(name=) answers from the name entries: the S3 door's lookups do not list whole buckets."""
+    keys = [
+        door.client.put(data=bytes([i]), token_user=door.alice, catalog="named", name=n) for i, n in enumerate("aba")
+    ]
+    assert sorted(i.key for i in door.client.list("named", token_user=door.alice, name="a")) == sorted(
+        [keys[0], keys[2]]
+    )
+    assert [i.key for i in door.client.list("named", token_user=door.alice, name="b")] == [keys[1]]
+    assert list(door.client.list("named", token_user=door.alice, name="c")) == []
+    door.client.evict(keys[0], token_user=door.alice)
+    assert [i.key for i in door.client.list("named", token_user=door.alice, name="a")] == [keys[2]]
