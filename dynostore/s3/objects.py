@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import email.utils
 import hashlib
 import re
@@ -46,18 +48,28 @@ async def put_object(store: Store, request: web.Request, caller: Caller, bucket_
     body = Body.of(request, caller)
     content_type = request.headers.get("Content-Type") or "binary/octet-stream"
     meta = user_metadata(request.headers)
-    data_key = await store.store_part(caller, bucket, key, body.segments, body.size)
+    # Which versions the new one replaces is looked up while the bytes stream in.
+    previous = asyncio.create_task(store.previous(caller, bucket, key))
+    try:
+        data_key = await store.store_part(caller, bucket, key, body.segments, body.size)
+    except BaseException:
+        previous.cancel()
+        with contextlib.suppress(BaseException):
+            await previous
+        raise
     obj = S3Object(key, body.size, body.etag, now(), content_type, meta, [(data_key, body.size)])
-    await replace(store, caller, bucket, obj)
+    await replace(store, caller, bucket, obj, await previous)
     return web.Response(status=200, headers={"ETag": quoted(obj.etag)})
 
 
-async def replace(store: Store, caller: Caller, bucket: Bucket, obj: S3Object) -> None:
-    """Make ``obj`` its key's current version and evict the versions before it."""
+async def replace(
+    store: Store, caller: Caller, bucket: Bucket, obj: S3Object, previous: list[S3Object] | None = None
+) -> None:
+    """Make ``obj`` its key's current version and evict the versions before it (``previous``, else looked up)."""
+    if previous is None:
+        previous = await store.previous(caller, bucket, obj.key)
     new_keys = {p[0] for p in obj.parts}
-    index = await store.key_index(caller, bucket, obj.key)
-    old = [v for v in await store.versions(caller, index, obj.key) if not new_keys & set(v.fabric_keys)]
-    await store.commit(caller, bucket, obj, old)
+    await store.commit(caller, bucket, obj, [v for v in previous if not new_keys & set(v.fabric_keys)])
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -325,6 +325,19 @@ class Store:
         found += [plain_object(key, info) for info in index.plain.get(key, [])]
         return found
 
+    async def previous(self, caller: Caller, bucket: Bucket, key: str) -> list[S3Object]:
+        """The S3 versions of ``key`` that a new one replaces (those with a meta object), newest first."""
+        remembered = self._metas.get((bucket.catalog, key))
+        if remembered is not None:
+            try:
+                return [S3Object.from_json(key, await self.client.get(remembered, caller.token), remembered)]
+            except NotFound:
+                self._metas.pop((bucket.catalog, key), None)
+            except DynoStoreError as exc:
+                raise from_fabric(exc) from None
+        index = await self.named_index(caller, bucket, META + key)
+        return await self.versions(caller, index, key)
+
     async def head(self, caller: Caller, bucket: Bucket, key: str) -> S3Object:
         """The newest version of ``key``.
 
