@@ -398,11 +398,14 @@ class Store:
 
         The new meta object replaces the old one by name in one etcd
         transaction (``put(replace=True)``): readers find the old version or
-        the new one, never neither, and never two.
+        the new one, never neither, and never two. A key with no version yet
+        gets a plain put (cheaper); two doors creating the same new key at
+        once leave two meta objects, of which readers take the newer and the
+        next overwrite or delete removes both.
         """
         try:
             meta_key = await self.client.put(
-                obj.to_json(), caller.token, bucket.catalog, name=META + obj.key, replace=True
+                obj.to_json(), caller.token, bucket.catalog, name=META + obj.key, replace=bool(old)
             )
         except DynoStoreError as exc:
             raise from_fabric(exc) from None
