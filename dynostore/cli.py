@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -23,9 +24,13 @@ from tqdm import tqdm
 from dynostore.client import Client, UserInfo
 from dynostore.errors import DynoStoreError
 from dynostore.registry.usage import format_size, parse_count, parse_size
+from dynostore.rpc.requests import configure_logging
 
 # Files larger than this get a progress bar when stderr is a terminal.
 PROGRESS_THRESHOLD = 8 * 1024 * 1024
+
+# Seconds between two progress lines of `dynostore repair` when stderr is not a terminal.
+REPAIR_REPORT_SECONDS = 5.0
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -54,11 +59,27 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", type=Path, help="CA certificate that signed the other servers' certificates")
 
 
+def _log_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        # A daemon's own flag (after its command) must not reset one given before the command.
+        default=default if default is not None else argparse.SUPPRESS,
+        help="log lines as text or one JSON object per line, each with its request id [$DYNOSTORE_LOG_FORMAT]",
+    )
+
+
 def _metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metrics-listen", help="serve Prometheus metrics at http://HOST:PORT/metrics (off; port 0: any free port)"
     )
     p.add_argument("--metrics-ready-file", type=Path, help="write the metrics address here once it serves")
+    p.add_argument(
+        "--log-requests",
+        action="store_const",
+        const=True,
+        help="log one line per call answered: method, status, duration, request id (off)",
+    )
 
 
 # The port `dynostore up` gives its gateway when it is free (the one the docs show);
@@ -70,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="dynostore", description="DynoStore data fabric.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _log_args(parser, default=os.environ.get("DYNOSTORE_LOG_FORMAT", "text"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run a local fabric (etcd + gateway + containers) in the foreground")
@@ -92,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     web = sub.add_parser("web", help="serve the web UI (browse, upload, download, evict) for a gateway")
+    _log_args(web)
     web.add_argument("--listen", default="127.0.0.1:8088", help="address to serve on (127.0.0.1:8088)")
     _client_args(web)
 
@@ -121,9 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--repair-grace", type=float, help="seconds a container may be gone before its chunks are rebuilt (600)"
     )
+    gw.add_argument(
+        "--catalog-metrics-interval",
+        type=float,
+        help="with metrics: seconds between reads of every catalog's objects and bytes (60; 0: never)",
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)
+    _log_args(gw)
     _tls_args(gw)
     gw.add_argument("--etcd-tls-ca", type=Path, help="speak TLS to etcd, trusting this CA certificate (PEM)")
     gw.add_argument("--etcd-tls-cert", type=Path, help="client certificate to show etcd (--client-cert-auth)")
@@ -142,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
     _metrics_args(ct)
+    _log_args(ct)
     _tls_args(ct)
     ct.add_argument("--capacity-bytes", type=int, help="capacity to report (s3: required in practice; rados: a cap)")
     ct.add_argument("--scrub-interval", type=float, help="seconds between scrubs of every chunk (86400; 0: never)")
@@ -198,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _client_args(repair)
 
+    status = sub.add_parser("status", help="the fabric at a glance: gateways, etcd, containers, totals, repair")
+    status.add_argument("--json", action="store_true", help="print everything as JSON")
+    _client_args(status)
     rm = sub.add_parser("rm", help="evict an object")
     rm.add_argument("key", help="the object's key (evicting an absent key is not an error)")
     rm.add_argument("-v", "--verbose", dest="report", action="store_true", help="say whether the object existed")
@@ -311,6 +344,9 @@ def _client_command(args: argparse.Namespace) -> int:
             return _repair(client, args)
         elif args.command == "stat":
             _stat(client, args)
+        elif args.command == "status":
+            fabric = client.status(token_user=args.token)
+            print(json.dumps(fabric.to_json(), indent=2) if args.json else fabric.describe())
         elif args.command == "user":
             _user_command(client, args)
         elif args.command == "token":
@@ -347,15 +383,18 @@ def _stat(client: Client, args: argparse.Namespace) -> None:
 
 
 def _repair(client: Client, args: argparse.Namespace) -> int:
-    """Repair the named objects and catalogs; report each repaired object; 1 if any could not be."""
-    keys = list(args.keys)
+    """Repair the named objects and catalogs with progress (objects, bytes, rate, estimate); 1 if any failed."""
+    sizes = {key: client.size(key, token_user=args.token) for key in args.keys}
     for catalog in args.catalog:
-        keys += [info.key for info in client.list(catalog, token_user=args.token)]
-    if not keys:
+        sizes.update((info.key, info.size) for info in client.list(catalog, token_user=args.token))
+    if not sizes:
         raise SystemExit("error: name object keys or --catalog.")
-    rebuilt = failed = 0
-    with tqdm(total=len(keys), unit="object", desc="repair", disable=not sys.stderr.isatty()) as bar:
-        for key in keys:
+    rebuilt = failed = done = 0
+    # On a terminal, a live bar; otherwise (logs, CI) a line every REPAIR_REPORT_SECONDS.
+    live = sys.stderr.isatty()
+    reported = started = time.monotonic()
+    with tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="repair", disable=not live) as bar:
+        for key, size in sizes.items():
             try:
                 count = client.repair(key, token_user=args.token, verify=args.verify)
             except DynoStoreError as exc:
@@ -365,9 +404,24 @@ def _repair(client: Client, args: argparse.Namespace) -> int:
                 rebuilt += count
                 if count:
                     tqdm.write(f"{key}: rebuilt {count} chunk(s)")
-            bar.update(1)
-    print(f"{len(keys)} object(s) checked, {rebuilt} chunk(s) rebuilt, {failed} object(s) not repaired")
+            done += 1
+            bar.update(size)
+            bar.set_postfix_str(f"{done}/{len(sizes)} objects")
+            if not live and time.monotonic() - reported >= REPAIR_REPORT_SECONDS:
+                reported = time.monotonic()
+                print(_repair_progress(done, len(sizes), bar.n, bar.total, reported - started), file=sys.stderr)
+    print(f"{len(sizes)} object(s) checked, {rebuilt} chunk(s) rebuilt, {failed} object(s) not repaired")
     return 1 if failed else 0
+
+
+def _repair_progress(done: int, total: int, done_bytes: float, total_bytes: float, elapsed: float) -> str:
+    """One progress line of a repair: objects and bytes done, rate, estimate of the time left."""
+    rate = done_bytes / elapsed if elapsed > 0 else 0.0
+    left = f", about {(total_bytes - done_bytes) / rate:.0f} s left" if rate > 0 else ""
+    return (
+        f"repair: {done}/{total} objects, {done_bytes / 1e6:.1f}/{total_bytes / 1e6:.1f} MB, "
+        f"{rate / 1e6:.1f} MB/s{left}"
+    )
 
 
 def _catalog_command(client: Client, args: argparse.Namespace) -> None:
@@ -454,7 +508,7 @@ def _daemon(args: argparse.Namespace) -> int:
     """Run a gateway or a container until SIGTERM/SIGINT."""
     from dynostore.config import read_secret, settings_from
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose", "log_format")}
     if args.command == "gateway":
         from dynostore.gateway.server import GatewaySettings
         from dynostore.gateway.server import serve as serve_gateway
@@ -546,10 +600,13 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(
+            logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
+            args.log_format,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     try:
         if args.command in ("gateway", "container"):
             return _daemon(args)
@@ -576,5 +633,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _client_command(args)
     except DynoStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        request = (
+            f" (request {exc.request_id}: the servers' log lines about it carry this id)" if exc.request_id else ""
+        )
+        print(f"error: {exc}{request}", file=sys.stderr)
         return 1

@@ -15,6 +15,10 @@ class DynoStoreError(Exception):
     """Root of every error DynoStore raises on purpose."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    # The id of the operation that failed (set by the SDK's Client): the servers' log lines about it carry it too.
+    request_id: str | None = None
+    # A put that failed this way may still have been committed (see docs/reliability.md).
+    outcome_unknown: bool = False
 
     def __str__(self) -> str:
         # KeyError quotes its argument; keep messages readable for every class.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ynostore/v1/common.proto\x12\x0c\x64ynostore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x08\x45\x43Policy\x12\t\n\x01k\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\x14\n\x0csegment_size\x18\x03 \x01(\x04\"w\n\rContainerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\"U\n\rChunkLocation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06stored\x18\x04 \x01(\x08\"\xb8\x01\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61talog\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x01\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65xpires\x18\x08 \x01(\x01\x12\x0f\n\x07version\x18\t \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ynostore/v1/common.proto\x12\x0c\x64ynostore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x08\x45\x43Policy\x12\t\n\x01k\x18\x01 \x01(\r\x12\t\n\x01m\x18\x02 \x01(\r\x12\x14\n\x0csegment_size\x18\x03 \x01(\x04\"\xb4\x01\n\rContainerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04site\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x07 \x01(\x04\x12\x12\n\nlast_scrub\x18\x08 \x01(\x01\x12\x12\n\nregistered\x18\t \x01(\x01\"U\n\rChunkLocation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06stored\x18\x04 \x01(\x08\"\xb8\x01\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61talog\x18\x03 \x01(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x06 \x01(\x01\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65xpires\x18\x08 \x01(\x01\x12\x0f\n\x07version\x18\t \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ECPOLICY']._serialized_start=76
   _globals['_ECPOLICY']._serialized_end=130
-  _globals['_CONTAINERINFO']._serialized_start=132
-  _globals['_CONTAINERINFO']._serialized_end=251
-  _globals['_CHUNKLOCATION']._serialized_start=253
-  _globals['_CHUNKLOCATION']._serialized_end=338
-  _globals['_OBJECTINFO']._serialized_start=341
-  _globals['_OBJECTINFO']._serialized_end=525
+  _globals['_CONTAINERINFO']._serialized_start=133
+  _globals['_CONTAINERINFO']._serialized_end=313
+  _globals['_CHUNKLOCATION']._serialized_start=315
+  _globals['_CHUNKLOCATION']._serialized_end=400
+  _globals['_OBJECTINFO']._serialized_start=403
+  _globals['_OBJECTINFO']._serialized_end=587
 # @@protoc_insertion_point(module_scope)

@@ -19,20 +19,26 @@ class ECPolicy(_message.Message):
     def __init__(self, k: _Optional[int] = ..., m: _Optional[int] = ..., segment_size: _Optional[int] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("id", "address", "site", "backend", "capacity_bytes", "free_bytes")
+    __slots__ = ("id", "address", "site", "backend", "capacity_bytes", "free_bytes", "chunk_count", "last_scrub", "registered")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCRUB_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     site: str
     backend: str
     capacity_bytes: int
     free_bytes: int
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., site: _Optional[str] = ..., backend: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+    chunk_count: int
+    last_scrub: float
+    registered: float
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., site: _Optional[str] = ..., backend: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., last_scrub: _Optional[float] = ..., registered: _Optional[float] = ...) -> None: ...
 
 class ChunkLocation(_message.Message):
     __slots__ = ("index", "container_id", "address", "stored")

@@ -571,14 +571,20 @@ class RegisterContainerResponse(_message.Message):
     def __init__(self, lease_id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., ticket_keys: _Optional[_Iterable[_Union[TicketKey, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("container_id", "lease_id", "free_bytes")
+    __slots__ = ("container_id", "lease_id", "free_bytes", "capacity_bytes", "chunk_count", "last_scrub")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCRUB_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     lease_id: int
     free_bytes: int
-    def __init__(self, container_id: _Optional[str] = ..., lease_id: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+    capacity_bytes: int
+    chunk_count: int
+    last_scrub: float
+    def __init__(self, container_id: _Optional[str] = ..., lease_id: _Optional[int] = ..., free_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., last_scrub: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("alive", "ticket_keys")
@@ -657,3 +663,81 @@ class GetS3SigningKeyResponse(_message.Message):
     user: str
     token: str
     def __init__(self, signing_key: _Optional[bytes] = ..., user: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GatewayStatus(_message.Message):
+    __slots__ = ("address", "started", "version")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    started: float
+    version: str
+    def __init__(self, address: _Optional[str] = ..., started: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+
+class EtcdMemberStatus(_message.Message):
+    __slots__ = ("endpoint", "healthy", "leader", "db_size_bytes", "error")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    healthy: bool
+    leader: bool
+    db_size_bytes: int
+    error: str
+    def __init__(self, endpoint: _Optional[str] = ..., healthy: _Optional[bool] = ..., leader: _Optional[bool] = ..., db_size_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ContainerStatus(_message.Message):
+    __slots__ = ("container", "up", "last_seen")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    container: _common_pb2.ContainerInfo
+    up: bool
+    last_seen: float
+    def __init__(self, container: _Optional[_Union[_common_pb2.ContainerInfo, _Mapping]] = ..., up: _Optional[bool] = ..., last_seen: _Optional[float] = ...) -> None: ...
+
+class RepairStatus(_message.Message):
+    __slots__ = ("running", "gateway", "started", "finished", "objects_checked", "objects_total", "degraded_objects", "chunks_rebuilt", "unrepaired_objects", "bytes_repaired")
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_REBUILT_FIELD_NUMBER: _ClassVar[int]
+    UNREPAIRED_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    running: bool
+    gateway: str
+    started: float
+    finished: float
+    objects_checked: int
+    objects_total: int
+    degraded_objects: int
+    chunks_rebuilt: int
+    unrepaired_objects: int
+    bytes_repaired: int
+    def __init__(self, running: _Optional[bool] = ..., gateway: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., objects_checked: _Optional[int] = ..., objects_total: _Optional[int] = ..., degraded_objects: _Optional[int] = ..., chunks_rebuilt: _Optional[int] = ..., unrepaired_objects: _Optional[int] = ..., bytes_repaired: _Optional[int] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("gateways", "etcd_members", "containers", "objects", "bytes", "repair")
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    ETCD_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    gateways: _containers.RepeatedCompositeFieldContainer[GatewayStatus]
+    etcd_members: _containers.RepeatedCompositeFieldContainer[EtcdMemberStatus]
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
+    objects: int
+    bytes: int
+    repair: RepairStatus
+    def __init__(self, gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMemberStatus, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., repair: _Optional[_Union[RepairStatus, _Mapping]] = ...) -> None: ...

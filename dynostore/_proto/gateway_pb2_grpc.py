@@ -209,6 +209,11 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/dynostore.v1.Gateway/GetStatus',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
         self.RotateTicketKey = channel.unary_unary(
                 '/dynostore.v1.Gateway/RotateTicketKey',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
@@ -471,6 +476,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """The whole fabric at a glance, for operators (`dynostore status`): its
+        gateways, etcd members, containers up and down, totals and repair sweeps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RotateTicketKey(self, request, context):
         """Start signing chunk tickets with a new key (admin only), without downtime.
         """
@@ -650,6 +663,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListContainers,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetStatusRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.GetStatusResponse.SerializeToString,
             ),
             'RotateTicketKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RotateTicketKey,
@@ -1579,6 +1597,33 @@ class Gateway:
             '/dynostore.v1.Gateway/ListContainers',
             dynostore_dot_v1_dot_gateway__pb2.ListContainersRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/GetStatus',
+            dynostore_dot_v1_dot_gateway__pb2.GetStatusRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ import asyncio
 import builtins
 import os
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dynostore.client.aio import (
@@ -37,8 +37,22 @@ from dynostore.client.aio import (
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
+from dynostore.client.status import FabricStatus
+from dynostore.errors import DynoStoreError
+from dynostore.rpc.requests import current_request_id, request_scope
 
 T = TypeVar("T")
+
+
+async def _as_one_request(coro: Coroutine[Any, Any, T], request_id: str | None) -> T:
+    """Run ``coro`` as one operation, under the caller's request id or a new one; failures say which."""
+    with request_scope(request_id) as chosen:
+        try:
+            return await coro
+        except DynoStoreError as exc:
+            exc.request_id = exc.request_id or chosen
+            raise
+
 
 __all__ = [
     "AsyncClient",
@@ -46,6 +60,7 @@ __all__ = [
     "ChunkState",
     "Client",
     "Event",
+    "FabricStatus",
     "ObjectInfo",
     "ObjectStat",
     "PlacementPolicy",
@@ -78,8 +93,13 @@ class Client:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        coalesce: bool = True,
     ) -> None:
-        """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`."""
+        """Connect to the gateway at ``gateway`` (``host:port``), or several; arguments as for :class:`AsyncClient`.
+
+        With ``coalesce``, single puts, gets and exists calls made by many threads at once
+        are gathered into batch calls (a call made alone goes at once).
+        """
         self._async = AsyncClient(
             gateway,
             placement=placement,
@@ -90,6 +110,7 @@ class Client:
             m=m,
             tls_ca=tls_ca,
             relay=relay,
+            coalesce=coalesce,
         )
         self.gateway = self._async.gateway
         self._loop = asyncio.new_event_loop()
@@ -109,7 +130,7 @@ class Client:
                 "This Client was made in another process and gRPC does not survive fork(); make a new "
                 "Client in this process, or start worker processes with the 'spawn' method."
             )
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(_as_one_request(coro, current_request_id()), self._loop).result()
 
     def close(self) -> None:
         """Close channels and stop the client's event loop thread (idempotent)."""
@@ -352,9 +373,11 @@ class Client:
         """Take ``with_user``'s access away at once; return whether they had it."""
         return self._run(self._async.unshare(catalog, with_user, token_user))
 
-    def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> Iterator[Event]:
+    def subscribe(
+        self, catalog: str, token_user: str, start_revision: int = 0, idle_timeout: float | None = None
+    ) -> Generator[Event, None, None]:
         """Events of a catalog as they happen (see :meth:`AsyncClient.subscribe`); close() the iterator to stop."""
-        events = self._async.subscribe(catalog, token_user, start_revision)
+        events = self._async.subscribe(catalog, token_user, start_revision, idle_timeout)
 
         async def next_event() -> Event:
             return await anext(events)
@@ -368,6 +391,10 @@ class Client:
         finally:
             if not self._closed:
                 self._run(events.aclose())
+
+    def status(self, token_user: str) -> FabricStatus:
+        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
+        return self._run(self._async.status(token_user))
 
     def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id."""

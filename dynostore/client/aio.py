@@ -14,25 +14,30 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
+from dynostore.client.coalesce import Coalescer, each_alone
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
-from dynostore.errors import InvalidArgument
+from dynostore.client.status import FabricStatus, fabric_status
+from dynostore.errors import DynoStoreError, InvalidArgument, NotFound, PermissionDenied, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 
 BytesLike = bytes | bytearray | memoryview
+# Single puts up to this size are gathered into batches when several run at once (AsyncClient(coalesce=)).
+COALESCE_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,8 @@ class Event:
     """A change to a catalog: ``kind`` is put, replace, evict, expire, share or unshare (``user``: the reader).
 
     A ``replace`` is a put that replaced objects: ``replaced`` holds their keys
-    (``key`` itself when the object was replaced by key).
+    (``key`` itself when the object was replaced by key). ``idle`` (only when
+    subscribing with ``idle_timeout``) says nothing happened meanwhile.
     """
 
     kind: str
@@ -228,6 +234,7 @@ class AsyncClient:
         m: int = 0,
         tls_ca: str | os.PathLike[str] | None = None,
         relay: bool = False,
+        coalesce: bool = True,
     ) -> None:
         """Prepare a client of the gateway at ``gateway`` (``host:port``), or of several; connects lazily.
 
@@ -247,6 +254,9 @@ class AsyncClient:
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move object bytes through the gateway, which codes and places
                 them (for clients that can reach the gateway but not the containers).
+            coalesce: gather single puts (up to COALESCE_MAX_BYTES), gets and
+                exists calls made at the same time into batch calls (see
+                :mod:`dynostore.client.coalesce`); a lone call goes at once.
 
         Raises:
             InvalidArgument: the address or the policy is malformed.
@@ -266,9 +276,15 @@ class AsyncClient:
             tls=Tls.load(Path(tls_ca)) if tls_ca else None,
             relay=relay,
         )
+        self.coalesce = coalesce and not relay
+        self._puts: Coalescer[PutItem, str] = Coalescer(self._run_puts)
+        self._gets: Coalescer[str, list[bytes]] = Coalescer(self._run_gets)
+        self._exists: Coalescer[str, bool] = Coalescer(self._run_exists)
 
     async def close(self) -> None:
-        """Close the client's channels."""
+        """Close the client's channels (once the batches on their way are done)."""
+        for coalescer in (self._puts, self._gets, self._exists):
+            await coalescer.close()
         await self._pipeline.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -318,13 +334,11 @@ class AsyncClient:
         """
         segments, size = bytes_segments(data)
         replace_key, replace_name = replacement(replace, key, planned, name)
+        item = PutItem(segments, size, name or "", ttl or 0.0, replace_key, replace_name)
+        if self.coalesce and planned is None and not (replace_key or replace_name) and size <= COALESCE_MAX_BYTES:
+            return await self._puts.submit((token_user, catalog), item)  # a replacing put commits alone
         (key,) = await self._pipeline.put(
-            [PutItem(segments, size, name or "", ttl or 0.0, replace_key, replace_name)],
-            token=token_user,
-            catalog=catalog,
-            k=self.k,
-            m=self.m,
-            planned=[planned] if planned else None,
+            [item], token=token_user, catalog=catalog, k=self.k, m=self.m, planned=[planned] if planned else None
         )
         return key
 
@@ -362,6 +376,23 @@ class AsyncClient:
         """
         async for segment in self._pipeline.get(key, token=token_user):
             yield segment
+
+    async def _run_puts(self, group: Hashable, items: list[PutItem]) -> Sequence[str | DynoStoreError]:
+        """Put a batch of single puts of one token into one catalog; each fails alone (see :mod:`.coalesce`)."""
+        token, catalog = cast(tuple[str, str], group)
+
+        async def alone(item: PutItem) -> str:
+            (key,) = await self._pipeline.put([item], token=token, catalog=catalog, k=self.k, m=self.m)
+            return key
+
+        if len(items) == 1:
+            return await each_alone(alone, items)
+        try:
+            return await self._pipeline.put(items, token=token, catalog=catalog, k=self.k, m=self.m)
+        except DynoStoreError as exc:
+            if exc.outcome_unknown:
+                return [exc] * len(items)  # they may have landed: putting them again could make copies
+            return await each_alone(alone, items)  # nothing of the batch was committed
 
     async def plan_keys(self, count: int, token_user: str) -> list[Reservation]:
         """Reserve keys for objects to put later (each valid for 6 hours, for this user only)."""
@@ -403,7 +434,27 @@ class AsyncClient:
 
     async def _segments(self, key: str, token_user: str) -> list[bytes]:
         """The decoded segments of object ``key``, in order."""
+        if self.coalesce:
+            validation.key(key)
+            return await self._gets.submit(token_user, key)
         return await self._pipeline.get_whole(key, token_user)
+
+    async def _run_gets(self, token: Hashable, keys: list[str]) -> Sequence[list[bytes] | DynoStoreError]:
+        """Read a batch of single gets of one token; each fails alone."""
+        token = cast(str, token)
+
+        async def alone(key: str) -> list[bytes]:
+            return await self._pipeline.get_whole(key, token)
+
+        if len(keys) == 1:
+            return await each_alone(alone, keys)
+        try:
+            found = await self._pipeline.get_many(keys, token)
+        except DynoStoreError:
+            return await each_alone(alone, keys)  # reads change nothing: each again, alone
+        return [
+            s if s is not None else NotFound(f"No object has the key {k}.") for k, s in zip(keys, found, strict=True)
+        ]
 
     async def get_batch(self, keys: Sequence[str], token_user: str) -> list[bytes | None]:
         """Bytes of many objects in order, None for keys with no object; few control calls."""
@@ -415,7 +466,25 @@ class AsyncClient:
 
     async def exists(self, key: str, token_user: str) -> bool:
         """Whether ``key`` names an object readable with this token."""
+        if self.coalesce:
+            validation.key(key)
+            return await self._exists.submit(token_user, key)
         return await self._pipeline.exists(key, token_user)
+
+    async def _run_exists(self, token: Hashable, keys: list[str]) -> Sequence[bool | DynoStoreError]:
+        """Answer a batch of exists calls of one token with one Locate call."""
+        token = cast(str, token)
+        if len(keys) == 1:
+            return await each_alone(lambda key: self._pipeline.exists(key, token), keys)
+        try:
+            locations = await self._pipeline.locate(keys, token)
+        except DynoStoreError:
+            return await each_alone(lambda key: self._pipeline.exists(key, token), keys)
+        hidden = (NotFound.code.value[0], PermissionDenied.code.value[0])
+        return [
+            True if not loc.code else False if loc.code in hidden else error_for_code(loc.code, loc.message)
+            for loc in locations
+        ]
 
     async def evict(self, key: str, token_user: str) -> bool:
         """Remove object ``key``; return whether it existed (removing a missing object is not an error)."""
@@ -643,13 +712,18 @@ class AsyncClient:
         request = gateway_pb2.ShareRequest(catalog=catalog, with_user=with_user)
         return bool((await self._control("Unshare", request, token_user)).changed)
 
-    async def subscribe(self, catalog: str, token_user: str, start_revision: int = 0) -> AsyncGenerator[Event, None]:
+    async def subscribe(
+        self, catalog: str, token_user: str, start_revision: int = 0, idle_timeout: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         """Events of a catalog (``kind``: put, replace, evict, expire, share, unshare) as they happen.
 
         Runs until the caller stops iterating, or until the subscriber's access
         ends. When the gateway goes away, it subscribes again from the last
         revision it saw, so no event is lost or repeated; after ``retries``
         failed attempts in a row it raises :class:`~dynostore.errors.Unavailable`.
+        With ``idle_timeout``, an event of kind ``idle`` (its ``revision``: the
+        next one to expect) comes whenever nothing happened for that many
+        seconds, so a caller can check on its own reader while it waits.
         """
         validation.token(token_user)
         next_revision, failures = start_revision, 0
@@ -658,8 +732,17 @@ class AsyncClient:
                 gateway_pb2.SubscribeRequest(catalog=catalog, start_revision=next_revision),
                 metadata=auth_metadata(token_user),
             )
+            reading: asyncio.Future[Any] | None = None
             try:
-                async for message in call:
+                while True:
+                    reading = reading or asyncio.ensure_future(call.read())
+                    done, _ = await asyncio.wait({reading}, timeout=idle_timeout)
+                    if not done:
+                        yield Event("idle", "", "", 0, time.time(), next_revision, "", "", catalog)
+                        continue
+                    message, reading = reading.result(), None
+                    if message is grpc.aio.EOF:
+                        return
                     failures = 0
                     next_revision = message.revision + (message.kind != "ready")
                     if message.kind != "ready":
@@ -668,14 +751,19 @@ class AsyncClient:
                             message.revision, message.user, message.owner, message.catalog,
                             tuple(message.replaced),
                         )  # fmt: skip
-                return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._pipeline.retries + 5:
                     raise from_rpc_error(exc) from None
                 failures += 1
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
             finally:
+                if reading is not None:
+                    reading.cancel()
                 call.cancel()
+
+    async def status(self, token_user: str) -> FabricStatus:
+        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
+        return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
 
     async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id.

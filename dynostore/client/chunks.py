@@ -13,6 +13,7 @@ from dynostore.container import wire
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import DataLoss, DeadlineExceeded, DynoStoreError, error_for_code
 from dynostore.rpc import from_rpc_error
+from dynostore.rpc.requests import request_metadata
 
 # A batch call carries at most this many chunks or bytes (messages are capped at 64 MiB).
 BATCH_CHUNKS = 256
@@ -130,12 +131,14 @@ async def write_whole_chunks(
         stub = stubs[refs[group[0]].address]
         try:
             try:
-                reply = await stub.WriteChunks(request, timeout=timeout)
+                reply = await stub.WriteChunks(request, timeout=timeout, metadata=request_metadata())
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 # The channel may be backing off from a container that is back: wait for it once.
-                reply = await stub.WriteChunks(request, timeout=retry_timeout, wait_for_ready=True)
+                reply = await stub.WriteChunks(
+                    request, timeout=retry_timeout, wait_for_ready=True, metadata=request_metadata()
+                )
         except grpc.aio.AioRpcError as exc:
             for i in group:
                 errors[i] = f"{exc.code().name}: {exc.details()}"
@@ -162,7 +165,9 @@ async def read_whole_chunks(
             ]
         )
         try:
-            reply = await stubs[refs[group[0]].address].ReadChunks(request, timeout=timeout)
+            reply = await stubs[refs[group[0]].address].ReadChunks(
+                request, timeout=timeout, metadata=request_metadata()
+            )
         except grpc.aio.AioRpcError:
             return
         for i, result in zip(group, reply.results, strict=True):
@@ -221,7 +226,7 @@ class ChunkWriter:
 
     async def _run(self) -> bool:
         try:
-            await self.stub.PutChunk(self._messages())
+            await self.stub.PutChunk(self._messages(), metadata=request_metadata())
             return True
         except grpc.aio.AioRpcError as exc:
             self.error = f"{exc.code().name}: {exc.details()}"
@@ -286,7 +291,7 @@ class ChunkReader:
         request = container_pb2.GetChunkRequest(key=key, index=index, offset=offset, ticket=ticket)
         # Replies are taken with read(), not by iterating: an async generator cut short by a
         # timeout would be left for the garbage collector to close, perhaps on a closed loop.
-        self._call = stub.GetChunk(request, wait_for_ready=patient)
+        self._call = stub.GetChunk(request, wait_for_ready=patient, metadata=request_metadata())
 
     async def next(self, timeout: float) -> bytes | memoryview | None:
         """The next fragment, or None (with ``error`` set) when this chunk failed."""
@@ -336,7 +341,9 @@ class WholeChunkReader:
     async def next(self, timeout: float) -> bytes | memoryview | None:
         """The chunk's only fragment, or None (with ``error`` set) when it failed."""
         try:
-            reply = await self._stub.ReadChunks(self._request, timeout=timeout, wait_for_ready=self.patient)
+            reply = await self._stub.ReadChunks(
+                self._request, timeout=timeout, wait_for_ready=self.patient, metadata=request_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             self.error = from_rpc_error(exc)
             return None

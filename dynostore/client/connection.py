@@ -22,6 +22,7 @@ from dynostore.client.chunks import ContainerStub
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.errors import DynoStoreError, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error, open_channel
+from dynostore.rpc.requests import request_metadata
 from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class GatewayConnection:
         async def delete(index: int, address: str) -> None:
             request = container_pb2.DeleteChunkRequest(key=key, index=index, ticket=ticket)
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._container(address).DeleteChunk(request, timeout=5)
+                await self._container(address).DeleteChunk(request, timeout=5, metadata=request_metadata())
 
         await asyncio.gather(*(delete(index, address) for index, address in chunks))
 

@@ -37,6 +37,7 @@ from dynostore.client.chunks import ChunkWriter, chunk_key, verified_data, whole
 from dynostore.erasure import Codec
 from dynostore.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from dynostore.rpc import from_rpc_error
+from dynostore.rpc.requests import request_metadata
 
 if TYPE_CHECKING:
     from dynostore.client.pipeline import Pipeline, Progress
@@ -323,14 +324,16 @@ async def _damaged_chunks(pipeline: Pipeline, location: gateway_pb2.Location) ->
         header = container_pb2.ChunkHeader(key=key, index=chunk.index, ticket=location.chunk_ticket, quiet=True)
         request = container_pb2.ReadChunksRequest(chunks=[header])
         try:
-            reply = await pipeline.container_stub(chunk.address).ReadChunks(request, timeout=timeout)
+            reply = await pipeline.container_stub(chunk.address).ReadChunks(
+                request, timeout=timeout, metadata=request_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             return bad(from_rpc_error(exc))
         return bad(whole_fragment(reply.results[0])[1])
 
     async def streamed(chunk: common_pb2.ChunkLocation) -> bool:
         request = container_pb2.GetChunkRequest(key=key, index=chunk.index, ticket=location.chunk_ticket, quiet=True)
-        call = pipeline.container_stub(chunk.address).GetChunk(request)
+        call = pipeline.container_stub(chunk.address).GetChunk(request, metadata=request_metadata())
         stream = aiter(call)
         try:
             for _ in range(count):

@@ -273,6 +273,7 @@ class Uploader(GatewayConnection):
             # A record may name these chunks: leave them to the containers' garbage collection,
             # which deletes chunks only once no record has named them for gc_grace.
             log.warning("Commit of %d objects ended without an answer; their chunks are kept.", len(placed))
+            unknown.error.outcome_unknown = True
             raise unknown.error from None
         except BaseException as exc:
             # Out of the commit, a DynoStoreError is a refusal; anything else (cancelled) may have landed.

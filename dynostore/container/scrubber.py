@@ -113,6 +113,8 @@ class Scrubber:
         self.gc_grace = gc_grace
         # Chunks no record relied on at the last passes -> when that was first seen.
         self._unreferenced_since: dict[tuple[str, int], float] = {}
+        # When the last pass finished (seconds since the epoch; 0: none yet), sent with heartbeats.
+        self.last_completed = 0.0
 
     async def run(self) -> None:
         """Scrub until cancelled; a failed scrub is logged and tried again at the next interval."""
@@ -159,6 +161,7 @@ class Scrubber:
                 await self.reporter.report(stub, damaged[start : start + BATCH], source="scrub")
         SCRUBS.labels("ok").inc()
         SCRUB_LAST_COMPLETION.set_to_current_time()
+        self.last_completed = time.time()
         log.info(
             "Scrub: %d chunk(s) checked, %d damaged, %d vanished, %d garbage deleted",
             checked,

@@ -50,6 +50,8 @@ class ContainerSettings:
     # and a file to write the bound address to before ready_file.
     metrics_listen: str | None = None
     metrics_ready_file: Path | None = None
+    # One log line per call answered (method, status, duration, request id); failures are logged anyway.
+    log_requests: bool = False
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
     # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
@@ -188,16 +190,19 @@ class Membership:
         info: common_pb2.ContainerInfo,
         backend: Backend,
         verifier: TicketVerifier,
+        scrubber: Scrubber | None = None,
     ) -> None:
         """Announce ``info`` to the gateway named in ``settings``, presenting ``token``.
 
-        The gateway's answers carry the chunk-ticket keys, handed to ``verifier``.
+        The gateway's answers carry the chunk-ticket keys, handed to ``verifier``;
+        heartbeats carry the backend's usage and when ``scrubber`` last finished.
         """
         self._settings = settings
         self._token = token
         self._verifier = verifier
         self._info = info
         self._backend = backend
+        self._scrubber = scrubber
         self.registered = asyncio.Event()
 
     async def run(self) -> None:
@@ -211,6 +216,8 @@ class Membership:
                     usage = await self._backend.usage()
                     self._info.free_bytes = usage.free_bytes
                     self._info.capacity_bytes = usage.capacity_bytes
+                    self._info.chunk_count = usage.chunks
+                    self._info.last_scrub = self._last_scrub()
                     reply = await stub.RegisterContainer(
                         gateway_pb2.RegisterContainerRequest(container=self._info),
                         metadata=metadata,
@@ -228,6 +235,9 @@ class Membership:
                                 container_id=self._info.id,
                                 lease_id=reply.lease_id,
                                 free_bytes=usage.free_bytes,
+                                capacity_bytes=usage.capacity_bytes,
+                                chunk_count=usage.chunks,
+                                last_scrub=self._last_scrub(),
                             ),
                             metadata=metadata,
                             timeout=5,
@@ -240,6 +250,9 @@ class Membership:
                 except grpc.aio.AioRpcError as exc:
                     log.warning("Gateway %s: %s; retrying.", self._settings.gateway, exc.details())
                     await asyncio.sleep(1)
+
+    def _last_scrub(self) -> float:
+        return self._scrubber.last_completed if self._scrubber is not None else 0.0
 
 
 async def serve(settings: ContainerSettings, token: str) -> None:
@@ -266,16 +279,18 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         ["dynostore.v1.Container"],
         tls,
         metrics=metrics is not None,
+        access_log=settings.log_requests,
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
-    membership = Membership(settings, token, info, backend, verifier)
-    member_task = asyncio.create_task(membership.run())
     background = [asyncio.create_task(reporter.run())]
+    scrubber = None
     if settings.scrub_interval > 0:
         scrubber = Scrubber(reporter, interval=settings.scrub_interval, gc_grace=settings.gc_grace)
         background.append(asyncio.create_task(scrubber.run()))
+    membership = Membership(settings, token, info, backend, verifier, scrubber)
+    member_task = asyncio.create_task(membership.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

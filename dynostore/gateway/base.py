@@ -22,6 +22,7 @@ from dynostore.errors import InvalidArgument, NotFound, PermissionDenied, Unauth
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.registry import ObjectRecord, Registry, User
 from dynostore.rpc import open_channel
+from dynostore.rpc.requests import request_metadata
 from dynostore.rpc.tls import Tls
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ class GatewayCalls(pb_grpc.GatewayServicer):
                 async with open_channel(address, self.tls) as channel:
                     stub = container_pb2_grpc.ContainerStub(channel)
                     request = container_pb2.DeleteChunkRequest(key=record.chunk_key, index=index, ticket=ticket)
-                    await stub.DeleteChunk(request, timeout=5)
+                    await stub.DeleteChunk(request, timeout=5, metadata=request_metadata())
             except grpc.aio.AioRpcError as exc:
                 log.warning("Could not delete chunk %d of %s: %s", index, record.chunk_key, exc.details())
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import grpc
 from google.protobuf.json_format import ParseDict
 
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2
-from dynostore.errors import InvalidArgument
+from dynostore.errors import DynoStoreError, InvalidArgument
 from dynostore.gateway.base import (
     MAX_BATCH,
     GatewayCalls,
@@ -30,11 +32,20 @@ class ContainerCalls(GatewayCalls):
         if not info.address or len(info.address) > 256:
             raise InvalidArgument("A container must announce its address (host:port).")
         ttl = self.policy.container_ttl
+        info.registered = time.time()
         lease_id = await self.registry.register_container(_as_dict(info), ttl)
         self._containers_read = 0.0
+        await self._note_seen(_as_dict(info))
         return gateway_pb2.RegisterContainerResponse(
             lease_id=lease_id, ttl_seconds=ttl, ticket_keys=await self._ticket_keys()
         )
+
+    async def _note_seen(self, info: dict[str, Any]) -> None:
+        """Record the container's state for the status view; a failure only costs that view's freshness."""
+        try:
+            await self.registry.container_seen(info, time.time())
+        except DynoStoreError as exc:
+            log.warning("Could not record container %s as seen: %s", info.get("id"), exc)
 
     async def _ticket_keys(self) -> list[gateway_pb2.TicketKey]:
         return [gateway_pb2.TicketKey(id=k, public_key=v) for k, v in (await self.authority.published()).items()]
@@ -54,7 +65,13 @@ class ContainerCalls(GatewayCalls):
         if current is None:
             return gateway_pb2.HeartbeatResponse(alive=False)
         current["free_bytes"] = request.free_bytes
+        if request.capacity_bytes:  # containers older than the status view send none of these
+            current.update(
+                capacity_bytes=request.capacity_bytes, chunk_count=request.chunk_count, last_scrub=request.last_scrub
+            )
         alive = await self.registry.refresh_container(current, request.lease_id)
+        if alive:
+            await self._note_seen(current)
         return gateway_pb2.HeartbeatResponse(alive=alive, ticket_keys=await self._ticket_keys())
 
     async def _container_chunks(

@@ -34,8 +34,12 @@ from dynostore.metrics import (
     UNREPAIRED_OBJECTS,
 )
 from dynostore.registry import ObjectRecord, Registry, keys
+from dynostore.registry.fabric import RepairProgress
 
 log = logging.getLogger(__name__)
+
+# Seconds between two publications of a running sweep's progress.
+PROGRESS_INTERVAL = 2.0
 
 
 class Repairer:
@@ -51,12 +55,14 @@ class Repairer:
         grace: float,
         delete_chunks: Callable[[ObjectRecord], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        gateway: str = "",
     ) -> None:
         """Repair with ``pipeline`` (a client of this gateway) and ``admin_token``.
 
         Objects expired at ``clock()`` (seconds since the epoch) are evicted,
         and their chunks handed to ``delete_chunks`` (without it, left to the
-        containers' garbage collection).
+        containers' garbage collection). Each sweep's progress is published
+        (as done by ``gateway``) for ``dynostore status``.
         """
         self.registry = registry
         self.delete_chunks = delete_chunks
@@ -65,6 +71,7 @@ class Repairer:
         self.interval = interval
         self.grace = grace
         self.pipeline = pipeline
+        self.gateway = gateway
         self._started = time.monotonic()
         # Container id -> when a sweep last saw it registered.
         self._last_seen: dict[str, float] = {}
@@ -108,9 +115,18 @@ class Repairer:
                 return shared and not waiting and bool(live - {cid for cid, _ in chunks})
 
             checked = rebuilt = degraded = failed = expired = 0
+            progress = RepairProgress(self.gateway, started=time.time(), objects_total=await self._objects_total())
+            await self._publish(progress)
+            published = time.monotonic()
             async for record in self.registry.object_records():
                 checked += 1
                 REPAIR_OBJECTS_CHECKED.inc()
+                if time.monotonic() - published >= PROGRESS_INTERVAL:
+                    progress.objects_checked = checked
+                    progress.degraded_objects, progress.chunks_rebuilt = degraded, rebuilt
+                    progress.unrepaired_objects = failed
+                    await self._publish(progress)
+                    published = time.monotonic()
                 if record.expired(self.clock()):
                     expired += await self._expire(record)
                     continue
@@ -126,9 +142,14 @@ class Repairer:
                     log.warning("Could not repair object %s: %s", record.key, exc)
                     continue
                 rebuilt += count
+                progress.bytes_repaired += record.size
                 REPAIR_OBJECTS.labels("ok").inc()
                 REPAIR_CHUNKS_REBUILT.inc(count)
                 log.info("Repaired object %s: %d chunk(s) rebuilt", record.key, count)
+            progress.objects_checked, progress.degraded_objects = checked, degraded
+            progress.chunks_rebuilt, progress.unrepaired_objects = rebuilt, failed
+            progress.finished = time.time()
+            await self._publish(progress)
             REPAIR_SWEEPS.labels("ok").inc()
             DEGRADED_OBJECTS.set(degraded)
             UNREPAIRED_OBJECTS.set(failed)
@@ -142,6 +163,18 @@ class Repairer:
             return checked, rebuilt
         finally:
             await lock.release()
+
+    async def _objects_total(self) -> int:
+        """How many objects the fabric holds (for the progress of a sweep), from the users' usage counters."""
+        users = [u.name for u in await self.registry.list_users() if not u.container]
+        return sum(u.objects for u in await self.registry.usages(users))
+
+    async def _publish(self, progress: RepairProgress) -> None:
+        """Publish a sweep's progress; failing to only costs the status view its freshness."""
+        try:
+            await self.registry.write_repair_progress(progress)
+        except DynoStoreError as exc:
+            log.warning("Could not publish the repair sweep's progress: %s", exc)
 
     async def _expire(self, record: ObjectRecord) -> int:
         """Evict an object whose lifetime is over, and its chunks; 1 if this sweep evicted it, else 0."""

@@ -9,13 +9,15 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from dynostore import __version__
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
-from dynostore.errors import InvalidArgument
+from dynostore.errors import DynoStoreError, InvalidArgument
 from dynostore.gateway.repairer import Repairer
 from dynostore.gateway.s3keys import Sealer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
+from dynostore.metrics import CATALOG_BYTES, CATALOG_OBJECTS
 from dynostore.metrics.caches import export_caches
 from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.registry import Registry
@@ -62,6 +64,10 @@ class GatewaySettings:
     # and a file to write the bound address to before ready_file.
     metrics_listen: str | None = None
     metrics_ready_file: Path | None = None
+    # With metrics on: seconds between two reads of every catalog's object count and bytes from etcd (0: never).
+    catalog_metrics_interval: float = 60.0
+    # One log line per call answered (method, status, duration, request id); failures are logged anyway.
+    log_requests: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
@@ -103,6 +109,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         ["dynostore.v1.Gateway"],
         tls,
         metrics=metrics is not None,
+        access_log=settings.log_requests,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
     log.info("Gateway serving on %s (etcd %s)", address, ",".join(endpoint_list(settings.etcd)))
@@ -111,6 +118,10 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         temp = settings.ready_file.with_name(settings.ready_file.name + ".tmp")
         temp.write_text(address)
         temp.replace(settings.ready_file)
+    announce = asyncio.create_task(_announce(registry, address, policy.container_ttl))
+    counting = None
+    if metrics is not None and settings.catalog_metrics_interval > 0:
+        counting = asyncio.create_task(_count_catalogs(registry, settings.catalog_metrics_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,6 +138,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
             interval=settings.repair_interval,
             grace=settings.repair_grace,
             delete_chunks=servicer.delete_chunks,
+            gateway=address,
         )
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:
@@ -136,9 +148,43 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeps
+    for task in (announce, counting):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await server.stop(grace=2)
     await pipeline.close()
     cache_watch.cancel()
     await registry.close()
     if metrics is not None:
         metrics.close()
+
+
+async def _announce(registry: Registry, address: str, ttl: int) -> None:
+    """Keep this gateway listed in the fabric's status (under a lease) until cancelled; etcd outages only delay it."""
+    lease_id = 0
+    while True:
+        try:
+            if not lease_id or not await registry.refresh_gateway(lease_id):
+                lease_id = await registry.register_gateway(address, __version__, ttl)
+        except DynoStoreError as exc:
+            log.warning("Could not announce this gateway in etcd (%s); trying again.", exc)
+            lease_id = 0
+        await asyncio.sleep(max(ttl / 3, 0.5))
+
+
+async def _count_catalogs(registry: Registry, interval: float) -> None:
+    """Keep the per-catalog gauges (objects, bytes) up to date, one full read of the catalogs per interval."""
+    while True:
+        try:
+            totals = await registry.catalog_totals()
+        except DynoStoreError as exc:
+            log.warning("Could not count the catalogs' objects for the metrics (%s); trying again.", exc)
+        else:
+            CATALOG_OBJECTS.clear()
+            CATALOG_BYTES.clear()
+            for owner, name, objects, size in totals:
+                CATALOG_OBJECTS.labels(owner, name).set(objects)
+                CATALOG_BYTES.labels(owner, name).set(size)
+        await asyncio.sleep(interval)

@@ -2,7 +2,7 @@
 
 The RPCs are grouped by record kind, one module each: :mod:`.objects`,
 :mod:`.catalogs`, :mod:`.users` (and tokens), :mod:`.membership` (containers),
-:mod:`.s3keys` (S3 access keys);
+:mod:`.s3keys` (S3 access keys), :mod:`.status` (the fabric at a glance);
 :mod:`.base` holds what they share. :class:`GatewayServicer` joins them.
 """
 
@@ -13,10 +13,11 @@ from dynostore.gateway.catalogs import CatalogCalls
 from dynostore.gateway.membership import ContainerCalls
 from dynostore.gateway.objects import ObjectCalls
 from dynostore.gateway.s3keys import S3KeyCalls
+from dynostore.gateway.status import StatusCalls
 from dynostore.gateway.users import UserCalls
 
 
-class GatewayServicer(S3KeyCalls, ObjectCalls, CatalogCalls, UserCalls, ContainerCalls):
+class GatewayServicer(S3KeyCalls, ObjectCalls, CatalogCalls, UserCalls, ContainerCalls, StatusCalls):
     """The control-path RPCs over one :class:`~dynostore.registry.Registry`."""
 
 

@@ -317,6 +317,25 @@ REPAIR_LAST_SWEEP = _add(
     ),
 )
 
+CATALOG_OBJECTS = _add(
+    "gateway",
+    Gauge(
+        "dynostore_catalog_objects",
+        "Objects in each catalog (expired ones left out), read from etcd every catalog_metrics_interval seconds.",
+        ["owner", "catalog"],
+        registry=None,
+    ),
+)
+CATALOG_BYTES = _add(
+    "gateway",
+    Gauge(
+        "dynostore_catalog_bytes",
+        "Bytes of the objects in each catalog (object sizes), read with dynostore_catalog_objects.",
+        ["owner", "catalog"],
+        registry=None,
+    ),
+)
+
 # Gateways: etcd and caches (dynostore.registry) --------------------------------
 
 ETCD_DURATION = _add(

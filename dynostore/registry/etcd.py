@@ -55,6 +55,7 @@ class EtcdClient(aetcd.Client):
             InvalidArgument: see :func:`endpoint_list` and :func:`channel_target`.
         """
         self.endpoints = endpoint_list(endpoints)
+        self.tls = tls
         options = {**ETCD_CHANNEL_OPTIONS, **balancing_options(self.endpoints, tls is not None, spread=True)}
         super().__init__(options=options, **kwargs)
         self._target = channel_target(self.endpoints)

@@ -16,6 +16,9 @@
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
 /dynostore/v1/container-owners/<id>            name of the container user that first registered it
 /dynostore/v1/s3-keys/<access key id>          S3 access key: user, token id, sealed secret (registry/s3keys.py)
+/dynostore/v1/container-seen/<id>              ContainerInfo (JSON) and "last_seen", as of its last heartbeat
+/dynostore/v1/gateways/<host:port>             {"address", "started", "version"}, under a lease
+/dynostore/v1/status/repair                    progress of the running (or last) repair sweep
 ```
 
 Everything that happens to a catalog's contents (puts, evicts, shares) is a
@@ -106,6 +109,11 @@ def catalog(owner: str, name: str) -> bytes:
     return _k("catalog-list", owner, name)
 
 
+def all_catalogs() -> bytes:
+    """Prefix of every catalog record, of every owner."""
+    return _k("catalog-list", "")
+
+
 def catalogs_of(owner: str) -> bytes:
     """Prefix of the records of every catalog of ``owner``."""
     return _k("catalog-list", owner, "")
@@ -166,3 +174,28 @@ def container_owner(container_id: str) -> bytes:
 def container_owners_prefix() -> bytes:
     """Prefix of every container's owner."""
     return _k("container-owners", "")
+
+
+def container_seen(container_id: str) -> bytes:
+    """A container's latest state and when it was last seen, kept after its lease ends."""
+    return _k("container-seen", container_id)
+
+
+def container_seen_prefix() -> bytes:
+    """Prefix of every container's last-seen record."""
+    return _k("container-seen", "")
+
+
+def gateway(address: str) -> bytes:
+    """Announcement of one serving gateway."""
+    return _k("gateways", address)
+
+
+def gateways_prefix() -> bytes:
+    """Prefix of every gateway's announcement."""
+    return _k("gateways", "")
+
+
+def repair_progress() -> bytes:
+    """Progress of the fabric's running (or last) repair sweep."""
+    return _k("status", "repair")

@@ -2,75 +2,172 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from dynostore import validation
-from dynostore.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from dynostore.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from dynostore.registry import keys
 from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, MAX_TXN_OPS, RegistryBase, etcd_errors
 from dynostore.registry.records import ObjectRecord, User, dumps, entry_expired, expiry
 from dynostore.registry.usage import check_quota
 
 
+@dataclass
+class _Waiting:
+    """A group of records waiting to be committed with others (see :meth:`ObjectCalls.commit`)."""
+
+    group: list[ObjectRecord]
+    quota: User | None
+    done: asyncio.Future[None]
+
+
 class ObjectCalls(RegistryBase):
     """Object records and the catalog index entries committed with them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As :class:`RegistryBase`; with the queues of commits waiting for their owner's commit in flight."""
+        super().__init__(*args, **kwargs)
+        self._commit_queues: dict[str, collections.deque[_Waiting]] = {}
+        self._committers: dict[str, asyncio.Task[None]] = {}
 
     @etcd_errors
     async def commit(self, records: list[ObjectRecord], quota: User | None = None) -> None:
         """Make objects visible: each record, index entry (and catalog) in one transaction.
 
         Objects are committed in groups of ``COMMIT_GROUP``, one transaction
-        each, which also adds them to their owners' usage counters. A record
-        with no ``expires`` gets its catalog's default TTL, if it has one.
-        With ``quota`` (the committing user), a group that would take that
+        each, which also adds them to their owners' usage counters. Commits of
+        one owner that arrive while another is in flight wait for it and then
+        go together, in one transaction of up to ``COMMIT_GROUP`` objects
+        (group commit): concurrent commits of one user would otherwise all
+        compare and rewrite the same usage counter, and all but one be retried.
+        A record with no ``expires`` gets its catalog's default TTL, if it has
+        one. With ``quota`` (the committing user), a group that would take that
         user's usage over its quota is refused: the transaction requires the
-        counter to be unchanged since it was checked, so racing commits
-        cannot exceed the quota together.
+        counter to be unchanged since it was checked, and the groups of one
+        transaction are checked in turn against the usage the earlier ones
+        leave, so racing commits cannot exceed the quota together.
 
         Raises:
             AlreadyExists: an object of the group was committed already (none of the group is).
             ResourceExhausted: the group would exceed ``quota`` (none of it is committed).
         """
         for start in range(0, len(records), COMMIT_GROUP):
-            await self._commit_group(records[start : start + COMMIT_GROUP], quota)
+            await self._commit_with_others(records[start : start + COMMIT_GROUP], quota)
 
-    async def _commit_group(self, group: list[ObjectRecord], quota: User | None) -> None:
-        """Commit one group of records in one transaction (see :meth:`commit`)."""
-        owners = sorted({r.owner for r in group})
-        catalog_keys = {r.key: keys.catalog(r.owner, r.catalog) for r in group}
+    async def _commit_with_others(self, group: list[ObjectRecord], quota: User | None) -> None:
+        """Queue ``group`` behind its owner's commit in flight, if any, and wait until it is committed or refused."""
+        owner = group[0].owner
+        waiting = _Waiting(group, quota, asyncio.get_running_loop().create_future())
+        self._commit_queues.setdefault(owner, collections.deque()).append(waiting)
+        if owner not in self._committers:
+            # A task of its own: the caller that started it may be cancelled, the others wait on it.
+            self._committers[owner] = asyncio.create_task(self._commit_queued(owner))
+        await waiting.done
+
+    async def _commit_queued(self, owner: str) -> None:
+        """Commit ``owner``'s queued groups, as many as one transaction takes at a time, until none are left."""
+        queue = self._commit_queues[owner]
+        try:
+            while queue:
+                taken: list[_Waiting] = []
+                while queue and (not taken or sum(len(w.group) for w in taken) + len(queue[0].group) <= COMMIT_GROUP):
+                    waiting = queue.popleft()
+                    if not waiting.done.cancelled():  # its put gave up before the commit: it keeps its chunks
+                        taken.append(waiting)
+                if taken:
+                    await self._commit_taken(taken)
+        finally:
+            del self._committers[owner], self._commit_queues[owner]
+            for waiting in queue:  # only if this task was cancelled (the gateway stops)
+                if not waiting.done.done():
+                    waiting.done.set_exception(Unavailable("The gateway stopped before this commit; commit it again."))
+
+    async def _commit_taken(self, taken: list[_Waiting]) -> None:
+        """Commit groups together and tell each waiting commit its outcome."""
+        try:
+            outcomes = await self._commit_groups([(w.group, w.quota) for w in taken])
+        except BaseException as exc:
+            for waiting in taken:
+                if not waiting.done.done():
+                    waiting.done.set_exception(exc if isinstance(exc, Exception) else Unavailable(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiting, outcome in zip(taken, outcomes, strict=True):
+            if waiting.done.done():
+                continue
+            if outcome is None:
+                waiting.done.set_result(None)
+            else:
+                waiting.done.set_exception(outcome)
+
+    async def _commit_groups(self, parts: list[tuple[list[ObjectRecord], User | None]]) -> list[Exception | None]:
+        """Commit groups of records in one transaction; for each, None or the error that refused it.
+
+        A group that would exceed its quota is refused alone. When the
+        transaction fails for an object that exists already, each group is
+        committed on its own, so that only the group holding it is refused.
+        """
+        records = [r for group, _ in parts for r in group]
+        owners = sorted({r.owner for r in records})
+        catalog_keys = {r.key: keys.catalog(r.owner, r.catalog) for r in records}
         watched = [keys.usage(o) for o in owners] + sorted(set(catalog_keys.values()))
         if any(k not in self._seen for k in watched):
             await self._read_again(watched)
-        ttl_given = {r.key for r in group if r.expires}
+        ttl_given = {r.key for r in records if r.expires}
         for _ in range(CAS_ATTEMPTS):
             compared = {k: self._seen[k] for k in watched}
+            outcomes: list[Exception | None] = [None] * len(parts)
+            usage = {o: self._usage_seen(o) for o in owners}
+            included: list[ObjectRecord] = []
+            for i, (group, quota) in enumerate(parts):
+                if quota is not None:
+                    added = [r for r in group if r.owner == quota.name]
+                    try:
+                        used = usage[quota.name] if quota.name in usage else self._usage_seen(quota.name)
+                        check_quota(
+                            quota.name,
+                            quota.quota_bytes,
+                            quota.quota_objects,
+                            used,
+                            sum(r.size for r in added),
+                            len(added),
+                        )
+                    except ResourceExhausted as refused:
+                        outcomes[i] = refused
+                        continue
+                for r in group:
+                    usage[r.owner] = usage[r.owner].add(r.size, 1)
+                included += group
+            if not included:
+                return outcomes
             ops = []
             catalogs: dict[bytes, bytes] = {}
-            usage = {o: self._usage_seen(o) for o in owners}
-            for r in group:
+            for r in included:
                 catalog_info, _ = self._seen[catalog_keys[r.key]]
                 if r.key not in ttl_given:
                     r.expires = expiry(r.created, 0.0, json.loads(catalog_info) if catalog_info else None)
-                usage[r.owner] = usage[r.owner].add(r.size, 1)
                 ops += self._put_record_ops(r)
                 if catalog_info is None:
                     catalogs.setdefault(catalog_keys[r.key], _new_catalog(r))
-            if quota is not None:
-                added = [r for r in group if r.owner == quota.name]
-                check_quota(
-                    quota.name,
-                    quota.quota_bytes,
-                    quota.quota_objects,
-                    self._usage_seen(quota.name),
-                    sum(r.size for r in added),
-                    len(added),
-                )
             ops += [self._tx.put(k, v) for k, v in catalogs.items()]
             ops += [self._tx.put(keys.usage(o), u.to_json()) for o, u in usage.items()]
             ok, replies = await self.etcd.transaction(
-                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in group] + [self._unchanged(k) for k in watched],
+                compare=[self._tx.create(keys.obj(r.key)) == 0 for r in included]
+                + [self._unchanged(k) for k in watched],
                 success=ops,
                 failure=[],
             )
@@ -80,11 +177,18 @@ class ObjectCalls(RegistryBase):
                     self._seen[keys.usage(o)] = (u.to_json(), revision)
                 for k, v in catalogs.items():
                     self._seen[k] = (v, revision)
-                for r in group:
+                for r in included:
                     self._objects.put(r.key, r, revision)
-                return
+                return outcomes
             if not await self._changed_since(compared):
-                raise AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
+                alone = [i for i, outcome in enumerate(outcomes) if outcome is None]
+                if len(alone) == 1:
+                    keys_of = [r.key for r in parts[alone[0]][0]]
+                    outcomes[alone[0]] = AlreadyExists(f"One of objects {keys_of} was committed already.")
+                    return outcomes
+                for i in alone:  # which group holds the object that exists? each on its own
+                    (outcomes[i],) = await self._commit_groups([parts[i]])
+                return outcomes
         raise Unavailable("The usage counters and catalogs of this commit kept changing; commit it again.")
 
     def _put_record_ops(self, record: ObjectRecord, replaces: list[str] | None = None) -> list[Any]:

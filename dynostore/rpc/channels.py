@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from dynostore.errors import InvalidArgument
+from dynostore.rpc.requests import request_metadata
 from dynostore.rpc.tls import Tls
 
 # Fragments travel as ~1 MiB messages; leave room for larger segment sizes.
@@ -124,5 +125,5 @@ def open_channel(address: str | Sequence[str], tls: Tls | None = None) -> grpc.a
 
 
 def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata that presents ``token`` to the gateway."""
-    return (("authorization", f"Bearer {token}"),)
+    """Call metadata that presents ``token`` to the gateway, and the current request id (if any)."""
+    return (("authorization", f"Bearer {token}"), *request_metadata())

@@ -11,7 +11,8 @@ On a server, :class:`ErrorMappingInterceptor` wraps every method:
   answered ``INVALID_ARGUMENT`` (the request deserializer returns
   :data:`MALFORMED` instead of raising; the request iterator handed to the
   servicer checks for it, but ``context.read()`` would return it as is);
-* anything else is a bug: ``INTERNAL``, with no details sent.
+* anything else is a bug: ``INTERNAL``, with no details sent but the call's
+  request id (see :mod:`.requests`), which every log line of the call carries.
 
 Clients choose what a server logs, so the log takes at most one line per
 method and :data:`LOG_INTERVAL` for malformed requests (a short line), and one
@@ -32,6 +33,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from dynostore.errors import DynoStoreError, error_for_status
+from dynostore.rpc.requests import current_request_id, from_metadata, set_request_id
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +170,16 @@ class _Guard:
                 peer = "an unknown peer"
             log.warning("Rejected a malformed request to %s from %s%s.", self.method, peer, _left_out(left_out))
 
+    def _refused(self, exc: DynoStoreError) -> None:
+        """One line (rate-limited per method and code) about a call answered with an error."""
+        left_out = self._limiter.allow(("refused", self.method, exc.code))
+        if left_out is not None:
+            log.info("%s answered %s: %s%s", self.method, exc.code.name, str(exc)[:300], _left_out(left_out))
+
     def _failure(self, exc: Exception, chosen: Any, details: str) -> tuple[grpc.StatusCode, str]:
         """The status to answer for ``exc``, given the code and details the servicer set, if any."""
         if isinstance(exc, DynoStoreError):
+            self._refused(exc)
             return exc.code, str(exc)
         if isinstance(chosen, grpc.StatusCode) and chosen is not grpc.StatusCode.OK:
             return chosen, details or f"The server answered {chosen.name}."
@@ -179,12 +188,16 @@ class _Guard:
         left_out = self._limiter.allow(("unexpected", self.method, type(exc)))
         if left_out is not None:
             log.error("Unexpected error in %s%s", self.method, _left_out(left_out), exc_info=exc)
-        return grpc.StatusCode.INTERNAL, "Internal server error; see the server log."
+        return grpc.StatusCode.INTERNAL, f"Internal server error; see the server log (request {current_request_id()})."
 
     # grpc.aio handlers --------------------------------------------------------
 
     async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """The request to hand the servicer: a checked stream, or the request once it parsed."""
+        """The request to hand the servicer: a checked stream, or the request once it parsed.
+
+        The call's request id (sent by the caller, else a new one) is current from here on.
+        """
+        set_request_id(from_metadata(context.invocation_metadata()))
         if self.request_streaming:
             return self._checked(request, context)
         if request is MALFORMED:
@@ -215,6 +228,7 @@ class _Guard:
 
     def admit_sync(self, request: Any, context: _SyncContext) -> Any:
         """Like :meth:`admit`, for a synchronous handler."""
+        set_request_id(from_metadata(context.invocation_metadata()))
         if self.request_streaming:
             return self._checked_sync(request, context)
         if request is MALFORMED:

@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from dynostore.metrics.rpc import MetricsInterceptor
 from dynostore.rpc.channels import CHANNEL_OPTIONS
 from dynostore.rpc.errors import ErrorMappingInterceptor
+from dynostore.rpc.observe import AccessLogInterceptor
 from dynostore.rpc.tls import Tls
 
 # gRPC servers set SO_REUSEPORT by default: a second server on a port in use would bind it
@@ -25,6 +26,7 @@ async def start_server(
     tls: Tls | None = None,
     *,
     metrics: bool = False,
+    access_log: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``address`` and return it with its bound port.
 
@@ -32,9 +34,12 @@ async def start_server(
     announced through health checking and server reflection. With ``tls``
     the server speaks only TLS. With ``metrics`` every call is counted and
     timed (:class:`~dynostore.metrics.rpc.MetricsInterceptor`, outside the
-    error mapping so that it sees the final status).
+    error mapping so that it sees the final status). With ``access_log``
+    every call is logged (method, status, duration, request id).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
+    if access_log:
+        interceptors.insert(0, AccessLogInterceptor())
     if metrics:
         interceptors.insert(0, MetricsInterceptor())
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)

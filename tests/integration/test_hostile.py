@@ -112,6 +112,8 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("Unshare bad user", lambda s, t: s.Unshare(g.ShareRequest(catalog="c", with_user="../root"), metadata=auth_metadata(t)), invalid),
         ("ListTokens of another user", lambda s, t: s.ListTokens(g.ListTokensRequest(user="admin"), metadata=auth_metadata(t)), denied),
         ("SetQuota non-admin", lambda s, t: s.SetQuota(g.SetQuotaRequest(name="alice", bytes=1), metadata=auth_metadata(t)), denied),
+        ("GetStatus no token", lambda s, t: s.GetStatus(g.GetStatusRequest()), {BAD.UNAUTHENTICATED}),
+        ("GetStatus forged token", lambda s, t: s.GetStatus(g.GetStatusRequest(), metadata=auth_metadata("f" * 43)), {BAD.UNAUTHENTICATED}),
         ("CommitPut traversal replace_key", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_key=TRAVERSAL)]), metadata=auth_metadata(t)), invalid),
         ("CommitPut unicode replace_key", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_key=UNICODE)]), metadata=auth_metadata(t)), invalid),
         ("CommitPut replace_name without a name", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", replace_name=True)]), metadata=auth_metadata(t)), invalid),

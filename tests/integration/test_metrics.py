@@ -89,7 +89,15 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
     small, large = [b"tiny %d" % i for i in range(3)], [os.urandom(300_000) for _ in range(2)]
     # Scrubs and repair sweeps every second, so that their progress shows too.
     specs = [ContainerSpec(settings={"scrub_interval": 1}) for _ in range(3)]
-    with LocalFabric(specs, k=2, m=1, root=tmp_path / "fabric", repair_interval=1, metrics=True) as fabric:
+    with LocalFabric(
+        specs,
+        k=2,
+        m=1,
+        root=tmp_path / "fabric",
+        repair_interval=1,
+        metrics=True,
+        gateway_args=["--catalog-metrics-interval", "1"],
+    ) as fabric:
         gateway = fabric.gateways[0]
         assert gateway.metrics
         assert all(c.metrics for c in fabric.containers)
@@ -133,6 +141,10 @@ def test_prometheus_scrapes_the_fabric_and_counts_its_puts(tmp_path: Path) -> No
             ):
                 assert eventually(lambda: (scalar(url, promql) or 0) >= least, within=PROMETHEUS_WITHIN), promql  # noqa: B023
             assert answers("max(dynostore_degraded_objects)", 0)
+            # Objects and bytes per catalog, read from etcd every second (in this test).
+            owned = '{owner="alice",catalog="measured"}'
+            assert eventually(lambda: answers(f"dynostore_catalog_objects{owned}", len(keys)), within=PROMETHEUS_WITHIN)
+            assert answers(f"dynostore_catalog_bytes{owned}", committed)
             # Every query of the Grafana dashboard is valid PromQL (query() checks the status).
             dashboard = json.loads(
                 (Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text()

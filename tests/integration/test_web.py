@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,11 +16,13 @@ from urllib.parse import quote
 
 import pytest
 
-from dynostore.errors import NotFound
+from dynostore.errors import NotFound, PermissionDenied
 from tests.conftest import skip_or_fail
 from tests.integration.conftest import Session
 
 CHROMIUM = "/usr/bin/chromium"
+CHANGE = {"X-DynoStore-Request": "1"}
+TRAVERSAL = "..%2F..%2Fetc%2Fpasswd"
 # Chromium on a machine without a network: no background connections, no sandbox as root.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -209,5 +212,119 @@ def test_in_chromium(web: Web, tmp_path: Path) -> None:
             assert not s.client.exists(key=keys[0], token_user=s.token)
             page.click("button:has-text('Sign out')")
             page.wait_for_selector("input[name=token]")
+        finally:
+            browser.close()
+
+
+def test_fabric_and_object_pages_over_http(web: Web) -> None:
+    s = web.session
+    cookie = sign_in(web, s.token)
+    key = s.client.put(data=os.urandom(200_000), token_user=s.token, catalog="web-fabric", name="<b>chunky</b>")
+    status, _, page = call(f"{web.url}fabric", cookie=cookie)
+    assert status == 200
+    text = page.decode()
+    assert text.count('class="container up"') == 5
+    assert text.count('<section class="site">') == 5  # one site per container
+    assert 'id="live" data-refresh="/fabric?part=live"' in text
+    assert "5/5 containers up" in text
+    status, _, part = call(f"{web.url}fabric?part=live", cookie=cookie)
+    assert status == 200
+    assert b"<html" not in part
+    assert b'id="summary"' in part
+
+    status, _, page = call(f"{web.url}info/{key}", cookie=cookie)
+    assert status == 200
+    text = page.decode()
+    assert text.count('class="chunk stored"') == 5 + 1  # five chunks and the legend
+    assert "k=3 data + m=2 parity" in text
+    assert "&lt;b&gt;chunky&lt;/b&gt;" in text
+    assert "<b>chunky</b>" not in text
+    assert call(f"{web.url}info/{TRAVERSAL}", cookie=cookie)[0] == 400
+    assert call(f"{web.url}fabric")[0] == 401  # no cookie
+
+
+def test_sharing_from_the_catalog_page(web: Web) -> None:
+    s = web.session
+    reader_name = f"webfriend{os.getpid()}"
+    reader = s.fabric.create_user(reader_name)
+    key = s.client.put(data=b"to share", token_user=s.token, catalog="web-sharing", name="s.txt")
+    owner, cookie = s.client.whoami(token_user=s.token), sign_in(web, s.token)
+    url = f"{web.url}shares/web-sharing/{reader_name}"
+    assert call(url, "PUT", cookie=cookie)[0] == 403  # no change header
+    assert call(url, "PUT", cookie=cookie, headers=CHANGE)[0] == 204
+    page = call(f"{web.url}catalogs/web-sharing", cookie=cookie)[2].decode()
+    assert f'data-user="{reader_name}"' in page
+    assert s.client.get(key=key, token_user=reader) == b"to share"
+    assert call(f"{web.url}shares/web-sharing/{reader_name}", "DELETE", cookie=cookie, headers=CHANGE)[0] == 204
+    assert f'data-user="{reader_name}"' not in call(f"{web.url}catalogs/web-sharing", cookie=cookie)[2].decode()
+    with pytest.raises(PermissionDenied):
+        s.client.get(key=key, token_user=reader)
+    # the reader has no catalog of that name to share: the gateway says so, and the UI passes it on
+    reader_cookie = sign_in(web, reader)
+    assert call(f"{web.url}shares/web-sharing/{owner}", "PUT", cookie=reader_cookie, headers=CHANGE)[0] == 404
+
+
+def test_event_stream_sends_a_put_as_it_happens(web: Web) -> None:
+    s = web.session
+    cookie = sign_in(web, s.token)
+    s.client.create_catalog("web-events", token_user=s.token)
+    request = urllib.request.Request(f"{web.url}event-stream/web-events", headers={"Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=60) as stream:
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        key = s.client.put(data=b"event!", token_user=s.token, catalog="web-events", name="e.txt")
+        for line in stream:
+            if line.startswith(b"data: "):
+                event = json.loads(line[len(b"data: ") :])
+                break
+    assert (event["kind"], event["key"], event["name"], event["size"]) == ("put", key, "e.txt", 6)
+    assert call(f"{web.url}event-stream/none-such-catalog", cookie=cookie)[0] == 404
+
+
+def test_fabric_object_sharing_and_events_in_chromium(web: Web, tmp_path: Path) -> None:
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_or_fail("playwright is not installed (pip install -e '.[test]' installs it)")
+    if not shutil.which(CHROMIUM):
+        skip_or_fail("Chromium is not installed (scripts/test.sh installs Debian's chromium as root)")
+    s = web.session
+    reader_name = f"webpal{os.getpid()}"
+    s.fabric.create_user(reader_name)
+    key = s.client.put(data=os.urandom(100_000), token_user=s.token, catalog="web-browser2", name="seen.bin")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(web.url)
+            page.fill("input[name=token]", s.token)
+            page.click("button:has-text('Sign in')")
+            page.click("a:has-text('Fabric')")
+            page.wait_for_selector("#summary")
+            assert page.locator(".container.up").count() == 5
+            assert page.locator(".site .bar .fill").count() == 5
+            page.wait_for_selector("#live[data-refreshed]", timeout=30_000)  # the live part refreshed itself
+            shot = tmp_path / "fabric.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+            page.goto(f"{web.url}catalogs/web-browser2")
+            page.click(f"a[href='/info/{key}']")
+            page.wait_for_selector("#chunks")
+            assert page.locator("#chunks .chunk.stored").count() == 5
+            page.screenshot(path=str(tmp_path / "object.png"), full_page=True)
+
+            page.goto(f"{web.url}catalogs/web-browser2")
+            page.fill("#share input[name=user]", reader_name)
+            page.click("#share button")
+            page.wait_for_selector(f"#readers button[data-user='{reader_name}']")
+            page.click(f"#readers button[data-user='{reader_name}']")
+            page.wait_for_selector(f"#readers button[data-user='{reader_name}']", state="detached")
+            assert s.client.describe_catalog("web-browser2", token_user=s.token).shared_with == ()
+
+            page.click("a:has-text('Live events')")
+            page.wait_for_selector("p.status:has-text('Following')")
+            s.client.put(data=b"live", token_user=s.token, catalog="web-browser2", name="arrived.txt")
+            page.wait_for_selector("tr.event.put:has-text('arrived.txt')", timeout=30_000)
+            page.screenshot(path=str(tmp_path / "events.png"), full_page=True)
         finally:
             browser.close()

@@ -1,0 +1,119 @@
+"""Group commit: concurrent commits of one user share etcd transactions, each keeping its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dynostore.errors import AlreadyExists, ResourceExhausted
+from dynostore.local import LocalFabric
+from dynostore.registry import ObjectRecord, Registry, Usage, User
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFabric]:
+    with LocalFabric(containers=0, root=tmp_path_factory.mktemp("group")) as made:
+        yield made
+
+
+def record(owner: str, key: str | None = None) -> ObjectRecord:
+    """An inline object of one byte."""
+    return ObjectRecord(
+        key=key or uuid.uuid4().hex,
+        owner=owner,
+        catalog="c",
+        name="",
+        size=1,
+        k=0,
+        m=0,
+        segment_size=0,
+        inline=True,
+        crc32=zlib.crc32(b"x"),
+        data=b"x",
+    )
+
+
+class CountedRegistry(Registry):
+    """A registry that counts the etcd transactions it sends with comparisons (the writes of commits)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.writes = 0
+        transaction = self.etcd.transaction
+
+        async def counted(**kwargs: Any) -> Any:
+            self.writes += bool(kwargs["compare"])
+            return await transaction(**kwargs)
+
+        self.etcd.transaction = counted
+
+
+def run(fabric: LocalFabric, work: Any) -> Any:
+    async def with_registry() -> Any:
+        registry = CountedRegistry(fabric.etcd_address)
+        try:
+            return await work(registry)
+        finally:
+            await registry.close()
+
+    return asyncio.run(with_registry())
+
+
+def test_concurrent_commits_of_one_user_share_transactions(fabric: LocalFabric) -> None:
+    async def work(registry: CountedRegistry) -> tuple[int, list[ObjectRecord | None], Usage]:
+        records = [record("gina") for _ in range(40)]
+        await registry.usage("gina")  # counted once up front, as a gateway has
+        await asyncio.gather(*(registry.commit([r]) for r in records))
+        found = await registry.get_objects([r.key for r in records])
+        return registry.writes, found, await registry.usage("gina")
+
+    writes, found, usage = run(fabric, work)
+    assert all(r is not None for r in found)
+    assert usage == Usage(40, 40)
+    assert writes < 40  # one transaction each, and retries, before group commit
+
+
+def test_an_existing_key_refuses_only_its_own_commit(fabric: LocalFabric) -> None:
+    async def work(registry: CountedRegistry) -> tuple[list[BaseException | None], list[ObjectRecord | None], Usage]:
+        taken = record("hal")
+        await registry.commit([taken])
+        groups = [[record("hal")] for _ in range(6)] + [[record("hal"), record("hal", taken.key)]]
+        outcomes = await asyncio.gather(*(registry.commit(g) for g in groups), return_exceptions=True)
+        found = await registry.get_objects([r.key for g in groups[:-1] for r in g] + [groups[-1][0].key])
+        return outcomes, found, await registry.usage("hal")
+
+    outcomes, found, usage = run(fabric, work)
+    assert outcomes[:-1] == [None] * 6
+    assert isinstance(outcomes[-1], AlreadyExists)
+    assert found[-1] is None  # none of the refused group is committed
+    assert all(r is not None for r in found[:-1])
+    assert usage == Usage(7, 7)
+
+
+def test_grouped_commits_never_exceed_the_quota_together(fabric: LocalFabric) -> None:
+    quota = User(name="ida", quota_objects=5, quota_bytes=0)
+
+    async def work(registry: CountedRegistry) -> tuple[list[BaseException | None], Usage]:
+        outcomes = await asyncio.gather(
+            *(registry.commit([record("ida")], quota=quota) for _ in range(12)), return_exceptions=True
+        )
+        return outcomes, await registry.usage("ida")
+
+    outcomes, usage = run(fabric, work)
+    assert outcomes.count(None) == 5
+    assert all(isinstance(o, ResourceExhausted) for o in outcomes if o is not None)
+    assert usage == Usage(5, 5)
+
+
+def test_a_lone_commit_is_one_transaction(fabric: LocalFabric) -> None:
+    async def work(registry: CountedRegistry) -> int:
+        await registry.usage("jo")
+        await registry.commit([record("jo")])
+        return registry.writes
+
+    assert run(fabric, work) == 1
