@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -240,6 +241,21 @@ def signed_request(door: Door, method: str, path: str, body: bytes, headers: dic
     credentials = Credentials(*door.alice_keys)
     S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
     return request.prepare()
+
+
+def signed_as_is(door: Door, method: str, path: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """URL and headers of a request signed by botocore with the x-amz-content-sha256 given in ``headers``."""
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    request = AWSRequest(method=method, url=door.fabric.s3_endpoint + path, headers={**headers, "x-amz-date": amz_date})
+    request.context["timestamp"] = amz_date
+    auth = S3SigV4Auth(Credentials(*door.alice_keys), "s3", "us-east-1")
+    signature = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    signed = auth.signed_headers(auth.headers_to_sign(request))
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={door.alice_keys[0]}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    )
+    return request.url, {**dict(request.headers), "Authorization": authorization}
 
 
 def aws_chunked(door: Door, path: str, data: bytes, chunk: int, tamper: bool = False) -> requests.Response:
@@ -576,3 +592,28 @@ def test_sdk_lists_the_objects_of_one_name(door: Door) -> None:
     assert list(door.client.list("named", token_user=door.alice, name="c")) == []
     door.client.evict(keys[0], token_user=door.alice)
     assert [i.key for i in door.client.list("named", token_user=door.alice, name="a")] == [keys[2]]
+
+
+def test_aws_chunked_unsigned_with_trailer(door: Door) -> None:
+    """STREAMING-UNSIGNED-PAYLOAD-TRAILER: chunks without signatures, then a checksum trailer."""
+    s3 = door.s3()
+    s3.create_bucket(Bucket="trailer")
+    data = os.urandom(150_000)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    body = b""
+    for start in range(0, len(data), 65536):
+        piece = data[start : start + 65536]
+        body += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    body += f"0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode()
+    headers = {
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "content-encoding": "aws-chunked",
+        "content-length": str(len(body)),
+    }
+    url, signed_headers = signed_as_is(door, "PUT", "/trailer/obj", headers)
+    reply = requests.put(url, data=body, headers=signed_headers, timeout=30)
+    assert reply.status_code == 200, reply.content
+    assert reply.headers["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert s3.get_object(Bucket="trailer", Key="obj")["Body"].read() == data
