@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,6 +252,7 @@ class Body:
     size: int
     content_md5: bytes | None
     md5: Any = field(default_factory=hashlib.md5)
+    trailers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, request: web.Request, caller: Caller) -> Body:
@@ -303,11 +305,12 @@ class Body:
         """
         mode = self.caller.payload_hash
         sha256 = hashlib.sha256() if re.fullmatch(r"[0-9a-f]{64}", mode) else None
+        checksum = Checksum.asked(self.request)
         async for segment in resegment(self._pieces(), segment_size):
             if len(segment) >= HASH_IN_THREAD_BYTES:
-                await asyncio.to_thread(_update, self.md5, sha256, segment)
+                await asyncio.to_thread(_update, self.md5, sha256, checksum, segment)
             else:
-                _update(self.md5, sha256, segment)
+                _update(self.md5, sha256, checksum, segment)
             yield segment
         if sha256 is not None and sha256.hexdigest() != mode:
             raise S3Error(
@@ -316,6 +319,8 @@ class Body:
             )
         if self.content_md5 is not None and self.md5.digest() != self.content_md5:
             raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.")
+        if checksum is not None:
+            checksum.check(self.trailers.get(checksum.header) or self.request.headers.get(checksum.header) or "")
 
     async def _pieces(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive, decoded from aws-chunked, checked against the declared length."""
@@ -379,9 +384,10 @@ class Body:
             yield data
             if await content.readexactly(2) != b"\r\n":
                 raise S3Error("IncompleteBody", "An aws-chunked chunk is not followed by CRLF.")
-        # Trailers (e.g. x-amz-checksum-crc32:...) up to an empty line; their checksums are not checked.
-        while (await content.readline()).strip():
-            pass
+        # Trailers (e.g. x-amz-checksum-crc32:...) up to an empty line.
+        while line := (await content.readline()).decode("latin-1").strip():
+            name, _, value = line.partition(":")
+            self.trailers[name.strip().lower()] = value.strip()
 
 
 def invalid_length() -> S3Error:
@@ -410,7 +416,50 @@ async def resegment(pieces: AsyncIterator[bytes], segment_size: int) -> AsyncIte
         yield b"".join(held)
 
 
-def _update(md5: Any, sha256: Any, data: bytes) -> None:
+def _update(md5: Any, sha256: Any, checksum: Checksum | None, data: bytes) -> None:
     md5.update(data)
     if sha256 is not None:
         sha256.update(data)
+    if checksum is not None:
+        checksum.update(data)
+
+
+class Checksum:
+    """An ``x-amz-checksum-*`` a request carries (as a header or a trailer): CRC32, SHA-1 or SHA-256.
+
+    Other algorithms (CRC32C, CRC64NVME) are not checked.
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        """Compute ``algorithm`` (crc32, sha1 or sha256) over the body."""
+        self.header = f"x-amz-checksum-{algorithm}"
+        self._crc = 0
+        self._hash = None if algorithm == "crc32" else hashlib.new(algorithm)
+
+    @classmethod
+    def asked(cls, request: web.Request) -> Checksum | None:
+        """The checksum the request announces (``x-amz-trailer`` or a header), if this door computes it."""
+        names = [request.headers.get("x-amz-trailer", "").strip().lower()]
+        names += [n.lower() for n in request.headers if n.lower().startswith("x-amz-checksum-")]
+        for name in names:
+            algorithm = name.removeprefix("x-amz-checksum-")
+            if name.startswith("x-amz-checksum-") and algorithm in ("crc32", "sha1", "sha256"):
+                return cls(algorithm)
+        return None
+
+    def update(self, data: bytes) -> None:
+        """Add ``data``."""
+        if self._hash is None:
+            self._crc = zlib.crc32(data, self._crc)
+        else:
+            self._hash.update(data)
+
+    def check(self, expected: str) -> None:
+        """Compare with the base64 value the client sent.
+
+        Raises:
+            S3Error: BadDigest when they differ.
+        """
+        digest = self._crc.to_bytes(4, "big") if self._hash is None else self._hash.digest()
+        if base64.b64encode(digest).decode() != expected.strip():
+            raise S3Error("BadDigest", f"The {self.header} you specified did not match the calculated checksum.")

@@ -595,7 +595,7 @@ def test_sdk_lists_the_objects_of_one_name(door: Door) -> None:
 
 
 def test_aws_chunked_unsigned_with_trailer(door: Door) -> None:
-    """STREAMING-UNSIGNED-PAYLOAD-TRAILER: chunks without signatures, then a checksum trailer."""
+    """STREAMING-UNSIGNED-PAYLOAD-TRAILER: chunks without signatures, then a checksum trailer, which is checked."""
     s3 = door.s3()
     s3.create_bucket(Bucket="trailer")
     data = os.urandom(150_000)
@@ -617,3 +617,15 @@ def test_aws_chunked_unsigned_with_trailer(door: Door) -> None:
     assert reply.status_code == 200, reply.content
     assert reply.headers["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     assert s3.get_object(Bucket="trailer", Key="obj")["Body"].read() == data
+    wrong = body.replace(crc.encode(), base64.b64encode(b"\0\0\0\0"))
+    url, signed_headers = signed_as_is(door, "PUT", "/trailer/wrong", headers)
+    reply = requests.put(url, data=wrong, headers=signed_headers, timeout=30)
+    assert reply.status_code == 400
+    assert b"<Code>BadDigest</Code>" in reply.content
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="trailer", Key="wrong")
+    # The same checksum as a header of a plain body, as boto3 sends it.
+    s3.put_object(Bucket="trailer", Key="header", Body=data, ChecksumCRC32=crc)
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket="trailer", Key="header", Body=data, ChecksumCRC32=base64.b64encode(b"\0" * 4).decode())
+    assert error_code(caught.value) == "BadDigest"
