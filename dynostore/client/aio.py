@@ -367,14 +367,16 @@ class AsyncClient:
         )
         return key
 
-    async def get_stream(self, key: str, token_user: str) -> AsyncGenerator[bytes, None]:
-        """Yield the bytes of object ``key`` one verified segment at a time.
+    async def get_stream(self, key: str, token_user: str, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """Yield the bytes of object ``key`` one verified segment at a time, from byte ``start`` on.
+
+        The segments before ``start`` are not read (a ranged read costs what it returns, plus one segment).
 
         Raises:
             NotFound: no object has this key.
             DataLoss: too many chunks are lost or corrupt to rebuild it.
         """
-        async for segment in self._pipeline.get(key, token=token_user):
+        async for segment in self._pipeline.get(key, token=token_user, start=start):
             yield segment
 
     async def _run_puts(self, group: Hashable, items: list[PutItem]) -> Sequence[str | DynoStoreError]:

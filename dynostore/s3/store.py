@@ -448,8 +448,9 @@ class Store:
         for part_key, part_size in obj.parts:
             part_end = offset + part_size
             if part_end > start and offset < end:
-                position = offset
-                async with contextlib.aclosing(self.client.get_stream(part_key, caller.token)) as stream:
+                skip = max(start - offset, 0)
+                position = offset + skip
+                async with contextlib.aclosing(self.client.get_stream(part_key, caller.token, skip)) as stream:
                     async for segment in stream:
                         piece_start, piece_end = max(start - position, 0), min(end - position, len(segment))
                         if piece_start < piece_end:

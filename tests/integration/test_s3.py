@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -27,7 +28,7 @@ from botocore.client import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from dynostore.client import Client
+from dynostore.client import AsyncClient, Client
 from dynostore.errors import NotFound
 from dynostore.local import LocalFabric, ManagedProcess, free_port
 
@@ -629,3 +630,19 @@ def test_aws_chunked_unsigned_with_trailer(door: Door) -> None:
     with pytest.raises(ClientError) as caught:
         s3.put_object(Bucket="trailer", Key="header", Body=data, ChecksumCRC32=base64.b64encode(b"\0" * 4).decode())
     assert error_code(caught.value) == "BadDigest"
+
+
+@pytest.mark.parametrize("relay", [False, True], ids=["direct", "relay"])
+def test_sdk_streams_from_a_byte_on(door: Door, relay: bool) -> None:
+    """get_stream(start=) yields the object from that byte on (the door's ranged reads), skipping whole segments."""
+    data = os.urandom(10 * MiB + 3)
+    key = door.client.put(data=data, token_user=door.alice, catalog="streams")
+    small = door.client.put(data=b"tiny inline object", token_user=door.alice, catalog="streams")
+
+    async def read(object_key: str, start: int) -> bytes:
+        async with AsyncClient(door.fabric.gateway, relay=relay) as client:
+            return b"".join([s async for s in client.get_stream(object_key, door.alice, start)])
+
+    for start in (0, 1, 3 * MiB - 1, 3 * MiB, 3 * MiB + 1, 9 * MiB + 5, len(data) - 1, len(data), len(data) + 7):
+        assert asyncio.run(read(key, start)) == data[start:], start
+    assert asyncio.run(read(small, 5)) == b"tiny inline object"[5:]
