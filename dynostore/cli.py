@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--containers", type=int, help="number of file-system containers (5; not with --config)")
     up.add_argument("--etcd-members", type=int, default=1, help="members of the etcd cluster (1; 3 survives a loss)")
     up.add_argument("--gateways", type=int, default=1, help="gateways, each reaching every etcd member (1)")
+    up.add_argument("--s3", action="store_true", help="also run the S3 front door (dynostore s3; see docs/s3.md)")
     up.add_argument("--k", type=int, help="data fragments (3)")
     up.add_argument("--m", type=int, help="parity fragments (2)")
     up.add_argument(
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     _log_args(web)
     web.add_argument("--listen", default="127.0.0.1:8088", help="address to serve on (127.0.0.1:8088)")
     _client_args(web)
+
+    door = sub.add_parser("s3", help="serve the S3 front door for a gateway (admin token in $DYNOSTORE_ADMIN_TOKEN)")
+    door.add_argument("--listen", default="127.0.0.1:8096", help="address to serve on (127.0.0.1:8096)")
+    door.add_argument("--region", default="us-east-1", help="the region clients sign for (us-east-1)")
+    door.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+    _client_args(door)
 
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     new = token_sub.add_parser("new", help="create a token and print it (shown only once)")
     new.add_argument("--user", help="whose token (admin only; default: yours)")
+    new.add_argument("--s3", action="store_true", help="an S3 access key id and secret for the S3 front door instead")
     _client_args(new)
     listing = token_sub.add_parser("ls", help="list token ids")
     listing.add_argument("--user", help="whose tokens (admin only; default: yours)")
@@ -497,7 +505,12 @@ def _usage_line(user: UserInfo) -> str:
 
 
 def _token_command(client: Client, args: argparse.Namespace) -> None:
-    if args.token_command == "new":
+    if args.token_command == "new" and args.s3:
+        access_key_id, secret = client.create_s3_key(token_user=args.token, user=args.user)
+        print(f"aws_access_key_id = {access_key_id}")
+        print(f"aws_secret_access_key = {secret}")
+        print("the secret is not shown again", file=sys.stderr)
+    elif args.token_command == "new":
         token, info = client.create_token(token_user=args.token, user=args.user)
         print(token)
         print(f"token id {info.id} (for revoking); the token itself is not shown again", file=sys.stderr)
@@ -534,6 +547,21 @@ def _daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3(args: argparse.Namespace) -> int:
+    """Run the S3 front door until SIGTERM/SIGINT."""
+    from dynostore.s3.server import serve as serve_s3
+
+    if not args.gateway:
+        raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
+    token = os.environ.get("DYNOSTORE_ADMIN_TOKEN") or args.token
+    if not token:
+        raise SystemExit("error: the S3 front door needs an admin token in $DYNOSTORE_ADMIN_TOKEN.")
+    tls_ca = Path(args.tls_ca) if args.tls_ca else None
+    with suppress(KeyboardInterrupt):
+        asyncio.run(serve_s3(args.gateway, token, args.listen, args.region, args.ready_file, tls_ca))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from dynostore.local import ContainerSpec, FabricConfig, LocalFabric, load_fabric_config
 
@@ -557,6 +585,7 @@ def _up(args: argparse.Namespace) -> int:
         gateway_port=UP_PORT,
         etcd_members=args.etcd_members,
         gateways=args.gateways,
+        s3=args.s3,
     )
     with fabric:
         for note in fabric.port_notes:
@@ -568,6 +597,8 @@ def _up(args: argparse.Namespace) -> int:
         if fabric.tls_ca:
             print(f"export DYNOSTORE_TLS_CA={fabric.tls_ca}")
         print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")
+        if fabric.s3_endpoint:
+            print(f"S3 front door: {fabric.s3_endpoint}   # keys: dynostore token new --s3")
         print("Press Ctrl-C to stop.", flush=True)
         with suppress(KeyboardInterrupt):
             stop.wait()
@@ -613,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "s3":
+            return _s3(args)
         if args.command == "web":
             from dynostore.web import serve as serve_web
 

@@ -544,6 +544,38 @@ class GatewayHandle(PinnedHandle):
             raise RuntimeError(f"{self.name} serves metrics on another address than {self.metrics}.")
 
 
+class S3Handle(PinnedHandle):
+    """The S3 front door of a :class:`LocalFabric` (``dynostore s3``), at the same port after every restart."""
+
+    def __init__(self, fabric: LocalFabric) -> None:
+        """Describe the front door of ``fabric``."""
+        super().__init__("s3", 0, fabric, ["http"])
+        self._ready = fabric.run_dir / "s3.addr"
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:port`` of the front door ("" until the fabric starts)."""
+        return f"http://{self.address}" if self.port else ""
+
+    def _command(self) -> list[str]:
+        fabric = self._fabric
+        self._ready.unlink(missing_ok=True)
+        self.env = {"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token}
+        return [
+            *fabric.python_command,
+            "s3",
+            "--gateway", ",".join(fabric.gateway_addresses),
+            "--listen", self.address,
+            "--ready-file", str(self._ready),
+            *(["--tls-ca", str(fabric.tls_ca)] if fabric.tls_ca else []),
+        ]  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        address = self.wait_for_file(self._ready)
+        if address != self.address:
+            raise RuntimeError(f"{self.name} listens on {address}, not {self.address}.")
+
+
 class EtcdHandle(PinnedHandle):
     """One etcd member of a :class:`LocalFabric`, at the same client and peer ports after every restart.
 
@@ -637,6 +669,7 @@ class LocalFabric:
         etcd_members: int = 1,
         gateways: int = 1,
         core: Placement | None = None,
+        s3: bool = False,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -665,6 +698,7 @@ class LocalFabric:
                 :meth:`client` use them all.
             core: where the etcd members and gateways run (default: 127.0.0.1 here); each
                 container's place is its spec's ``placement`` (see :mod:`dynostore.wan`).
+            s3: also run the S3 front door (``dynostore s3``) at :attr:`s3_endpoint`.
 
         Raises:
             ValueError: ``sites`` does not give one label per container, or there is no etcd member or gateway.
@@ -698,6 +732,8 @@ class LocalFabric:
         self.container_token = ""
         self.etcd_members = [EtcdHandle(i, self) for i in range(etcd_members)]
         self.gateways = [GatewayHandle(i, self) for i in range(gateways)]
+        # The S3 front door, when asked for.
+        self.s3 = S3Handle(self) if s3 else None
         self.gateway_port = gateway_port
         # Ports that were wanted (remembered in root, or gateway_port) but taken, and what was used instead.
         self.port_notes: list[str] = []
@@ -706,6 +742,11 @@ class LocalFabric:
     def gateway(self) -> str:
         """Address of the first gateway, the same after its restarts ("" until the fabric starts)."""
         return self.gateways[0].address
+
+    @property
+    def s3_endpoint(self) -> str:
+        """URL of the S3 front door (``http://127.0.0.1:port``; "" without ``s3=True`` or before start)."""
+        return self.s3.endpoint if self.s3 else ""
 
     @property
     def gateway_addresses(self) -> list[str]:
@@ -756,6 +797,8 @@ class LocalFabric:
             self.container_token = self._container_token()
             for container in self.containers:
                 container.start()
+            if self.s3:
+                self.s3.start()
         except BaseException:
             self.stop()
             raise
@@ -768,7 +811,7 @@ class LocalFabric:
         stop does not keep the others running: its error is raised after.
         """
         errors = []
-        for process in [*self.containers, *self.gateways, *self.etcd_members]:
+        for process in [*([self.s3] if self.s3 else []), *self.containers, *self.gateways, *self.etcd_members]:
             try:
                 process.stop()
             except BaseException as exc:
@@ -781,7 +824,7 @@ class LocalFabric:
     @property
     def processes(self) -> list[ManagedProcess]:
         """Every process of the fabric, running or not: etcd members, gateways, containers."""
-        return [*self.etcd_members, *self.gateways, *self.containers]
+        return [*self.etcd_members, *self.gateways, *self.containers, *([self.s3] if self.s3 else [])]
 
     def _admin_token(self) -> str:
         path = self.root / "admin.token"
@@ -813,7 +856,7 @@ class LocalFabric:
         """
         path = self.root / "ports.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
-        handles: list[PinnedHandle] = [*self.etcd_members, *self.gateways]
+        handles: list[PinnedHandle] = [*self.etcd_members, *self.gateways, *([self.s3] if self.s3 else [])]
         taken = {port for handle in handles for port in handle.ports.values() if port}
         for handle in handles:
             for role, port in handle.ports.items():

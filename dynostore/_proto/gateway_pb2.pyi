@@ -289,10 +289,12 @@ class EvictResponse(_message.Message):
     def __init__(self, existed: _Optional[bool] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("catalog",)
+    __slots__ = ("catalog", "name")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     catalog: str
-    def __init__(self, catalog: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
     __slots__ = ("catalog", "k", "m", "ttl")
@@ -615,6 +617,54 @@ class ListContainersResponse(_message.Message):
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
     def __init__(self, containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
+
+class CreateS3KeyRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class CreateS3KeyResponse(_message.Message):
+    __slots__ = ("access_key_id", "secret_access_key", "user")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    secret_access_key: str
+    user: str
+    def __init__(self, access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class RevokeS3KeyRequest(_message.Message):
+    __slots__ = ("access_key_id",)
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    def __init__(self, access_key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeS3KeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetS3SigningKeyRequest(_message.Message):
+    __slots__ = ("access_key_id", "date", "region", "service")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+    def __init__(self, access_key_id: _Optional[str] = ..., date: _Optional[str] = ..., region: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class GetS3SigningKeyResponse(_message.Message):
+    __slots__ = ("signing_key", "user", "token")
+    SIGNING_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    signing_key: bytes
+    user: str
+    token: str
+    def __init__(self, signing_key: _Optional[bytes] = ..., user: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

@@ -164,6 +164,21 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateS3Key = channel.unary_unary(
+                '/dynostore.v1.Gateway/CreateS3Key',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeS3Key = channel.unary_unary(
+                '/dynostore.v1.Gateway/RevokeS3Key',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.FromString,
+                _registered_method=True)
+        self.GetS3SigningKey = channel.unary_unary(
+                '/dynostore.v1.Gateway/GetS3SigningKey',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.FromString,
+                _registered_method=True)
         self.RegisterContainer = channel.unary_unary(
                 '/dynostore.v1.Gateway/RegisterContainer',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RegisterContainerRequest.SerializeToString,
@@ -407,6 +422,30 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateS3Key(self, request, context):
+        """S3 access keys for the S3 front door (`dynostore s3`): a user makes its
+        own, an admin anyone's. The secret is shown once; the gateway keeps it
+        sealed (AES-GCM) in etcd. Revoking the key revokes it at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeS3Key(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetS3SigningKey(self, request, context):
+        """For the S3 front door only (an admin token): the SigV4 signing key of one
+        access key for one day, region and service, never the secret itself, and
+        the token the door acts with for the key's user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterContainer(self, request, context):
         """Container membership; these calls need an admin or a container token.
         """
@@ -623,6 +662,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'CreateS3Key': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateS3Key,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.SerializeToString,
+            ),
+            'RevokeS3Key': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeS3Key,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.SerializeToString,
+            ),
+            'GetS3SigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetS3SigningKey,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.SerializeToString,
             ),
             'RegisterContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterContainer,
@@ -1359,6 +1413,87 @@ class Gateway:
             '/dynostore.v1.Gateway/RevokeToken',
             dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateS3Key(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CreateS3Key',
+            dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeS3Key(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RevokeS3Key',
+            dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetS3SigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/GetS3SigningKey',
+            dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

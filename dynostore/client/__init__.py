@@ -273,9 +273,9 @@ class Client:
         """
         return self._run(self._async.repair(key, token_user, progress, verify))
 
-    def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
-        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        yield from self._run(self._async.list(catalog, token_user))
+    def list(self, catalog: str, token_user: str, name: str | None = None) -> Iterator[ObjectInfo]:
+        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, those of that name."""
+        yield from self._run(self._async.list(catalog, token_user, name))
 
     def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
@@ -346,6 +346,14 @@ class Client:
     def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
         return self._run(self._async.create_token(token_user, user))
+
+    def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
+        """A new S3 access key ``(access_key_id, secret_access_key)`` for yourself (or, as admin, ``user``)."""
+        return self._run(self._async.create_s3_key(token_user, user))
+
+    def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
+        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
+        self._run(self._async.revoke_s3_key(access_key_id, token_user))
 
     def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""

@@ -342,6 +342,43 @@ class AsyncClient:
         )
         return key
 
+    async def put_stream(
+        self,
+        source: SegmentSource,
+        size: int,
+        token_user: str,
+        catalog: str,
+        name: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """Store ``size`` bytes that ``source(segment_size)`` yields in segments of that size; return the key.
+
+        Nothing is buffered beyond one segment; if ``source`` raises, nothing
+        is committed (the S3 front door streams request bodies this way).
+
+        Raises:
+            InvalidArgument: the source yielded another number of bytes than ``size``.
+            Unauthenticated: the token is not valid.
+            Unavailable: too few containers could store a chunk.
+            ResourceExhausted: the put would exceed the user's quota.
+        """
+        (key,) = await self._pipeline.put(
+            [PutItem(source, size, name or "", ttl or 0.0)], token=token_user, catalog=catalog, k=self.k, m=self.m
+        )
+        return key
+
+    async def get_stream(self, key: str, token_user: str, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """Yield the bytes of object ``key`` one verified segment at a time, from byte ``start`` on.
+
+        The segments before ``start`` are not read (a ranged read costs what it returns, plus one segment).
+
+        Raises:
+            NotFound: no object has this key.
+            DataLoss: too many chunks are lost or corrupt to rebuild it.
+        """
+        async for segment in self._pipeline.get(key, token=token_user, start=start):
+            yield segment
+
     async def _run_puts(self, group: Hashable, items: list[PutItem]) -> Sequence[str | DynoStoreError]:
         """Put a batch of single puts of one token into one catalog; each fails alone (see :mod:`.coalesce`)."""
         token, catalog = cast(tuple[str, str], group)
@@ -469,9 +506,9 @@ class AsyncClient:
         with progress_callback(progress, location.object.size, f"repair {key[:8]}") as report:
             return await self._pipeline.repair(key, token_user, report, verify=verify)
 
-    async def list(self, catalog: str, token_user: str) -> list[ObjectInfo]:
-        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        return await self._pipeline.list(catalog, token_user)
+    async def list(self, catalog: str, token_user: str, name: str | None = None) -> list[ObjectInfo]:
+        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, only those of that name."""
+        return await self._pipeline.list(catalog, token_user, name or "")
 
     async def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
@@ -585,6 +622,38 @@ class AsyncClient:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
         reply = await self._control("CreateToken", gateway_pb2.CreateTokenRequest(user=user or ""), token_user)
         return reply.token, TokenInfo(reply.info.id, reply.info.user, reply.info.created)
+
+    async def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
+        """A new S3 access key for yourself (or, with an admin token, for ``user``).
+
+        Returns ``(access_key_id, secret_access_key)`` for the S3 front door
+        (``dynostore s3``); the secret is shown only now.
+
+        Raises:
+            PermissionDenied: ``user`` is another user and the token is not an admin's.
+            FailedPrecondition: the gateway runs without an admin token.
+        """
+        reply = await self._control("CreateS3Key", gateway_pb2.CreateS3KeyRequest(user=user or ""), token_user)
+        return reply.access_key_id, reply.secret_access_key
+
+    async def s3_signing_key(
+        self, access_key_id: str, date: str, region: str, token_user: str
+    ) -> tuple[bytes, str, str]:
+        """For the S3 front door (admin token): ``(signing_key, user, token)`` of an access key for one day and region.
+
+        Raises:
+            NotFound: there is no such access key, or it was revoked.
+            PermissionDenied: the token is not an admin's.
+        """
+        request = gateway_pb2.GetS3SigningKeyRequest(
+            access_key_id=access_key_id, date=date, region=region, service="s3"
+        )
+        reply = await self._control("GetS3SigningKey", request, token_user)
+        return reply.signing_key, reply.user, reply.token
+
+    async def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
+        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
+        await self._control("RevokeS3Key", gateway_pb2.RevokeS3KeyRequest(access_key_id=access_key_id), token_user)
 
     async def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""

@@ -344,8 +344,13 @@ class ObjectCalls(GatewayCalls):
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ObjectInfo]:
+        name = validation.object_name(request.name)
         _, owner, catalog = await self._existing_catalog(context, request.catalog)
-        for key, entry in await self.registry.list_catalog(owner, catalog, live_at=time.time()):
+        if name:
+            listed = await self.registry.list_named(owner, catalog, name, time.time())
+        else:
+            listed = await self.registry.list_catalog(owner, catalog, live_at=time.time())
+        for key, entry in listed:
             yield common_pb2.ObjectInfo(
                 key=key,
                 name=entry["name"],

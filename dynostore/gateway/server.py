@@ -15,6 +15,7 @@ from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError, InvalidArgument
 from dynostore.gateway.drain import Mover
 from dynostore.gateway.repairer import Repairer
+from dynostore.gateway.s3keys import Sealer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.metrics import CATALOG_BYTES, CATALOG_OBJECTS
@@ -105,6 +106,8 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     authority = ChunkTicketAuthority(registry, activation=policy.container_ttl)
     await authority.published()  # makes the first key if there is none
     servicer = GatewayServicer(registry, policy, signer, authority, tls)
+    if admin_token:
+        servicer.s3_sealer = Sealer(admin_token)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),

@@ -15,6 +15,7 @@
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
 /dynostore/v1/container-owners/<id>            name of the container user that first registered it
+/dynostore/v1/s3-keys/<access key id>          S3 access key: user, token id, sealed secret (registry/s3keys.py)
 /dynostore/v1/container-seen/<id>              ContainerInfo (JSON) and "last_seen", as of its last heartbeat
 /dynostore/v1/gateways/<host:port>             {"address", "started", "version"}, under a lease
 /dynostore/v1/status/repair                    progress of the running (or last) repair sweep
