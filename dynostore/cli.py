@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dynostore.cli_moves import CONTAINER_COMMANDS, container_command, container_parser, rebalance_args
+from dynostore.cli_moves import rebalance_command as _rebalance_command
 from dynostore.client import Client, UserInfo
 from dynostore.errors import DynoStoreError
 from dynostore.registry.usage import format_size, parse_count, parse_size
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--containers", type=int, help="number of file-system containers (5; not with --config)")
     up.add_argument("--etcd-members", type=int, default=1, help="members of the etcd cluster (1; 3 survives a loss)")
     up.add_argument("--gateways", type=int, default=1, help="gateways, each reaching every etcd member (1)")
+    up.add_argument("--s3", action="store_true", help="also run the S3 front door (dynostore s3; see docs/s3.md)")
     up.add_argument("--k", type=int, help="data fragments (3)")
     up.add_argument("--m", type=int, help="parity fragments (2)")
     up.add_argument(
@@ -124,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     _log_args(web)
     web.add_argument("--listen", default="127.0.0.1:8088", help="address to serve on (127.0.0.1:8088)")
     _client_args(web)
+
+    door = sub.add_parser("s3", help="serve the S3 front door for a gateway (admin token in $DYNOSTORE_ADMIN_TOKEN)")
+    door.add_argument("--listen", default="127.0.0.1:8096", help="address to serve on (127.0.0.1:8096)")
+    door.add_argument("--region", default="us-east-1", help="the region clients sign for (us-east-1)")
+    door.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+    _client_args(door)
 
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")
     demo.add_argument("--root", default=None, help="state directory (default: a temporary one)")
@@ -150,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with metrics: seconds between reads of every catalog's objects and bytes (60; 0: never)",
     )
+    gw.add_argument(
+        "--rebalance-interval", type=float, help="seconds between rebalances the gateway asks for by itself (0: never)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)
@@ -160,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--etcd-tls-key", type=Path, help="... and its private key (PEM)")
 
     ct = sub.add_parser(
-        "container", help="run a data container (settings: --config FILE [container] table, then flags)"
+        "container",
+        help="run a data container (settings: --config FILE [container] table, then flags); "
+        "`dynostore container drain|rm|ls` administer containers (admin)",
     )
     ct.add_argument("--config", type=Path, help="TOML settings file, e.g. containers/site-a.toml")
     ct.add_argument("--gateway", help="gateway host:port to register with (or several, comma-separated)")
@@ -168,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--backend", choices=["fs", "memory", "s3", "rados"], help="storage backend (fs)")
     ct.add_argument("--site", help="site label used by placement (default)")
     ct.add_argument("--listen", help="address to serve on (127.0.0.1:0: any free port)")
+    ct.add_argument("--advertise", help="HOST:PORT to register instead, where a relay forwards to --listen")
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
@@ -228,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="also read every chunk in full; rebuild those gone or corrupt"
     )
     _client_args(repair)
+
+    rebalance = sub.add_parser(
+        "rebalance", help="even out used space: move chunks from the fullest containers to the emptiest (admin)"
+    )
+    rebalance_args(rebalance)
 
     status = sub.add_parser("status", help="the fabric at a glance: gateways, etcd, containers, totals, repair")
     status.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -295,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     new = token_sub.add_parser("new", help="create a token and print it (shown only once)")
     new.add_argument("--user", help="whose token (admin only; default: yours)")
+    new.add_argument("--s3", action="store_true", help="an S3 access key id and secret for the S3 front door instead")
     _client_args(new)
     listing = token_sub.add_parser("ls", help="list token ids")
     listing.add_argument("--user", help="whose tokens (admin only; default: yours)")
@@ -344,6 +365,10 @@ def _client_command(args: argparse.Namespace) -> int:
             return _repair(client, args)
         elif args.command == "stat":
             _stat(client, args)
+        elif args.command == "container-admin":
+            return container_command(client, args)
+        elif args.command == "rebalance":
+            return _rebalance_command(client, args)
         elif args.command == "status":
             fabric = client.status(token_user=args.token)
             print(json.dumps(fabric.to_json(), indent=2) if args.json else fabric.describe())
@@ -488,7 +513,12 @@ def _usage_line(user: UserInfo) -> str:
 
 
 def _token_command(client: Client, args: argparse.Namespace) -> None:
-    if args.token_command == "new":
+    if args.token_command == "new" and args.s3:
+        access_key_id, secret = client.create_s3_key(token_user=args.token, user=args.user)
+        print(f"aws_access_key_id = {access_key_id}")
+        print(f"aws_secret_access_key = {secret}")
+        print("the secret is not shown again", file=sys.stderr)
+    elif args.token_command == "new":
         token, info = client.create_token(token_user=args.token, user=args.user)
         print(token)
         print(f"token id {info.id} (for revoking); the token itself is not shown again", file=sys.stderr)
@@ -525,6 +555,21 @@ def _daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s3(args: argparse.Namespace) -> int:
+    """Run the S3 front door until SIGTERM/SIGINT."""
+    from dynostore.s3.server import serve as serve_s3
+
+    if not args.gateway:
+        raise SystemExit("error: no gateway; pass --gateway or set DYNOSTORE_GATEWAY.")
+    token = os.environ.get("DYNOSTORE_ADMIN_TOKEN") or args.token
+    if not token:
+        raise SystemExit("error: the S3 front door needs an admin token in $DYNOSTORE_ADMIN_TOKEN.")
+    tls_ca = Path(args.tls_ca) if args.tls_ca else None
+    with suppress(KeyboardInterrupt):
+        asyncio.run(serve_s3(args.gateway, token, args.listen, args.region, args.ready_file, tls_ca))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from dynostore.local import ContainerSpec, FabricConfig, LocalFabric, load_fabric_config
 
@@ -548,6 +593,7 @@ def _up(args: argparse.Namespace) -> int:
         gateway_port=UP_PORT,
         etcd_members=args.etcd_members,
         gateways=args.gateways,
+        s3=args.s3,
     )
     with fabric:
         for note in fabric.port_notes:
@@ -559,6 +605,8 @@ def _up(args: argparse.Namespace) -> int:
         if fabric.tls_ca:
             print(f"export DYNOSTORE_TLS_CA={fabric.tls_ca}")
         print(f"export DYNOSTORE_TOKEN={fabric.admin_token}   # admin token, keep it secret")
+        if fabric.s3_endpoint:
+            print(f"S3 front door: {fabric.s3_endpoint}   # keys: dynostore token new --s3")
         print("Press Ctrl-C to stop.", flush=True)
         with suppress(KeyboardInterrupt):
             stop.wait()
@@ -576,7 +624,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if len(words) >= 2 and words[0] == "container" and words[1] in CONTAINER_COMMANDS:
+        # `dynostore container drain|rm|ls`: administer containers (`dynostore container` runs one).
+        args = container_parser().parse_args(words[1:])
+        args.command, args.verbose, args.log_format = "container-admin", False, "text"
+    else:
+        args = build_parser().parse_args(argv)
     try:
         configure_logging(
             logging.INFO if args.verbose or args.command in ("gateway", "container") else logging.WARNING,
@@ -598,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "s3":
+            return _s3(args)
         if args.command == "web":
             from dynostore.web import serve as serve_web
 

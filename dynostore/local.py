@@ -8,7 +8,9 @@ with LocalFabric(containers=5, root="/tmp/fabric") as fabric:
     ...  # Client(fabric.gateway)
 ```
 
-Everything runs on free 127.0.0.1 ports. Starting again on the same ``root``
+Everything runs on free 127.0.0.1 ports (a :class:`Placement` runs the core,
+or a container, elsewhere: :mod:`dynostore.wan` puts each in a network
+namespace of its own). Starting again on the same ``root``
 finds every earlier object: etcd data, chunks, container ids and the admin
 token live under it.
 
@@ -118,15 +120,44 @@ def _write_secret(path: Path, secret: str) -> None:
     temp.replace(path)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a server of a :class:`LocalFabric` runs: on which host address, behind which command prefix.
+
+    The default is this machine's 127.0.0.1. :mod:`dynostore.wan` places each
+    site's container, and the core (etcd and the gateways), in a network
+    namespace of its own: ``prefix`` is then ``ip netns exec NAMESPACE``.
+
+    Attributes:
+        host: the address the server listens on and is reached at.
+        prefix: the command the server's command line runs under (it must exec it, keeping the pid).
+        listen: a container's fixed ``HOST:PORT`` to listen on (None: ``host`` and a free port).
+        advertise: a container's ``HOST:PORT`` to register instead, where a relay forwards to ``listen``.
+    """
+
+    host: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+    listen: str | None = None
+    advertise: str | None = None
+
+
 class ManagedProcess:
     """A child process with its log file, stopped by pid."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
-        """Describe (but do not start) process ``name``."""
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ):
+        """Describe (but do not start) process ``name``, run under the command ``prefix`` (none by default)."""
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self.env = env
+        self.prefix = list(prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,7 +178,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dynostore._launch", str(os.getpid()), *self.argv],
+                [sys.executable, "-m", "dynostore._launch", str(os.getpid()), *self.prefix, *self.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -204,12 +235,14 @@ class ContainerSpec:
         site: site label (default: a site of its own).
         settings: more ``[container]`` settings, e.g. ``s3_bucket`` or ``rados_pool``.
         env: extra environment variables of the process (e.g. ``AWS_ACCESS_KEY_ID``).
+        placement: where it runs (default: 127.0.0.1 of this machine).
     """
 
     backend: str = "fs"
     site: str | None = None
     settings: Mapping[str, str | int | bool | Path] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    placement: Placement = field(default_factory=Placement)
 
 
 def _toml_value(value: str | int | bool | Path) -> str:
@@ -284,12 +317,15 @@ class ContainerHandle(ManagedProcess):
         self.port = 0
         self.metrics_port = 0
         self._fabric = fabric
-        super().__init__(f"container{index}", [], fabric.root / "logs" / f"container{index}.log")
+        self.placement = self.spec.placement
+        super().__init__(
+            f"container{index}", [], fabric.root / "logs" / f"container{index}.log", prefix=self.placement.prefix
+        )
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:port`` of this container."""
-        return f"127.0.0.1:{self.port}"
+        """``host:port`` of this container (``127.0.0.1`` unless its placement says otherwise)."""
+        return f"{self.placement.host}:{self.port}"
 
     @property
     def metrics(self) -> str:
@@ -311,7 +347,7 @@ class ContainerHandle(ManagedProcess):
             return
         ready = self._fabric.run_dir / f"{self.name}.addr"
         ready.unlink(missing_ok=True)
-        listen = _reuse(self.port)
+        listen = self.placement.listen or _reuse(self.port, self.placement.host)
         metrics_ready = self._fabric.run_dir / f"{self.name}.metrics"
         metrics_ready.unlink(missing_ok=True)
         metrics = ["--metrics-listen", _reuse(self.metrics_port), "--metrics-ready-file", str(metrics_ready)]
@@ -326,6 +362,7 @@ class ContainerHandle(ManagedProcess):
             "--root", str(self.root),
             "--site", self.site,
             "--listen", listen,
+            *(["--advertise", self.placement.advertise] if self.placement.advertise else []),
             "--ready-file", str(ready),
             *(metrics if self._fabric.metrics else []),
             *self._fabric.tls_args,
@@ -338,9 +375,12 @@ class ContainerHandle(ManagedProcess):
             self.metrics_port = int(metrics_ready.read_text().rsplit(":", 1)[1])
 
 
-def _reuse(port: int) -> str:
-    """The address to listen on to keep ``port`` (0: none yet) if it is free, else any free port."""
-    return f"127.0.0.1:{port}" if port and _port_is_free(port) else "127.0.0.1:0"
+def _reuse(port: int, host: str = "127.0.0.1") -> str:
+    """The address on ``host`` to listen on to keep ``port`` (0: none yet) if it is free, else any free port.
+
+    Only 127.0.0.1 is checked; another host (in a namespace of its own) keeps its port.
+    """
+    return f"{host}:{port}" if port and (host != "127.0.0.1" or _port_is_free(port)) else f"{host}:0"
 
 
 def _numbered(name: str, index: int) -> str:
@@ -364,7 +404,7 @@ class PinnedHandle(ManagedProcess):
         self.ports: dict[str, int] = dict.fromkeys(roles, 0)
         self._fabric = fabric
         self._port_deadline = 0.0
-        super().__init__(name, [], fabric.root / "logs" / f"{name}.log")
+        super().__init__(name, [], fabric.root / "logs" / f"{name}.log", prefix=fabric.core.prefix)
 
     @property
     def port(self) -> int:
@@ -373,8 +413,11 @@ class PinnedHandle(ManagedProcess):
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:port`` of this server, the same after every restart ("" until the fabric starts)."""
-        return f"127.0.0.1:{self.port}" if self.port else ""
+        """``host:port`` of this server, the same after every restart ("" until the fabric starts).
+
+        The host is 127.0.0.1 unless the fabric's ``core`` placement says otherwise.
+        """
+        return f"{self._fabric.core.host}:{self.port}" if self.port else ""
 
     def start(self) -> None:
         """Start (or restart) the server at its ports and wait until it is ready.
@@ -501,6 +544,38 @@ class GatewayHandle(PinnedHandle):
             raise RuntimeError(f"{self.name} serves metrics on another address than {self.metrics}.")
 
 
+class S3Handle(PinnedHandle):
+    """The S3 front door of a :class:`LocalFabric` (``dynostore s3``), at the same port after every restart."""
+
+    def __init__(self, fabric: LocalFabric) -> None:
+        """Describe the front door of ``fabric``."""
+        super().__init__("s3", 0, fabric, ["http"])
+        self._ready = fabric.run_dir / "s3.addr"
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:port`` of the front door ("" until the fabric starts)."""
+        return f"http://{self.address}" if self.port else ""
+
+    def _command(self) -> list[str]:
+        fabric = self._fabric
+        self._ready.unlink(missing_ok=True)
+        self.env = {"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token}
+        return [
+            *fabric.python_command,
+            "s3",
+            "--gateway", ",".join(fabric.gateway_addresses),
+            "--listen", self.address,
+            "--ready-file", str(self._ready),
+            *(["--tls-ca", str(fabric.tls_ca)] if fabric.tls_ca else []),
+        ]  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        address = self.wait_for_file(self._ready)
+        if address != self.address:
+            raise RuntimeError(f"{self.name} listens on {address}, not {self.address}.")
+
+
 class EtcdHandle(PinnedHandle):
     """One etcd member of a :class:`LocalFabric`, at the same client and peer ports after every restart.
 
@@ -517,12 +592,12 @@ class EtcdHandle(PinnedHandle):
     @property
     def client_url(self) -> str:
         """The member's client URL (https with TLS)."""
-        return f"{'https' if self._fabric.tls_ca else 'http'}://127.0.0.1:{self.ports['client']}"
+        return f"{'https' if self._fabric.tls_ca else 'http'}://{self._fabric.core.host}:{self.ports['client']}"
 
     @property
     def peer_url(self) -> str:
         """The member's peer URL."""
-        return f"http://127.0.0.1:{self.ports['peer']}"
+        return f"http://{self._fabric.core.host}:{self.ports['peer']}"
 
     def _command(self) -> list[str]:
         fabric = self._fabric
@@ -593,6 +668,8 @@ class LocalFabric:
         metrics: bool = False,
         etcd_members: int = 1,
         gateways: int = 1,
+        core: Placement | None = None,
+        s3: bool = False,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -619,6 +696,9 @@ class LocalFabric:
                 its own data directory (``root/etcd``, ``root/etcd1``...) and ports.
             gateways: gateways, each reaching every etcd member; containers and
                 :meth:`client` use them all.
+            core: where the etcd members and gateways run (default: 127.0.0.1 here); each
+                container's place is its spec's ``placement`` (see :mod:`dynostore.wan`).
+            s3: also run the S3 front door (``dynostore s3``) at :attr:`s3_endpoint`.
 
         Raises:
             ValueError: ``sites`` does not give one label per container, or there is no etcd member or gateway.
@@ -628,6 +708,7 @@ class LocalFabric:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
+        self.core = core or Placement()
         self.inline_max_bytes = inline_max_bytes
         self.gateway_options = [
             *(["--repair-interval", str(repair_interval)] if repair_interval is not None else []),
@@ -651,6 +732,8 @@ class LocalFabric:
         self.container_token = ""
         self.etcd_members = [EtcdHandle(i, self) for i in range(etcd_members)]
         self.gateways = [GatewayHandle(i, self) for i in range(gateways)]
+        # The S3 front door, when asked for.
+        self.s3 = S3Handle(self) if s3 else None
         self.gateway_port = gateway_port
         # Ports that were wanted (remembered in root, or gateway_port) but taken, and what was used instead.
         self.port_notes: list[str] = []
@@ -659,6 +742,11 @@ class LocalFabric:
     def gateway(self) -> str:
         """Address of the first gateway, the same after its restarts ("" until the fabric starts)."""
         return self.gateways[0].address
+
+    @property
+    def s3_endpoint(self) -> str:
+        """URL of the S3 front door (``http://127.0.0.1:port``; "" without ``s3=True`` or before start)."""
+        return self.s3.endpoint if self.s3 else ""
 
     @property
     def gateway_addresses(self) -> list[str]:
@@ -709,6 +797,8 @@ class LocalFabric:
             self.container_token = self._container_token()
             for container in self.containers:
                 container.start()
+            if self.s3:
+                self.s3.start()
         except BaseException:
             self.stop()
             raise
@@ -721,7 +811,7 @@ class LocalFabric:
         stop does not keep the others running: its error is raised after.
         """
         errors = []
-        for process in [*self.containers, *self.gateways, *self.etcd_members]:
+        for process in [*([self.s3] if self.s3 else []), *self.containers, *self.gateways, *self.etcd_members]:
             try:
                 process.stop()
             except BaseException as exc:
@@ -734,7 +824,7 @@ class LocalFabric:
     @property
     def processes(self) -> list[ManagedProcess]:
         """Every process of the fabric, running or not: etcd members, gateways, containers."""
-        return [*self.etcd_members, *self.gateways, *self.containers]
+        return [*self.etcd_members, *self.gateways, *self.containers, *([self.s3] if self.s3 else [])]
 
     def _admin_token(self) -> str:
         path = self.root / "admin.token"
@@ -766,7 +856,7 @@ class LocalFabric:
         """
         path = self.root / "ports.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
-        handles: list[PinnedHandle] = [*self.etcd_members, *self.gateways]
+        handles: list[PinnedHandle] = [*self.etcd_members, *self.gateways, *([self.s3] if self.s3 else [])]
         taken = {port for handle in handles for port in handle.ports.values() if port}
         for handle in handles:
             for role, port in handle.ports.items():

@@ -165,7 +165,15 @@ class DynoConnector:
         return self.client.exists(key=key.key, token_user=self.token_user)
 
     def evict(self, key: DynoKey) -> None:
-        """Remove the object under ``key`` (nothing happens if there is none)."""
+        """Remove the object under ``key`` (nothing happens if there is none).
+
+        ProxyStore evicts an owned proxy's object when the proxy is collected; the
+        garbage collector may do that on the client's own thread, where no call can
+        wait for its answer: the eviction then goes on in the background.
+        """
+        if self.client._on_loop_thread():
+            self.client._evict_soon(key.key, self.token_user)
+            return
         self.client.evict(key=key.key, token_user=self.token_user)
 
     def new_key(self, obj: bytes | None = None) -> DynoKey:

@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # daemon; the tests' fixtures start and stop a throwaway cluster (scripts/micro_ceph.py).
 # Chromium for the web UI's browser test (Playwright drives Debian's build; no download).
 # Prometheus for the metrics test, which runs the binary itself (the Debian service is not used).
+# iproute2 (ip, tc) for the simulated WAN's network namespaces (tests/integration/test_wan.py),
+# rclone for the S3 front door's client test (tests/integration/test_s3_clients.py).
 # Without root these tests are skipped with the reason.
-debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium prometheus)
+debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium prometheus iproute2 rclone)
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for package in "${debian_packages[@]}"; do

@@ -235,16 +235,18 @@ class PlanRepairRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class PlanRepairResponse(_message.Message):
-    __slots__ = ("location", "write_ticket", "containers", "revision")
+    __slots__ = ("location", "write_ticket", "containers", "revision", "draining")
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     WRITE_TICKET_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     location: Location
     write_ticket: str
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
     revision: int
-    def __init__(self, location: _Optional[_Union[Location, _Mapping]] = ..., write_ticket: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+    draining: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
+    def __init__(self, location: _Optional[_Union[Location, _Mapping]] = ..., write_ticket: _Optional[str] = ..., containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ..., revision: _Optional[int] = ..., draining: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
 
 class CommitRepairRequest(_message.Message):
     __slots__ = ("key", "revision", "chunks")
@@ -287,10 +289,12 @@ class EvictResponse(_message.Message):
     def __init__(self, existed: _Optional[bool] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("catalog",)
+    __slots__ = ("catalog", "name")
     CATALOG_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     catalog: str
-    def __init__(self, catalog: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, catalog: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CatalogRequest(_message.Message):
     __slots__ = ("catalog", "k", "m", "ttl")
@@ -614,6 +618,54 @@ class ListContainersResponse(_message.Message):
     containers: _containers.RepeatedCompositeFieldContainer[_common_pb2.ContainerInfo]
     def __init__(self, containers: _Optional[_Iterable[_Union[_common_pb2.ContainerInfo, _Mapping]]] = ...) -> None: ...
 
+class CreateS3KeyRequest(_message.Message):
+    __slots__ = ("user",)
+    USER_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    def __init__(self, user: _Optional[str] = ...) -> None: ...
+
+class CreateS3KeyResponse(_message.Message):
+    __slots__ = ("access_key_id", "secret_access_key", "user")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ACCESS_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    secret_access_key: str
+    user: str
+    def __init__(self, access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+
+class RevokeS3KeyRequest(_message.Message):
+    __slots__ = ("access_key_id",)
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    def __init__(self, access_key_id: _Optional[str] = ...) -> None: ...
+
+class RevokeS3KeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetS3SigningKeyRequest(_message.Message):
+    __slots__ = ("access_key_id", "date", "region", "service")
+    ACCESS_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+    def __init__(self, access_key_id: _Optional[str] = ..., date: _Optional[str] = ..., region: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class GetS3SigningKeyResponse(_message.Message):
+    __slots__ = ("signing_key", "user", "token")
+    SIGNING_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    signing_key: bytes
+    user: str
+    token: str
+    def __init__(self, signing_key: _Optional[bytes] = ..., user: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -643,14 +695,88 @@ class EtcdMemberStatus(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., healthy: _Optional[bool] = ..., leader: _Optional[bool] = ..., db_size_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ContainerStatus(_message.Message):
-    __slots__ = ("container", "up", "last_seen")
+    __slots__ = ("container", "up", "last_seen", "draining", "drain")
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     UP_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     container: _common_pb2.ContainerInfo
     up: bool
     last_seen: float
-    def __init__(self, container: _Optional[_Union[_common_pb2.ContainerInfo, _Mapping]] = ..., up: _Optional[bool] = ..., last_seen: _Optional[float] = ...) -> None: ...
+    draining: bool
+    drain: MoveStatus
+    def __init__(self, container: _Optional[_Union[_common_pb2.ContainerInfo, _Mapping]] = ..., up: _Optional[bool] = ..., last_seen: _Optional[float] = ..., draining: _Optional[bool] = ..., drain: _Optional[_Union[MoveStatus, _Mapping]] = ...) -> None: ...
+
+class MoveStatus(_message.Message):
+    __slots__ = ("container_id", "active", "running", "done", "gateway", "started", "finished", "updated", "objects_moved", "chunks_moved", "bytes_moved", "chunks_left", "bytes_left", "stuck_objects", "stuck_keys", "bandwidth", "error")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    STUCK_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    STUCK_KEYS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    active: bool
+    running: bool
+    done: bool
+    gateway: str
+    started: float
+    finished: float
+    updated: float
+    objects_moved: int
+    chunks_moved: int
+    bytes_moved: int
+    chunks_left: int
+    bytes_left: int
+    stuck_objects: int
+    stuck_keys: _containers.RepeatedScalarFieldContainer[str]
+    bandwidth: int
+    error: str
+    def __init__(self, container_id: _Optional[str] = ..., active: _Optional[bool] = ..., running: _Optional[bool] = ..., done: _Optional[bool] = ..., gateway: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., updated: _Optional[float] = ..., objects_moved: _Optional[int] = ..., chunks_moved: _Optional[int] = ..., bytes_moved: _Optional[int] = ..., chunks_left: _Optional[int] = ..., bytes_left: _Optional[int] = ..., stuck_objects: _Optional[int] = ..., stuck_keys: _Optional[_Iterable[str]] = ..., bandwidth: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DrainContainerRequest(_message.Message):
+    __slots__ = ("container_id", "bandwidth", "stop")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    bandwidth: int
+    stop: bool
+    def __init__(self, container_id: _Optional[str] = ..., bandwidth: _Optional[int] = ..., stop: _Optional[bool] = ...) -> None: ...
+
+class RemoveContainerRequest(_message.Message):
+    __slots__ = ("container_id", "force")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    force: bool
+    def __init__(self, container_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RemoveContainerResponse(_message.Message):
+    __slots__ = ("chunks_named",)
+    CHUNKS_NAMED_FIELD_NUMBER: _ClassVar[int]
+    chunks_named: int
+    def __init__(self, chunks_named: _Optional[int] = ...) -> None: ...
+
+class RebalanceRequest(_message.Message):
+    __slots__ = ("bandwidth", "stop")
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    bandwidth: int
+    stop: bool
+    def __init__(self, bandwidth: _Optional[int] = ..., stop: _Optional[bool] = ...) -> None: ...
 
 class RepairStatus(_message.Message):
     __slots__ = ("running", "gateway", "started", "finished", "objects_checked", "objects_total", "degraded_objects", "chunks_rebuilt", "unrepaired_objects", "bytes_repaired")
@@ -677,17 +803,19 @@ class RepairStatus(_message.Message):
     def __init__(self, running: _Optional[bool] = ..., gateway: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., objects_checked: _Optional[int] = ..., objects_total: _Optional[int] = ..., degraded_objects: _Optional[int] = ..., chunks_rebuilt: _Optional[int] = ..., unrepaired_objects: _Optional[int] = ..., bytes_repaired: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("gateways", "etcd_members", "containers", "objects", "bytes", "repair")
+    __slots__ = ("gateways", "etcd_members", "containers", "objects", "bytes", "repair", "rebalance")
     GATEWAYS_FIELD_NUMBER: _ClassVar[int]
     ETCD_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
+    REBALANCE_FIELD_NUMBER: _ClassVar[int]
     gateways: _containers.RepeatedCompositeFieldContainer[GatewayStatus]
     etcd_members: _containers.RepeatedCompositeFieldContainer[EtcdMemberStatus]
     containers: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
     objects: int
     bytes: int
     repair: RepairStatus
-    def __init__(self, gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMemberStatus, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., repair: _Optional[_Union[RepairStatus, _Mapping]] = ...) -> None: ...
+    rebalance: MoveStatus
+    def __init__(self, gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., etcd_members: _Optional[_Iterable[_Union[EtcdMemberStatus, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., objects: _Optional[int] = ..., bytes: _Optional[int] = ..., repair: _Optional[_Union[RepairStatus, _Mapping]] = ..., rebalance: _Optional[_Union[MoveStatus, _Mapping]] = ...) -> None: ...

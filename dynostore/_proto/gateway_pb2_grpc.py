@@ -164,6 +164,21 @@ class GatewayStub:
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateS3Key = channel.unary_unary(
+                '/dynostore.v1.Gateway/CreateS3Key',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeS3Key = channel.unary_unary(
+                '/dynostore.v1.Gateway/RevokeS3Key',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.FromString,
+                _registered_method=True)
+        self.GetS3SigningKey = channel.unary_unary(
+                '/dynostore.v1.Gateway/GetS3SigningKey',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.FromString,
+                _registered_method=True)
         self.RegisterContainer = channel.unary_unary(
                 '/dynostore.v1.Gateway/RegisterContainer',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RegisterContainerRequest.SerializeToString,
@@ -203,6 +218,21 @@ class GatewayStub:
                 '/dynostore.v1.Gateway/RotateTicketKey',
                 request_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
                 response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
+                _registered_method=True)
+        self.DrainContainer = channel.unary_unary(
+                '/dynostore.v1.Gateway/DrainContainer',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
+                _registered_method=True)
+        self.RemoveContainer = channel.unary_unary(
+                '/dynostore.v1.Gateway/RemoveContainer',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.FromString,
+                _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/dynostore.v1.Gateway/Rebalance',
+                request_serializer=dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
                 _registered_method=True)
 
 
@@ -392,6 +422,30 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateS3Key(self, request, context):
+        """S3 access keys for the S3 front door (`dynostore s3`): a user makes its
+        own, an admin anyone's. The secret is shown once; the gateway keeps it
+        sealed (AES-GCM) in etcd. Revoking the key revokes it at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeS3Key(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetS3SigningKey(self, request, context):
+        """For the S3 front door only (an admin token): the SigV4 signing key of one
+        access key for one day, region and service, never the secret itself, and
+        the token the door acts with for the key's user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterContainer(self, request, context):
         """Container membership; these calls need an admin or a container token.
         """
@@ -447,6 +501,35 @@ class GatewayServicer:
 
     def RotateTicketKey(self, request, context):
         """Start signing chunk tickets with a new key (admin only), without downtime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainContainer(self, request, context):
+        """Drain a container (admin only): no new chunk is placed on it, and a
+        gateway moves every chunk it holds to other containers (copied, or rebuilt
+        from the others when it cannot be read), recording each new place before
+        deleting the old copy. The drain flag lives in etcd, so an interrupted
+        drain resumes (any gateway's sweep, or this call again); `stop` clears
+        the flag. Returns the drain's progress as of the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveContainer(self, request, context):
+        """Forget a container (admin only): refused (FAILED_PRECONDITION) while it
+        is registered, or while an object record still names it unless `force`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rebalance(self, request, context):
+        """Even out used space (admin only): a gateway moves chunks from the fullest
+        containers (by used share of capacity) to the emptiest, in the
+        background, as a drain moves them; `stop` ends it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -580,6 +663,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeTokenResponse.SerializeToString,
             ),
+            'CreateS3Key': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateS3Key,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.SerializeToString,
+            ),
+            'RevokeS3Key': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeS3Key,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.SerializeToString,
+            ),
+            'GetS3SigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetS3SigningKey,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.SerializeToString,
+            ),
             'RegisterContainer': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterContainer,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RegisterContainerRequest.FromString,
@@ -619,6 +717,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.RotateTicketKey,
                     request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.FromString,
                     response_serializer=dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.SerializeToString,
+            ),
+            'DrainContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainContainer,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.SerializeToString,
+            ),
+            'RemoveContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveContainer,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.FromString,
+                    response_serializer=dynostore_dot_v1_dot_gateway__pb2.MoveStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1311,6 +1424,87 @@ class Gateway:
             _registered_method=True)
 
     @staticmethod
+    def CreateS3Key(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/CreateS3Key',
+            dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.CreateS3KeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeS3Key(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RevokeS3Key',
+            dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RevokeS3KeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetS3SigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/GetS3SigningKey',
+            dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.GetS3SigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RegisterContainer(request,
             target,
             options=(),
@@ -1516,6 +1710,87 @@ class Gateway:
             '/dynostore.v1.Gateway/RotateTicketKey',
             dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyRequest.SerializeToString,
             dynostore_dot_v1_dot_gateway__pb2.RotateTicketKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/DrainContainer',
+            dynostore_dot_v1_dot_gateway__pb2.DrainContainerRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/RemoveContainer',
+            dynostore_dot_v1_dot_gateway__pb2.RemoveContainerRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.RemoveContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dynostore.v1.Gateway/Rebalance',
+            dynostore_dot_v1_dot_gateway__pb2.RebalanceRequest.SerializeToString,
+            dynostore_dot_v1_dot_gateway__pb2.MoveStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,7 +18,7 @@ import asyncio
 import builtins
 import os
 import threading
-from collections.abc import Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dynostore.client.aio import (
@@ -38,7 +38,7 @@ from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Reservation
 from dynostore.client.placement import PlacementPolicy, SpreadPlacement
 from dynostore.client.progress import ProgressArg
-from dynostore.client.status import FabricStatus
+from dynostore.client.status import FabricStatus, MoveStatus
 from dynostore.errors import DynoStoreError
 from dynostore.rpc.requests import current_request_id, request_scope
 
@@ -64,6 +64,7 @@ __all__ = [
     "FabricStatus",
     "HedgeCounts",
     "HedgePolicy",
+    "MoveStatus",
     "ObjectInfo",
     "ObjectStat",
     "PlacementPolicy",
@@ -137,12 +138,32 @@ class Client:
                 "This Client was made in another process and gRPC does not survive fork(); make a new "
                 "Client in this process, or start worker processes with the 'spawn' method."
             )
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "A Client call was made on the client's own event-loop thread (from a __del__ the garbage "
+                "collector ran there?): it would wait for itself forever."
+            )
         return asyncio.run_coroutine_threadsafe(_as_one_request(coro, current_request_id()), self._loop).result()
 
     @property
     def hedge_counts(self) -> HedgeCounts:
         """How often hedging read another chunk or gave up a lagging chunk write, over this client's life."""
         return self._async.hedge_counts
+
+    def _on_loop_thread(self) -> bool:
+        """Whether the caller runs on this client's event-loop thread (where no call may wait)."""
+        return threading.current_thread() is self._thread
+
+    def _evict_soon(self, key: str, token_user: str) -> None:
+        """Evict ``key`` without waiting (for finalizers that the garbage collector may run on the loop thread)."""
+        if self._closed:
+            return
+        if self._on_loop_thread():
+            task = self._loop.create_task(self._async.evict(key, token_user))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "exception never retrieved"
+        else:
+            asyncio.run_coroutine_threadsafe(self._async.evict(key, token_user), self._loop)
 
     def close(self) -> None:
         """Close channels and stop the client's event loop thread (idempotent)."""
@@ -264,9 +285,9 @@ class Client:
         """
         return self._run(self._async.repair(key, token_user, progress, verify))
 
-    def list(self, catalog: str, token_user: str) -> Iterator[ObjectInfo]:
-        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        yield from self._run(self._async.list(catalog, token_user))
+    def list(self, catalog: str, token_user: str, name: str | None = None) -> Iterator[ObjectInfo]:
+        """Yield the objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, those of that name."""
+        yield from self._run(self._async.list(catalog, token_user, name))
 
     def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
@@ -338,6 +359,14 @@ class Client:
         """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
         return self._run(self._async.create_token(token_user, user))
 
+    def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
+        """A new S3 access key ``(access_key_id, secret_access_key)`` for yourself (or, as admin, ``user``)."""
+        return self._run(self._async.create_s3_key(token_user, user))
+
+    def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
+        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
+        self._run(self._async.revoke_s3_key(access_key_id, token_user))
+
     def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""
         return self._run(self._async.list_tokens(token_user, user))
@@ -399,6 +428,48 @@ class Client:
     def status(self, token_user: str) -> FabricStatus:
         """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
         return self._run(self._async.status(token_user))
+
+    def drain_container(
+        self,
+        container_id: str,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Drain a container (admin); see :meth:`AsyncClient.drain_container`."""
+        return self._run(
+            self._async.drain_container(
+                container_id, token_user, bandwidth=bandwidth, wait=wait, progress=progress, poll=poll
+            )
+        )
+
+    def stop_drain(self, container_id: str, token_user: str) -> MoveStatus:
+        """End a container's drain (admin): it takes new chunks again."""
+        return self._run(self._async.stop_drain(container_id, token_user))
+
+    def remove_container(self, container_id: str, token_user: str, force: bool = False) -> int:
+        """Forget a stopped, drained container (admin); see :meth:`AsyncClient.remove_container`."""
+        return self._run(self._async.remove_container(container_id, token_user, force))
+
+    def rebalance(
+        self,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Even out used space over the containers (admin); see :meth:`AsyncClient.rebalance`."""
+        job = self._async.rebalance(token_user, bandwidth=bandwidth, wait=wait, progress=progress, poll=poll)
+        return self._run(job)
+
+    def stop_rebalance(self, token_user: str) -> MoveStatus:
+        """Stop a rebalance (admin)."""
+        return self._run(self._async.stop_rebalance(token_user))
 
     def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id."""

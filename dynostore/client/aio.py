@@ -15,7 +15,7 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +29,7 @@ from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
-from dynostore.client.status import FabricStatus, fabric_status
+from dynostore.client.status import FabricStatus, MoveStatus, fabric_status, move_status
 from dynostore.errors import DynoStoreError, InvalidArgument, NotFound, PermissionDenied, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
@@ -357,6 +357,43 @@ class AsyncClient:
         )
         return key
 
+    async def put_stream(
+        self,
+        source: SegmentSource,
+        size: int,
+        token_user: str,
+        catalog: str,
+        name: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """Store ``size`` bytes that ``source(segment_size)`` yields in segments of that size; return the key.
+
+        Nothing is buffered beyond one segment; if ``source`` raises, nothing
+        is committed (the S3 front door streams request bodies this way).
+
+        Raises:
+            InvalidArgument: the source yielded another number of bytes than ``size``.
+            Unauthenticated: the token is not valid.
+            Unavailable: too few containers could store a chunk.
+            ResourceExhausted: the put would exceed the user's quota.
+        """
+        (key,) = await self._pipeline.put(
+            [PutItem(source, size, name or "", ttl or 0.0)], token=token_user, catalog=catalog, k=self.k, m=self.m
+        )
+        return key
+
+    async def get_stream(self, key: str, token_user: str, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """Yield the bytes of object ``key`` one verified segment at a time, from byte ``start`` on.
+
+        The segments before ``start`` are not read (a ranged read costs what it returns, plus one segment).
+
+        Raises:
+            NotFound: no object has this key.
+            DataLoss: too many chunks are lost or corrupt to rebuild it.
+        """
+        async for segment in self._pipeline.get(key, token=token_user, start=start):
+            yield segment
+
     async def _run_puts(self, group: Hashable, items: list[PutItem]) -> Sequence[str | DynoStoreError]:
         """Put a batch of single puts of one token into one catalog; each fails alone (see :mod:`.coalesce`)."""
         token, catalog = cast(tuple[str, str], group)
@@ -484,9 +521,9 @@ class AsyncClient:
         with progress_callback(progress, location.object.size, f"repair {key[:8]}") as report:
             return await self._pipeline.repair(key, token_user, report, verify=verify)
 
-    async def list(self, catalog: str, token_user: str) -> list[ObjectInfo]:
-        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...)."""
-        return await self._pipeline.list(catalog, token_user)
+    async def list(self, catalog: str, token_user: str, name: str | None = None) -> list[ObjectInfo]:
+        """The objects of ``catalog`` (``.key``, ``.name``, ``.size``...); with ``name``, only those of that name."""
+        return await self._pipeline.list(catalog, token_user, name or "")
 
     async def size(self, key: str, token_user: str) -> int:
         """Size in bytes of object ``key``."""
@@ -601,6 +638,38 @@ class AsyncClient:
         reply = await self._control("CreateToken", gateway_pb2.CreateTokenRequest(user=user or ""), token_user)
         return reply.token, TokenInfo(reply.info.id, reply.info.user, reply.info.created)
 
+    async def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
+        """A new S3 access key for yourself (or, with an admin token, for ``user``).
+
+        Returns ``(access_key_id, secret_access_key)`` for the S3 front door
+        (``dynostore s3``); the secret is shown only now.
+
+        Raises:
+            PermissionDenied: ``user`` is another user and the token is not an admin's.
+            FailedPrecondition: the gateway runs without an admin token.
+        """
+        reply = await self._control("CreateS3Key", gateway_pb2.CreateS3KeyRequest(user=user or ""), token_user)
+        return reply.access_key_id, reply.secret_access_key
+
+    async def s3_signing_key(
+        self, access_key_id: str, date: str, region: str, token_user: str
+    ) -> tuple[bytes, str, str]:
+        """For the S3 front door (admin token): ``(signing_key, user, token)`` of an access key for one day and region.
+
+        Raises:
+            NotFound: there is no such access key, or it was revoked.
+            PermissionDenied: the token is not an admin's.
+        """
+        request = gateway_pb2.GetS3SigningKeyRequest(
+            access_key_id=access_key_id, date=date, region=region, service="s3"
+        )
+        reply = await self._control("GetS3SigningKey", request, token_user)
+        return reply.signing_key, reply.user, reply.token
+
+    async def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
+        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
+        await self._control("RevokeS3Key", gateway_pb2.RevokeS3KeyRequest(access_key_id=access_key_id), token_user)
+
     async def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
         """Ids of your tokens (or, with an admin token, of ``user``'s)."""
         reply = await self._control("ListTokens", gateway_pb2.ListTokensRequest(user=user or ""), token_user)
@@ -712,6 +781,109 @@ class AsyncClient:
     async def status(self, token_user: str) -> FabricStatus:
         """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
         return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
+
+    async def drain_container(
+        self,
+        container_id: str,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Drain a container (admin): no new chunks go there, and a gateway moves every chunk it holds elsewhere.
+
+        ``bandwidth`` caps the bytes per second moved (0: no limit). With
+        ``wait``, returns once no record names the container (``done``), the
+        drain was stopped, or a pass left objects that no other container can
+        take (``stuck_objects``); ``progress`` is called with every status
+        polled (every ``poll`` seconds). Calling it again resumes a drain.
+
+        Raises:
+            NotFound: no such container is known.
+            PermissionDenied: the token is not an admin's.
+        """
+        request = gateway_pb2.DrainContainerRequest(container_id=container_id, bandwidth=bandwidth)
+        first = move_status(await self._control("DrainContainer", request, token_user))
+        if not wait:
+            return first
+
+        async def current() -> MoveStatus:
+            found = [c.drain for c in (await self.status(token_user)).containers if c.id == container_id]
+            if not found:
+                raise NotFound(f"Container {container_id} was removed during its drain.")
+            return found[0]
+
+        return await self._follow(first, current, progress, poll, stuck_ends=True)
+
+    async def stop_drain(self, container_id: str, token_user: str) -> MoveStatus:
+        """End a container's drain (admin): it takes new chunks again; what moved stays moved."""
+        request = gateway_pb2.DrainContainerRequest(container_id=container_id, stop=True)
+        return move_status(await self._control("DrainContainer", request, token_user))
+
+    async def remove_container(self, container_id: str, token_user: str, force: bool = False) -> int:
+        """Forget a container that is stopped and drained (admin); return the chunks records still named there.
+
+        Raises:
+            FailedPrecondition: it is registered (stop its daemon first), or, without ``force``,
+                object records still name it (drain it first).
+            NotFound: no such container is known.
+        """
+        request = gateway_pb2.RemoveContainerRequest(container_id=container_id, force=force)
+        return int((await self._control("RemoveContainer", request, token_user)).chunks_named)
+
+    async def rebalance(
+        self,
+        token_user: str,
+        *,
+        bandwidth: int = 0,
+        wait: bool = True,
+        progress: Callable[[MoveStatus], None] | None = None,
+        poll: float = 1.0,
+    ) -> MoveStatus:
+        """Even out used space (admin): a gateway moves chunks from the fullest containers to the emptiest.
+
+        Arguments as for :meth:`drain_container`; with ``wait``, returns once
+        the rebalance is done or stopped.
+        """
+        request = gateway_pb2.RebalanceRequest(bandwidth=bandwidth)
+        first = move_status(await self._control("Rebalance", request, token_user))
+        if not wait:
+            return first
+
+        async def current() -> MoveStatus:
+            return (await self.status(token_user)).rebalance
+
+        return await self._follow(first, current, progress, poll, stuck_ends=False)
+
+    async def stop_rebalance(self, token_user: str) -> MoveStatus:
+        """Stop a rebalance (admin); what moved stays moved."""
+        return move_status(await self._control("Rebalance", gateway_pb2.RebalanceRequest(stop=True), token_user))
+
+    @staticmethod
+    async def _follow(
+        first: MoveStatus,
+        current: Callable[[], Any],
+        progress: Callable[[MoveStatus], None] | None,
+        poll: float,
+        *,
+        stuck_ends: bool,
+    ) -> MoveStatus:
+        """Poll a job until it ends: done or stopped, or (``stuck_ends``) idle with objects stuck.
+
+        Only progress published after ``first`` counts as an end (an older record may say done).
+        """
+        while True:
+            await asyncio.sleep(poll)
+            status: MoveStatus = await current()
+            if progress is not None:
+                progress(status)
+            fresh = status.updated > first.updated
+            if not status.active and (fresh or not first.active):
+                return status
+            if fresh and not status.running and (status.done or (stuck_ends and status.stuck_objects)):
+                return status
 
     async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
         """Make the gateways sign chunk tickets with a new key (admin); return its id.

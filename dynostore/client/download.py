@@ -45,22 +45,30 @@ class ReplacedWhileReadError(FailedPrecondition):
 class Downloader(GatewayConnection):
     """Gets objects through one gateway (see :class:`GatewayConnection` for the arguments)."""
 
-    async def get(self, key: str, *, token: str, progress: Progress | None = None) -> AsyncIterator[bytes]:
+    async def get(
+        self, key: str, *, token: str, progress: Progress | None = None, start: int = 0
+    ) -> AsyncIterator[bytes]:
         """Yield the object's bytes segment by segment, verified and decoded.
+
+        ``start``: yield from this byte on; the segments before it are not
+        read at all (through the relay, they are read and dropped).
 
         Raises:
             NotFound: no object has this key.
             DataLoss: fewer than k chunks can be read for some segment.
         """
         if self.relay:
-            async for data in self._relay_get(key, token, progress):
+            async for data in _from_byte(self._relay_get(key, token, progress), start):
                 yield data
             return
-        async for segment in self.read_checked(await self.locate_one(key, token), token, progress):
+        location = await self.locate_one(key, token)
+        first = 0 if location.inline or not start else start // location.policy.segment_size
+        skip = start - first * location.policy.segment_size if first else start
+        async for segment in _from_byte(self.read_checked(location, token, progress, first), skip):
             yield segment
 
     async def read_checked(
-        self, location: gateway_pb2.Location, token: str, progress: Progress | None = None
+        self, location: gateway_pb2.Location, token: str, progress: Progress | None = None, first_segment: int = 0
     ) -> AsyncIterator[bytes]:
         """:meth:`read`, asking the gateway again when chunks turn out lost.
 
@@ -77,7 +85,7 @@ class Downloader(GatewayConnection):
         key = location.object.key
         yielded = False
         try:
-            async for segment in self.read(location, progress):
+            async for segment in self.read(location, progress, first_segment):
                 yielded = True
                 yield segment
             return
@@ -91,7 +99,7 @@ class Downloader(GatewayConnection):
                 raise ReplacedWhileReadError(f"Object {key} was replaced while it was read; read it again.") from None
             if yielded or (not replaced and list(now.chunks) == list(location.chunks)):
                 raise
-        async for segment in self.read(now, progress):
+        async for segment in self.read(now, progress, first_segment):
             yield segment
 
     async def _relay_get(self, key: str, token: str, progress: Progress | None) -> AsyncIterator[bytes]:
@@ -215,15 +223,18 @@ class Downloader(GatewayConnection):
                 decoded.append(codec.decode(parts))
         return decoded
 
-    async def read(self, location: gateway_pb2.Location, progress: Progress | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, location: gateway_pb2.Location, progress: Progress | None = None, first_segment: int = 0
+    ) -> AsyncIterator[bytes]:
         """Decode an object segment by segment, switching to parity where chunks fail.
 
         Data chunks are read first; a chunk that fails, times out or fails its
-        checksum is replaced by another from the same segment on. With
-        hedging, chunks are read from the containers expected to answer first
-        (data chunks among those about as fast), and a chunk that lags past
-        the hedge deadline gets another read beside it: the first k to arrive
-        are used, the others closed.
+        checksum is replaced by another from the same segment on. Segments
+        before ``first_segment`` are skipped (an inline object comes whole).
+        With hedging, chunks are read from the containers expected to answer
+        first (data chunks among those about as fast), and a chunk that lags
+        past the hedge deadline gets another read beside it: the first k to
+        arrive are used, the others closed.
         """
         if location.inline:
             data = _inline_bytes(location)
@@ -271,7 +282,7 @@ class Downloader(GatewayConnection):
             return reader
 
         try:
-            for segment in range(count):
+            for segment in range(first_segment, count):
                 offset = segment * full_fragment
                 fragments: list[bytes | memoryview | None] = [None] * codec.n
                 while (have := sum(f is not None for f in fragments)) < codec.k:
@@ -437,3 +448,13 @@ def _unreadable(
 
 def _indices(indices: list[int]) -> str:
     return ", ".join(map(str, indices)) or "none"
+
+
+async def _from_byte(segments: AsyncIterator[bytes], skip: int) -> AsyncIterator[bytes]:
+    """``segments`` without their first ``skip`` bytes."""
+    async for segment in segments:
+        if skip >= len(segment):
+            skip -= len(segment)
+            continue
+        yield segment[skip:] if skip else segment
+        skip = 0

@@ -92,12 +92,13 @@ class Pipeline(Uploader, Downloader):
         reply = await self.call(self._gateway().Evict, gateway_pb2.EvictRequest(key=key), token)
         return reply.existed
 
-    async def list(self, catalog: str, token: str) -> list[ObjectInfo]:
-        """Objects of a catalog (``name``, or ``owner/name`` for one shared with you)."""
+    async def list(self, catalog: str, token: str, name: str = "") -> list[ObjectInfo]:
+        """Objects of a catalog (``name``, or ``owner/name`` for one shared with you); only those called ``name``."""
         validation.catalog_ref(catalog, "")
         validation.token(token)
+        validation.object_name(name)
         call = self._gateway().List(
-            gateway_pb2.ListRequest(catalog=catalog), metadata=auth_metadata(token), timeout=self.timeout
+            gateway_pb2.ListRequest(catalog=catalog, name=name), metadata=auth_metadata(token), timeout=self.timeout
         )
         try:
             return [object_info(m) async for m in call]

@@ -17,7 +17,9 @@ Where a rebuilt chunk goes keeps the object spread, one chunk per container:
   the live container holding the fewest chunks of it, and the repair logs
   that the object is under-spread. A later repair (the sweeps do it by
   themselves) moves a chunk off a shared container as soon as a container
-  holding none is live, returned or new.
+  holding none is live, returned or new;
+* a container being drained takes no chunk (not even in place); the chunks
+  it holds count as held until the drain moves them (:mod:`.moves`).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ async def repair(
     chunk_bytes = codec.fragment_size(location.policy.segment_size) * max(
         1, -(-location.object.size // location.policy.segment_size)
     )
-    layout = _layout(pipeline.placement, location, plan.containers, damaged, chunk_bytes)
+    layout = _layout(pipeline.placement, location, plan.containers, damaged, chunk_bytes, plan.draining)
     _warn_if_shared(key, layout.shared, len(plan.containers))
     targets = layout.targets
     if not targets:
@@ -153,20 +155,27 @@ def _layout(
     containers: Sequence[common_pb2.ContainerInfo],
     damaged: dict[int, str],
     chunk_bytes: int,
+    draining: Sequence[common_pb2.ContainerInfo] = (),
 ) -> _Layout:
     """Decide where each lost chunk is rewritten and which chunks leave a shared container.
+
+    Chunks on ``draining`` containers are good (they stay until the drain
+    moves them), but nothing is written there, not even in place.
 
     Raises:
         ResourceExhausted: a chunk has nowhere to go (no live container has room).
     """
     live = {c.id: c for c in containers}
+    readable = {**{c.id: c for c in draining}, **live}
     chunks = sorted(location.chunks, key=lambda c: c.index)
-    good = {c.index: c for c in chunks if c.stored and c.address and c.container_id in live and c.index not in damaged}
+    good = {
+        c.index: c for c in chunks if c.stored and c.address and c.container_id in readable and c.index not in damaged
+    }
     # Where each chunk of the object will be: container id -> indexes.
     held: dict[str, list[int]] = {}
     for c in good.values():
         held.setdefault(c.container_id, []).append(c.index)
-    per_site = Counter(live[cid].site for cid in held for _ in held[cid])
+    per_site = Counter(readable[cid].site for cid in held for _ in held[cid])
     targets: list[_Target] = []
 
     def room(c: common_pb2.ContainerInfo) -> bool:
@@ -208,13 +217,13 @@ def _layout(
     # Chunks sharing a container move to containers holding none, while there are some.
     for cid, indexes in list(held.items()):
         for index in [i for i in indexes if i in good][: len(indexes) - 1]:
-            per_site[live[cid].site] -= 1  # as if it had left, for the choice of site
+            per_site[readable[cid].site] -= 1  # as if it had left, for the choice of site
             target = choose([x for x in containers if not held.get(x.id)])
             if target is None:
-                per_site[live[cid].site] += 1
+                per_site[readable[cid].site] += 1
                 break
             indexes.remove(index)
-            assign(index, target, cid, live[cid].address)
+            assign(index, target, cid, readable[cid].address)
     return _Layout(targets, {cid: sorted(i) for cid, i in held.items() if len(i) > 1})
 
 

@@ -30,6 +30,84 @@ class EtcdMemberStatus:
 
 
 @dataclass(frozen=True)
+class MoveStatus:
+    """Progress of a drain (of ``container_id``) or of a rebalance (``container_id`` empty)."""
+
+    container_id: str = ""
+    # Wanted (drain flag or rebalance request set), being worked on now, finished.
+    active: bool = False
+    running: bool = False
+    done: bool = False
+    gateway: str = ""
+    # Seconds since the epoch; finished is 0 until done, updated is the last publication.
+    started: float = 0.0
+    finished: float = 0.0
+    updated: float = 0.0
+    objects_moved: int = 0
+    chunks_moved: int = 0
+    bytes_moved: int = 0
+    chunks_left: int = 0
+    bytes_left: int = 0
+    # Objects with a chunk no container could take (it stays where it was), and some of their keys.
+    stuck_objects: int = 0
+    stuck_keys: tuple[str, ...] = ()
+    # Bytes per second the moves may take (0: no limit).
+    bandwidth: int = 0
+    error: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Bytes moved per second since the job started (0 before it published anything)."""
+        elapsed = (self.finished or self.updated) - self.started
+        return self.bytes_moved / elapsed if self.started and elapsed > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line: moved so far, rate, what is left, what is stuck."""
+        state = (
+            "done"
+            if self.done
+            else "running"
+            if self.running
+            else "wanted, waiting for a gateway"
+            if self.active
+            else "stopped"
+        )
+        left = f", {self.chunks_left} chunks ({_size(self.bytes_left)}) left" if not self.done else ""
+        eta = f", about {_ago(self.bytes_left / self.rate)} left" if self.running and self.rate > 0 else ""
+        stuck = ""
+        if self.stuck_objects:
+            stuck = f"; {self.stuck_objects} object(s) stuck (no container can take their chunk)"
+        limit = f", limit {_size(self.bandwidth)}/s" if self.bandwidth else ""
+        return (
+            f"{state}: {self.objects_moved} objects, {self.chunks_moved} chunks, {_size(self.bytes_moved)} moved "
+            f"at {_size(int(self.rate))}/s{limit}{left}{eta}{stuck}"
+        )
+
+
+def move_status(m: gateway_pb2.MoveStatus) -> MoveStatus:
+    """The SDK's view of a drain's or rebalance's progress."""
+    return MoveStatus(
+        container_id=m.container_id,
+        active=m.active,
+        running=m.running,
+        done=m.done,
+        gateway=m.gateway,
+        started=m.started,
+        finished=m.finished,
+        updated=m.updated,
+        objects_moved=m.objects_moved,
+        chunks_moved=m.chunks_moved,
+        bytes_moved=m.bytes_moved,
+        chunks_left=m.chunks_left,
+        bytes_left=m.bytes_left,
+        stuck_objects=m.stuck_objects,
+        stuck_keys=tuple(m.stuck_keys),
+        bandwidth=m.bandwidth,
+        error=m.error,
+    )
+
+
+@dataclass(frozen=True)
 class ContainerStatus:
     """A container of the fabric, up or down; figures as of its last heartbeat."""
 
@@ -46,6 +124,9 @@ class ContainerStatus:
     registered: float
     last_seen: float
     last_scrub: float
+    # Being drained (no new chunks go there), and how far its drain is (or the last one was).
+    draining: bool = False
+    drain: MoveStatus = MoveStatus()
 
     @property
     def used_bytes(self) -> int:
@@ -79,6 +160,8 @@ class FabricStatus:
     objects: int
     bytes: int
     repair: RepairStatus
+    # The running (or last) rebalance.
+    rebalance: MoveStatus = MoveStatus()
 
     @property
     def capacity_bytes(self) -> int:
@@ -128,11 +211,15 @@ class FabricStatus:
                 f"  {c.id}  site {c.site or '-'}  {c.backend}  {c.address}  {state}  "
                 f"free {_size(c.free_bytes)} of {_size(c.capacity_bytes)}  {c.chunk_count} chunks  {scrub}"
             )
+            if c.draining or c.drain.started:
+                lines.append(f"    {'DRAINING' if c.draining else 'drain'} {c.drain.describe()}")
         lines.append(
             f"totals: {self.objects} objects, {_size(self.bytes)}; "
             f"capacity {_size(self.capacity_bytes)}, free {_size(self.free_bytes)}"
         )
         lines.append(_repair_line(self.repair, now))
+        if self.rebalance.started:
+            lines.append(f"rebalance: {self.rebalance.describe()}")
         return "\n".join(lines)
 
 
@@ -193,6 +280,8 @@ def fabric_status(reply: gateway_pb2.GetStatusResponse) -> FabricStatus:
                 registered=c.container.registered,
                 last_seen=c.last_seen,
                 last_scrub=c.container.last_scrub,
+                draining=c.draining,
+                drain=move_status(c.drain),
             )
             for c in reply.containers
         ],
@@ -210,4 +299,5 @@ def fabric_status(reply: gateway_pb2.GetStatusResponse) -> FabricStatus:
             unrepaired_objects=r.unrepaired_objects,
             bytes_repaired=r.bytes_repaired,
         ),
+        rebalance=move_status(reply.rebalance),
     )

@@ -36,6 +36,9 @@ class ContainerSettings:
     gateway: str
     root: Path | None = None
     listen: str = "127.0.0.1:0"
+    # HOST:PORT to register instead of the listen address, where a relay or NAT
+    # in front of the container forwards to it (the WAN simulation's delay relay).
+    advertise: str | None = None
     site: str = "default"
     backend: str = "fs"
     container_id: str | None = None
@@ -77,6 +80,10 @@ class ContainerSettings:
         """Refuse settings that make no sense."""
         if self.metrics_listen is not None:
             parse_listen(self.metrics_listen)
+        if self.advertise is not None:
+            host, sep, port = self.advertise.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise InvalidArgument(f"advertise must be HOST:PORT with a port above 0, not {self.advertise!r}.")
 
 
 def container_identity(settings: ContainerSettings) -> str:
@@ -282,7 +289,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         access_log=settings.log_requests,
     )
     host = settings.listen.rsplit(":", 1)[0]
-    address = f"{host}:{port}"
+    address = settings.advertise or f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
     background = [asyncio.create_task(reporter.run())]
     scrubber = None

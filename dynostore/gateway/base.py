@@ -101,6 +101,9 @@ class GatewayCalls(pb_grpc.GatewayServicer):
         self.relay: Pipeline | None = None
         self._containers: list[dict[str, Any]] = []
         self._containers_read = 0.0
+        # Ids of the containers being drained (no new chunks go there), read with the same freshness.
+        self._drained: set[str] = set()
+        self._drained_read = 0.0
         # Until this moment (a lease's length after start), containers whose leases ran out while
         # no gateway answered are still coming back: calls that need them wait for them.
         self._rejoin_until = time.monotonic() + policy.container_ttl
@@ -143,6 +146,19 @@ class GatewayCalls(pb_grpc.GatewayServicer):
             self._containers = await self.registry.containers()
             self._containers_read = now
         return self._containers
+
+    async def _draining(self) -> set[str]:
+        """Ids of the containers being drained (cached as the live containers are)."""
+        now = time.monotonic()
+        if now - self._drained_read > self.policy.container_cache_seconds:
+            self._drained = set(await self.registry.drains())
+            self._drained_read = now
+        return self._drained
+
+    async def _placeable(self, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``containers`` without those being drained: the ones that may take new chunks."""
+        drained = await self._draining()
+        return [c for c in containers if c["id"] not in drained]
 
     async def _rejoined_containers(self, needed: set[str] | None = None) -> list[dict[str, Any]]:
         """The live containers; just after start, first wait (bounded) for known ones to register again.

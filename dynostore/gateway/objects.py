@@ -66,7 +66,8 @@ class ObjectCalls(GatewayCalls):
                     chunk_ticket=chunk_ticket,
                 )
             )
-        containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in await self._rejoined_containers()]
+        placeable = await self._placeable(await self._rejoined_containers())
+        containers = [ParseDict(c, common_pb2.ContainerInfo()) for c in placeable]
         policy = common_pb2.ECPolicy(k=k, m=m, segment_size=k * self.policy.fragment_target)
         return gateway_pb2.PlanPutResponse(
             plans=plans, policy=policy, containers=containers, inline_max_bytes=self.policy.inline_max_bytes
@@ -286,7 +287,9 @@ class ObjectCalls(GatewayCalls):
         await self._fill_location(reply.location, record, {c["id"]: c["address"] for c in live})
         if not record.inline:  # inline objects have no chunks to repair
             reply.write_ticket = await self.authority.sign(record.chunk_key, "repair")  # may also replace stored copies
-            reply.containers.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live)
+            drained = await self._draining()  # readable, but no place for a chunk
+            reply.containers.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live if c["id"] not in drained)
+            reply.draining.extend(ParseDict(c, common_pb2.ContainerInfo()) for c in live if c["id"] in drained)
         return reply
 
     async def CommitRepair(  # noqa: N802 - gRPC method name
@@ -341,8 +344,13 @@ class ObjectCalls(GatewayCalls):
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ObjectInfo]:
+        name = validation.object_name(request.name)
         _, owner, catalog = await self._existing_catalog(context, request.catalog)
-        for key, entry in await self.registry.list_catalog(owner, catalog, live_at=time.time()):
+        if name:
+            listed = await self.registry.list_named(owner, catalog, name, time.time())
+        else:
+            listed = await self.registry.list_catalog(owner, catalog, live_at=time.time())
+        for key, entry in listed:
             yield common_pb2.ObjectInfo(
                 key=key,
                 name=entry["name"],

@@ -13,7 +13,9 @@ from dynostore import __version__
 from dynostore._proto import gateway_pb2_grpc as pb_grpc
 from dynostore.client.pipeline import Pipeline
 from dynostore.errors import DynoStoreError, InvalidArgument
+from dynostore.gateway.drain import Mover
 from dynostore.gateway.repairer import Repairer
+from dynostore.gateway.s3keys import Sealer
 from dynostore.gateway.servicer import GatewayPolicy, GatewayServicer
 from dynostore.gateway.tickets import ChunkTicketAuthority, PlanSigner
 from dynostore.metrics import CATALOG_BYTES, CATALOG_OBJECTS
@@ -47,6 +49,8 @@ class GatewaySettings:
     # recorded as missing, and those on containers unregistered for repair_grace seconds.
     repair_interval: float = 300.0
     repair_grace: float = 600.0
+    # Ask for a rebalance every rebalance_interval seconds (0: never; `dynostore rebalance` asks by hand).
+    rebalance_interval: float = 0.0
     # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
     admin_token_file: Path | None = None
     # TLS: this server's certificate and key, and the CA that signed the others'.
@@ -70,6 +74,8 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
+        if self.rebalance_interval < 0:
+            raise InvalidArgument(f"rebalance_interval must be 0 (off) or more, not {self.rebalance_interval}.")
         if self.object_cache_entries < 0:
             raise InvalidArgument(f"object_cache_entries must be 0 or more, not {self.object_cache_entries}.")
         if self.metrics_listen is not None:
@@ -100,6 +106,8 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     authority = ChunkTicketAuthority(registry, activation=policy.container_ttl)
     await authority.published()  # makes the first key if there is none
     servicer = GatewayServicer(registry, policy, signer, authority, tls)
+    if admin_token:
+        servicer.s3_sealer = Sealer(admin_token)
     server, bound = await start_server(
         settings.listen,
         lambda s: pb_grpc.add_GatewayServicer_to_server(servicer, s),
@@ -140,7 +148,15 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         sweeps = asyncio.create_task(repairer.run())
     elif settings.repair_interval > 0:
         log.warning("No admin token was given: this gateway runs no repair sweeps.")
+    # Drains and rebalances: resumed by any gateway with an admin token.
+    servicer.mover = mover = Mover(
+        registry, pipeline, admin_token or "", gateway=address, rebalance_every=settings.rebalance_interval
+    )
+    moves = asyncio.create_task(mover.run())
     await stop.wait()
+    moves.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await moves
     if repairer is not None:
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):

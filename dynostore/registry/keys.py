@@ -15,9 +15,14 @@
 /dynostore/v1/shared-with/<reader>/<owner>/<catalog>     {"created"}
 /dynostore/v1/containers/<id>                  ContainerInfo (JSON), under a lease
 /dynostore/v1/container-owners/<id>            name of the container user that first registered it
+/dynostore/v1/s3-keys/<access key id>          S3 access key: user, token id, sealed secret (registry/s3keys.py)
 /dynostore/v1/container-seen/<id>              ContainerInfo (JSON) and "last_seen", as of its last heartbeat
 /dynostore/v1/gateways/<host:port>             {"address", "started", "version"}, under a lease
 /dynostore/v1/status/repair                    progress of the running (or last) repair sweep
+/dynostore/v1/drains/<id>                      {"bandwidth", "started"}: the container is being drained
+/dynostore/v1/status/drains/<id>               progress of that drain (see registry.moves)
+/dynostore/v1/rebalance                        {"bandwidth", "started"}: a rebalance is wanted
+/dynostore/v1/status/rebalance                 progress of the running (or last) rebalance
 ```
 
 Everything that happens to a catalog's contents (puts, evicts, shares) is a
@@ -198,3 +203,43 @@ def gateways_prefix() -> bytes:
 def repair_progress() -> bytes:
     """Progress of the fabric's running (or last) repair sweep."""
     return _k("status", "repair")
+
+
+def drain(container_id: str) -> bytes:
+    """The drain flag of a container: no new chunks go there, its chunks move elsewhere."""
+    return _k("drains", container_id)
+
+
+def drains_prefix() -> bytes:
+    """Prefix of every drain flag."""
+    return _k("drains", "")
+
+
+def drain_progress(container_id: str) -> bytes:
+    """Progress of the drain of one container."""
+    return _k("status", "drains", container_id)
+
+
+def drain_progress_prefix() -> bytes:
+    """Prefix of every drain's progress."""
+    return _k("status", "drains", "")
+
+
+def drain_lock(container_id: str) -> bytes:
+    """The lock a gateway holds while it drains a container (one gateway per drain)."""
+    return _k("locks", "drain", container_id)
+
+
+def rebalance() -> bytes:
+    """The rebalance request: set until used space is even (or it is stopped)."""
+    return _k("rebalance")
+
+
+def rebalance_progress() -> bytes:
+    """Progress of the running (or last) rebalance."""
+    return _k("status", "rebalance")
+
+
+def rebalance_lock() -> bytes:
+    """The lock a gateway holds while it rebalances."""
+    return _k("locks", "rebalance")

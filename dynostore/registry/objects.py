@@ -20,7 +20,7 @@ from dynostore.errors import (
     Unavailable,
 )
 from dynostore.registry import keys
-from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, RegistryBase, etcd_errors
+from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, MAX_TXN_OPS, RegistryBase, etcd_errors
 from dynostore.registry.records import ObjectRecord, User, dumps, entry_expired, expiry
 from dynostore.registry.usage import check_quota
 
@@ -562,6 +562,28 @@ class ObjectCalls(RegistryBase):
         prefix = keys.index_prefix(owner, catalog)
         found = [(kv.key[len(prefix) :].decode(), json.loads(kv.value)) for kv in await self.etcd.get_prefix(prefix)]
         return found if live_at is None else [(k, e) for k, e in found if not entry_expired(e, live_at)]
+
+    @etcd_errors
+    async def list_named(
+        self, owner: str, catalog: str, name: str, live_at: float | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """:meth:`list_catalog` of the objects called ``name`` only, through the catalog's name entries.
+
+        Catalogs made before name entries existed are searched through their whole index.
+        """
+        found = await self.etcd.get(keys.catalog(owner, catalog))
+        if found is None or not json.loads(found.value).get("names"):
+            return [(k, e) for k, e in await self.list_catalog(owner, catalog, live_at) if e["name"] == name]
+        prefix = keys.name_prefix(owner, catalog, name)
+        named = [kv.key[len(prefix) :].decode() for kv in await self.etcd.get_prefix(prefix, keys_only=True)]
+        entries: list[tuple[str, dict[str, Any]]] = []
+        for start in range(0, len(named), MAX_TXN_OPS):
+            group = named[start : start + MAX_TXN_OPS]
+            _, replies = await self.etcd.transaction(
+                compare=[], success=[self._tx.get(keys.index_entry(owner, catalog, k)) for k in group], failure=[]
+            )
+            entries += [(k, json.loads(r[0][0])) for k, r in zip(group, replies, strict=True) if r]
+        return entries if live_at is None else [(k, e) for k, e in entries if not entry_expired(e, live_at)]
 
 
 def _new_catalog(record: ObjectRecord) -> bytes:

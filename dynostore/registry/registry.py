@@ -4,7 +4,8 @@ Every multi-key change is one etcd transaction, so readers never see a
 half-made object, user or catalog entry. The operations are grouped by record
 kind, one module each: :mod:`.users` (and tokens, quotas), :mod:`.objects`,
 :mod:`.catalogs` (shares, events), :mod:`.containers` (and ticket keys),
-:mod:`.fabric` (gateways, repair progress: the status view);
+:mod:`.fabric` (gateways, repair progress: the status view), :mod:`.moves`
+(drain flags, rebalance requests and their progress), :mod:`.s3keys` (S3 access keys);
 :mod:`.base` holds what they share. :class:`Registry` joins them.
 """
 
@@ -14,6 +15,7 @@ from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, MAX_TXN_OPS, etc
 from dynostore.registry.catalogs import CatalogCalls
 from dynostore.registry.containers import ContainerCalls
 from dynostore.registry.fabric import FabricCalls
+from dynostore.registry.moves import MoveCalls
 from dynostore.registry.records import (
     CatalogEvent,
     ObjectRecord,
@@ -23,10 +25,11 @@ from dynostore.registry.records import (
     entry_expired,
     expiry,
 )
+from dynostore.registry.s3keys import S3KeyRecords
 from dynostore.registry.users import TOKEN_ID_CHARS, UserCalls, hash_token, new_token
 
 
-class Registry(CatalogCalls, UserCalls, ContainerCalls, FabricCalls):
+class Registry(CatalogCalls, UserCalls, ContainerCalls, FabricCalls, MoveCalls, S3KeyRecords):
     """DynoStore's view of etcd: objects and catalogs, users and tokens, containers and keys."""
 
 

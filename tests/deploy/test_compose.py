@@ -35,7 +35,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 SETUP = ROOT / "scripts" / "containers-setup.sh"
 BASE_IMAGE = "localhost/dynostore-base:bookworm"
 DATACONTAINERS = [f"datacontainer{i}" for i in range(1, 6)]
-SERVICES = {"metadata", "init", "apigateway", "frontend", *DATACONTAINERS}
+SERVICES = {"metadata", "init", "apigateway", "frontend", "s3", *DATACONTAINERS}
 # The Dockerfiles' images, tagged per run (DYNOSTORE_IMAGE_TAG).
 IMAGES = ["localhost/dynostore-gateway", "localhost/dynostore-container", "localhost/dynostore-client"]
 START_TIMEOUT = 120.0

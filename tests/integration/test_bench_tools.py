@@ -57,6 +57,12 @@ def test_sizes_parse_and_label_both_ways() -> None:
         ("bench.bench_backends", ["--backends", "fs", "--size", "256K", "--repeat", "1"], "| fs |"),
         ("bench.bench_metrics", ["--count", "10", "--repeat", "2", "--containers", "1"], "| 1 KiB put |"),
         ("bench.bench_hedging", ["--sizes", "64K,4M", "--repeat", "2"], "| 4 MiB |"),
+        ("bench.bench_moves", ["--objects", "4", "--size", "64K"], "| rebalance |"),
+        (
+            "bench.bench_s3",
+            ["--sizes", "1K", "--count", "5", "--multipart", "9M", "--repeat", "1", "--targets", "door,moto,sdk"],
+            "| multipart put 9 MiB | door |",
+        ),
     ],
 )
 def test_benchmark_scripts_run_on_tiny_sizes(script: str, args: list[str], row: str, tmp_path: Path) -> None:

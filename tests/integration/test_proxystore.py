@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from proxystore.store import Store
 
 from dynostore.proxystore import DynoConnector, DynoKey
 from tests.connector_conformance import *  # noqa: F403 - the shared test functions
-from tests.integration.conftest import Session
+from tests.integration.conftest import Session, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,3 +111,25 @@ def test_workflow_example_runs(shared: Session) -> None:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4
     assert all("mean=499999.5000 shape=(1000, 1000)" in line for line in lines)
+
+
+def test_an_evict_on_the_clients_own_thread_goes_on_in_the_background(connector: DynoConnector) -> None:
+    """ProxyStore evicts an owned proxy's object in its __del__, which the garbage collector may run anywhere,
+    the client's own event-loop thread included: there a waiting call would wait for itself forever."""
+    key = connector.put(b"collected")
+    client = connector.client
+    done = threading.Event()
+    refused: list[BaseException] = []
+
+    def on_loop_thread() -> None:
+        connector.evict(key)  # must not block the loop it needs
+        try:
+            client.exists(key.key, token_user=connector.token_user)
+        except RuntimeError as exc:  # a waiting call there is refused, not a deadlock
+            refused.append(exc)
+        done.set()
+
+    client._loop.call_soon_threadsafe(on_loop_thread)
+    assert done.wait(30)
+    assert "own event-loop thread" in str(refused[0])
+    assert eventually(lambda: not connector.exists(key), within=30)

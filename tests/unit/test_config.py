@@ -151,3 +151,15 @@ def test_bad_fabric_configs_are_named(tmp_path: Path, text: str, message: str) -
     path.write_text(text)
     with pytest.raises(InvalidArgument, match=message):
         load_fabric_config(path)
+
+
+@pytest.mark.parametrize("advertise", ["10.0.0.2", "10.0.0.2:0", ":7000", "10.0.0.2:70000", "10.0.0.2:x"])
+def test_an_advertised_address_needs_a_host_and_a_port(advertise: str) -> None:
+    with pytest.raises(InvalidArgument, match="advertise must be HOST:PORT"):
+        build(ContainerSettings, {"gateway": "g:1", "advertise": advertise}, "test")
+
+
+def test_an_advertised_address_is_taken_as_given() -> None:
+    assert (
+        build(ContainerSettings, {"gateway": "g:1", "advertise": "10.0.0.2:7000"}, "test").advertise == "10.0.0.2:7000"
+    )
