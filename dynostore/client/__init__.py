@@ -21,9 +21,12 @@ import threading
 from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
-from dynostore.client.aio import (
-    AsyncClient,
-    BytesLike,
+from dynostore.client.aio import AsyncClient, BytesLike, join_each
+from dynostore.client.latency import HedgeCounts, HedgePolicy
+from dynostore.client.pipeline import ObjectInfo, Reservation
+from dynostore.client.placement import PlacementPolicy, SpreadPlacement
+from dynostore.client.progress import ProgressArg
+from dynostore.client.records import (
     CatalogInfo,
     ChunkState,
     Event,
@@ -32,12 +35,7 @@ from dynostore.client.aio import (
     UserInfo,
     UserRemoval,
     UserUsage,
-    join_each,
 )
-from dynostore.client.latency import HedgeCounts, HedgePolicy
-from dynostore.client.pipeline import ObjectInfo, Reservation
-from dynostore.client.placement import PlacementPolicy, SpreadPlacement
-from dynostore.client.progress import ProgressArg
 from dynostore.client.status import FabricStatus, MoveStatus
 from dynostore.errors import DynoStoreError
 from dynostore.rpc.requests import current_request_id, request_scope

@@ -15,8 +15,7 @@ import asyncio
 import builtins
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,12 +23,19 @@ import grpc
 
 from dynostore import validation
 from dynostore._proto import gateway_pb2
+from dynostore.client.admin import AdminCalls
 from dynostore.client.coalesce import Coalescer, each_alone
 from dynostore.client.latency import HedgeCounts, HedgePolicy
 from dynostore.client.pipeline import ObjectInfo, Pipeline, PutItem, Reservation, SegmentSource, object_info
 from dynostore.client.placement import PlacementPolicy
 from dynostore.client.progress import ProgressArg, progress_callback
-from dynostore.client.status import FabricStatus, MoveStatus, fabric_status, move_status
+from dynostore.client.records import (
+    CatalogInfo,
+    ChunkState,
+    Event,
+    ObjectStat,
+    _catalog_info,
+)
 from dynostore.errors import DynoStoreError, InvalidArgument, NotFound, PermissionDenied, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 from dynostore.rpc.channels import endpoint_list
@@ -39,131 +45,6 @@ from dynostore.rpc.tuning import tune_malloc
 BytesLike = bytes | bytearray | memoryview
 # Single puts up to this size are gathered into batches when several run at once (AsyncClient(coalesce=)).
 COALESCE_MAX_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class UserUsage:
-    """What a user's objects take and its quota (0: unlimited); expired objects count until evicted."""
-
-    bytes: int
-    objects: int
-    quota_bytes: int = 0
-    quota_objects: int = 0
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    """A user as :meth:`AsyncClient.list_users` reports it (``usage``: None for container credentials)."""
-
-    name: str
-    admin: bool
-    created: float
-    container: bool = False
-    usage: UserUsage | None = None
-
-
-def _user_usage(message: gateway_pb2.Usage) -> UserUsage:
-    return UserUsage(message.bytes, message.objects, message.quota_bytes, message.quota_objects)
-
-
-def _user_info(message: gateway_pb2.UserInfo) -> UserInfo:
-    usage = _user_usage(message.usage) if message.HasField("usage") else None
-    return UserInfo(message.name, message.admin, message.created, message.container, usage)
-
-
-@dataclass(frozen=True)
-class CatalogInfo:
-    """A catalog; ``objects``, ``bytes`` and ``shared_with`` are filled by describe_catalog."""
-
-    owner: str
-    name: str
-    created: float
-    objects: int = 0
-    bytes: int = 0
-    shared_with: tuple[str, ...] = ()
-    # The erasure-coding policy of puts into it that ask for none (k 0: the gateway default).
-    k: int = 0
-    m: int = 0
-    # The lifetime in seconds of puts into it that give none (0: forever).
-    ttl: float = 0.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """A change to a catalog: ``kind`` is put, replace, evict, expire, share or unshare (``user``: the reader).
-
-    A ``replace`` is a put that replaced objects: ``replaced`` holds their keys
-    (``key`` itself when the object was replaced by key). ``idle`` (only when
-    subscribing with ``idle_timeout``) says nothing happened meanwhile.
-    """
-
-    kind: str
-    key: str
-    name: str
-    size: int
-    time: float
-    revision: int
-    user: str
-    owner: str
-    catalog: str
-    replaced: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ChunkState:
-    """Where one chunk of an object is: ``live`` when it is stored on a registered container."""
-
-    index: int
-    container_id: str
-    stored: bool
-    live: bool
-
-
-@dataclass(frozen=True)
-class ObjectStat:
-    """An object's metadata and the state of its chunks (none for inline objects)."""
-
-    info: ObjectInfo
-    inline: bool
-    k: int
-    m: int
-    chunks: tuple[ChunkState, ...]
-
-    @property
-    def degraded(self) -> bool:
-        """Whether some chunk is missing or on a container that is not registered (repair rebuilds it)."""
-        return any(not c.live for c in self.chunks)
-
-
-def _catalog_info(message: gateway_pb2.CatalogInfo) -> CatalogInfo:
-    return CatalogInfo(
-        message.owner,
-        message.name,
-        message.created,
-        message.objects,
-        message.bytes,
-        tuple(message.shared_with),
-        message.k,
-        message.m,
-        message.ttl,
-    )
-
-
-@dataclass(frozen=True)
-class UserRemoval:
-    """What removing a user took away: its tokens, and (when purged) the objects it owned."""
-
-    tokens_revoked: int
-    objects_evicted: int = 0
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """A token's public id (16 hex digits of its hash), owner and creation time."""
-
-    id: str
-    user: str
-    created: float
 
 
 def replacement(replace: bool, key: str | None, planned: Reservation | None, name: str | None) -> tuple[str, bool]:
@@ -220,7 +101,7 @@ def file_segments(path: Path) -> SegmentSource:
     return segments
 
 
-class AsyncClient:
+class AsyncClient(AdminCalls):
     """Asyncio client of a DynoStore gateway, with the same methods as :class:`Client`."""
 
     def __init__(
@@ -579,106 +460,6 @@ class AsyncClient:
         finally:
             temp.unlink(missing_ok=True)
 
-    # users ------------------------------------------------------------------
-
-    async def create_user(self, name: str, token_user: str, container: bool = False) -> str:
-        """Create user ``name`` (needs an admin token) and return its token.
-
-        With ``container``, the user is a container credential: its token may
-        register containers and send their heartbeats, and do nothing else.
-        """
-        return await self._pipeline.create_user(name, token_user, container)
-
-    async def whoami(self, token_user: str) -> str:
-        """The name of the user the token belongs to."""
-        return str((await self._control("WhoAmI", gateway_pb2.WhoAmIRequest(), token_user)).name)
-
-    async def usage(self, token_user: str) -> UserUsage:
-        """What your objects take (bytes, objects) and your quota (0: unlimited)."""
-        return _user_usage((await self._control("WhoAmI", gateway_pb2.WhoAmIRequest(), token_user)).usage)
-
-    async def list_users(self, token_user: str) -> builtins.list[UserInfo]:
-        """Every user with its usage and quota (admin token needed)."""
-        reply = await self._control("ListUsers", gateway_pb2.ListUsersRequest(), token_user)
-        return [_user_info(u) for u in reply.users]
-
-    async def set_quota(
-        self, name: str, token_user: str, bytes: int | None = None, objects: int | None = None
-    ) -> UserInfo:
-        """Limit what user ``name`` may store (admin token needed); 0 or None: unlimited.
-
-        Puts that would take the user over either limit are refused with
-        ResourceExhausted; what it stores already stays.
-
-        Raises:
-            PermissionDenied: the token is not an admin's.
-            NotFound: there is no such user.
-            InvalidArgument: a limit is negative.
-        """
-        validation.user_name(name)
-        if (bytes or 0) < 0 or (objects or 0) < 0:
-            raise InvalidArgument("A quota is 0 (unlimited) or a positive number of bytes or objects.")
-        request = gateway_pb2.SetQuotaRequest(name=name, bytes=bytes or 0, objects=objects or 0)
-        return _user_info(await self._control("SetQuota", request, token_user))
-
-    async def remove_user(self, name: str, token_user: str, purge: bool = False) -> UserRemoval:
-        """Remove a user, revoking all its tokens and the grants made to it at once (admin token needed).
-
-        Its catalogs and objects stay (a user created again under the name gets
-        them back) unless ``purge``, which deletes them all; ``purge`` also
-        clears what a user removed earlier left behind.
-        """
-        validation.user_name(name)
-        request = gateway_pb2.RemoveUserRequest(name=name, purge=purge)
-        reply = await self._control("RemoveUser", request, token_user)
-        return UserRemoval(reply.tokens_revoked, reply.objects_evicted)
-
-    async def create_token(self, token_user: str, user: str | None = None) -> tuple[str, TokenInfo]:
-        """A new token for yourself (or, with an admin token, for ``user``): ``(token, info)``."""
-        reply = await self._control("CreateToken", gateway_pb2.CreateTokenRequest(user=user or ""), token_user)
-        return reply.token, TokenInfo(reply.info.id, reply.info.user, reply.info.created)
-
-    async def create_s3_key(self, token_user: str, user: str | None = None) -> tuple[str, str]:
-        """A new S3 access key for yourself (or, with an admin token, for ``user``).
-
-        Returns ``(access_key_id, secret_access_key)`` for the S3 front door
-        (``dynostore s3``); the secret is shown only now.
-
-        Raises:
-            PermissionDenied: ``user`` is another user and the token is not an admin's.
-            FailedPrecondition: the gateway runs without an admin token.
-        """
-        reply = await self._control("CreateS3Key", gateway_pb2.CreateS3KeyRequest(user=user or ""), token_user)
-        return reply.access_key_id, reply.secret_access_key
-
-    async def s3_signing_key(
-        self, access_key_id: str, date: str, region: str, token_user: str
-    ) -> tuple[bytes, str, str]:
-        """For the S3 front door (admin token): ``(signing_key, user, token)`` of an access key for one day and region.
-
-        Raises:
-            NotFound: there is no such access key, or it was revoked.
-            PermissionDenied: the token is not an admin's.
-        """
-        request = gateway_pb2.GetS3SigningKeyRequest(
-            access_key_id=access_key_id, date=date, region=region, service="s3"
-        )
-        reply = await self._control("GetS3SigningKey", request, token_user)
-        return reply.signing_key, reply.user, reply.token
-
-    async def revoke_s3_key(self, access_key_id: str, token_user: str) -> None:
-        """Revoke an S3 access key (yours, or anyone's with an admin token)."""
-        await self._control("RevokeS3Key", gateway_pb2.RevokeS3KeyRequest(access_key_id=access_key_id), token_user)
-
-    async def list_tokens(self, token_user: str, user: str | None = None) -> builtins.list[TokenInfo]:
-        """Ids of your tokens (or, with an admin token, of ``user``'s)."""
-        reply = await self._control("ListTokens", gateway_pb2.ListTokensRequest(user=user or ""), token_user)
-        return [TokenInfo(t.id, t.user, t.created) for t in reply.tokens]
-
-    async def revoke_token(self, token_id: str, token_user: str) -> None:
-        """Revoke a token by id; it stops working at once (on other gateways, within milliseconds)."""
-        await self._control("RevokeToken", gateway_pb2.RevokeTokenRequest(id=token_id), token_user)
-
     # catalogs, sharing, events ------------------------------------------------
 
     async def create_catalog(
@@ -777,121 +558,6 @@ class AsyncClient:
                 if reading is not None:
                     reading.cancel()
                 call.cancel()
-
-    async def status(self, token_user: str) -> FabricStatus:
-        """The fabric at a glance: gateways, etcd members, containers up and down, totals, repair."""
-        return fabric_status(await self._control("GetStatus", gateway_pb2.GetStatusRequest(), token_user))
-
-    async def drain_container(
-        self,
-        container_id: str,
-        token_user: str,
-        *,
-        bandwidth: int = 0,
-        wait: bool = True,
-        progress: Callable[[MoveStatus], None] | None = None,
-        poll: float = 1.0,
-    ) -> MoveStatus:
-        """Drain a container (admin): no new chunks go there, and a gateway moves every chunk it holds elsewhere.
-
-        ``bandwidth`` caps the bytes per second moved (0: no limit). With
-        ``wait``, returns once no record names the container (``done``), the
-        drain was stopped, or a pass left objects that no other container can
-        take (``stuck_objects``); ``progress`` is called with every status
-        polled (every ``poll`` seconds). Calling it again resumes a drain.
-
-        Raises:
-            NotFound: no such container is known.
-            PermissionDenied: the token is not an admin's.
-        """
-        request = gateway_pb2.DrainContainerRequest(container_id=container_id, bandwidth=bandwidth)
-        first = move_status(await self._control("DrainContainer", request, token_user))
-        if not wait:
-            return first
-
-        async def current() -> MoveStatus:
-            found = [c.drain for c in (await self.status(token_user)).containers if c.id == container_id]
-            if not found:
-                raise NotFound(f"Container {container_id} was removed during its drain.")
-            return found[0]
-
-        return await self._follow(first, current, progress, poll, stuck_ends=True)
-
-    async def stop_drain(self, container_id: str, token_user: str) -> MoveStatus:
-        """End a container's drain (admin): it takes new chunks again; what moved stays moved."""
-        request = gateway_pb2.DrainContainerRequest(container_id=container_id, stop=True)
-        return move_status(await self._control("DrainContainer", request, token_user))
-
-    async def remove_container(self, container_id: str, token_user: str, force: bool = False) -> int:
-        """Forget a container that is stopped and drained (admin); return the chunks records still named there.
-
-        Raises:
-            FailedPrecondition: it is registered (stop its daemon first), or, without ``force``,
-                object records still name it (drain it first).
-            NotFound: no such container is known.
-        """
-        request = gateway_pb2.RemoveContainerRequest(container_id=container_id, force=force)
-        return int((await self._control("RemoveContainer", request, token_user)).chunks_named)
-
-    async def rebalance(
-        self,
-        token_user: str,
-        *,
-        bandwidth: int = 0,
-        wait: bool = True,
-        progress: Callable[[MoveStatus], None] | None = None,
-        poll: float = 1.0,
-    ) -> MoveStatus:
-        """Even out used space (admin): a gateway moves chunks from the fullest containers to the emptiest.
-
-        Arguments as for :meth:`drain_container`; with ``wait``, returns once
-        the rebalance is done or stopped.
-        """
-        request = gateway_pb2.RebalanceRequest(bandwidth=bandwidth)
-        first = move_status(await self._control("Rebalance", request, token_user))
-        if not wait:
-            return first
-
-        async def current() -> MoveStatus:
-            return (await self.status(token_user)).rebalance
-
-        return await self._follow(first, current, progress, poll, stuck_ends=False)
-
-    async def stop_rebalance(self, token_user: str) -> MoveStatus:
-        """Stop a rebalance (admin); what moved stays moved."""
-        return move_status(await self._control("Rebalance", gateway_pb2.RebalanceRequest(stop=True), token_user))
-
-    @staticmethod
-    async def _follow(
-        first: MoveStatus,
-        current: Callable[[], Any],
-        progress: Callable[[MoveStatus], None] | None,
-        poll: float,
-        *,
-        stuck_ends: bool,
-    ) -> MoveStatus:
-        """Poll a job until it ends: done or stopped, or (``stuck_ends``) idle with objects stuck.
-
-        Only progress published after ``first`` counts as an end (an older record may say done).
-        """
-        while True:
-            await asyncio.sleep(poll)
-            status: MoveStatus = await current()
-            if progress is not None:
-                progress(status)
-            fresh = status.updated > first.updated
-            if not status.active and (fresh or not first.active):
-                return status
-            if fresh and not status.running and (status.done or (stuck_ends and status.stuck_objects)):
-                return status
-
-    async def rotate_ticket_key(self, token_user: str, grace_seconds: int = 0) -> str:
-        """Make the gateways sign chunk tickets with a new key (admin); return its id.
-
-        Tickets signed with older keys stay valid for ``grace_seconds`` (0: the ticket lifetime).
-        """
-        request = gateway_pb2.RotateTicketKeyRequest(grace_seconds=grace_seconds)
-        return str((await self._control("RotateTicketKey", request, token_user)).id)
 
     async def _control(self, method: str, request: Any, token_user: str) -> Any:
         validation.token(token_user)
