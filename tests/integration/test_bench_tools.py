@@ -59,6 +59,11 @@ def test_sizes_parse_and_label_both_ways() -> None:
         ("bench.bench_hedging", ["--sizes", "64K,4M", "--repeat", "2"], "| 4 MiB |"),
         ("bench.bench_moves", ["--objects", "4", "--size", "64K"], "| rebalance |"),
         (
+            "bench.bench_coalesce",
+            ["--count", "20", "--rounds", "1", "--sizes", "1K", "--threads", "4"],
+            "| put | 1 KiB |",
+        ),
+        (
             "bench.bench_s3",
             ["--sizes", "1K", "--count", "5", "--multipart", "9M", "--repeat", "1", "--targets", "door,moto,sdk"],
             "| multipart put 9 MiB | door |",
