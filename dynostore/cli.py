@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import suppress
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -370,8 +371,7 @@ def _client_command(args: argparse.Namespace) -> int:
         elif args.command == "rebalance":
             return _rebalance_command(client, args)
         elif args.command == "status":
-            fabric = client.status(token_user=args.token)
-            print(json.dumps(fabric.to_json(), indent=2) if args.json else fabric.describe())
+            _status(client, args)
         elif args.command == "user":
             _user_command(client, args)
         elif args.command == "token":
@@ -500,6 +500,17 @@ def _user_command(client: Client, args: argparse.Namespace) -> None:
         removal = client.remove_user(args.name, token_user=args.token, purge=args.purge)
         evicted = f"; {removal.objects_evicted} object(s) evicted" if args.purge else ""
         print(f"removed {args.name}; {removal.tokens_revoked} token(s) revoked{evicted}")
+
+
+def _status(client: Client, args: argparse.Namespace) -> None:
+    """The fabric at a glance, and what the caller's objects take of its quota."""
+    fabric = client.status(token_user=args.token)
+    usage = client.usage(token_user=args.token)
+    me = UserInfo(client.whoami(token_user=args.token), False, 0.0, usage=usage)
+    if args.json:
+        print(json.dumps({**fabric.to_json(), "you": {"name": me.name, **asdict(usage)}}, indent=2))
+    else:
+        print(f"{fabric.describe()}\nyou ({me.name}):{_usage_line(me)}")
 
 
 def _usage_line(user: UserInfo) -> str:

@@ -37,13 +37,19 @@ def _bar(used: int, capacity: int) -> str:
 
 def _container_card(c: ContainerStatus, now: float) -> str:
     state = f"up since {_ago(c.registered, now)}" if c.up else f"down, last seen {_ago(c.last_seen, now)}"
+    drain = ""
+    if c.draining or c.drain.started:
+        drain = (
+            f'<br><small class="drain">{"DRAINING" if c.draining else "drain"}: {html.escape(c.drain.describe())}'
+            "</small>"
+        )
     return (
         f'<div class="container {"up" if c.up else "down"}" data-id="{html.escape(c.id)}">'
         f"<b>{html.escape(c.id)}</b> <span class=state>{'UP' if c.up else 'DOWN'}</span><br>"
         f"<small>{html.escape(c.backend)} · {html.escape(c.address)} · {state}</small>"
         f"{_bar(c.used_bytes, c.capacity_bytes)}"
         f"<br><small>{c.chunk_count} chunks · "
-        f"{'scrubbed ' + _ago(c.last_scrub, now) if c.last_scrub else 'not scrubbed yet'}</small></div>"
+        f"{'scrubbed ' + _ago(c.last_scrub, now) if c.last_scrub else 'not scrubbed yet'}</small>{drain}</div>"
     )
 
 
@@ -97,7 +103,12 @@ def fabric_html(status: FabricStatus, now: float) -> str:
         f"<h2>Capacity</h2>{_bar(used, status.capacity_bytes)}"
         f'<h2>Sites</h2><div class="sites">{site_boxes}</div>'
         f"<h2>Repair</h2>{_repair(status.repair, now)}"
-        f"<h2>etcd members</h2><ul>{members}</ul><h2>Gateways</h2><ul>{gateways}</ul>"
+        + (
+            f'<p id="rebalance">Rebalance: {html.escape(status.rebalance.describe())}</p>'
+            if status.rebalance.started
+            else ""
+        )
+        + f"<h2>etcd members</h2><ul>{members}</ul><h2>Gateways</h2><ul>{gateways}</ul>"
     )
 
 

@@ -99,6 +99,8 @@ def test_status_reports_gateways_members_containers_totals_and_repair(tmp_path: 
         )
         assert cli.returncode == 0, cli.stderr
         assert "fabric: DEGRADED" in cli.stdout
+        assert "you (admin):" in cli.stdout
+        assert "3 of unlimited objects" in cli.stdout  # what its objects take of its quota
         assert "containers (4/5 up)" in cli.stdout
         assert "etcd members (2/3 healthy)" in cli.stdout
         assert f"{down.container_id}" in cli.stdout
@@ -111,6 +113,7 @@ def test_status_reports_gateways_members_containers_totals_and_repair(tmp_path: 
         )
         report = json.loads(as_json.stdout)
         assert report["healthy"] is False
+        assert report["you"]["name"] == "admin"
         assert report["objects"] == len(sizes)
         assert len(report["containers"]) == 5
         assert len(report["gateways"]) == 2

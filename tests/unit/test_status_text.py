@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dynostore.cli import _repair_progress
-from dynostore.client.status import ContainerStatus, EtcdMemberStatus, FabricStatus, GatewayStatus, RepairStatus
+from dynostore.client.status import (
+    ContainerStatus,
+    EtcdMemberStatus,
+    FabricStatus,
+    GatewayStatus,
+    MoveStatus,
+    RepairStatus,
+)
+from dynostore.web.fabric import fabric_html
 
 NOW = 1_000_000.0
 
@@ -73,3 +83,19 @@ def test_a_container_down_says_when_it_was_last_seen() -> None:
 def test_repair_progress_line() -> None:
     line = _repair_progress(5, 20, 50e6, 200e6, 10.0)
     assert line == "repair: 5/20 objects, 50.0/200.0 MB, 5.0 MB/s, about 30 s left"
+
+
+def test_the_web_fabric_page_shows_drains_and_rebalancing() -> None:
+    drain = MoveStatus("c-2", active=True, running=True, started=NOW - 10, updated=NOW, objects_moved=4,
+                       chunks_moved=4, bytes_moved=40 << 20, chunks_left=6, bytes_left=60 << 20)  # fmt: skip
+    status = _status(running=False)
+    status = replace(
+        status,
+        containers=[status.containers[0], replace(status.containers[1], draining=True, drain=drain)],
+        rebalance=MoveStatus(done=True, started=NOW - 50, finished=NOW - 5, chunks_moved=9),
+    )
+    page = fabric_html(status, NOW)
+    assert page.count('class="drain"') == 1
+    assert "DRAINING: running: 4 objects, 4 chunks, 40.0 MiB moved" in page
+    assert '<p id="rebalance">Rebalance: done: 0 objects, 9 chunks' in page
+    assert 'class="drain"' not in fabric_html(_status(running=False), NOW)  # no drain, no line
