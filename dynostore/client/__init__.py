@@ -41,6 +41,8 @@ from dynostore.errors import DynoStoreError
 from dynostore.rpc.requests import current_request_id, request_scope
 
 T = TypeVar("T")
+# Idents of every Client's event-loop thread (see Client._on_loop_thread).
+_LOOP_THREADS: set[int] = set()
 
 
 async def _as_one_request(coro: Coroutine[Any, Any, T], request_id: str | None) -> T:
@@ -122,6 +124,8 @@ class Client:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dynostore-client", daemon=True)
         self._thread.start()
+        if self._thread.ident is not None:
+            _LOOP_THREADS.add(self._thread.ident)
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
@@ -150,14 +154,18 @@ class Client:
         return self._async.hedge_counts
 
     def _on_loop_thread(self) -> bool:
-        """Whether the caller runs on this client's event-loop thread (where no call may wait)."""
-        return threading.current_thread() is self._thread
+        """Whether the caller runs on the event-loop thread of any Client (where no call may wait).
+
+        A finalizer that the garbage collector runs there may even hold a lock of
+        gRPC's that another client's loop needs: it must never block.
+        """
+        return threading.get_ident() in _LOOP_THREADS
 
     def _evict_soon(self, key: str, token_user: str) -> None:
         """Evict ``key`` without waiting (for finalizers that the garbage collector may run on the loop thread)."""
         if self._closed:
             return
-        if self._on_loop_thread():
+        if threading.current_thread() is self._thread:
             task = self._loop.create_task(self._async.evict(key, token_user))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # no "exception never retrieved"
         else:
@@ -175,6 +183,7 @@ class Client:
             self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        _LOOP_THREADS.discard(self._thread.ident or 0)
         self._loop.close()
 
     async def _shutdown(self) -> None:

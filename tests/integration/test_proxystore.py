@@ -133,3 +133,20 @@ def test_an_evict_on_the_clients_own_thread_goes_on_in_the_background(connector:
     assert done.wait(30)
     assert "own event-loop thread" in str(refused[0])
     assert eventually(lambda: not connector.exists(key), within=30)
+
+    # On another client's loop thread too: a finalizer there may hold a lock of gRPC's that
+    # this client's loop needs, so waiting there could deadlock both (a test run hung this way).
+    second = connector.put(b"collected elsewhere")
+    elsewhere = DynoConnector(**connector.config())
+    try:
+        evicted = threading.Event()
+
+        def on_the_other_loop() -> None:
+            connector.evict(second)
+            evicted.set()
+
+        elsewhere.client._loop.call_soon_threadsafe(on_the_other_loop)
+        assert evicted.wait(30)
+        assert eventually(lambda: not connector.exists(second), within=30)
+    finally:
+        elsewhere.close()
