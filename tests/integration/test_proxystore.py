@@ -145,8 +145,14 @@ def test_an_evict_on_the_clients_own_thread_goes_on_in_the_background(connector:
             connector.evict(second)
             evicted.set()
 
-        elsewhere.client._loop.call_soon_threadsafe(on_the_other_loop)
-        assert evicted.wait(30)
+        # The connector's own loop is held up, so an evict that waited for it could not return.
+        held = threading.Event()
+        connector.client._loop.call_soon_threadsafe(held.wait)
+        try:
+            elsewhere.client._loop.call_soon_threadsafe(on_the_other_loop)
+            assert evicted.wait(30)
+        finally:
+            held.set()
         assert eventually(lambda: not connector.exists(second), within=30)
     finally:
         elsewhere.close()
