@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--rebalance-interval", type=float, help="seconds between rebalances the gateway asks for by itself (0: never)"
     )
+    gw.add_argument(
+        "--move-check-interval",
+        type=float,
+        help="seconds between looks for drains and rebalances to resume (2; 0: only those asked here)",
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)

@@ -109,6 +109,7 @@ class Mover:
         *,
         gateway: str = "",
         rebalance_every: float = 0.0,
+        check_every: float = CHECK_SECONDS,
     ) -> None:
         """Move chunks through ``pipeline`` (a client of this gateway) with an admin ``token``.
 
@@ -118,6 +119,8 @@ class Mover:
         rebalance every that many seconds (none is asked while one is wanted).
         """
         self.rebalance_every = rebalance_every
+        # Seconds between two looks for unfinished jobs (0: none; jobs then run only when asked here).
+        self.check_every = check_every
         self._asked = time.monotonic()
         self.registry = registry
         self.pipeline = pipeline
@@ -128,12 +131,14 @@ class Mover:
     async def run(self) -> None:
         """Look for unfinished drains and rebalances every few seconds until cancelled."""
         try:
+            if self.check_every <= 0:
+                await asyncio.Event().wait()  # jobs run only when an admin asks this gateway
             while True:
                 try:
                     await self.check()
                 except (DynoStoreError, aetcd.ClientError) as exc:
                     log.warning("Could not look for drains and rebalances to resume: %s", exc)
-                await asyncio.sleep(CHECK_SECONDS)
+                await asyncio.sleep(self.check_every)
         finally:
             tasks = [j.task for j in self._jobs.values() if j.task is not None]
             for task in tasks:

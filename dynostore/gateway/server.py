@@ -51,6 +51,9 @@ class GatewaySettings:
     repair_grace: float = 600.0
     # Ask for a rebalance every rebalance_interval seconds (0: never; `dynostore rebalance` asks by hand).
     rebalance_interval: float = 0.0
+    # Seconds between two looks in etcd for drains and rebalances to resume (0: never; then this
+    # gateway runs only those asked of it, and another gateway resumes the rest).
+    move_check_interval: float = 2.0
     # The bootstrap admin token comes from $DYNOSTORE_ADMIN_TOKEN or this file.
     admin_token_file: Path | None = None
     # TLS: this server's certificate and key, and the CA that signed the others'.
@@ -74,6 +77,8 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
+        if self.move_check_interval < 0:
+            raise InvalidArgument(f"move_check_interval must be 0 (off) or more, not {self.move_check_interval}.")
         if self.rebalance_interval < 0:
             raise InvalidArgument(f"rebalance_interval must be 0 (off) or more, not {self.rebalance_interval}.")
         if self.object_cache_entries < 0:
@@ -150,7 +155,12 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         log.warning("No admin token was given: this gateway runs no repair sweeps.")
     # Drains and rebalances: resumed by any gateway with an admin token.
     servicer.mover = mover = Mover(
-        registry, pipeline, admin_token or "", gateway=address, rebalance_every=settings.rebalance_interval
+        registry,
+        pipeline,
+        admin_token or "",
+        gateway=address,
+        rebalance_every=settings.rebalance_interval,
+        check_every=settings.move_check_interval,
     )
     moves = asyncio.create_task(mover.run())
     await stop.wait()
