@@ -78,7 +78,11 @@ class ChunkTicketAuthority:
         due = any(r.sign_after > self._read_wall and r.sign_after <= now for r in self._records)
         if due or time.monotonic() - self._read_at > self._refresh_seconds:
             records = await self._registry.ticket_keys()
-            if not any(r.signing(now) for r in records):
+            if not records:
+                await self._registry.add_first_ticket_key()
+                records = await self._registry.ticket_keys()
+                now = time.time()
+            if not any(r.signing(now) for r in records):  # none signs now (clocks far apart): make one
                 await self._registry.add_ticket_key(grace=None)
                 records = await self._registry.ticket_keys()
                 now = time.time()

@@ -39,20 +39,31 @@ class ContainerCalls(RegistryBase):
         return sorted((TicketKeyRecord(**json.loads(kv.value)) for kv in found), key=lambda r: r.created)
 
     @etcd_errors
+    async def add_first_ticket_key(self) -> None:
+        """Make the fabric's first chunk-ticket key, unless a gateway made one already.
+
+        Gateways (or one gateway's workers) starting together on a new fabric
+        would otherwise each make a key and sign with it before the containers
+        had heard of the others'.
+        """
+        record = _new_ticket_key(time.time(), 0.0)
+        await self.etcd.transaction(
+            compare=[self._tx.create(keys.first_ticket_key()) == 0],
+            success=[
+                self._tx.put(keys.first_ticket_key(), record.kid.encode()),
+                self._tx.put(keys.ticket_key(record.kid), dumps(asdict(record))),
+            ],
+            failure=[],
+        )
+
+    @etcd_errors
     async def add_ticket_key(self, grace: float | None, activation: float = 0.0) -> str:
         """Add a new key, signed with from ``activation`` seconds from now (containers learn it meanwhile).
 
         With ``grace``, the current keys retire ``grace`` seconds after the new one starts signing.
         """
-        private = Ed25519PrivateKey.generate()
         now = time.time()
-        record = TicketKeyRecord(
-            kid=secrets.token_hex(4),
-            private=base64.b64encode(private.private_bytes_raw()).decode(),
-            public=base64.b64encode(private.public_key().public_bytes_raw()).decode(),
-            created=now,
-            sign_after=now + activation,
-        )
+        record = _new_ticket_key(now, activation)
         now += activation
         ops = [self._tx.put(keys.ticket_key(record.kid), dumps(asdict(record)))]
         for old in await self.ticket_keys():
@@ -114,3 +125,15 @@ class ContainerCalls(RegistryBase):
         """Records of all live containers."""
         found = await self.etcd.get_prefix(keys.containers_prefix())
         return [json.loads(kv.value) for kv in found]
+
+
+def _new_ticket_key(now: float, activation: float) -> TicketKeyRecord:
+    """A fresh Ed25519 chunk-ticket key, made at ``now``, signed with ``activation`` seconds later."""
+    private = Ed25519PrivateKey.generate()
+    return TicketKeyRecord(
+        kid=secrets.token_hex(4),
+        private=base64.b64encode(private.private_bytes_raw()).decode(),
+        public=base64.b64encode(private.public_key().public_bytes_raw()).decode(),
+        created=now,
+        sign_after=now + activation,
+    )

@@ -63,6 +63,11 @@ def ticket_key(kid: str) -> bytes:
     return _k("secrets", "ticket-keys", kid)
 
 
+def first_ticket_key() -> bytes:
+    """Made with the first chunk-ticket key, so that gateways starting together make only one."""
+    return _k("secrets", "ticket-key-first")
+
+
 def plan_secret() -> bytes:
     """The secret that signs plan tickets."""
     return _k("secrets", "plan")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import subprocess
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore import tickets
 from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore.errors import Unavailable
+from dynostore.gateway.tickets import ChunkTicketAuthority
+from dynostore.local import etcd_binary, free_port
+from dynostore.registry import Registry
 from tests.integration.conftest import Session, eventually
 
 
@@ -214,3 +222,55 @@ def test_a_repair_ticket_may_replace_a_copy(shared: Session) -> None:
         container_pb2_grpc.ContainerStub(channel).DeleteChunk(
             container_pb2.DeleteChunkRequest(key=scratch, index=0, ticket=shared.fabric.mint_ticket(scratch, "repair"))
         )
+
+
+def test_gateways_starting_together_make_one_ticket_key(tmp_path: Path) -> None:
+    """Workers (or gateways) starting at once on a new fabric agree on one chunk-ticket key."""
+    client_port, peer_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    command = [etcd_binary(), "--data-dir", str(tmp_path / "etcd"), "--log-level", "error"]
+    command += ["--listen-client-urls", url, "--advertise-client-urls", url]
+    command += [
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"default={peer}",
+    ]
+    etcd = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def start_together() -> list[str]:
+        registries = [Registry(f"127.0.0.1:{client_port}") for _ in range(8)]
+        try:
+            for _ in range(300):  # until etcd has elected itself leader and answers
+                try:
+                    await registries[0].ticket_keys()
+                    break
+                except Unavailable:
+                    await asyncio.sleep(0.1)
+            await asyncio.gather(*(ChunkTicketAuthority(r).published() for r in registries))
+            return [r.kid for r in await registries[0].ticket_keys()]
+        finally:
+            for registry in registries:
+                await registry.close()
+
+    try:
+        assert eventually(lambda: _answers(client_port), within=30)
+        assert len(asyncio.run(start_together())) == 1
+    finally:
+        etcd.terminate()
+        etcd.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
