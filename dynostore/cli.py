@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds between looks for drains and rebalances to resume (2; 0: only those asked here)",
     )
+    gw.add_argument(
+        "--workers", type=int, help="processes serving the port (SO_REUSEPORT), each using a core at most (1)"
+    )
     gw.add_argument("--admin-token-file", type=Path, help="file with the bootstrap admin token")
     gw.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     _metrics_args(gw)
@@ -545,8 +548,8 @@ def _token_command(client: Client, args: argparse.Namespace) -> None:
         client.revoke_token(args.id, token_user=args.token)
 
 
-def _daemon(args: argparse.Namespace) -> int:
-    """Run a gateway or a container until SIGTERM/SIGINT."""
+def _daemon(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run a gateway or a container until SIGTERM/SIGINT (``argv``: the command line, for workers)."""
     from dynostore.config import read_secret, settings_from
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose", "log_format")}
@@ -558,6 +561,19 @@ def _daemon(args: argparse.Namespace) -> int:
         admin_token = os.environ.get("DYNOSTORE_ADMIN_TOKEN")
         if gateway.admin_token_file:
             admin_token = read_secret(admin_token, gateway.admin_token_file, "admin token")
+        if gateway.workers > 1:
+            from dynostore.rpc.workers import Supervisor
+
+            supervisor = Supervisor(
+                argv,
+                gateway.workers,
+                gateway.listen,
+                ready_file=gateway.ready_file,
+                metrics_listen=gateway.metrics_listen,
+                metrics_ready_file=gateway.metrics_ready_file,
+                what="gateway",
+            )
+            return supervisor.run()
         asyncio.run(serve_gateway(gateway, admin_token))
     else:
         from dynostore.container.server import ContainerSettings
@@ -656,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {exc}") from None
     try:
         if args.command in ("gateway", "container"):
-            return _daemon(args)
+            return _daemon(args, words)
         if args.command == "up":
             return _up(args)
         if args.command == "certs":

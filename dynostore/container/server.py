@@ -22,6 +22,7 @@ from dynostore.metrics import CONTAINER_INFO
 from dynostore.metrics.backend import MeasuredBackend
 from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.rpc import auth_metadata, open_channel, start_server
+from dynostore.rpc.servers import write_ready_file
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
 from dynostore.tickets import TicketVerifier
@@ -310,7 +311,7 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         log.info("Container %s serving on %s (site %s)", container_id, address, settings.site)
         print(f"container {container_id} listening on {address}", flush=True)
         if settings.ready_file:
-            _write_atomically(settings.ready_file, address)
+            write_ready_file(settings.ready_file, address)
     await stop.wait()
     member_task.cancel()
     for task in background:
@@ -319,9 +320,3 @@ async def serve(settings: ContainerSettings, token: str) -> None:
     await backend.close()
     if metrics is not None:
         metrics.close()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(text)
-    temp.replace(path)

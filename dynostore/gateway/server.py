@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,9 @@ from dynostore.metrics.endpoint import MetricsEndpoint, parse_listen
 from dynostore.registry import Registry
 from dynostore.rpc import start_server
 from dynostore.rpc.channels import endpoint_list
+from dynostore.rpc.servers import write_ready_file
 from dynostore.rpc.tls import Tls
+from dynostore.rpc.workers import WORKER_ENV, worker_index
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,13 @@ class GatewaySettings:
     catalog_metrics_interval: float = 60.0
     # One log line per call answered (method, status, duration, request id); failures are logged anyway.
     log_requests: bool = False
+    # Worker processes serving the one port (SO_REUSEPORT; see dynostore.rpc.workers); each uses a core at most.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
+        if not 1 <= self.workers <= 64:
+            raise InvalidArgument(f"workers must be from 1 to 64, not {self.workers}.")
         if self.move_check_interval < 0:
             raise InvalidArgument(f"move_check_interval must be 0 (off) or more, not {self.move_check_interval}.")
         if self.rebalance_interval < 0:
@@ -96,7 +103,14 @@ class GatewaySettings:
 
 
 async def serve(settings: GatewaySettings, admin_token: str | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new."""
+    """Serve until SIGTERM/SIGINT; make ``admin_token`` an admin token if it is new.
+
+    As one of several workers (``$DYNOSTORE_WORKER`` set) it shares its port,
+    and only worker 0 sweeps for repairs, announces the gateway, looks for
+    moves to resume and counts catalogs; every worker runs the moves asked of it.
+    """
+    index = worker_index()
+    first = index == 0
     policy = settings.policy  # checked before anything starts
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     etcd_tls = Tls.load(settings.etcd_tls_ca, settings.etcd_tls_cert, settings.etcd_tls_key, setting="etcd_tls")
@@ -120,17 +134,21 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         tls,
         metrics=metrics is not None,
         access_log=settings.log_requests,
+        share_port=WORKER_ENV in os.environ,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{bound}"
-    log.info("Gateway serving on %s (etcd %s)", address, ",".join(endpoint_list(settings.etcd)))
+    log.info(
+        "Gateway%s serving on %s (etcd %s)",
+        f" worker {index}" if WORKER_ENV in os.environ else "",
+        address,
+        ",".join(endpoint_list(settings.etcd)),
+    )
     print(f"gateway listening on {address}", flush=True)
     if settings.ready_file:
-        temp = settings.ready_file.with_name(settings.ready_file.name + ".tmp")
-        temp.write_text(address)
-        temp.replace(settings.ready_file)
-    announce = asyncio.create_task(_announce(registry, address, policy.container_ttl))
+        write_ready_file(settings.ready_file, address)
+    announce = asyncio.create_task(_announce(registry, address, policy.container_ttl)) if first else None
     counting = None
-    if metrics is not None and settings.catalog_metrics_interval > 0:
+    if first and metrics is not None and settings.catalog_metrics_interval > 0:
         counting = asyncio.create_task(_count_catalogs(registry, settings.catalog_metrics_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,7 +158,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     host = "127.0.0.1" if address.startswith(("0.0.0.0:", "[::]:")) else address.rsplit(":", 1)[0]
     servicer.relay = pipeline = Pipeline(f"{host}:{bound}", tls=tls)
     repairer = None
-    if settings.repair_interval > 0 and admin_token:
+    if settings.repair_interval > 0 and admin_token and first:
         repairer = Repairer(
             registry,
             pipeline,
@@ -151,7 +169,7 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
             gateway=address,
         )
         sweeps = asyncio.create_task(repairer.run())
-    elif settings.repair_interval > 0:
+    elif settings.repair_interval > 0 and first:
         log.warning("No admin token was given: this gateway runs no repair sweeps.")
     # Drains and rebalances: resumed by any gateway with an admin token.
     servicer.mover = mover = Mover(
@@ -159,8 +177,8 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
         pipeline,
         admin_token or "",
         gateway=address,
-        rebalance_every=settings.rebalance_interval,
-        check_every=settings.move_check_interval,
+        rebalance_every=settings.rebalance_interval if first else 0.0,
+        check_every=settings.move_check_interval if first else 0.0,
     )
     moves = asyncio.create_task(mover.run())
     await stop.wait()

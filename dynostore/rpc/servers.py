@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,7 @@ async def start_server(
     *,
     metrics: bool = False,
     access_log: bool = False,
+    share_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``address`` and return it with its bound port.
 
@@ -35,14 +37,17 @@ async def start_server(
     the server speaks only TLS. With ``metrics`` every call is counted and
     timed (:class:`~dynostore.metrics.rpc.MetricsInterceptor`, outside the
     error mapping so that it sees the final status). With ``access_log``
-    every call is logged (method, status, duration, request id).
+    every call is logged (method, status, duration, request id). With
+    ``share_port`` the port is bound with SO_REUSEPORT, beside the other
+    workers of one server (:mod:`dynostore.rpc.workers`).
     """
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
     if access_log:
         interceptors.insert(0, AccessLogInterceptor())
     if metrics:
         interceptors.insert(0, MetricsInterceptor())
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    options = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 1)] if share_port else SERVER_OPTIONS
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -55,3 +60,10 @@ async def start_server(
     for name in [*service_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+def write_ready_file(path: Path, text: str) -> None:
+    """Write ``text`` (a bound address) to ``path`` at once: a reader sees no file or all of it."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text)
+    temp.replace(path)

@@ -1,0 +1,133 @@
+"""A gateway of several worker processes on one port (``dynostore gateway --workers 2``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynostore.errors import InvalidArgument
+from dynostore.gateway.server import GatewaySettings
+from dynostore.local import LocalFabric
+from dynostore.rpc.workers import metrics_listen_for, reserve_port
+from tests.integration.conftest import Session, eventually
+
+
+@pytest.fixture(scope="module")
+def workers_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """A fabric whose one gateway runs two workers."""
+    root = tmp_path_factory.mktemp("workers")
+    with LocalFabric(containers=5, root=root, gateway_args=["--workers", "2"]) as fabric, fabric.client() as client:
+        yield Session(fabric, client, fabric.create_user("wendy"))
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _workers(session: Session) -> list[int]:
+    supervisor = session.fabric.gateways[0].pid
+    assert supervisor is not None
+    return _children(supervisor)
+
+
+def _socket_owners(port: int) -> set[int]:
+    """The pids holding established TCP connections on local ``port`` (``ss -tnp``)."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", "sport", "=", f":{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    owners = set()
+    for line in out.splitlines():
+        for part in line.split("pid=")[1:]:
+            owners.add(int(part.split(",", 1)[0]))
+    return owners
+
+
+def test_two_workers_share_the_port_and_both_serve(workers_fabric: Session) -> None:
+    workers = _workers(workers_fabric)
+    assert len(workers) == 2
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to see which worker holds each connection")
+    clients = [workers_fabric.fabric.client() for _ in range(24)]
+    try:
+        keys = [c.put(f"object {i}".encode() * 2000, workers_fabric.token, "w") for i, c in enumerate(clients)]
+        owners = _socket_owners(workers_fabric.fabric.gateways[0].port)
+        # 24 connections spread by the kernel: all on one worker has odds 2**-23.
+        assert set(workers) <= owners
+        for i, (client, key) in enumerate(zip(clients, keys, strict=True)):
+            assert client.get(key, workers_fabric.token) == f"object {i}".encode() * 2000
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_killed_worker_is_started_again_and_nothing_is_lost(workers_fabric: Session) -> None:
+    session = workers_fabric
+    before = [session.client.put(os.urandom(50_000), session.token, "w") for _ in range(5)]
+    victim = _workers(session)[1]
+    os.kill(victim, signal.SIGKILL)
+    # The other worker serves new calls at once; the supervisor starts a second one again.
+    after = [session.client.put(os.urandom(50_000), session.token, "w") for _ in range(5)]
+    assert eventually(lambda: len(_workers(session)) == 2 and victim not in _workers(session), within=30)
+    with session.fabric.client() as fresh:
+        for key in before + after:
+            assert len(fresh.get(key, session.token)) == 50_000
+
+
+def test_stopping_the_gateway_stops_every_worker(tmp_path: Path) -> None:
+    with LocalFabric(containers=3, root=tmp_path, k=2, m=1, gateway_args=["--workers", "2"]) as fabric:
+        supervisor = fabric.gateways[0].pid
+        assert supervisor is not None
+        workers = _children(supervisor)
+        assert len(workers) == 2
+        fabric.gateways[0].stop()
+        assert eventually(lambda: all(_gone(pid) for pid in workers), within=15)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (reaped, or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_workers_setting_is_checked() -> None:
+    with pytest.raises(InvalidArgument, match="workers"):
+        GatewaySettings(workers=0)
+    assert GatewaySettings(workers=4).workers == 4
+
+
+def test_each_worker_gets_its_own_metrics_port() -> None:
+    assert metrics_listen_for(None, 1) is None
+    assert metrics_listen_for("127.0.0.1:9100", 0) == "127.0.0.1:9100"
+    assert metrics_listen_for("127.0.0.1:9100", 2) == "127.0.0.1:9102"
+    assert metrics_listen_for("127.0.0.1:0", 3) == "127.0.0.1:0"
+
+
+def test_a_reserved_port_is_shared_but_not_with_a_plain_server() -> None:
+    first, address = reserve_port("127.0.0.1:0")
+    with first:
+        second, again = reserve_port(address)  # another worker's bind with SO_REUSEPORT
+        second.close()
+        assert again == address
+        plain = socket.socket()
+        with plain, pytest.raises(OSError, match="in use"):
+            plain.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
