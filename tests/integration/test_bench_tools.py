@@ -64,6 +64,11 @@ def test_sizes_parse_and_label_both_ways() -> None:
             "| put | 1 KiB |",
         ),
         (
+            "bench.bench_workers",
+            ["--count", "8", "--rounds", "1", "--sizes", "1K", "--processes", "1", "--clients", "2", "--threads", "2"],
+            "| get | 1 KiB |",
+        ),
+        (
             "bench.bench_s3",
             ["--sizes", "1K", "--count", "5", "--multipart", "9M", "--repeat", "1", "--targets", "door,moto,sdk"],
             "| multipart put 9 MiB | door |",
