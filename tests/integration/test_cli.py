@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
-from dynostore.cli import UP_PORT
+from dynostore.cli.parser import UP_PORT
 from dynostore.local import ManagedProcess, _port_is_free
 from dynostore.rpc import auth_metadata
 from tests.conftest import alive, child_pids, descendant_pids

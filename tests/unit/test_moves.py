@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from dynostore._proto import common_pb2, gateway_pb2
-from dynostore.cli_moves import container_parser
+from dynostore.cli.parser import container_parser
 from dynostore.client import moves
 from dynostore.client.moves import MIN_BANDWIDTH, Bandwidth, _targets, chunk_size
 from dynostore.client.placement import SpreadPlacement

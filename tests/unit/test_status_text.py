@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dynostore.cli import _repair_progress
+from dynostore.cli.commands import repair_progress
 from dynostore.client.status import (
     ContainerStatus,
     EtcdMemberStatus,
@@ -80,8 +80,8 @@ def test_a_container_down_says_when_it_was_last_seen() -> None:
     assert status.to_json()["healthy"] is False
 
 
-def test_repair_progress_line() -> None:
-    line = _repair_progress(5, 20, 50e6, 200e6, 10.0)
+def testrepair_progress_line() -> None:
+    line = repair_progress(5, 20, 50e6, 200e6, 10.0)
     assert line == "repair: 5/20 objects, 50.0/200.0 MB, 5.0 MB/s, about 30 s left"
 
 

@@ -1,7 +1,7 @@
 """``dynostore container drain|rm|ls`` and ``dynostore rebalance``: moving data between containers (admin).
 
 ``dynostore container`` alone runs a container daemon; these sub-commands
-are told apart by their first word.
+are told apart by their first word (their parser is in :mod:`dynostore.cli.parser`).
 """
 
 from __future__ import annotations
@@ -12,49 +12,10 @@ import time
 from collections.abc import Callable
 
 from dynostore.client import Client, MoveStatus
-from dynostore.registry.usage import format_size, parse_size
+from dynostore.registry.usage import format_size
 
-# The sub-commands of `dynostore container` that administer containers instead of running one.
-CONTAINER_COMMANDS = ("drain", "rm", "ls")
 # Seconds between two progress lines when stderr is not a terminal.
 REPORT_SECONDS = 5.0
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    from dynostore.cli import _client_args as shared
-
-    shared(p)
-
-
-def _bandwidth(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--bandwidth", type=parse_size, default=0, help="bytes per second the moves may take, e.g. 50M (no limit)"
-    )
-    p.add_argument("--no-wait", action="store_true", help="start it and return (the gateways carry it on)")
-
-
-def container_parser() -> argparse.ArgumentParser:
-    """The parser of ``dynostore container drain|rm|ls``."""
-    parser = argparse.ArgumentParser(prog="dynostore container", description="Administer data containers.")
-    sub = parser.add_subparsers(dest="container_command", required=True)
-    drain = sub.add_parser("drain", help="move every chunk off a container; no new chunks go there")
-    drain.add_argument("container_id", help="the id of the container to drain (see dynostore container ls)")
-    drain.add_argument("--stop", action="store_true", help="end the drain: the container takes new chunks again")
-    _bandwidth(drain)
-    _client_args(drain)
-    rm = sub.add_parser("rm", help="forget a stopped, drained container")
-    rm.add_argument("container_id", help="the id of the container to forget")
-    rm.add_argument("--force", action="store_true", help="even if records still name it (those chunks count as lost)")
-    _client_args(rm)
-    _client_args(sub.add_parser("ls", help="list containers: up or down, draining, chunks, free space"))
-    return parser
-
-
-def rebalance_args(p: argparse.ArgumentParser) -> None:
-    """The options of ``dynostore rebalance``."""
-    p.add_argument("--stop", action="store_true", help="stop a running rebalance")
-    _bandwidth(p)
-    _client_args(p)
 
 
 def _reporter(what: str) -> Callable[[MoveStatus], None]:
