@@ -4,7 +4,7 @@ Usage: python -m bench.bench_coalesce [--threads 16] [--count 800] [--sizes 1K,6
 
 Two Clients of one LocalFabric, one with ``coalesce=True`` (the default) and
 one without, take turns (interleaved rounds, so machine noise hits both) at
-``count`` puts, gets and exists calls of each size from ``threads`` threads.
+``count`` puts, gets, exists calls and evicts of each size from ``threads`` threads.
 Prints ops/s per round and the on/off ratio; the median ratio is the figure.
 """
 
@@ -31,9 +31,9 @@ def one_round(client: Client, token: str, size: int, count: int, threads: int) -
     cycle = itertools.cycle(list(keys))
     get = rate(lambda: client.get(next(cycle), token_user=token), count, threads)
     exists = rate(lambda: client.exists(next(cycle), token_user=token), count, threads)
-    for key in keys:
-        client.evict(key, token_user=token)
-    return {"put": put, "get": get, "exists": exists}
+    each = iter(list(keys))
+    evict = rate(lambda: client.evict(next(each), token_user=token), count, threads)
+    return {"put": put, "get": get, "exists": exists, "evict": evict}
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     print()
     print("| op | size | on, ops/s (per round) | off, ops/s (per round) | on/off (median of rounds) |")
     print("|---|---|---|---|---|")
-    for op in ("put", "get", "exists"):
+    for op in ("put", "get", "exists", "evict"):
         for size in sizes:
             with_, without = results[(op, size, True)], results[(op, size, False)]
             ratios = [a / b for a, b in zip(with_, without, strict=True)]

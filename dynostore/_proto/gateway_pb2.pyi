@@ -277,16 +277,30 @@ class ExistsResponse(_message.Message):
     def __init__(self, exists: _Optional[bool] = ...) -> None: ...
 
 class EvictRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "keys")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EvictResult(_message.Message):
+    __slots__ = ("existed", "code", "message")
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    code: int
+    message: str
+    def __init__(self, existed: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class EvictResponse(_message.Message):
-    __slots__ = ("existed",)
+    __slots__ = ("existed", "results")
     EXISTED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     existed: bool
-    def __init__(self, existed: _Optional[bool] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[EvictResult]
+    def __init__(self, existed: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[EvictResult, _Mapping]]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("catalog", "name")

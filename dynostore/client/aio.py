@@ -138,8 +138,8 @@ class AsyncClient(AdminCalls):
             tls_ca: CA certificate (PEM file) of a fabric that runs TLS.
             relay: move object bytes through the gateway, which codes and places
                 them (for clients that can reach the gateway but not the containers).
-            coalesce: gather single puts (up to COALESCE_MAX_BYTES), gets and
-                exists calls made at the same time into batch calls (see
+            coalesce: gather single puts (up to COALESCE_MAX_BYTES), gets,
+                exists calls and evicts made at the same time into batch calls (see
                 :mod:`dynostore.client.coalesce`); a lone call goes at once.
             hedging: gets read from the containers expected to answer first and
                 read another chunk beside one that lags; puts stop waiting for
@@ -171,6 +171,7 @@ class AsyncClient(AdminCalls):
         self._puts: Coalescer[PutItem, str] = Coalescer(self._run_puts)
         self._gets: Coalescer[str, list[bytes]] = Coalescer(self._run_gets)
         self._exists: Coalescer[str, bool] = Coalescer(self._run_exists)
+        self._evicts: Coalescer[str, bool] = Coalescer(self._run_evicts)
 
     @property
     def hedge_counts(self) -> HedgeCounts:
@@ -179,7 +180,7 @@ class AsyncClient(AdminCalls):
 
     async def close(self) -> None:
         """Close the client's channels (once the batches on their way are done)."""
-        for coalescer in (self._puts, self._gets, self._exists):
+        for coalescer in (self._puts, self._gets, self._exists, self._evicts):
             await coalescer.close()
         await self._pipeline.close()
 
@@ -386,7 +387,21 @@ class AsyncClient(AdminCalls):
 
     async def evict(self, key: str, token_user: str) -> bool:
         """Remove object ``key``; return whether it existed (removing a missing object is not an error)."""
+        if self.coalesce:
+            validation.key(key)
+            return await self._evicts.submit(token_user, key)
         return await self._pipeline.evict(key, token_user)
+
+    async def _run_evicts(self, token: Hashable, keys: list[str]) -> Sequence[bool | DynoStoreError]:
+        """Evict a batch of single evicts of one token with one Evict call; each fails alone."""
+        token = cast(str, token)
+        if len(keys) == 1:
+            return await each_alone(lambda key: self._pipeline.evict(key, token), keys)
+        try:
+            return await self._pipeline.evict_many(keys, token)
+        except DynoStoreError:
+            # Evicting twice removes nothing more; only "existed" may then say False for one that did.
+            return await each_alone(lambda key: self._pipeline.evict(key, token), keys)
 
     async def repair(self, key: str, token_user: str, progress: ProgressArg = None, verify: bool = False) -> int:
         """Rebuild the chunks of object ``key`` that are missing or on containers gone; return how many.

@@ -11,6 +11,7 @@ each chunk segment by segment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -28,6 +29,7 @@ from dynostore.client.connection import (
 from dynostore.client.download import Downloader, _inline_bytes
 from dynostore.client.repair import repair as repair_object
 from dynostore.client.upload import PLAN_POOL_SECONDS, PLAN_POOL_SIZE, PutItem, Reservation, Uploader
+from dynostore.errors import DynoStoreError, error_for_code
 from dynostore.rpc import auth_metadata, from_rpc_error
 
 
@@ -91,6 +93,18 @@ class Pipeline(Uploader, Downloader):
         validation.token(token)
         reply = await self.call(self._gateway().Evict, gateway_pb2.EvictRequest(key=key), token)
         return reply.existed
+
+    async def evict_many(self, keys: Sequence[str], token: str) -> list[bool | DynoStoreError]:
+        """Remove several objects with one gateway call per ``GROUP``; for each, whether it existed, or its error."""
+        for key in keys:
+            validation.key(key)
+        validation.token(token)
+        outcomes: list[bool | DynoStoreError] = []
+        for start in range(0, len(keys), GROUP):
+            request = gateway_pb2.EvictRequest(keys=keys[start : start + GROUP])
+            reply = await self.call(self._gateway().Evict, request, token)
+            outcomes += [error_for_code(r.code, r.message) if r.code else r.existed for r in reply.results]
+        return outcomes
 
     async def list(self, catalog: str, token: str, name: str = "") -> list[ObjectInfo]:
         """Objects of a catalog (``name``, or ``owner/name`` for one shared with you); only those called ``name``."""

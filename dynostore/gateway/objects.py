@@ -15,7 +15,7 @@ from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2
 from dynostore.client.pipeline import RELAY_MESSAGE, Pipeline, PutItem, Reservation
 from dynostore.erasure.checksum import checksum
-from dynostore.errors import DataLoss, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from dynostore.errors import DataLoss, DynoStoreError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from dynostore.gateway.base import (
     MAX_BATCH,
     MAX_PLANNED_KEYS,
@@ -330,6 +330,8 @@ class ObjectCalls(GatewayCalls):
         self, request: gateway_pb2.EvictRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EvictResponse:
         user = await self._user(context)
+        if request.keys:
+            return await self._evict_batch(request, user)
         key = validation.key(request.key)
         try:
             await self._owned(key, user)
@@ -340,6 +342,32 @@ class ObjectCalls(GatewayCalls):
             return gateway_pb2.EvictResponse(existed=False)
         self._in_background(self.delete_chunks(record))
         return gateway_pb2.EvictResponse(existed=True)
+
+    async def _evict_batch(self, request: gateway_pb2.EvictRequest, user: User) -> gateway_pb2.EvictResponse:
+        """Evict ``request.keys`` together: one outcome each; those allowed go in a few etcd transactions."""
+        if request.key:
+            raise InvalidArgument("Evict takes a key or a list of keys, not both.")
+        if len(request.keys) > MAX_BATCH:
+            raise InvalidArgument(f"Evict takes at most {MAX_BATCH} keys, not {len(request.keys)}.")
+        keys = [validation.key(k) for k in request.keys]
+        reply = gateway_pb2.EvictResponse()
+        allowed: list[str] = []  # once each: a key given twice is evicted once, then did not exist
+        for key in keys:
+            result = reply.results.add()
+            try:
+                await self._owned(key, user)
+                if key not in allowed:
+                    allowed.append(key)
+            except NotFound:
+                pass
+            except DynoStoreError as exc:
+                result.code, result.message = exc.code.value[0], str(exc)
+        removed = dict(zip(allowed, await self.registry.delete_objects(allowed), strict=True))
+        for key, result in zip(keys, reply.results, strict=True):
+            if (record := removed.pop(key, None)) is not None:
+                result.existed = True
+                self._in_background(self.delete_chunks(record))
+        return reply
 
     async def List(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListRequest, context: grpc.aio.ServicerContext

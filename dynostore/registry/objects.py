@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -494,6 +494,60 @@ class ObjectCalls(RegistryBase):
             record = ObjectRecord.from_json(found.value)
             if await self._delete_record(record, found.mod_revision):
                 return record
+
+    @etcd_errors
+    async def delete_objects(self, object_keys: Sequence[str]) -> list[ObjectRecord | None]:
+        """Remove several objects (records, index entries, usage) in few transactions; the records, or None.
+
+        Objects go ``MAX_TXN_OPS // 8`` to a transaction, each of which
+        removes all its objects or none, and is tried again when one of
+        them or an owner's usage counter changed meanwhile (so concurrent
+        evicts of one user do not each fight over that counter).
+
+        Raises:
+            Unavailable: the records or usage counters kept changing.
+        """
+        removed: list[ObjectRecord | None] = []
+        step = MAX_TXN_OPS // 8
+        for start in range(0, len(object_keys), step):
+            removed += await self._delete_group(list(object_keys[start : start + step]))
+        return removed
+
+    async def _delete_group(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+        for _ in range(CAS_ATTEMPTS):
+            _, replies = await self.etcd.transaction(
+                compare=[], success=[self._tx.get(keys.obj(k)) for k in object_keys], failure=[]
+            )
+            found = [(ObjectRecord.from_json(bytes(r[0][0])), r[0][1].mod_revision) if r else None for r in replies]
+            live = [f for f in found if f is not None]
+            if not live:
+                return [None] * len(object_keys)
+            usage_keys = sorted({keys.usage(record.owner) for record, _ in live})
+            if missing := [k for k in usage_keys if k not in self._seen]:
+                await self._read_again(missing)
+            usages = {record.owner: self._usage_seen(record.owner) for record, _ in live}
+            for record, _ in live:
+                usages[record.owner] = usages[record.owner].add(-record.size, -1)
+            ok, answers = await self.etcd.transaction(
+                compare=[
+                    *(self._tx.mod(keys.obj(record.key)) == revision for record, revision in live),
+                    *(self._unchanged(k) for k in usage_keys),
+                ],
+                success=[
+                    *(self._tx.delete(k) for record, _ in live for k in self._record_keys(record)),
+                    *(self._tx.put(keys.usage(owner), usage.to_json()) for owner, usage in usages.items()),
+                ],
+                failure=[],
+            )
+            if ok:
+                deleted = answers[0].response_delete_range.header.revision
+                for owner, usage in usages.items():
+                    self._seen[keys.usage(owner)] = (usage.to_json(), deleted)
+                for record, _ in live:
+                    self._objects.changed(record.key, deleted)
+                return [f[0] if f is not None else None for f in found]
+            await self._read_again(usage_keys)
+        raise Unavailable(f"Objects kept changing while {len(object_keys)} of them were evicted; evict them again.")
 
     @etcd_errors
     async def expire_object(self, key: str, now: float) -> ObjectRecord | None:

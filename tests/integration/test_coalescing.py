@@ -62,3 +62,32 @@ def test_many_threads_of_one_client(shared: Session) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(work, range(160)))
     assert len(list(s.client.list("threads", token_user=s.token))) == 160
+
+
+def test_concurrent_evicts_are_batched_fail_alone_and_keep_usage_exact(shared: Session) -> None:
+    s = shared
+    name = f"evicter{os.getpid()}"
+    token = s.fabric.create_user(name)
+    other = s.fabric.create_user(f"bystander{os.getpid()}")
+    foreign = s.client.put(data=b"not yours", token_user=other, catalog="theirs")
+    sizes = [100, 5000, 70_000] * 10
+    keys = s.client.put_batch([os.urandom(n) for n in sizes], token_user=token, catalog="evicted")
+    kept = s.client.put(b"stays", token_user=token, catalog="evicted")
+
+    async def main() -> list[bool | BaseException]:
+        async with AsyncClient(s.fabric.gateway, tls_ca=s.fabric.tls_ca) as client:
+            calls = [client.evict(k, token_user=token) for k in [*keys, keys[0], "0" * 32, foreign]]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            assert client._evicts.batches >= 1
+            return outcomes
+
+    outcomes = asyncio.run(main())
+    assert outcomes[: len(keys)] == [True] * len(keys)
+    assert outcomes[len(keys)] is False  # the same key again: evicted once, by its first call
+    assert outcomes[-2] is False  # no such object
+    assert isinstance(outcomes[-1], PermissionDenied)  # failed alone
+    assert s.client.exists(foreign, token_user=other)
+    assert [o.key for o in s.client.list("evicted", token_user=token)] == [kept]
+    (user,) = [u for u in s.client.list_users(token_user=s.fabric.admin_token) if u.name == name]
+    assert user.usage is not None
+    assert (user.usage.objects, user.usage.bytes) == (1, len(b"stays"))

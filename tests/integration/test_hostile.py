@@ -67,6 +67,9 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("CommitRepair traversal", lambda s, t: s.CommitRepair(g.CommitRepairRequest(key=TRAVERSAL), metadata=auth_metadata(t)), invalid),
         ("CommitRepair no token", lambda s, t: s.CommitRepair(g.CommitRepairRequest(key="d" * 32)), {BAD.UNAUTHENTICATED}),
         ("Evict traversal", lambda s, t: s.Evict(g.EvictRequest(key=TRAVERSAL), metadata=auth_metadata(t)), invalid),
+        ("Evict batch traversal", lambda s, t: s.Evict(g.EvictRequest(keys=["0" * 32, TRAVERSAL]), metadata=auth_metadata(t)), invalid),
+        ("Evict key and keys", lambda s, t: s.Evict(g.EvictRequest(key="0" * 32, keys=["1" * 32]), metadata=auth_metadata(t)), invalid),
+        ("Evict flood", lambda s, t: s.Evict(g.EvictRequest(keys=["0" * 32] * 5000), metadata=auth_metadata(t)), invalid),
         ("List traversal", lambda s, t: list(s.List(g.ListRequest(catalog="../x"), metadata=auth_metadata(t))), invalid),
         ("List unicode", lambda s, t: list(s.List(g.ListRequest(catalog=UNICODE), metadata=auth_metadata(t))), invalid),
         (
