@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 # has no leader costs this much before the call goes to the next member.
 CALL_TIMEOUT = 1.5
 # Codes after which a call goes to the next member: down, frozen or without a leader.
+# How long a member may take to tell its status when a call moves on from another (seconds).
+STATUS_TIMEOUT = 0.3
 _FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _TXN_COMPARED = ("mod_revision", "version", "create_revision")
 
@@ -102,6 +104,33 @@ class _Endpoints:
         if self.current == index:
             self.current = (index + 1) % len(self.channels)
 
+    async def choose_after(self, index: int, metadata: Any) -> None:
+        """After a call failed on ``index``: send the next calls to a member that answers and knows a leader.
+
+        Every other member is asked for its status at once, within
+        ``STATUS_TIMEOUT``: a frozen member does not answer, a dead one
+        fails at once, and one without a leader says so. The first that
+        knows a leader is chosen, else the first that answered, else simply
+        the next after ``index``.
+        """
+        self.failed(index)
+        others = [i for i in range(len(self.channels)) if i != index]
+        if not others:
+            return
+        statuses = await asyncio.gather(*(self._status(i, metadata) for i in others))
+        answered = [i for i, status in zip(others, statuses, strict=True) if status is not None]
+        led = [i for i, status in zip(others, statuses, strict=True) if status is not None and status.leader]
+        if led or answered:
+            self.current = (led or answered)[0]
+
+    async def _status(self, index: int, metadata: Any) -> Any:
+        """Member ``index``'s status, or None if it does not answer in time."""
+        try:
+            stub = rpc.MaintenanceStub(self.channels[index])
+            return await stub.Status(rpc.StatusRequest(), timeout=STATUS_TIMEOUT, metadata=metadata)
+        except grpc.aio.AioRpcError:
+            return None
+
 
 class _FailoverKV:
     """etcd's KV service over every member: each attempt within ``call_timeout``, then the next member.
@@ -135,9 +164,10 @@ class _FailoverKV:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _FAILOVER_CODES:
                     raise
-                self._endpoints.failed(index)
                 if not retry or deadline - loop.time() <= 0:
+                    self._endpoints.failed(index)
                     raise
+                await self._endpoints.choose_after(index, metadata)
                 log.info("etcd %s failed on member %d (%s); trying the next.", method, index, exc.code().name)
 
     async def Range(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
@@ -173,9 +203,10 @@ class _FailoverKV:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _FAILOVER_CODES:
                     raise
-                self._endpoints.failed(index)
                 if deadline - loop.time() <= 0:
+                    self._endpoints.failed(index)
                     raise
+                await self._endpoints.choose_after(index, metadata)
                 log.info("etcd Txn failed on member %d (%s); trying the next.", index, exc.code().name)
                 unknown = True
                 continue
