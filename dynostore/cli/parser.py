@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     gw = sub.add_parser("gateway", help="run a gateway (settings: --config FILE [gateway] table, then flags)")
     gw.add_argument("--config", type=Path, help="TOML settings file, e.g. gateway/gateway.toml")
     gw.add_argument("--etcd", help="etcd host:port, or its members' as a comma-separated list (default 127.0.0.1:2379)")
+    gw.add_argument(
+        "--etcd-call-timeout",
+        type=float,
+        help="seconds an etcd call may take on one member before it goes to the next (1.5)",
+    )
     gw.add_argument("--listen", help="address to serve on (default 127.0.0.1:8095)")
     gw.add_argument("--k", type=int, help="default data fragments (3)")
     gw.add_argument("--m", type=int, help="default parity fragments (2)")

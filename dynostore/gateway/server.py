@@ -38,6 +38,9 @@ class GatewaySettings:
 
     # etcd's client endpoint, or those of its cluster's members: a list or a comma-separated string.
     etcd: str | list[str] = "127.0.0.1:2379"
+    # Seconds one etcd call may take on one member (dead, frozen, or without a leader) before it
+    # goes to the next; reads and compare-guarded commits are retried there, within 10 s in all.
+    etcd_call_timeout: float = 1.5
     listen: str = "127.0.0.1:8095"
     # Default erasure-coding policy: k data + m parity fragments per segment.
     k: int = 3
@@ -88,6 +91,8 @@ class GatewaySettings:
             raise InvalidArgument(f"move_check_interval must be 0 (off) or more, not {self.move_check_interval}.")
         if self.rebalance_interval < 0:
             raise InvalidArgument(f"rebalance_interval must be 0 (off) or more, not {self.rebalance_interval}.")
+        if not self.etcd_call_timeout > 0:
+            raise InvalidArgument(f"etcd_call_timeout must be above 0 seconds, not {self.etcd_call_timeout}.")
         if self.object_cache_entries < 0:
             raise InvalidArgument(f"object_cache_entries must be 0 or more, not {self.object_cache_entries}.")
         if self.metrics_listen is not None:
@@ -114,7 +119,12 @@ async def serve(settings: GatewaySettings, admin_token: str | None = None) -> No
     policy = settings.policy  # checked before anything starts
     tls = Tls.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
     etcd_tls = Tls.load(settings.etcd_tls_ca, settings.etcd_tls_cert, settings.etcd_tls_key, setting="etcd_tls")
-    registry = Registry(settings.etcd, object_cache_entries=settings.object_cache_entries, tls=etcd_tls)
+    registry = Registry(
+        settings.etcd,
+        object_cache_entries=settings.object_cache_entries,
+        tls=etcd_tls,
+        call_timeout=settings.etcd_call_timeout,
+    )
     metrics = MetricsEndpoint.maybe_start("gateway", settings.metrics_listen, settings.metrics_ready_file)
     if metrics is not None:
         export_caches(registry.caches)

@@ -21,7 +21,7 @@ from dynostore.errors import Unavailable
 from dynostore.metrics import ETCD_DURATION, ETCD_ERRORS, WATCH_FAILURES
 from dynostore.registry import keys
 from dynostore.registry.cache import WatchedCache
-from dynostore.registry.etcd import EtcdClient
+from dynostore.registry.etcd import CALL_TIMEOUT, EtcdClient
 from dynostore.registry.records import ObjectRecord, User
 from dynostore.registry.usage import Usage
 from dynostore.rpc.tls import Tls
@@ -63,7 +63,13 @@ def etcd_errors(f: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 class RegistryBase:
     """The etcd connection and the caches every part of the registry uses."""
 
-    def __init__(self, address: str | Sequence[str], object_cache_entries: int = 0, tls: Tls | None = None) -> None:
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        object_cache_entries: int = 0,
+        tls: Tls | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
         """Connect (lazily) to etcd at ``host:port``, over TLS when ``tls`` is given.
 
         ``address`` may name several members of a cluster (a list, or
@@ -71,8 +77,10 @@ class RegistryBase:
 
         Tokens (always) and up to ``object_cache_entries`` object records,
         inline bytes included, are cached in memory while :meth:`watch` runs.
+        Each etcd call takes at most ``call_timeout`` seconds on one member
+        before it goes to the next (see :class:`EtcdClient`), 10 s in all.
         """
-        self.etcd = EtcdClient(address, tls, timeout=10)
+        self.etcd = EtcdClient(address, tls, call_timeout=call_timeout, timeout=10)
         self._tx = self.etcd.transactions
         self._auth_cache: WatchedCache[User] = WatchedCache(AUTH_CACHE_ENTRIES, "tokens")
         # Container id -> owning user, as last read (owners change only when a user is removed).

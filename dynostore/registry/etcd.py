@@ -14,13 +14,16 @@ another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aetcd
 import grpc
 from aetcd import rpc, watcher
 
+from dynostore.errors import InvalidArgument
 from dynostore.rpc.channels import balancing_options, channel_target, endpoint_list
 from dynostore.rpc.tls import Tls
 
@@ -39,12 +42,276 @@ ETCD_CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
+log = logging.getLogger(__name__)
+
+
+# Per attempt bound on one etcd call (seconds): a member that died, is frozen or
+# has no leader costs this much before the call goes to the next member.
+CALL_TIMEOUT = 1.5
+# Codes after which a call goes to the next member: down, frozen or without a leader.
+# How long a member may take to tell its status when a call moves on from another (seconds).
+STATUS_TIMEOUT = 0.3
+_FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_TXN_COMPARED = ("mod_revision", "version", "create_revision")
+
+
+def _write_keys(ops: Sequence[Any]) -> tuple[dict[bytes, bytes], set[bytes]]:
+    """Keys ``ops`` put (with their values) and delete; nested transactions count as writes of unknown keys."""
+    puts: dict[bytes, bytes] = {}
+    deletes: set[bytes] = set()
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            puts[op.request_put.key] = op.request_put.value
+        elif kind == "request_delete_range":
+            deletes.add(op.request_delete_range.key)
+        elif kind == "request_txn":
+            deletes.add(b"")  # not checked: such a transaction is never retried
+    return puts, deletes
+
+
+def _applies_once(request: Any) -> bool:
+    """Whether a transaction can apply at most once however often it is sent.
+
+    True when it writes nothing, or when its compares pin the revision (or
+    absence) of a key its success branch writes: once applied, that compare
+    is false, so a second copy changes nothing.
+    """
+    puts, deletes = _write_keys(request.success)
+    failure_puts, failure_deletes = _write_keys(request.failure)
+    if failure_puts or failure_deletes:
+        return False
+    if not puts and not deletes:
+        return True
+    if b"" in deletes:
+        return False
+    written = set(puts) | deletes
+    return any(
+        c.key in written and c.target in (rpc.Compare.MOD, rpc.Compare.VERSION, rpc.Compare.CREATE)
+        for c in request.compare
+    )
+
+
+class _Endpoints:
+    """The members' channels, and which one calls go to now (the next, after a failure)."""
+
+    def __init__(self, channels: list[grpc.aio.Channel]) -> None:
+        self.channels = channels
+        self.current = 0
+
+    def failed(self, index: int) -> None:
+        """Send the next calls to the member after ``index`` (unless another call moved on already)."""
+        if self.current == index:
+            self.current = (index + 1) % len(self.channels)
+
+    async def choose_after(self, index: int, metadata: Any) -> None:
+        """After a call failed on ``index``: send the next calls to a member that answers and knows a leader.
+
+        Every other member is asked for its status at once, within
+        ``STATUS_TIMEOUT``: a frozen member does not answer, a dead one
+        fails at once, and one without a leader says so. The first that
+        knows a leader is chosen, else the first that answered, else simply
+        the next after ``index``.
+        """
+        self.failed(index)
+        others = [i for i in range(len(self.channels)) if i != index]
+        if not others:
+            return
+        statuses = await asyncio.gather(*(self._status(i, metadata) for i in others))
+        answered = [i for i, status in zip(others, statuses, strict=True) if status is not None]
+        led = [i for i, status in zip(others, statuses, strict=True) if status is not None and status.leader]
+        if led or answered:
+            self.current = (led or answered)[0]
+
+    async def _status(self, index: int, metadata: Any) -> Any:
+        """Member ``index``'s status, or None if it does not answer in time."""
+        try:
+            stub = rpc.MaintenanceStub(self.channels[index])
+            return await stub.Status(rpc.StatusRequest(), timeout=STATUS_TIMEOUT, metadata=metadata)
+        except grpc.aio.AioRpcError:
+            return None
+
+
+class _FailoverKV:
+    """etcd's KV service over every member: each attempt within ``call_timeout``, then the next member.
+
+    Reads are retried, and transactions that apply at most once (see
+    :func:`_applies_once`): a retry that finds its compares false after an
+    attempt whose fate is unknown reads the keys it writes, and reports
+    success only if they hold its values, all written at one revision (the
+    first attempt landed). Other writes (plain puts, deletes, unguarded
+    transactions) are not retried: the error goes to the caller, and the next
+    call goes to the next member.
+    """
+
+    def __init__(self, endpoints: _Endpoints, call_timeout: float) -> None:
+        self._endpoints = endpoints
+        self._call_timeout = call_timeout
+
+    def _stub(self, index: int) -> rpc.KVStub:
+        return rpc.KVStub(self._endpoints.channels[index])
+
+    async def _attempts(self, method: str, request: Any, timeout: float | None, metadata: Any, retry: bool) -> Any:
+        """Call ``method`` on the current member, and on the next ones while ``retry`` and time is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else 10 * self._call_timeout)
+        while True:
+            index = self._endpoints.current
+            left = deadline - loop.time()
+            try:
+                call = getattr(self._stub(index), method)
+                return await call(request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _FAILOVER_CODES:
+                    raise
+                if not retry or deadline - loop.time() <= 0:
+                    self._endpoints.failed(index)
+                    raise
+                await self._endpoints.choose_after(index, metadata)
+                log.info("etcd %s failed on member %d (%s); trying the next.", method, index, exc.code().name)
+
+    async def Range(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
+        """A read: retried on the next member."""
+        return await self._attempts("Range", request, timeout, metadata, retry=True)
+
+    async def Put(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
+        """A plain put: not retried."""
+        return await self._attempts("Put", request, timeout, metadata, retry=False)
+
+    async def DeleteRange(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
+        """A delete: not retried (its count of deleted keys would not say what the first attempt did)."""
+        return await self._attempts("DeleteRange", request, timeout, metadata, retry=False)
+
+    async def Compact(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
+        """A compaction: idempotent, retried."""
+        return await self._attempts("Compact", request, timeout, metadata, retry=True)
+
+    async def Txn(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:  # noqa: N802
+        """A transaction: retried on the next member if it applies at most once, and its outcome then found out."""
+        if not _applies_once(request):
+            return await self._attempts("Txn", request, timeout, metadata, retry=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else 10 * self._call_timeout)
+        unknown = False  # an attempt failed without saying whether it applied
+        while True:
+            index = self._endpoints.current
+            left = deadline - loop.time()
+            try:
+                reply = await self._stub(index).Txn(
+                    request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _FAILOVER_CODES:
+                    raise
+                if deadline - loop.time() <= 0:
+                    self._endpoints.failed(index)
+                    raise
+                await self._endpoints.choose_after(index, metadata)
+                log.info("etcd Txn failed on member %d (%s); trying the next.", index, exc.code().name)
+                unknown = True
+                continue
+            if reply.succeeded or not unknown:
+                return reply
+            landed = await self._landed(request, deadline - loop.time(), metadata)
+            return landed if landed is not None else reply
+
+    async def _landed(self, request: Any, timeout: float, metadata: Any) -> Any:
+        """The reply of a transaction that already applied (its puts hold its values at one revision), or None."""
+        puts, deletes = _write_keys(request.success)
+        if not puts or request.failure:
+            return None
+        reads = [rpc.RequestOp(request_range=rpc.RangeRequest(key=k)) for k in [*puts, *deletes]]
+        found = await self._attempts("Txn", rpc.TxnRequest(success=reads), max(timeout, 0.01), metadata, retry=True)
+        revisions = set()
+        for key, op in zip([*puts, *deletes], found.responses, strict=True):
+            kvs = op.response_range.kvs
+            if key in puts:
+                if not kvs or kvs[0].value != puts[key]:
+                    return None
+                revisions.add(kvs[0].mod_revision)
+            elif kvs:
+                return None
+        if len(revisions) != 1:
+            return None
+        header = rpc.ResponseHeader(revision=revisions.pop())
+        responses = []
+        for op in request.success:
+            if op.WhichOneof("request") == "request_put":
+                responses.append(rpc.ResponseOp(response_put=rpc.PutResponse(header=header)))
+            else:
+                responses.append(rpc.ResponseOp(response_delete_range=rpc.DeleteRangeResponse(header=header)))
+        return rpc.TxnResponse(header=header, succeeded=True, responses=responses)
+
+
+class _Current:
+    """A stub of the member calls go to now, for any other service (leases, watches, maintenance).
+
+    Unary calls are bounded by ``call_timeout`` and move calls on to the next
+    member after a failure; they are not retried here (the registry retries
+    lease keepalives and reopens watches on its own).
+    """
+
+    def __init__(self, endpoints: _Endpoints, stub: type, call_timeout: float) -> None:
+        self._endpoints = endpoints
+        self._stubs = [stub(channel) for channel in endpoints.channels]
+        self._call_timeout = call_timeout
+
+    def __getattr__(self, method: str) -> Any:
+        index = self._endpoints.current
+        call = getattr(self._stubs[index], method)
+        endpoints, call_timeout = self._endpoints, self._call_timeout
+
+        def bounded(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+            if timeout is not None and method != "Watch":
+                timeout = min(timeout, call_timeout)
+            made = call(*args, timeout=timeout, **kwargs)
+            if isinstance(made, grpc.aio.UnaryUnaryCall):
+                return _moving_on(made, endpoints, index)
+            return _streaming_on(made, endpoints, index)
+
+        return bounded
+
+
+async def _moving_on(call: Any, endpoints: _Endpoints, index: int) -> Any:
+    """Await a unary ``call``; if it fails for want of its member, the next calls go to the next member."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in _FAILOVER_CODES:
+            endpoints.failed(index)
+        raise
+
+
+async def _streaming_on(call: Any, endpoints: _Endpoints, index: int) -> AsyncIterator[Any]:
+    """The replies of a streaming ``call``; if it fails for want of its member, the next calls go to the next."""
+    try:
+        async for reply in call:
+            yield reply
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in _FAILOVER_CODES:
+            endpoints.failed(index)
+        raise
+    finally:
+        call.cancel()
 
 
 class EtcdClient(aetcd.Client):
-    """An aetcd client of one etcd member or several (calls spread over them), speaking TLS when ``tls`` is given."""
+    """An aetcd client of one etcd member or several, speaking TLS when ``tls`` is given.
 
-    def __init__(self, endpoints: str | Sequence[str], tls: Tls | None = None, **kwargs: Any) -> None:
+    Each member has its own channel; calls go to one member until it fails
+    (down, frozen, without a leader: UNAVAILABLE or over ``call_timeout``),
+    then to the next. Reads and transactions that apply at most once are
+    retried on the next member within the call's whole timeout (see
+    :class:`_FailoverKV`).
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        tls: Tls | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
         """Connect (lazily) to etcd at ``host:port`` endpoints (a list, or comma-separated).
 
         Over TLS, it presents ``tls``'s certificate if it has one; with several
@@ -52,29 +319,46 @@ class EtcdClient(aetcd.Client):
         endpoint's host (one certificate naming every member does).
 
         Raises:
-            InvalidArgument: see :func:`endpoint_list` and :func:`channel_target`.
+            InvalidArgument: see :func:`endpoint_list` and :func:`channel_target`; a ``call_timeout`` not above 0.
         """
+        if not call_timeout > 0:
+            raise InvalidArgument(f"The etcd call timeout must be above 0 seconds, not {call_timeout}.")
         self.endpoints = endpoint_list(endpoints)
         self.tls = tls
-        options = {**ETCD_CHANNEL_OPTIONS, **balancing_options(self.endpoints, tls is not None, spread=True)}
+        self.call_timeout = call_timeout
+        options = {**ETCD_CHANNEL_OPTIONS, **balancing_options(self.endpoints, tls is not None, spread=False)}
         super().__init__(options=options, **kwargs)
-        self._target = channel_target(self.endpoints)
+        self._targets = [channel_target([e]) for e in self.endpoints]
         self._credentials = tls.channel_credentials(present_certificate=True) if tls else None
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _open(self, target: str) -> grpc.aio.Channel:
+        options = list(self._options.items())
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self._credentials, options=options)
 
     async def connect(self) -> None:
-        """Open the channel (TLS or plain text, to every endpoint) and its stubs, as aetcd's own ``connect`` does."""
+        """Open a channel (TLS or plain text) to every endpoint, and stubs that fail over between them."""
         if self._connected.is_set():
             return None
         # Nothing here awaits, so no other task can see a half-made connection.
-        options = list(self._options.items())
-        if self._credentials is None:
-            self.channel = grpc.aio.insecure_channel(self._target, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(self._target, self._credentials, options=options)
-        self.kvstub = rpc.KVStub(self.channel)
-        self.clusterstub = rpc.ClusterStub(self.channel)
-        self.leasestub = rpc.LeaseStub(self.channel)
-        self.maintenancestub = rpc.MaintenanceStub(self.channel)
-        self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
+        self._channels = [self._open(target) for target in self._targets]
+        endpoints = _Endpoints(self._channels)
+        self.channel = self._channels[0]
+        self.kvstub = _FailoverKV(endpoints, self.call_timeout)
+        self.clusterstub = _Current(endpoints, rpc.ClusterStub, self.call_timeout)
+        self.leasestub = _Current(endpoints, rpc.LeaseStub, self.call_timeout)
+        self.maintenancestub = _Current(endpoints, rpc.MaintenanceStub, self.call_timeout)
+        watches = _Current(endpoints, rpc.WatchStub, self.call_timeout)
+        self._watcher = watcher.Watcher(watches, timeout=self._timeout, metadata=self.metadata)
         self._connected.set()
         return None
+
+    async def close(self) -> None:
+        """Close every member's channel (aetcd's ``close`` closes the first and the watcher)."""
+        others = self._channels[1:]
+        self._channels = []
+        await super().close()
+        for channel in others:
+            await channel.close()

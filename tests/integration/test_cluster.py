@@ -6,8 +6,10 @@ import asyncio
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,11 @@ from tests.integration.test_etcd_tls import can_read
 # Bound on a failover: a new etcd leader is elected in about a second, a dead gateway is skipped at once.
 FAILOVER = 20.0
 SIZES = [100, 300_000]  # inline in etcd, and erasure-coded
+# A client's call timeout in the failover tests: above what a put takes while the
+# gateway's etcd calls move on to another member (about 1.5 s per member, plus an
+# election), below etcd's own request timeout (7 s), which a call on a member
+# that lost its leader (or is frozen) waited out before.
+FAILOVER_CALL_TIMEOUT = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +161,77 @@ def test_a_tls_cluster_takes_client_certificates_at_every_member(tmp_path: Path)
             assert tls is not None
             assert asyncio.run(can_read(fabric.etcd_client()))
             assert not asyncio.run(can_read(EtcdClient(fabric.etcd_endpoints, Tls(ca=tls.ca), timeout=5)))
+
+
+def _leader(members: list[EtcdHandle]) -> EtcdHandle:
+    assert eventually(lambda: any(map(_is_leader, members)), within=FAILOVER)
+    return next(m for m in members if _is_leader(m))
+
+
+def _stream_of_puts(session: Session, gateway: str, written: dict[str, bytes], failures: list[BaseException],
+                    stop: threading.Event) -> None:  # fmt: skip
+    """Put objects through ``gateway`` one after the other until ``stop``, recording each key or failure."""
+    with Client(gateway, timeout=FAILOVER_CALL_TIMEOUT, tls_ca=session.fabric.tls_ca) as client:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            data = bytes([number % 256]) * SIZES[number % 2]
+            try:
+                written[client.put(data, token_user=session.token, catalog="cluster")] = data
+            except DynoStoreError as exc:
+                failures.append(exc)
+
+
+def _at_least(written: dict[str, bytes], count: int) -> bool:
+    return len(written) >= count
+
+
+def test_an_etcd_leader_killed_during_a_stream_of_puts_fails_none(cluster: Session) -> None:
+    members = cluster.fabric.etcd_members
+    written: dict[str, bytes] = {}
+    failures: list[BaseException] = []
+    stop = threading.Event()
+    # Two writers per gateway, so puts are in flight on every member when the leader dies.
+    writers = [
+        threading.Thread(target=_stream_of_puts, args=(cluster, gateway, written, failures, stop))
+        for gateway in cluster.fabric.gateway_addresses * 2
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        for _ in range(2):  # two leaders in turn
+            victim = _leader(members)
+            assert eventually(functools.partial(_at_least, written, len(written) + 10), within=FAILOVER)
+            victim.kill()
+            try:
+                resumed = functools.partial(_at_least, written, len(written) + 40)
+                assert eventually(resumed, within=FAILOVER)  # puts resume
+            finally:
+                _restart(victim)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=60)
+    # Each put in flight went on on another member within its timeout (before: some waited out etcd's 7 s).
+    assert not failures
+    with Client(cluster.fabric.gateway_addresses, timeout=FAILOVER_CALL_TIMEOUT) as client:
+        for key, data in written.items():
+            assert client.get(key=key, token_user=cluster.token) == data
+
+
+def test_each_etcd_member_frozen_in_turn_puts_and_gets_go_on(cluster: Session) -> None:
+    members = cluster.fabric.etcd_members
+    leader = _leader(members)
+    for victim in [*(m for m in members if m is not leader), leader]:  # each follower, then the leader
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            for gateway in cluster.fabric.gateway_addresses:  # each on its own: neither may wait on the frozen one
+                with Client(gateway, timeout=FAILOVER_CALL_TIMEOUT, tls_ca=cluster.fabric.tls_ca) as client:
+                    for number in range(6):  # (before) spread over every member
+                        data = bytes([number + 1]) * SIZES[number % 2]
+                        key = client.put(data, token_user=cluster.token, catalog="cluster")
+                        assert client.get(key=key, token_user=cluster.token) == data
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+        _read_back(cluster, _put_everywhere(cluster))

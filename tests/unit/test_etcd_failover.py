@@ -1,0 +1,121 @@
+"""The etcd client's failover: which calls go again to another member, and how a retried commit learns its fate."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from aetcd import rpc
+
+from dynostore.registry.etcd import _applies_once, _Endpoints, _FailoverKV
+
+
+def _failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "injected")
+
+
+def _put(key: bytes, value: bytes) -> Any:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+
+
+def _absent(key: bytes) -> Any:
+    return rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+
+
+class Member:
+    """One etcd member of a shared store: applies transactions (create compares, puts, ranges) or fails."""
+
+    def __init__(self, store: dict[bytes, tuple[bytes, int]], failures: list[grpc.StatusCode | str | None]) -> None:
+        self.store = store
+        # Per call: None answers; a code fails; "apply" applies, then fails DEADLINE_EXCEEDED (the answer lost).
+        self.failures = failures
+        self.calls: list[str] = []
+
+    async def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
+        self.calls.append("Txn")
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None and failure != "apply":
+            raise _failure(failure)
+        succeeded = all((c.key not in self.store) for c in request.compare)
+        revision = max((r for _, r in self.store.values()), default=0) + 1
+        responses = []
+        for op in request.success if succeeded else request.failure:
+            if op.WhichOneof("request") == "request_put":
+                self.store[op.request_put.key] = (op.request_put.value, revision)
+                responses.append(rpc.ResponseOp(response_put=rpc.PutResponse()))
+            else:
+                found = self.store.get(op.request_range.key)
+                kvs = [rpc.KeyValue(key=op.request_range.key, value=found[0], mod_revision=found[1])] if found else []
+                responses.append(rpc.ResponseOp(response_range=rpc.RangeResponse(kvs=kvs)))
+        if failure == "apply":
+            raise _failure(grpc.StatusCode.DEADLINE_EXCEEDED)
+        return rpc.TxnResponse(succeeded=succeeded, responses=responses)
+
+    async def Range(self, request: Any, timeout: float, metadata: Any) -> Any:
+        self.calls.append("Range")
+        if self.failures and self.failures.pop(0) is not None:
+            raise _failure(grpc.StatusCode.UNAVAILABLE)
+        return rpc.RangeResponse()
+
+    async def Put(self, request: Any, timeout: float, metadata: Any) -> Any:
+        self.calls.append("Put")
+        raise _failure(grpc.StatusCode.UNAVAILABLE)
+
+
+def _kv(members: list[Member], monkeypatch: pytest.MonkeyPatch) -> tuple[_FailoverKV, _Endpoints]:
+    endpoints = _Endpoints([object()] * len(members))
+
+    async def no_status(index: int, metadata: Any) -> None:
+        return None
+
+    monkeypatch.setattr(endpoints, "_status", no_status)
+    kv = _FailoverKV(endpoints, call_timeout=0.5)
+    monkeypatch.setattr(kv, "_stub", lambda index: members[index])
+    return kv, endpoints
+
+
+def test_only_transactions_that_apply_at_most_once_are_retried() -> None:
+    commit = rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v"), _put(b"usage", b"1")])
+    assert _applies_once(commit)
+    assert _applies_once(rpc.TxnRequest(success=[rpc.RequestOp(request_range=rpc.RangeRequest(key=b"k"))]))
+    assert not _applies_once(rpc.TxnRequest(success=[_put(b"k", b"v")]))  # unguarded
+    assert not _applies_once(rpc.TxnRequest(compare=[_absent(b"other")], success=[_put(b"k", b"v")]))
+    assert not _applies_once(
+        rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v")], failure=[_put(b"x", b"")])
+    )
+
+
+def test_a_commit_whose_answer_was_lost_is_reported_done_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    store: dict[bytes, tuple[bytes, int]] = {}
+    members = [Member(store, ["apply"]), Member(store, [])]
+    kv, endpoints = _kv(members, monkeypatch)
+    commit = rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v"), _put(b"usage", b"1")])
+    reply = asyncio.run(kv.Txn(commit, timeout=5))
+    assert reply.succeeded
+    assert reply.responses[0].response_put.header.revision == store[b"k"][1]
+    assert store == {b"k": (b"v", 1), b"usage": (b"1", 1)}  # applied once
+    assert endpoints.current == 1
+    assert members[1].calls == ["Txn", "Txn"]  # the retry (its compare false), then the read of what it writes
+
+
+def test_a_commit_that_did_not_land_is_not_reported_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = {b"k": (b"someone else's", 7)}
+    members = [Member(store, [grpc.StatusCode.UNAVAILABLE]), Member(store, [])]
+    kv, _ = _kv(members, monkeypatch)
+    commit = rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v")])
+    assert not asyncio.run(kv.Txn(commit, timeout=5)).succeeded
+    assert store == {b"k": (b"someone else's", 7)}
+
+
+def test_reads_go_to_the_next_member_and_plain_puts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    members = [Member({}, [grpc.StatusCode.UNAVAILABLE]), Member({}, [])]
+    kv, endpoints = _kv(members, monkeypatch)
+    asyncio.run(kv.Range(rpc.RangeRequest(key=b"k"), timeout=5))
+    assert (members[0].calls, members[1].calls, endpoints.current) == (["Range"], ["Range"], 1)
+    with pytest.raises(grpc.aio.AioRpcError):
+        asyncio.run(kv.Put(rpc.PutRequest(key=b"k", value=b"v"), timeout=5))
+    assert members[1].calls[-1] == "Put"
+    assert members[0].calls == ["Range"]  # not tried again
+    assert endpoints.current == 0  # the next call goes elsewhere
