@@ -355,6 +355,12 @@ class EtcdClient(aetcd.Client):
         self._connected.set()
         return None
 
+    async def member_status(self, endpoint: str, timeout: float) -> Any:
+        """Etcd's Status reply of member ``endpoint`` (one of :attr:`endpoints`), asked on that member's channel."""
+        await self.connect()
+        stub = rpc.MaintenanceStub(self._channels[self.endpoints.index(endpoint)])
+        return await stub.Status(rpc.StatusRequest(), timeout=timeout)
+
     async def close(self) -> None:
         """Close every member's channel (aetcd's ``close`` closes the first and the watcher)."""
         others = self._channels[1:]

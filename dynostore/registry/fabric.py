@@ -15,11 +15,9 @@ from typing import Any
 
 import aetcd
 import grpc
-from aetcd import rpc
 
 from dynostore.registry import keys
 from dynostore.registry.base import RegistryBase, etcd_errors
-from dynostore.registry.etcd import EtcdClient
 from dynostore.registry.records import entry_expired
 
 # How long one etcd member may take to answer a health check.
@@ -120,17 +118,12 @@ class FabricCalls(RegistryBase):
         return list(await asyncio.gather(*(self._check_member(e) for e in self.etcd.endpoints)))
 
     async def _check_member(self, endpoint: str) -> MemberHealth:
-        client = EtcdClient(endpoint, self.etcd.tls, timeout=MEMBER_CHECK_SECONDS)
         try:
-            await client.connect()
             reply = await asyncio.wait_for(
-                client.maintenancestub.Status(rpc.StatusRequest(), timeout=MEMBER_CHECK_SECONDS),
-                MEMBER_CHECK_SECONDS + 0.5,
+                self.etcd.member_status(endpoint, MEMBER_CHECK_SECONDS), MEMBER_CHECK_SECONDS + 0.5
             )
         except (aetcd.ClientError, grpc.RpcError, TimeoutError, OSError) as exc:
             return MemberHealth(endpoint, healthy=False, error=_reason(exc))
-        finally:
-            await client.close()
         return MemberHealth(
             endpoint,
             healthy=not reply.errors,
