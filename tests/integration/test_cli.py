@@ -13,7 +13,8 @@ import pytest
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.cli.parser import UP_PORT
-from dynostore.local import ManagedProcess, _port_is_free
+from dynostore.local import ManagedProcess
+from dynostore.local.processes import _port_is_free
 from dynostore.rpc import auth_metadata
 from tests.conftest import alive, child_pids, descendant_pids
 from tests.integration.conftest import Session, dynostore_up, eventually

@@ -129,7 +129,7 @@ def test_a_restart_waits_for_its_port(fabric: LocalFabric, monkeypatch: pytest.M
     squatter.bind(("127.0.0.1", gateway.port))
     squatter.listen()
     with squatter:
-        monkeypatch.setattr(local, "PORT_WAIT", 0.3)
+        monkeypatch.setattr(local.processes, "PORT_WAIT", 0.3)
         with pytest.raises(RuntimeError, match="still taken"):
             gateway.start()
         assert not gateway.running
