@@ -306,7 +306,9 @@ class Downloader(GatewayConnection):
                         hedges.append(reader)
                         return reader
 
-                    got = await self._first_fragments(waiting, codec.k - have, hedge if self.hedging else None)
+                    got = await self._first_fragments(
+                        waiting, codec.k - have, hedge if self.hedging else None, full_fragment
+                    )
                     for reader in waiting + hedges:
                         if reader not in got:  # cut short: enough others answered first
                             active.remove(reader)
@@ -333,15 +335,21 @@ class Downloader(GatewayConnection):
                 await reader.close()
 
     async def _first_fragments(
-        self, readers: list[Reader], need: int, hedge: Callable[[], Reader | None] | None = None
+        self,
+        readers: list[Reader],
+        need: int,
+        hedge: Callable[[], Reader | None] | None = None,
+        fragment_bytes: int = 0,
     ) -> dict[Reader, bytes | memoryview | None]:
         """Next fragment (or None on failure) of each reader, until ``need`` succeeded.
 
         Readers still waiting when enough others answered are left out of the
         result (their next() is cancelled). With ``hedge`` (which opens one
         more reader, or gives None when there is none), a reader is opened
-        whenever one fails or the wait passes the hedge deadline, and every
-        answer updates the latency estimates.
+        whenever one fails or the wait passes the hedge deadline (see
+        :meth:`HedgePolicy.read_deadline`; ``fragment_bytes``: about what each
+        read brings, for what it is expected to take), and every answer
+        updates the latency estimates.
         """
         tasks: dict[asyncio.Future[bytes | memoryview | None], Reader] = {}
         began: dict[Reader, float] = {}
@@ -363,7 +371,8 @@ class Downloader(GatewayConnection):
             while pending and sum(v is not None for v in results.values()) < need:
                 timeout = None
                 if hedge is not None:
-                    deadline = self.hedge.read_deadline(took, self._expected([tasks[t] for t in pending]))
+                    expected = self._expected([tasks[t] for t in pending], fragment_bytes)
+                    deadline = self.hedge.read_deadline(took, expected)
                     timeout = max(0.0, mark + deadline - time.monotonic())
                 done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 now = time.monotonic()
@@ -409,9 +418,13 @@ class Downloader(GatewayConnection):
 
         return rank
 
-    def _expected(self, readers: list[Reader]) -> float | None:
+    def _expected(self, readers: list[Reader], fragment_bytes: int) -> float | None:
         """Seconds the slowest of ``readers`` is expected to take for its next fragment (None: unknown)."""
-        known = [e for r in readers if (e := self.latency.expected(r.address, 0)) is not None]
+        known = [
+            e
+            for r in readers
+            if (e := self.latency.expected(r.address, fragment_bytes, first=r.received == 0)) is not None
+        ]
         return max(known) if known else None
 
 

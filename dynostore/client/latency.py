@@ -59,15 +59,15 @@ class HedgePolicy:
         """Seconds from the start of a round of reads after which a chunk still unread lags.
 
         ``others``: seconds the chunks that answered in this round took;
-        ``expected``: what the slowest container read is expected to take
-        (None: unknown). With neither, the cap.
+        ``expected``: what the slowest read still running is expected to take
+        (None: unknown). A chunk lags once it takes ``factor`` times the
+        larger of the two: a far container streaming as fast as it always
+        does is not taken for a lagging one because near ones answered
+        first. With neither, the cap.
         """
-        if others:
-            base = max(others)
-        elif expected is not None:
-            base = expected
-        else:
+        if not others and expected is None:
             return self.cap
+        base = max(max(others, default=0.0), expected or 0.0)
         return min(self.cap, max(self.floor, self.factor * base))
 
     def write_grace(self, took: float) -> float:
@@ -171,12 +171,17 @@ class LatencyTracker:
         estimate.first *= weight
         estimate.per_byte *= weight
 
-    def expected(self, address: str, nbytes: int) -> float | None:
-        """Seconds a read of ``nbytes`` from ``address`` is expected to take (None: unknown)."""
+    def expected(self, address: str, nbytes: int, *, first: bool = True) -> float | None:
+        """Seconds a read of ``nbytes`` from ``address`` is expected to take (None: unknown).
+
+        ``first``: the first fragment of a call (its time to first byte
+        counts); else a later fragment of a stream already flowing.
+        """
         estimate = self._fresh(address)
         if estimate is None:
             return None
-        return self._weight(estimate, time.monotonic()) * (estimate.first + nbytes * estimate.per_byte)
+        latency = estimate.first if first else 0.0
+        return self._weight(estimate, time.monotonic()) * (latency + nbytes * estimate.per_byte)
 
     def rank(self, address: str, is_parity: bool, nbytes: int) -> float:
         """Sort key of a chunk to read: lower first; unknown containers count as fast.

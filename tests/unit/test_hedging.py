@@ -17,6 +17,9 @@ def test_read_deadline_follows_the_others_within_floor_and_cap() -> None:
     assert policy.read_deadline([5.0], None) == 2.0  # the cap
     assert policy.read_deadline([], 0.2) == pytest.approx(0.4)  # none answered yet: the estimate
     assert policy.read_deadline([], None) == 2.0  # nothing known: the cap
+    # A read still running that is expected to take longer than those that answered sets the deadline.
+    assert policy.read_deadline([0.01], 0.3) == pytest.approx(0.6)
+    assert policy.read_deadline([0.3], 0.01) == pytest.approx(0.6)
 
 
 def test_write_grace_follows_the_quorum_within_floor_and_cap() -> None:
@@ -44,6 +47,8 @@ def test_estimate_is_an_ewma_of_first_byte_and_per_byte_times() -> None:
     assert tracker.expected("a", 0) == pytest.approx(0.2)  # halfway from 0.1 to 0.3
     tracker.observe("a", 0.001, 1000, first=False)  # 1 us per byte
     assert tracker.expected("a", 1000) == pytest.approx(0.2 + 0.5 * 1e-6 * 1000)
+    # A later fragment of a stream already flowing pays no time to first byte.
+    assert tracker.expected("a", 1000, first=False) == pytest.approx(0.5 * 1e-6 * 1000)
 
 
 class Clock:
