@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import calendar
+import contextlib
 import hashlib
 import hmac
 import re
@@ -298,20 +299,39 @@ class Body:
     async def segments(self, segment_size: int) -> AsyncIterator[bytes]:
         """The body cut into segments of ``segment_size`` bytes (the last shorter), for the SDK's put.
 
-        Each segment is hashed in a worker thread (hashlib lets go of the GIL),
-        so hashing overlaps the network on both sides. After the last segment
-        the hashes are checked: a failed check raises S3Error before the
-        consumer sees the end, so the SDK commits nothing.
+        A large segment is hashed in two worker threads (MD5 in one, SHA-256
+        and any ``x-amz-checksum-*`` in the other; hashlib lets go of the GIL)
+        while it is handed on: the consumer codes and sends segment N and
+        the next one is read while N is hashed, and N's hashing ends before
+        N+1's starts (the hashes see the bytes in order). After the last
+        segment the hashes are checked: a failed check raises S3Error before
+        the consumer sees the end, so the SDK commits nothing.
         """
         mode = self.caller.payload_hash
         sha256 = hashlib.sha256() if re.fullmatch(r"[0-9a-f]{64}", mode) else None
         checksum = Checksum.asked(self.request)
-        async for segment in resegment(self._pieces(), segment_size):
-            if len(segment) >= HASH_IN_THREAD_BYTES:
-                await asyncio.to_thread(_update, self.md5, sha256, checksum, segment)
-            else:
-                _update(self.md5, sha256, checksum, segment)
-            yield segment
+        hashing: asyncio.Future[Any] | None = None
+        try:
+            async for segment in resegment(self._pieces(), segment_size):
+                if hashing is not None:
+                    await hashing
+                    hashing = None
+                if len(segment) >= HASH_IN_THREAD_BYTES:
+                    hashing = asyncio.gather(
+                        asyncio.to_thread(self.md5.update, segment),
+                        asyncio.to_thread(_update_checks, sha256, checksum, segment),
+                    )
+                else:
+                    self.md5.update(segment)
+                    _update_checks(sha256, checksum, segment)
+                yield segment
+            if hashing is not None:
+                await hashing
+                hashing = None
+        finally:
+            if hashing is not None:  # the body failed or the consumer gave up: let the threads finish
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(hashing)
         if sha256 is not None and sha256.hexdigest() != mode:
             raise S3Error(
                 "XAmzContentSHA256Mismatch",
@@ -416,8 +436,8 @@ async def resegment(pieces: AsyncIterator[bytes], segment_size: int) -> AsyncIte
         yield b"".join(held)
 
 
-def _update(md5: Any, sha256: Any, checksum: Checksum | None, data: bytes) -> None:
-    md5.update(data)
+def _update_checks(sha256: Any, checksum: Checksum | None, data: bytes) -> None:
+    """Feed ``data`` to the payload's SHA-256 and the asked checksum (either may be None)."""
     if sha256 is not None:
         sha256.update(data)
     if checksum is not None:

@@ -236,6 +236,30 @@ def test_body_hashes_are_checked(door: Door) -> None:
     assert keys == {"good"}  # neither refused put left an object
 
 
+def test_large_body_hashes_are_checked_before_commit(door: Door) -> None:
+    """Bodies of several segments (hashed in worker threads) with a wrong hash leave the old version in place."""
+    s3 = door.s3()
+    s3.create_bucket(Bucket="bighashes")
+    original = os.urandom(9 * 1024 * 1024 + 5)
+    s3.put_object(Bucket="bighashes", Key="big", Body=original)
+    other = os.urandom(len(original))
+    wrong_md5 = base64.b64encode(hashlib.md5(original).digest()).decode()
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket="bighashes", Key="big", Body=other, ContentMD5=wrong_md5)
+    assert error_code(caught.value) == "BadDigest"
+    # Signed for one body, sent with another of the same length.
+    request = signed_request(door, "PUT", "/bighashes/big", original)
+    reply = requests.put(request.url, data=other, headers=dict(request.headers), timeout=60)
+    assert reply.status_code == 400
+    assert b"XAmzContentSHA256Mismatch" in reply.content
+    request = signed_request(door, "PUT", "/bighashes/new", original)
+    reply = requests.put(request.url, data=other, headers=dict(request.headers), timeout=60)
+    assert reply.status_code == 400
+    assert s3.get_object(Bucket="bighashes", Key="big")["Body"].read() == original
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="bighashes").get("Contents", [])}
+    assert keys == {"big"}  # no refused put left or replaced an object
+
+
 def signed_request(door: Door, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> Any:
     """A request signed with alice's key by botocore's SigV4 signer."""
     request = AWSRequest(method=method, url=door.fabric.s3_endpoint + path, data=body, headers=headers or {})
