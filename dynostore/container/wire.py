@@ -1,4 +1,9 @@
-"""Hand-rolled protobuf wire format of the two streaming messages that carry chunk data.
+"""Hand-rolled protobuf wire format of the messages that carry chunk data.
+
+Besides the two streaming messages below, :func:`encode_write_chunks`
+encodes the ``WriteChunksRequest`` of whole chunks (the write of objects of
+one segment) with one copy of the data; the container parses that one with
+the protobuf runtime.
 
 ``PutChunkRequest{fragment}`` and ``GetChunkResponse{fragment}`` carry ~1 MiB
 each. Building them through the protobuf runtime copies the data three times
