@@ -1,4 +1,9 @@
-"""Hand-rolled protobuf wire format of the two streaming messages that carry chunk data.
+"""Hand-rolled protobuf wire format of the messages that carry chunk data.
+
+Besides the two streaming messages below, :func:`encode_write_chunks`
+encodes the ``WriteChunksRequest`` of whole chunks (the write of objects of
+one segment) with one copy of the data; the container parses that one with
+the protobuf runtime.
 
 ``PutChunkRequest{fragment}`` and ``GetChunkResponse{fragment}`` carry ~1 MiB
 each. Building them through the protobuf runtime copies the data three times
@@ -17,6 +22,7 @@ the runtime.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from dynostore._proto import container_pb2 as pb
@@ -60,7 +66,8 @@ def _read_varint(raw: bytes, position: int, end: int) -> tuple[int, int]:
     return -1, position
 
 
-def _encode(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> bytes:
+def _fragment_pieces(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> list[bytes | memoryview]:
+    """The pieces of a ``tag``-field ``Fragment`` (joined, they are its encoding; ``data`` is not copied)."""
     tail = b""
     if crc:
         tail += b"\x10" + _varint(crc)
@@ -68,7 +75,27 @@ def _encode(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> byte
         tail += b"\x18" + _varint(offset)
     head = b"\x0a" + _varint(len(data)) if len(data) else b""
     inner = len(head) + len(data) + len(tail)
-    return b"".join((tag, _varint(inner), head, data, tail))
+    return [tag, _varint(inner), head, data, tail]
+
+
+def _encode(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> bytes:
+    return b"".join(_fragment_pieces(tag, data, crc, offset))
+
+
+def encode_write_chunks(chunks: Sequence[tuple[pb.ChunkHeader, bytes | memoryview, int]]) -> bytes:
+    """The serialized ``WriteChunksRequest`` of whole chunks of one fragment each (one copy of the data).
+
+    Each chunk is ``(header, data, crc32)``. Building the request through
+    the protobuf runtime copies every fragment twice more (into the
+    ``Fragment``, then into the serialized bytes).
+    """
+    pieces: list[bytes | memoryview] = []
+    for header, data, crc in chunks:
+        encoded_header = header.SerializeToString()
+        fragment = _fragment_pieces(b"\x12", data, crc, 0)  # WholeChunk.fragments = 2
+        size = 1 + len(_varint(len(encoded_header))) + len(encoded_header) + sum(len(p) for p in fragment)
+        pieces += (b"\x0a", _varint(size), b"\x0a", _varint(len(encoded_header)), encoded_header, *fragment)
+    return b"".join(pieces)
 
 
 def encode_get_reply(offset: int, data: bytes | memoryview, crc: int) -> bytes:
@@ -122,6 +149,6 @@ def decode_put_request(raw: bytes) -> WireFragment | pb.PutChunkRequest:
     return _decode_fragment(raw, _PUT_FRAGMENT_TAG) or pb.PutChunkRequest.FromString(raw)
 
 
-def serialize(message: bytes | pb.PutChunkRequest | pb.GetChunkResponse) -> bytes:
+def serialize(message: bytes | pb.PutChunkRequest | pb.GetChunkResponse | pb.WriteChunksRequest) -> bytes:
     """A serializer that passes encoded messages through and serializes the others."""
     return message if isinstance(message, bytes) else message.SerializeToString()

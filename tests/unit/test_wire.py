@@ -38,6 +38,26 @@ def test_put_fragment_round_trips_with_protobuf(data: bytes, crc: int) -> None:
     assert (bytes(decoded.data), decoded.crc32, decoded.offset) == (data, crc, 0)
 
 
+HEADERS = st.builds(
+    pb.ChunkHeader,
+    key=st.text(max_size=60),
+    index=st.integers(0, 300),
+    container_id=st.text(max_size=40),
+    ticket=st.text(max_size=200),
+    replace=st.booleans(),
+)
+
+
+@given(chunks=st.lists(st.tuples(HEADERS, st.binary(max_size=3000), U32), max_size=5))
+def test_write_chunks_request_is_what_protobuf_writes(chunks: list[tuple[pb.ChunkHeader, bytes, int]]) -> None:
+    encoded = wire.encode_write_chunks(chunks)
+    message = pb.WriteChunksRequest(
+        chunks=[pb.WholeChunk(header=h, fragments=[pb.Fragment(data=d, crc32=c)]) for h, d, c in chunks]
+    )
+    assert encoded == message.SerializeToString()
+    assert pb.WriteChunksRequest.FromString(encoded) == message
+
+
 def test_large_fragment_is_a_view_not_a_copy() -> None:
     data = os.urandom(1 << 20)
     encoded = wire.encode_put_fragment(memoryview(data), 7)
