@@ -350,18 +350,23 @@ class ObjectCalls(GatewayCalls):
         if len(request.keys) > MAX_BATCH:
             raise InvalidArgument(f"Evict takes at most {MAX_BATCH} keys, not {len(request.keys)}.")
         keys = [validation.key(k) for k in request.keys]
+        distinct = list(dict.fromkeys(keys))  # a key given twice is evicted once, then did not exist
+        now = time.time()
+        allowed: list[str] = []
+        refused: dict[str, DynoStoreError] = {}
+        for key, record in zip(distinct, await self.registry.get_objects(distinct), strict=True):
+            if record is None or record.expired(now):
+                continue
+            try:
+                await self._check_owner(record, user)
+                allowed.append(key)
+            except PermissionDenied as exc:
+                refused[key] = exc
         reply = gateway_pb2.EvictResponse()
-        allowed: list[str] = []  # once each: a key given twice is evicted once, then did not exist
         for key in keys:
             result = reply.results.add()
-            try:
-                await self._owned(key, user)
-                if key not in allowed:
-                    allowed.append(key)
-            except NotFound:
-                pass
-            except DynoStoreError as exc:
-                result.code, result.message = exc.code.value[0], str(exc)
+            if (error := refused.get(key)) is not None:
+                result.code, result.message = error.code.value[0], str(error)
         removed = dict(zip(allowed, await self.registry.delete_objects(allowed), strict=True))
         for key, result in zip(keys, reply.results, strict=True):
             if (record := removed.pop(key, None)) is not None:
