@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import statistics
 import tempfile
 import time
 
-from bench.common import label, parse_size, rate
+from bench.common import parse_size, rate, ratio_row
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 from dynostore.rpc.tuning import tune_malloc
@@ -66,12 +65,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for op in ("put", "get", "exists", "evict"):
         for size in sizes:
-            with_, without = results[(op, size, True)], results[(op, size, False)]
-            ratios = [a / b for a, b in zip(with_, without, strict=True)]
-            print(
-                f"| {op} | {label(size)} | {', '.join(f'{v:,.0f}' for v in with_)} "
-                f"| {', '.join(f'{v:,.0f}' for v in without)} | {statistics.median(ratios):.2f}x |"
-            )
+            print(ratio_row(op, size, results[(op, size, True)], results[(op, size, False)]))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ import argparse
 import itertools
 import multiprocessing
 import os
-import statistics
 import tempfile
 import time
 from contextlib import ExitStack
 from typing import Any
 
-from bench.common import label, parse_size, rate
+from bench.common import parse_size, rate, ratio_row
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 
@@ -88,12 +87,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for op in ("put", "get"):
         for size in sizes:
-            one, two = results[(op, size, 1)], results[(op, size, 2)]
-            ratios = [b / a for a, b in zip(one, two, strict=True)]
-            print(
-                f"| {op} | {label(size)} | {', '.join(f'{v:,.0f}' for v in one)} "
-                f"| {', '.join(f'{v:,.0f}' for v in two)} | {statistics.median(ratios):.2f}x |"
-            )
+            print(ratio_row(op, size, results[(op, size, 1)], results[(op, size, 2)], right_over_left=True))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,3 +120,17 @@ class ContainerStream:
 
     def delete(self, key: str) -> None:
         self.stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=key, index=0, ticket=self.mint(key, "write")))
+
+
+def ratio_row(
+    op: str, size: int, left: Sequence[float], right: Sequence[float], *, right_over_left: bool = False
+) -> str:
+    """A markdown row: ``op``, ``size``, two sides' ops/s per round, and the median of the per-round ratios.
+
+    The ratio is left/right, or right/left with ``right_over_left``.
+    """
+    ratios = [(b / a if right_over_left else a / b) for a, b in zip(left, right, strict=True)]
+    return (
+        f"| {op} | {label(size)} | {', '.join(f'{v:,.0f}' for v in left)} "
+        f"| {', '.join(f'{v:,.0f}' for v in right)} | {statistics.median(ratios):.2f}x |"
+    )
