@@ -193,7 +193,9 @@ class UserCalls(RegistryBase):
         matches = [(k, i) for k, i in await self._tokens(token_id) if requester.admin or i.user == requester.name]
         if len(matches) != 1:
             raise NotFound(f"No token of yours has the id {token_id!r}.")
-        await self.etcd.delete(matches[0][0])
+        deleted = await self.etcd.delete(matches[0][0])
+        if deleted is not None:  # this gateway refuses it at once, not only once its watch reports the delete
+            self._auth_cache.changed(None, deleted.header.revision)
 
     @etcd_errors
     async def authenticate(self, token: str) -> User:
