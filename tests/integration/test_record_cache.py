@@ -72,6 +72,10 @@ def test_the_evicting_gateway_forgets_at_once_the_other_soon(shared: Session, se
     assert eventually(lambda: gone(c, key, token))
 
 
+# No background reads of etcd (looks for drains to resume, catalog counts): the tests count the calls' own reads.
+QUIET = ["--move-check-interval", "0", "--catalog-metrics-interval", "0"]
+
+
 def etcd_ranges(fabric: LocalFabric) -> float:
     """How many reads (ranges) etcd has served, from its own metrics."""
     with urllib.request.urlopen(f"http://{fabric.etcd_address}/metrics", timeout=10) as reply:
@@ -83,8 +87,7 @@ def etcd_ranges(fabric: LocalFabric) -> float:
 @pytest.mark.parametrize("entries", [0, 100])
 def test_a_cached_get_makes_no_etcd_read(tmp_path: Path, entries: int) -> None:
     """Counted by etcd itself, behind a real gateway: 20 gets of a small object read etcd each time, or never cached."""
-    # No background looks for drains to resume: this counts the gets' own reads.
-    args = ["--object-cache-entries", str(entries), "--move-check-interval", "0"]
+    args = ["--object-cache-entries", str(entries), *QUIET]
     with LocalFabric(containers=0, root=tmp_path / "fabric", repair_interval=0, gateway_args=args) as fabric:
         token = fabric.create_user("counted")
         with fabric.client() as client:
@@ -102,7 +105,7 @@ def test_a_cached_get_makes_no_etcd_read(tmp_path: Path, entries: int) -> None:
 
 def test_a_token_change_empties_the_token_cache(tmp_path: Path) -> None:
     """Revoking any token drops every cached token: the next call of another token reads etcd again."""
-    with LocalFabric(containers=0, root=tmp_path / "fabric", repair_interval=0) as fabric:
+    with LocalFabric(containers=0, root=tmp_path / "fabric", repair_interval=0, gateway_args=QUIET) as fabric:
         token = fabric.create_user("cached")
         with fabric.client() as client:
             key = client.put(data=b"x", token_user=token, catalog="c")
