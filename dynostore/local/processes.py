@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,8 +27,28 @@ START_TIMEOUT = 30.0
 PORT_WAIT = 10.0
 
 
+# Servers' ports are drawn from below the kernel's range for outgoing connections (its
+# default low end: 32768): a port from that range may be taken by any connection's local
+# end between the draw and a server's start or restart at it.
+LISTEN_PORTS_FLOOR = 10_000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (``ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
+    """A TCP port on 127.0.0.1 that is free right now, below the outgoing connections' range if one is."""
+    ceiling = _ephemeral_floor()
+    if ceiling - LISTEN_PORTS_FLOOR >= 1000:
+        for _ in range(100):
+            port = random.randrange(LISTEN_PORTS_FLOOR, ceiling)
+            if _port_is_free(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -196,13 +217,19 @@ class PinnedHandle(ManagedProcess):
     :class:`ManagedProcess`.
     """
 
-    def __init__(self, name: str, index: int, fabric: LocalFabric, roles: Sequence[str]) -> None:
-        """Describe server ``index`` of kind ``name`` of ``fabric``, with one port per role in ``roles``."""
+    def __init__(
+        self, name: str, index: int, fabric: LocalFabric, roles: Sequence[str], placement: Placement | None = None
+    ) -> None:
+        """Describe server ``index`` of kind ``name`` of ``fabric``, with one port per role in ``roles``.
+
+        It runs at ``placement`` (default: the fabric's ``core``).
+        """
         self.index = index
         self.ports: dict[str, int] = dict.fromkeys(roles, 0)
         self._fabric = fabric
+        self.placement = placement or fabric.core
         self._port_deadline = 0.0
-        super().__init__(name, [], fabric.root / "logs" / f"{name}.log", prefix=fabric.core.prefix)
+        super().__init__(name, [], fabric.root / "logs" / f"{name}.log", prefix=self.placement.prefix)
 
     @property
     def port(self) -> int:
@@ -213,9 +240,9 @@ class PinnedHandle(ManagedProcess):
     def address(self) -> str:
         """``host:port`` of this server, the same after every restart ("" until the fabric starts).
 
-        The host is 127.0.0.1 unless the fabric's ``core`` placement says otherwise.
+        The host is 127.0.0.1 unless its placement says otherwise.
         """
-        return f"{self._fabric.core.host}:{self.port}" if self.port else ""
+        return f"{self.placement.host}:{self.port}" if self.port else ""
 
     def start(self) -> None:
         """Start (or restart) the server at its ports and wait until it is ready.
