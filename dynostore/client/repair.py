@@ -87,8 +87,9 @@ async def repair(
 
     Raises:
         DataLoss: fewer than k chunks are readable.
+        NotFound: the object was evicted meanwhile.
         Unavailable: some replacement chunks could not be written (the others are recorded).
-        FailedPrecondition: the object's chunks were moved meanwhile (by another repair).
+        FailedPrecondition: the object's chunks were moved meanwhile (by another repair), or it was replaced.
         ResourceExhausted: no live container has room for a chunk.
     """
     validation.key(key)
@@ -124,9 +125,13 @@ async def repair(
     for w in writers:
         w.start()
     try:
-        async for segment in pipeline.read(_readable(location, set(damaged)), progress):
-            fragments = codec.encode(segment)
-            await asyncio.gather(*(w.send(fragments[w.index], pipeline.fragment_timeout) for w in writers))
+        try:
+            async for segment in pipeline.read(_readable(location, set(damaged)), progress):
+                fragments = codec.encode(segment)
+                await asyncio.gather(*(w.send(fragments[w.index], pipeline.fragment_timeout) for w in writers))
+        except DataLoss:
+            await _changed_meanwhile(pipeline, key, location, token)
+            raise
         await asyncio.gather(*(w.finish(pipeline.fragment_timeout) for w in writers))
     except BaseException:
         await asyncio.gather(*(w.cancel() for w in writers))
@@ -147,6 +152,23 @@ async def repair(
     if failed:
         raise Unavailable(f"Rebuilt {len(rebuilt)} of {len(writers)} chunks of {key}; " + "; ".join(failed))
     return len(rebuilt)
+
+
+async def _changed_meanwhile(pipeline: Pipeline, key: str, location: gateway_pb2.Location, token: str) -> None:
+    """After a repair's read found chunks gone: raise what happened if the object was evicted or changed.
+
+    Raises:
+        NotFound: it was evicted meanwhile (its chunks went with it).
+        FailedPrecondition: it was replaced, or its chunks moved.
+    """
+    try:
+        now = await pipeline.locate_one(key, token, fresh=True)
+    except NotFound:
+        raise NotFound(f"Object {key} was evicted while it was repaired.") from None
+    if chunk_key(now) != chunk_key(location) or list(now.chunks) != list(location.chunks):
+        raise FailedPrecondition(
+            f"Object {key} changed while it was repaired (replaced, or its chunks moved); repair it again."
+        ) from None
 
 
 def _layout(
