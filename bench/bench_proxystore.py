@@ -1,6 +1,15 @@
 """ProxyStore Store put/get through DynoConnector beside RedisConnector and FileConnector.
 
-Usage: python -m bench.bench_proxystore [--sizes 1K,1M,64M] [--count 300]
+Usage: python -m bench.bench_proxystore [--sizes 1K,64K,1M,64M] [--threads 1,16] [--count 300]
+
+Every connector runs each size from each number of threads (sizes up to
+1 MiB; larger ones from one thread only): puts/s, gets/s and the mean time
+of one call. For the large objects the same run also measures a raw gRPC
+stream of the same bytes to one container of the fabric (PutChunk/GetChunk
+of one chunk, fsynced like every chunk write: no gateway, no coding) and the
+raw disk (write, fsync, rename of files of the same size), and prints the
+issue's aims against them (a durable put with k=3, m=2 writes 5/3 of the
+bytes, so the disk's bound on it is the disk's rate x 3/5).
 
 Needs Debian's redis-server on PATH (apt-get install redis-server); it is
 started here on a free loopback port without persistence and stopped at the
@@ -26,6 +35,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +46,9 @@ from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.store import Store
 
-from bench.common import grpc_floor_rate, idle_grpc_server, parse_size, rate
+from bench.bench_fabric import Baseline
+from bench.bench_moves import raw_rate
+from bench.common import grpc_floor_rate, idle_grpc_server, label, median_seconds, parse_size, rate
 from dynostore.local import ContainerSpec, LocalFabric, free_port
 from dynostore.proxystore import DynoConnector
 
@@ -63,17 +75,43 @@ def redis_server() -> Iterator[int]:
         process.wait(10)
 
 
-def measure(store: Store[Any], data: bytes, count: int) -> tuple[float, float]:
-    """(puts/s, gets/s) of ``count`` objects; every get really fetches (no cache)."""
+# Objects up to this size are also measured from several threads.
+THREADED_MAX = 1 << 20
+
+
+def measure(store: Store[Any], data: bytes, count: int, threads: int) -> tuple[float, float]:
+    """(puts/s, gets/s) of ``count`` objects from ``threads`` threads; every get really fetches (no cache)."""
     keys: list[Any] = []
-    put_rate = rate(lambda: keys.append(store.put(data)), count)
+    put_rate = rate(lambda: keys.append(store.put(data)), count, threads)
     it = iter(keys)
-    get_rate = rate(lambda: store.get(next(it)), count)
+    lock = threading.Lock()
+
+    def get_next() -> None:
+        with lock:
+            key = next(it)
+        store.get(key)
+
+    get_rate = rate(get_next, count, threads)
     if store.get(keys[-1]) != data:
         raise SystemExit(f"{store.name} returned different bytes.")
     for key in keys:
         store.evict(key)
     return put_rate, get_rate
+
+
+def stream_rates(fabric: LocalFabric, size: int, count: int) -> tuple[float, float]:
+    """(put MB/s, get MB/s) of ``size`` bytes over one raw gRPC stream to one container (median of ``count``)."""
+    baseline = Baseline(fabric)
+    data = os.urandom(size)
+    keys = iter(baseline.prepare(count))
+    stored: list[str] = []
+    put = median_seconds(lambda: stored.append(baseline.put(next(keys), data)), count)
+    get = median_seconds(lambda: baseline.get(stored[-1]), count)
+    if baseline.get(stored[-1]) != data:
+        raise SystemExit("The raw stream returned different bytes.")
+    for key in stored:
+        baseline.stream.delete(key)
+    return size / put / 1e6, size / get / 1e6
 
 
 def etcd_put_rate(fabric: LocalFabric, count: int) -> float:
@@ -92,11 +130,16 @@ def etcd_put_rate(fabric: LocalFabric, count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1K,1M,64M")
+    parser.add_argument("--sizes", default="1K,64K,1M,64M")
+    parser.add_argument("--threads", default="1,16", help="thread counts for sizes up to 1 MiB")
     parser.add_argument("--count", type=int, default=300, help="objects per size (fewer for big ones)")
     args = parser.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
-    results: dict[str, dict[int, tuple[float, float]]] = {}
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    results: dict[str, dict[tuple[int, int], tuple[float, float]]] = {}
+    large = [size for size in sizes if size > THREADED_MAX]
+    streams: dict[int, tuple[float, float]] = {}
+    disk: dict[int, float] = {}
     with (
         tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
         LocalFabric(containers=5, root=f"{root}/fabric") as fabric,
@@ -119,7 +162,12 @@ def main() -> None:
                 results[name] = {}
                 for size in sizes:
                     count = max(3, min(args.count, (256 << 20) // size))
-                    results[name][size] = measure(store, os.urandom(size), count)
+                    for threads in thread_counts if size <= THREADED_MAX else [1]:
+                        results[name][size, threads] = measure(store, os.urandom(size), count, threads)
+        for size in large:
+            count = max(3, min(args.count, (256 << 20) // size))
+            streams[size] = stream_rates(fabric, size, count)
+            disk[size] = raw_rate(Path(root) / "raw", size, count) / 1e6
         etcd_rate = etcd_put_rate(fabric, args.count)
         with fabric.client() as client:
             client.whoami(token_user=token)
@@ -128,19 +176,44 @@ def main() -> None:
 
     print(f"# ProxyStore Store put/get ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, no Store cache)")
     print()
-    print("| connector | size | puts/s | gets/s | put MB/s | get MB/s | put vs Redis | get vs Redis |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, by_size in results.items():
-        for size, (put, get) in by_size.items():
-            redis_put, redis_get = results["RedisConnector"][size]
-            label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+    print(
+        "| connector | size | threads | puts/s | gets/s | put ms | get ms | put MB/s | get MB/s "
+        "| put vs Redis | get vs Redis |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, by_case in results.items():
+        for (size, threads), (put, get) in by_case.items():
+            redis_put, redis_get = results["RedisConnector"][size, threads]
             print(
-                f"| {name} | {label} | {put:,.1f} | {get:,.1f} | {put * size / 1e6:,.1f} | {get * size / 1e6:,.1f} "
+                f"| {name} | {label(size)} | {threads} | {put:,.1f} | {get:,.1f} "
+                f"| {threads / put * 1e3:,.2f} | {threads / get * 1e3:,.2f} "
+                f"| {put * size / 1e6:,.1f} | {get * size / 1e6:,.1f} "
                 f"| {put / redis_put:.2f}x | {get / redis_get:.2f}x |"
             )
+    print()
+    for size in large:
+        up, down = streams[size]
+        bound = min(up, disk[size] * fabric.k / (fabric.k + fabric.m))
+        dyno_put, dyno_get = results["DynoConnector"][size, 1]
+        redis_get = results["RedisConnector"][size, 1][1]
+        print(
+            f"{label(size)}: raw gRPC stream to one container {up:,.0f} MB/s up (fsynced), {down:,.0f} MB/s down; "
+            f"raw disk (write+fsync) {disk[size]:,.0f} MB/s, so a durable k={fabric.k}, m={fabric.m} put is bound "
+            f"near {disk[size] * fabric.k / (fabric.k + fabric.m):,.0f} MB/s; DynoConnector put "
+            f"{dyno_put * size / 1e6:,.0f} MB/s = {dyno_put * size / 1e6 / bound:.2f}x of the lower bound "
+            f"(aim 0.8x), get {dyno_get / redis_get:.2f}x of Redis (aim 1.0x);"
+        )
+    for size, threads, aim_put, aim_get in [(1 << 20, 1, 0.25, 0.5), (1 << 10, max(thread_counts), 0.5, 0.5)]:
+        if (size, threads) in results["DynoConnector"]:
+            dyno_put, dyno_get = results["DynoConnector"][size, threads]
+            redis_put, redis_get = results["RedisConnector"][size, threads]
+            print(
+                f"{label(size)} from {threads} thread(s): puts {dyno_put / redis_put:.2f}x of Redis (aim {aim_put}x), "
+                f"gets {dyno_get / redis_get:.2f}x (aim {aim_get}x);"
+            )
     small = min(sizes)
-    dyno_put, dyno_get = results["DynoConnector"][small]
-    redis_get = results["RedisConnector"][small][1]
+    dyno_put, dyno_get = results["DynoConnector"][small, 1]
+    redis_get = results["RedisConnector"][small, 1][1]
     # A put is a gateway call followed by an etcd commit: their times add up.
     put_ceiling = 1 / (1 / call_rate + 1 / etcd_rate)
     print()

@@ -4,8 +4,16 @@
   this machine's namespace --veth-- hub (router, ip_forward) --veth-- core: etcd members + gateways
   (clients, tests, benchmarks)        |  |  |
                                       |  |  +--veth-- site 4: one container (+ its delay relay)
+                                      |  +--veth-- etcd host 0: one etcd member (with ``etcd_hosts``)
                                       ...
 ```
+
+With ``etcd_hosts=N``, the etcd members run each in a namespace of its own
+instead of the core (``10.O.240+i.2``), so that one member can be cut off:
+:meth:`Wan.etcd_down` takes its link down (nobody reaches it, as when its
+machine's network fails), :meth:`Wan.etcd_isolate` drops only the packets
+between it and the other members (nftables in the hub: the gateways still
+reach it, but it has lost the cluster, as in a partition between sites).
 
 Every server listens on its namespace's own address (``10.O.x.2``), never
 on this machine's; this machine reaches them through its own veth link to
@@ -31,6 +39,12 @@ with Wan([Site("a", rtt_ms=1), Site("b", rtt_ms=100)]) as wan, wan.fabric(k=1, m
     wan.impair("b", rtt_ms=300)  # slower
     wan.site_down("a")  # its links down: packets to it vanish
     wan.site_up("a")
+```
+
+```python
+with Wan([Site("a")], etcd_hosts=3) as wan, wan.fabric(k=1, m=0, etcd_members=3) as fabric:
+    wan.etcd_isolate(0)  # member 0 cut off from members 1 and 2; the gateways still reach it
+    wan.etcd_rejoin(0)
 ```
 
 Needs root (namespaces, links, routes): :func:`unavailable` says why not.
@@ -71,6 +85,9 @@ CONTAINER_PORT = 7000
 PACKET_BYTES = 1448
 # Linux's minimum retransmission timeout: what a lost packet costs at least.
 MIN_RTO = 0.2
+# The third octet of etcd host i's subnet (sites use 1-200, the core 0, this machine's link 255).
+ETCD_SUBNET = 240
+MAX_ETCD_HOSTS = 9
 # Bytes the relay reads at once, and reads it holds per direction (its buffer, bounding its memory).
 RELAY_READ = 256 * 1024
 RELAY_QUEUE = 256
@@ -109,9 +126,9 @@ def unavailable() -> str | None:
     return None
 
 
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command; raise RuntimeError with its output when ``check`` and it fails."""
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+def _run(*argv: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command (``input_text`` on its stdin); raise RuntimeError with its output when ``check`` and it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, input=input_text)
     if check and done.returncode:
         raise RuntimeError(f"`{' '.join(argv)}` failed: {(done.stderr or done.stdout).strip()}")
     return done
@@ -157,15 +174,21 @@ class Wan:
         core_host: the core namespace's address (etcd members and gateways listen there).
     """
 
-    def __init__(self, sites: Sequence[Site] = FIVE_SITES, *, impairment: str = "auto") -> None:
+    def __init__(self, sites: Sequence[Site] = FIVE_SITES, *, impairment: str = "auto", etcd_hosts: int = 0) -> None:
         """Describe (not build) a topology of ``sites``; ``impairment``: ``auto``, ``netem`` or ``relay``.
 
+        ``etcd_hosts``: namespaces for etcd members of their own (0: the members run in the core).
+
         Raises:
-            ValueError: no sites, a name given twice, more than 200 sites, or an unknown ``impairment``.
+            ValueError: no sites, a name given twice, more than 200 sites, an unknown ``impairment``,
+                or ``etcd_hosts`` not between 0 and 9.
         """
         names = [site.name for site in sites]
         if not names or len(set(names)) != len(names) or len(names) > 200:
             raise ValueError("Give between 1 and 200 sites, each with a name of its own.")
+        if not 0 <= etcd_hosts <= MAX_ETCD_HOSTS:
+            raise ValueError(f"etcd_hosts must be between 0 and {MAX_ETCD_HOSTS}, not {etcd_hosts}.")
+        self.etcd_hosts = etcd_hosts
         if impairment not in ("auto", "netem", "relay"):
             raise ValueError(f"impairment must be auto, netem or relay, not {impairment!r}.")
         self.sites = list(sites)
@@ -203,6 +226,20 @@ class Wan:
     def host(self, site: str) -> str:
         """The address of ``site``'s namespace (its container's address)."""
         return f"10.{self.octet}.{self._index(site) + 1}.2"
+
+    def etcd_namespace(self, member: int) -> str:
+        """The namespace of etcd host ``member`` (with ``etcd_hosts``)."""
+        return f"dw-{self.run_id}-e{member}"
+
+    def etcd_host(self, member: int) -> str:
+        """The address of etcd host ``member``'s namespace."""
+        return f"10.{self.octet}.{ETCD_SUBNET + member}.2"
+
+    def _etcd_link(self, member: int) -> tuple[str, str]:
+        """The names of etcd host ``member``'s link: (its end in its namespace, its end in the hub)."""
+        if not 0 <= member < self.etcd_hosts:
+            raise KeyError(f"No etcd host {member}; this topology has {self.etcd_hosts}.")
+        return f"dw{self._tag}e{member}", f"dw{self._tag}f{member}"
 
     def _index(self, site: str) -> int:
         for index, known in enumerate(self.sites):
@@ -248,6 +285,8 @@ class Wan:
             for index, site in enumerate(self.sites):
                 inside, outside = self._site_link(site.name)
                 self._leaf(self.namespace(site.name), inside, outside, index + 1)
+            for member in range(self.etcd_hosts):
+                self._leaf(self.etcd_namespace(member), *self._etcd_link(member), ETCD_SUBNET + member)
             # This machine's own link, and one route to every namespace through it.
             hub_end = f"dw{self._tag}R"
             _run("ip", "link", "add", self._root_link, "type", "veth", "peer", "name", hub_end)
@@ -372,23 +411,63 @@ class Wan:
 
     def site_down(self, site: str) -> None:
         """Take ``site``'s link down at its end: packets to and from it vanish (its processes keep running)."""
-        inside, _ = self._site_link(site)
-        _run("ip", "-n", self.namespace(site), "link", "set", inside, "down")
+        _run("ip", "-n", self.namespace(site), "link", "set", self._site_link(site)[0], "down")
 
     def site_up(self, site: str) -> None:
         """Bring ``site``'s link up again, with its route back to the hub."""
-        inside, _ = self._site_link(site)
-        _run("ip", "-n", self.namespace(site), "link", "set", inside, "up")
-        subnet = self._index(site) + 1
+        self._link_up(self.namespace(site), self._site_link(site)[0], self._index(site) + 1)
+
+    def etcd_down(self, member: int) -> None:
+        """Take etcd host ``member``'s link down: neither gateways nor the other members reach it."""
+        _run("ip", "-n", self.etcd_namespace(member), "link", "set", self._etcd_link(member)[0], "down")
+
+    def etcd_up(self, member: int) -> None:
+        """Bring etcd host ``member``'s link up again."""
+        self._link_up(self.etcd_namespace(member), self._etcd_link(member)[0], ETCD_SUBNET + member)
+
+    def etcd_isolate(self, member: int) -> None:
+        """Drop every packet between etcd host ``member`` and the other etcd hosts (the gateways still reach it).
+
+        Raises:
+            RuntimeError: nftables' ``nft`` is missing (apt-get install nftables).
+        """
+        self._etcd_link(member)
+        if shutil.which("nft") is None:
+            raise RuntimeError("Isolating an etcd member needs nftables' `nft` (apt-get install nftables).")
+        table = f"isolate{member}"
+        own = f"10.{self.octet}.{ETCD_SUBNET + member}.0/24"
+        chain = f"add chain inet {table} forward {{ type filter hook forward priority 0; }}"
+        rules = [f"add table inet {table}", chain]
+        for other in range(self.etcd_hosts):
+            if other != member:
+                theirs = f"10.{self.octet}.{ETCD_SUBNET + other}.0/24"
+                rules += [
+                    f"add rule inet {table} forward ip saddr {own} ip daddr {theirs} drop",
+                    f"add rule inet {table} forward ip saddr {theirs} ip daddr {own} drop",
+                ]
+        _run("ip", "netns", "exec", self.hub, "nft", "-f", "-", input_text="\n".join(rules) + "\n")
+
+    def etcd_rejoin(self, member: int) -> None:
+        """Undo :meth:`etcd_isolate` (nothing if ``member`` is not isolated)."""
+        self._etcd_link(member)
+        _run("ip", "netns", "exec", self.hub, "nft", "delete", "table", "inet", f"isolate{member}", check=False)
+
+    def _link_up(self, namespace: str, inside: str, subnet: int) -> None:
+        _run("ip", "-n", namespace, "link", "set", inside, "up")
         # The default route went with the link; put it back (it may already be there).
-        _run("ip", "-n", self.namespace(site), "route", "replace", "default", "via", f"10.{self.octet}.{subnet}.1")
+        _run("ip", "-n", namespace, "route", "replace", "default", "via", f"10.{self.octet}.{subnet}.1")
 
     # the fabric ---------------------------------------------------------------
 
     @property
     def core_placement(self) -> Placement:
-        """Where the fabric's etcd members and gateways run: the core namespace."""
+        """Where the fabric's gateways run, and its etcd members unless there are etcd hosts: the core namespace."""
         return Placement(self.core_host, ("ip", "netns", "exec", self.core))
+
+    def etcd_placement(self, member: int) -> Placement:
+        """Where etcd member ``member`` runs when there are etcd hosts: its own namespace."""
+        self._etcd_link(member)
+        return Placement(self.etcd_host(member), ("ip", "netns", "exec", self.etcd_namespace(member)))
 
     def container_placement(self, site: str) -> Placement:
         """Where ``site``'s container runs: its namespace, behind the relay when there is one."""
@@ -401,10 +480,11 @@ class Wan:
     def fabric(self, root: str | os.PathLike[str] | None = None, **options: object) -> LocalFabric:
         """A :class:`LocalFabric` (not started) with one fs container per site and its core in the core namespace.
 
-        ``options`` go to :class:`LocalFabric` (``k``, ``m``, ``etcd_members``, ``gateways``...).
+        ``options`` go to :class:`LocalFabric` (``k``, ``m``, ``etcd_members``, ``gateways``...). With
+        ``etcd_hosts``, etcd member i runs on etcd host i.
 
         Raises:
-            RuntimeError: the topology is not started.
+            RuntimeError: the topology is not started, or has fewer etcd hosts than ``etcd_members``.
             ValueError: ``tls`` or ``metrics`` asked for: not across the simulated WAN yet (the
                 certificates name 127.0.0.1, and metrics listen there).
         """
@@ -413,6 +493,11 @@ class Wan:
         if options.get("tls") or options.get("metrics"):
             raise ValueError("TLS and metrics are not available across the simulated WAN yet.")
         specs = [ContainerSpec(site=s.name, placement=self.container_placement(s.name)) for s in self.sites]
+        if self.etcd_hosts:
+            members = int(options.get("etcd_members", 1))  # type: ignore[call-overload]
+            if members > self.etcd_hosts:
+                raise RuntimeError(f"{members} etcd members asked for, but this topology has {self.etcd_hosts} hosts.")
+            options["etcd_placements"] = [self.etcd_placement(i) for i in range(members)]
         return LocalFabric(specs, root, core=self.core_placement, **options)  # type: ignore[arg-type]
 
 

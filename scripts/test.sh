@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # Chromium for the web UI's browser test (Playwright drives Debian's build; no download).
 # Prometheus for the metrics test, which runs the binary itself (the Debian service is not used).
 # iproute2 (ip, tc) for the simulated WAN's network namespaces (tests/integration/test_wan.py),
+# nftables (nft) to cut an etcd member off from the others there,
 # rclone for the S3 front door's client test (tests/integration/test_s3_clients.py).
 # Without root these tests are skipped with the reason.
-debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium prometheus iproute2 rclone)
+debian_packages=(ceph-mon ceph-osd ceph-common python3-rados radosgw chromium prometheus iproute2 nftables rclone)
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for package in "${debian_packages[@]}"; do

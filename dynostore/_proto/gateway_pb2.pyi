@@ -95,10 +95,12 @@ class CommitPutResponse(_message.Message):
     def __init__(self, objects: _Optional[_Iterable[_Union[_common_pb2.ObjectInfo, _Mapping]]] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "fresh")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("object", "policy", "chunks", "code", "message", "chunk_ticket", "inline", "data", "crc32")

@@ -186,25 +186,28 @@ class GatewayConnection:
 
         await asyncio.gather(*(delete(index, address) for index, address in chunks))
 
-    async def locate(self, keys: Sequence[str], token: str) -> list[gateway_pb2.Location]:
-        """Object metadata and chunk locations, one per key (``code`` says why one is missing)."""
+    async def locate(self, keys: Sequence[str], token: str, *, fresh: bool = False) -> list[gateway_pb2.Location]:
+        """Object metadata and chunk locations, one per key (``code`` says why one is missing).
+
+        ``fresh``: the gateway reads the records from etcd, not from its cache.
+        """
         for key in keys:
             validation.key(key)
         validation.token(token)
         found: list[gateway_pb2.Location] = []
         for start in range(0, len(keys), GROUP):
-            request = gateway_pb2.LocateRequest(keys=keys[start : start + GROUP])
+            request = gateway_pb2.LocateRequest(keys=keys[start : start + GROUP], fresh=fresh)
             found += (await self.call(self._gateway().Locate, request, token)).locations
         return found
 
-    async def locate_one(self, key: str, token: str) -> gateway_pb2.Location:
-        """Metadata and chunk locations of one object.
+    async def locate_one(self, key: str, token: str, *, fresh: bool = False) -> gateway_pb2.Location:
+        """Metadata and chunk locations of one object (``fresh``: see :meth:`locate`).
 
         Raises:
             NotFound: no object has this key.
             PermissionDenied: the object belongs to another user.
         """
-        (location,) = await self.locate([key], token)
+        (location,) = await self.locate([key], token, fresh=fresh)
         if location.code:
             raise error_for_code(location.code, location.message)
         return location

@@ -91,7 +91,8 @@ class Downloader(GatewayConnection):
             return
         except DataLoss:
             try:
-                now = await self.locate_one(key, token)
+                # Not from the gateway's cache: it may not know yet of a replace or evict another made.
+                now = await self.locate_one(key, token, fresh=True)
             except NotFound:
                 raise NotFound(f"Object {key} was evicted while it was read.") from None
             replaced = chunk_key(now) != chunk_key(location) or now.inline != location.inline

@@ -175,7 +175,8 @@ class ObjectCalls(GatewayCalls):
             raise InvalidArgument(f"Locate takes 1 to {MAX_BATCH} keys, not {len(request.keys)}.")
         keys = [validation.key(k) for k in request.keys]
         now = time.time()
-        records = [None if r is None or r.expired(now) else r for r in await self.registry.get_objects(keys)]
+        read = await self.registry.get_objects(keys, fresh=request.fresh)
+        records = [None if r is None or r.expired(now) else r for r in read]
         holders = {cid for r in records if r is not None for cid, stored in r.chunks if stored}
         # Inline objects need no container: then no container list is read either.
         addresses = {c["id"]: c["address"] for c in await self._rejoined_containers(holders)} if holders else {}

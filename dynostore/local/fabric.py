@@ -63,6 +63,7 @@ class LocalFabric:
         etcd_members: int = 1,
         gateways: int = 1,
         core: Placement | None = None,
+        etcd_placements: Sequence[Placement] | None = None,
         s3: bool = False,
     ) -> None:
         """Describe a fabric of data containers under ``root``.
@@ -92,17 +93,22 @@ class LocalFabric:
                 :meth:`client` use them all.
             core: where the etcd members and gateways run (default: 127.0.0.1 here); each
                 container's place is its spec's ``placement`` (see :mod:`dynostore.wan`).
+            etcd_placements: where each etcd member runs instead (one per member; default: ``core``).
             s3: also run the S3 front door (``dynostore s3``) at :attr:`s3_endpoint`.
 
         Raises:
-            ValueError: ``sites`` does not give one label per container, or there is no etcd member or gateway.
+            ValueError: ``sites`` does not give one label per container, ``etcd_placements`` not one
+                placement per member, or there is no etcd member or gateway.
         """
         if etcd_members < 1 or gateways < 1:
             raise ValueError("A fabric needs at least one etcd member and one gateway.")
+        if etcd_placements is not None and len(etcd_placements) != etcd_members:
+            raise ValueError(f"Give one placement per etcd member ({etcd_members}), not {len(etcd_placements)}.")
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="dynostore-") if root is None else root).resolve()
         self.k, self.m = k, m
         self.core = core or Placement()
+        self.etcd_placements = list(etcd_placements) if etcd_placements is not None else None
         self.inline_max_bytes = inline_max_bytes
         self.gateway_options = [
             *(["--repair-interval", str(repair_interval)] if repair_interval is not None else []),

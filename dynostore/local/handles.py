@@ -189,19 +189,20 @@ class EtcdHandle(PinnedHandle):
 
     def __init__(self, index: int, fabric: LocalFabric) -> None:
         """Describe etcd member ``index`` of ``fabric`` (its data under ``root/etcd``, numbered after the first)."""
-        super().__init__(_numbered("etcd", index), index, fabric, ["client", "peer"])
+        places = fabric.etcd_placements
+        super().__init__(_numbered("etcd", index), index, fabric, ["client", "peer"], places[index] if places else None)
         self.data_dir = fabric.root / self.name
         self.member_name = _numbered("dynostore", index)
 
     @property
     def client_url(self) -> str:
         """The member's client URL (https with TLS)."""
-        return f"{'https' if self._fabric.tls_ca else 'http'}://{self._fabric.core.host}:{self.ports['client']}"
+        return f"{'https' if self._fabric.tls_ca else 'http'}://{self.placement.host}:{self.ports['client']}"
 
     @property
     def peer_url(self) -> str:
         """The member's peer URL."""
-        return f"http://{self._fabric.core.host}:{self.ports['peer']}"
+        return f"http://{self.placement.host}:{self.ports['peer']}"
 
     def _command(self) -> list[str]:
         fabric = self._fabric

@@ -77,6 +77,10 @@ class WatchedCache(Generic[V]):
         if entry is not None and entry[1] < revision:
             del self._entries[key]
 
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s entry, if any (it is read again next time)."""
+        self._entries.pop(key, None)
+
     def start(self, revision: int) -> None:
         """The watch runs and reports every change after ``revision``."""
         self._entries.clear()

@@ -92,17 +92,40 @@ def _applies_once(request: Any) -> bool:
     )
 
 
+class MemberLeft(grpc.aio.AioRpcError):
+    """A stream (a watch, lease keepalives) ended because calls moved on from its member; UNAVAILABLE."""
+
+    def __init__(self, index: int) -> None:
+        """The stream of member ``index`` ended."""
+        empty = grpc.aio.Metadata()
+        details = f"etcd calls moved on from member {index} after a failure; this stream ended with them"
+        super().__init__(grpc.StatusCode.UNAVAILABLE, empty, empty, details)
+
+
 class _Endpoints:
-    """The members' channels, and which one calls go to now (the next, after a failure)."""
+    """The members' channels, and which one calls go to now (the next, after a failure).
+
+    ``left[i]`` is set when calls move on from member ``i``: its streams end
+    then (:func:`_streaming_on`), so that watches opened there are opened
+    again on the member the other calls go to, and do not go quiet on one
+    that lost the cluster while its connection still answers pings.
+    """
 
     def __init__(self, channels: list[grpc.aio.Channel]) -> None:
         self.channels = channels
         self.current = 0
+        self.left = [asyncio.Event() for _ in channels]
+
+    def _move(self, to: int) -> None:
+        if to != self.current:
+            left, self.left[self.current] = self.left[self.current], asyncio.Event()
+            self.current = to
+            left.set()
 
     def failed(self, index: int) -> None:
         """Send the next calls to the member after ``index`` (unless another call moved on already)."""
         if self.current == index:
-            self.current = (index + 1) % len(self.channels)
+            self._move((index + 1) % len(self.channels))
 
     async def choose_after(self, index: int, metadata: Any) -> None:
         """After a call failed on ``index``: send the next calls to a member that answers and knows a leader.
@@ -121,7 +144,7 @@ class _Endpoints:
         answered = [i for i, status in zip(others, statuses, strict=True) if status is not None]
         led = [i for i, status in zip(others, statuses, strict=True) if status is not None and status.leader]
         if led or answered:
-            self.current = (led or answered)[0]
+            self._move((led or answered)[0])
 
     async def _status(self, index: int, metadata: Any) -> Any:
         """Member ``index``'s status, or None if it does not answer in time."""
@@ -283,15 +306,34 @@ async def _moving_on(call: Any, endpoints: _Endpoints, index: int) -> Any:
 
 
 async def _streaming_on(call: Any, endpoints: _Endpoints, index: int) -> AsyncIterator[Any]:
-    """The replies of a streaming ``call``; if it fails for want of its member, the next calls go to the next."""
+    """The replies of a streaming ``call``; if it fails for want of its member, the next calls go to the next.
+
+    It ends with :class:`MemberLeft` when calls move on from its member.
+    """
+    left = endpoints.left[index]
+    moved_on = False
+
+    async def end_when_left() -> None:
+        nonlocal moved_on
+        await left.wait()
+        moved_on = True
+        call.cancel()
+
+    guard = asyncio.create_task(end_when_left())
     try:
         async for reply in call:
             yield reply
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if moved_on and task is not None and not task.cancelling():
+            raise MemberLeft(index) from None
+        raise
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _FAILOVER_CODES:
             endpoints.failed(index)
         raise
     finally:
+        guard.cancel()
         call.cancel()
 
 
@@ -351,7 +393,10 @@ class EtcdClient(aetcd.Client):
         self.leasestub = _Current(endpoints, rpc.LeaseStub, self.call_timeout)
         self.maintenancestub = _Current(endpoints, rpc.MaintenanceStub, self.call_timeout)
         watches = _Current(endpoints, rpc.WatchStub, self.call_timeout)
-        self._watcher = watcher.Watcher(watches, timeout=self._timeout, metadata=self.metadata)
+        # A member that loses its leader (cut off from the others) ends the watches opened
+        # with this, rather than keeping them open and quiet while the cluster goes on.
+        require_leader = (*(self.metadata or ()), ("hasleader", "true"))
+        self._watcher = watcher.Watcher(watches, timeout=self._timeout, metadata=require_leader)
         self._connected.set()
         return None
 

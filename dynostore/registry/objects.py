@@ -361,13 +361,16 @@ class ObjectCalls(RegistryBase):
                 found[k] = record if record is not None and record.chunk_key == k else None
         return found
 
-    async def get_objects(self, object_keys: list[str]) -> list[ObjectRecord | None]:
+    async def get_objects(self, object_keys: list[str], *, fresh: bool = False) -> list[ObjectRecord | None]:
         """Records of committed objects to read (None where a key has none), inline bytes included.
 
-        Served from the record cache where it can be (see :mod:`dynostore.registry.cache`),
-        the rest read from etcd in few round trips and cached. The records are
-        shared with the cache: do not change them.
+        Served from the record cache where it can be (see :mod:`dynostore.registry.cache`;
+        ``fresh``: never), the rest read from etcd in few round trips and cached. The
+        records are shared with the cache: do not change them.
         """
+        if fresh:
+            for key in object_keys:
+                self._objects.forget(key)
         found = [self._objects.get(k) for k in object_keys]
         missed = [k for k, record in zip(object_keys, found, strict=True) if record is None]
         if missed:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import grpc
 import pytest
 
 from dynostore.client import Client
-from dynostore.local import LocalFabric, ManagedProcess
+from dynostore.local import EtcdHandle, LocalFabric, ManagedProcess
 from tests.conftest import SESSION_PIDS, skip_or_fail
 from tests.servers import CephCluster, S3Server, ceph_cluster, ceph_missing, moto_available, moto_server
 
@@ -33,6 +35,14 @@ def eventually(check: Callable[[], bool], within: float = WATCH_DELAY) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def is_etcd_leader(member: EtcdHandle) -> bool:
+    """Whether etcd ``member`` is its cluster's leader now (it says so itself)."""
+    request = urllib.request.Request(f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        status = json.loads(reply.read())
+    return bool(status["header"]["member_id"] == status.get("leader"))  # no leader: the field is left out
 
 
 def chunk_paths(fabric: LocalFabric, key: str) -> list[Path]:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dynostore.local import EtcdHandle, LocalFabric, PinnedHandle, free_port
 from dynostore.registry.etcd import EtcdClient
 from dynostore.rpc.tls import Tls
 from tests.conftest import SESSION_PIDS
-from tests.integration.conftest import Session, dynostore_up, eventually
+from tests.integration.conftest import Session, dynostore_up, eventually, is_etcd_leader
 from tests.integration.test_etcd_tls import can_read
 
 # Bound on a failover: a new etcd leader is elected in about a second, a dead gateway is skipped at once.
@@ -50,13 +49,6 @@ def _restart(handle: PinnedHandle) -> None:
     assert handle.pid is not None
     SESSION_PIDS.add(handle.pid)
     assert handle.address == address
-
-
-def _is_leader(member: EtcdHandle) -> bool:
-    request = urllib.request.Request(f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST")
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        status = json.loads(reply.read())
-    return bool(status["header"]["member_id"] == status["leader"])
 
 
 def _put_works(client: Client, token: str) -> bool:
@@ -95,8 +87,8 @@ def test_the_cluster_and_both_gateways_serve(cluster: Session) -> None:
 def test_an_etcd_member_killed_loses_nothing(cluster: Session, role: str) -> None:
     objects = _put_everywhere(cluster)
     members = cluster.fabric.etcd_members
-    assert eventually(lambda: any(map(_is_leader, members)), within=FAILOVER)
-    victim = next(m for m in members if _is_leader(m) == (role == "leader"))
+    assert eventually(lambda: any(map(is_etcd_leader, members)), within=FAILOVER)
+    victim = next(m for m in members if is_etcd_leader(m) == (role == "leader"))
     victim.kill()
     try:
         _read_back(cluster, objects)
@@ -164,8 +156,8 @@ def test_a_tls_cluster_takes_client_certificates_at_every_member(tmp_path: Path)
 
 
 def _leader(members: list[EtcdHandle]) -> EtcdHandle:
-    assert eventually(lambda: any(map(_is_leader, members)), within=FAILOVER)
-    return next(m for m in members if _is_leader(m))
+    assert eventually(lambda: any(map(is_etcd_leader, members)), within=FAILOVER)
+    return next(m for m in members if is_etcd_leader(m))
 
 
 def _stream_of_puts(session: Session, gateway: str, written: dict[str, bytes], failures: list[BaseException],

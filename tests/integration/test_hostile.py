@@ -61,6 +61,7 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ),
         ("Locate traversal", lambda s, t: s.Locate(g.LocateRequest(keys=[TRAVERSAL]), metadata=auth_metadata(t)), invalid),
         ("Locate none", lambda s, t: s.Locate(g.LocateRequest(), metadata=auth_metadata(t)), invalid),
+        ("Locate fresh none", lambda s, t: s.Locate(g.LocateRequest(fresh=True), metadata=auth_metadata(t)), invalid),
         ("Locate flood", lambda s, t: s.Locate(g.LocateRequest(keys=["0" * 32] * 5000), metadata=auth_metadata(t)), invalid),
         ("Exists unicode", lambda s, t: s.Exists(g.ExistsRequest(key=UNICODE), metadata=auth_metadata(t)), invalid),
         ("PlanRepair traversal", lambda s, t: s.PlanRepair(g.PlanRepairRequest(key=TRAVERSAL), metadata=auth_metadata(t)), invalid),

@@ -13,12 +13,15 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
+from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.client import Client
 from dynostore.errors import NotFound
 from dynostore.local import LocalFabric
 from dynostore.registry import ObjectRecord, Registry
+from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session, eventually
 
 
@@ -101,6 +104,28 @@ def test_a_cached_get_makes_no_etcd_read(tmp_path: Path, entries: int) -> None:
         assert reads == 0
     else:
         assert reads >= 20  # at least the record, every time
+
+
+def test_a_fresh_locate_reads_the_record_from_etcd(tmp_path: Path) -> None:
+    """What a client asks after it found an object's chunks gone: not this gateway's cached record."""
+    args = ["--object-cache-entries", "100", *QUIET]
+    with LocalFabric(containers=5, root=tmp_path / "fabric", repair_interval=0, gateway_args=args) as fabric:
+        token = fabric.create_user("located")
+        with fabric.client() as client, grpc.insecure_channel(fabric.gateway) as channel:
+            key = client.put(data=os.urandom(20_000), token_user=token, catalog="cached")
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+
+            def locate(fresh: bool) -> float:
+                before = etcd_ranges(fabric)
+                request = gateway_pb2.LocateRequest(keys=[key], fresh=fresh)
+                (location,) = stub.Locate(request, metadata=auth_metadata(token), timeout=10).locations
+                assert location.object.key == key
+                return etcd_ranges(fabric) - before
+
+            locate(False)  # the record and the token cached from now on
+            assert locate(False) == 0
+            assert locate(True) >= 1  # the record read again (with its inline bytes, in one transaction)
+            assert locate(False) == 0  # and cached again
 
 
 def test_a_token_change_empties_the_token_cache(tmp_path: Path) -> None:

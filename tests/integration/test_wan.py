@@ -1,21 +1,26 @@
 """Sites across a simulated WAN (issue 15, items 4 and 6): placement by site, a whole site lost, failures under load.
 
 Five sites at 1, 5, 20, 50 and 100 ms round trip, each in a network
-namespace of its own with one container; the etcd members and gateways in a
-core namespace (see :mod:`dynostore.wan`). Needs root, else the tests skip.
+namespace of its own with one container; three etcd hosts, one namespace
+each, for the etcd members; the gateways in a core namespace (see
+:mod:`dynostore.wan`). Needs root, else the tests skip.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -39,7 +44,7 @@ from tests.faults.harness import (
     hygiene,
     within,
 )
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, is_etcd_leader
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +52,7 @@ MiB = 1024 * 1024
 K, M = 3, 2
 # Reads of a chunk at a site that is gone give up after this long and read parity instead.
 FRAGMENT_TIMEOUT = 3.0
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,7 @@ def wan() -> Iterator[Wan]:
     reason = unavailable()
     if reason:
         skip_or_fail(reason)
-    with Wan(FIVE_SITES) as topology:
+    with Wan(FIVE_SITES, etcd_hosts=3) as topology:
         yield topology
 
 
@@ -229,6 +235,107 @@ def test_gateway_etcd_member_and_site_lost_one_at_a_time_then_together(
     assert all(went_on.values()), f"no read returned during some fault within {RECOVERY_LIMIT} s: {went_on}"
     failed = {f"{op} {why}": n for (op, why), n in figures.ops.items() if op in READ_OPS and why[0].isupper()}
     assert not failed, f"reads raised: {failed}"
+
+
+# an etcd member cut off by the network -----------------------------------------
+
+# How long a gateway may go on trusting a cache whose watch is on a member that lost the cluster.
+STALE_LIMIT = 20.0
+
+
+def _settled(call: Callable[[], T], within_seconds: float) -> T:
+    """``call()``'s result once it returns, retried while the fabric fails over (Unavailable)."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        try:
+            return call()
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _reads_back(client: Client, key: str, token: str, data: bytes) -> bool:
+    try:
+        return client.get(key=key, token_user=token) == data
+    except Unavailable:
+        return False
+
+
+def test_an_etcd_member_cut_off_is_failed_over_and_no_gateway_serves_stale_records(wan: Wan, tmp_path: Path) -> None:
+    """A real partition of an etcd member, twice: cut off from the other members only, then entirely.
+
+    Both gateways' calls and watches start on member 0. Cut off from its
+    peers, member 0 still answers pings but has no leader: its watches must
+    end (else the first gateway's record cache, which makes no etcd call for
+    a cached get, would serve the old version for ever). Then the leader's
+    link goes down: calls fail over, and again an object replaced through the
+    second gateway reads as the new version through the first. Every object
+    reads back afterwards, and the members rejoin.
+    """
+    if shutil.which("nft") is None:
+        skip_or_fail("Cutting an etcd member off needs nftables' `nft` (apt-get install nftables).")
+    with wan.fabric(tmp_path / "fabric", k=K, m=M, inline_max_bytes=INLINE_MAX, etcd_members=3, gateways=2) as fabric:
+        token = fabric.create_user("parted")
+        first, second = (Client(g.address, timeout=30.0, fragment_timeout=FRAGMENT_TIMEOUT) for g in fabric.gateways)
+        try:
+            versions = [os.urandom(20_000) for _ in range(3)]
+            key = first.put(versions[0], token_user=token, catalog="parted")
+            assert first.get(key=key, token_user=token) == versions[0]  # its record cached by the first gateway
+            kept = {key: versions[0]}
+
+            def replaced_and_seen(version: bytes) -> float:
+                """Replace the object through the second gateway; seconds until the first gateway returns it."""
+                _settled(lambda: second.put(version, token_user=token, catalog="parted", replace=True, key=key), 30)
+                written = time.monotonic()
+                assert eventually(lambda: _reads_back(first, key, token, version), within=STALE_LIMIT)
+                kept[key] = version
+                return time.monotonic() - written
+
+            wan.etcd_isolate(0)
+            try:
+                seen_isolated = replaced_and_seen(versions[1])
+                extra = _settled(lambda: first.put(b"during isolation", token_user=token, catalog="parted"), 30)
+                kept[extra] = b"during isolation"
+            finally:
+                wan.etcd_rejoin(0)
+
+            assert eventually(lambda: any(map(is_etcd_leader, fabric.etcd_members)), within=30)
+            leader = next(i for i, member in enumerate(fabric.etcd_members) if is_etcd_leader(member))
+            cut = time.monotonic()
+            wan.etcd_down(leader)
+            try:
+                extra = _settled(lambda: first.put(b"leader cut off", token_user=token, catalog="parted"), 30)
+                failover = time.monotonic() - cut
+                kept[extra] = b"leader cut off"
+                seen_down = replaced_and_seen(versions[2])
+            finally:
+                wan.etcd_up(leader)
+            print(
+                f"stale record window, member isolated: {seen_isolated:.1f} s; leader cut off: first put "
+                f"{failover:.1f} s after the cut, replaced object seen {seen_down:.1f} s after its put"
+            )
+
+            for client in (first, second):
+                for stored, data in kept.items():
+                    assert _settled(lambda: client.get(key=stored, token_user=token), 30) == data  # noqa: B023
+
+            def all_healthy() -> bool:
+                try:
+                    return all(etcd_healthy(member.client_url) for member in fabric.etcd_members)
+                except OSError:
+                    return False
+
+            assert eventually(all_healthy, within=30), "the cut-off members did not rejoin their cluster"
+        finally:
+            first.close()
+            second.close()
+
+
+def etcd_healthy(client_url: str) -> bool:
+    """Whether the etcd member at ``client_url`` reports itself healthy (it has a leader)."""
+    with urllib.request.urlopen(f"{client_url}/health", timeout=2) as reply:
+        return bool(json.loads(reply.read()).get("health") == "true")
 
 
 # the topology's own hygiene, the tool and the benchmark ------------------------

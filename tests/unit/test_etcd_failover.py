@@ -9,7 +9,7 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from dynostore.registry.etcd import _applies_once, _Endpoints, _FailoverKV
+from dynostore.registry.etcd import MemberLeft, _applies_once, _Endpoints, _FailoverKV, _streaming_on
 
 
 def _failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -119,3 +119,58 @@ def test_reads_go_to_the_next_member_and_plain_puts_fail(monkeypatch: pytest.Mon
     assert members[1].calls[-1] == "Put"
     assert members[0].calls == ["Range"]  # not tried again
     assert endpoints.current == 0  # the next call goes elsewhere
+
+
+class Stream:
+    """A streaming call: its replies, then quiet until cancelled, when it ends as gRPC's do (CancelledError)."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = replies
+        self.cancelled = asyncio.Event()
+
+    def cancel(self) -> bool:
+        self.cancelled.set()
+        return True
+
+    async def __aiter__(self) -> Any:
+        for reply in self.replies:
+            yield reply
+        await self.cancelled.wait()
+        raise asyncio.CancelledError()
+
+
+def test_a_stream_ends_unavailable_when_calls_move_on_from_its_member() -> None:
+    """A quiet watch on a member the other calls left (it lost the cluster) ends, to be opened on the next."""
+
+    async def main() -> None:
+        endpoints = _Endpoints([object(), object(), object()])
+        got: list[str] = []
+
+        async def consume(call: Stream, index: int) -> None:
+            async for reply in _streaming_on(call, endpoints, index):
+                got.append(reply)
+
+        on_first = asyncio.create_task(consume(Stream(["a"]), 0))
+        await asyncio.sleep(0.05)
+        assert not on_first.done()  # quiet, not ended
+        endpoints.failed(0)  # another call failed on member 0: calls go to member 1 now
+        with pytest.raises(MemberLeft) as caught:
+            await on_first
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert got == ["a"]
+        assert endpoints.current == 1
+
+        # A stream on the member calls go to now is not ended by a stale failure report of member 0,
+        # and a stream whose consumer is cancelled ends cancelled (not as if its member had been left).
+        on_second = asyncio.create_task(consume(Stream(["b"]), 1))
+        await asyncio.sleep(0.05)
+        endpoints.failed(0)
+        await asyncio.sleep(0.05)
+        assert not on_second.done()
+        assert endpoints.current == 1
+        on_second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await on_second
+        assert got == ["a", "b"]
+
+    asyncio.run(main())
