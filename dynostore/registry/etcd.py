@@ -269,9 +269,10 @@ class _FailoverKV:
 class _Current:
     """A stub of the member calls go to now, for any other service (leases, watches, maintenance).
 
-    Unary calls are bounded by ``call_timeout`` and move calls on to the next
-    member after a failure; they are not retried here (the registry retries
-    lease keepalives and reopens watches on its own).
+    Calls other than watches are bounded by ``call_timeout`` (given no
+    timeout, or a longer one) and move calls on to the next member after a
+    failure; they are not retried here (the registry retries lease
+    keepalives and reopens watches on its own).
     """
 
     def __init__(self, endpoints: _Endpoints, stub: type, call_timeout: float) -> None:
@@ -285,8 +286,8 @@ class _Current:
         endpoints, call_timeout = self._endpoints, self._call_timeout
 
         def bounded(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-            if timeout is not None and method != "Watch":
-                timeout = min(timeout, call_timeout)
+            if method != "Watch":  # lease keepalives too: one on a frozen member would wait for ever
+                timeout = call_timeout if timeout is None else min(timeout, call_timeout)
             made = call(*args, timeout=timeout, **kwargs)
             if isinstance(made, grpc.aio.UnaryUnaryCall):
                 return _moving_on(made, endpoints, index)

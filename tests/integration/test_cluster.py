@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dynostore.client import Client
-from dynostore.errors import DynoStoreError
+from dynostore.errors import DynoStoreError, Unavailable
 from dynostore.local import EtcdHandle, LocalFabric, PinnedHandle, free_port
 from dynostore.registry.etcd import EtcdClient
 from dynostore.rpc.tls import Tls
@@ -227,3 +227,37 @@ def test_each_etcd_member_frozen_in_turn_puts_and_gets_go_on(cluster: Session) -
         finally:
             os.kill(victim.pid, signal.SIGCONT)
         _read_back(cluster, _put_everywhere(cluster))
+
+
+# How long a gateway may serve a record from a cache whose watch is on a frozen member: its next
+# etcd call (its announcement, every few seconds) gives up on that member within the call timeout,
+# and the watch ends with it (well before gRPC's keepalive, about 15 s, would drop the connection).
+FROZEN_STALE_LIMIT = 10.0
+
+
+def test_no_gateway_serves_a_replaced_record_long_while_its_etcd_member_is_frozen(tmp_path: Path) -> None:
+    """Both gateways start on member 0; frozen, the first gateway must stop trusting its cached record."""
+    with LocalFabric(containers=5, root=tmp_path / "fabric", etcd_members=3, gateways=2) as fabric:
+        token = fabric.create_user("frozen")
+        first, second = (Client(g.address, timeout=FAILOVER_CALL_TIMEOUT) for g in fabric.gateways)
+        try:
+            key = first.put(b"old" * 10_000, token_user=token, catalog="frozen")
+            assert first.get(key=key, token_user=token) == b"old" * 10_000  # cached by the first gateway
+            member = fabric.etcd_members[0]
+            assert member.pid is not None
+            os.kill(member.pid, signal.SIGSTOP)
+            try:
+                second.put(b"new" * 10_000, token_user=token, catalog="frozen", replace=True, key=key)
+
+                def fresh() -> bool:
+                    try:
+                        return first.get(key=key, token_user=token) == b"new" * 10_000
+                    except Unavailable:  # while the calls move on (never DataLoss, which would raise)
+                        return False
+
+                assert eventually(fresh, within=FROZEN_STALE_LIMIT)
+            finally:
+                os.kill(member.pid, signal.SIGCONT)
+        finally:
+            first.close()
+            second.close()

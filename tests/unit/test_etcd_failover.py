@@ -9,7 +9,7 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from dynostore.registry.etcd import MemberLeft, _applies_once, _Endpoints, _FailoverKV, _streaming_on
+from dynostore.registry.etcd import MemberLeft, _applies_once, _Current, _Endpoints, _FailoverKV, _streaming_on
 
 
 def _failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -174,3 +174,26 @@ def test_a_stream_ends_unavailable_when_calls_move_on_from_its_member() -> None:
         assert got == ["a", "b"]
 
     asyncio.run(main())
+
+
+def test_lease_and_other_calls_are_bounded_but_watches_are_not() -> None:
+    """A lease keepalive given no timeout (aetcd's default) must not wait for ever on a frozen member."""
+    asked: dict[str, float | None] = {}
+
+    class Stub:
+        def __init__(self, channel: object) -> None:
+            pass
+
+        def __getattr__(self, method: str) -> Any:
+            def call(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+                asked[method] = timeout
+                return Stream([])
+
+            return call
+
+    current = _Current(_Endpoints([object()]), Stub, call_timeout=1.5)
+    current.LeaseKeepAlive(iter([]))
+    current.LeaseGrant(object(), timeout=60)
+    current.LeaseRevoke(object(), timeout=0.2)
+    current.Watch(iter([]))
+    assert asked == {"LeaseKeepAlive": 1.5, "LeaseGrant": 1.5, "LeaseRevoke": 0.2, "Watch": None}
