@@ -3,8 +3,9 @@
 Usage: python -m bench.bench_proxystore [--sizes 1K,64K,1M,64M] [--threads 1,16] [--count 300]
 
 Every connector runs each size from each number of threads (sizes up to
-1 MiB; larger ones from one thread only): puts/s, gets/s and the mean time
-of one call. For the large objects the same run also measures a raw gRPC
+1 MiB; larger ones from one thread only), each thread with a ``Store`` of
+its own over the one connector (a ``Store`` makes one connector call at a
+time): puts/s, gets/s and the mean time of one call. For the large objects the same run also measures a raw gRPC
 stream of the same bytes to one container of the fabric (PutChunk/GetChunk
 of one chunk, fsynced like every chunk write: no gateway, no coding) and the
 raw disk (write, fsync, rename of files of the same size), and prints the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import subprocess
@@ -40,7 +42,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
@@ -79,23 +81,36 @@ def redis_server() -> Iterator[int]:
 THREADED_MAX = 1 << 20
 
 
-def measure(store: Store[Any], data: bytes, count: int, threads: int) -> tuple[float, float]:
-    """(puts/s, gets/s) of ``count`` objects from ``threads`` threads; every get really fetches (no cache)."""
+def measure(stores: list[Store[Any]], data: bytes, count: int, threads: int) -> tuple[float, float]:
+    """(puts/s, gets/s) of ``count`` objects from ``threads`` threads; every get really fetches (no cache).
+
+    Each thread has a ``Store`` of its own (``stores``, over one connector): a
+    ``Store`` makes its connector calls one at a time, under a lock of its own.
+    """
     keys: list[Any] = []
-    put_rate = rate(lambda: keys.append(store.put(data)), count, threads)
-    it = iter(keys)
+    mine = threading.local()
+    handed = itertools.count()
     lock = threading.Lock()
+
+    def store() -> Store[Any]:
+        if not hasattr(mine, "store"):
+            with lock:
+                mine.store = stores[next(handed) % len(stores)]
+        return cast("Store[Any]", mine.store)
+
+    put_rate = rate(lambda: keys.append(store().put(data)), count, threads)
+    it = iter(keys)
 
     def get_next() -> None:
         with lock:
             key = next(it)
-        store.get(key)
+        store().get(key)
 
     get_rate = rate(get_next, count, threads)
-    if store.get(keys[-1]) != data:
-        raise SystemExit(f"{store.name} returned different bytes.")
+    if stores[0].get(keys[-1]) != data:
+        raise SystemExit(f"{stores[0].name} returned different bytes.")
     for key in keys:
-        store.evict(key)
+        stores[0].evict(key)
     return put_rate, get_rate
 
 
@@ -158,12 +173,13 @@ def main() -> None:
             "FileConnector": FileConnector(f"{root}/files"),
         }
         for number, (name, connector) in enumerate(connectors.items()):
-            with Store(f"bench-{number}", connector, cache_size=0) as store:
-                results[name] = {}
-                for size in sizes:
-                    count = max(3, min(args.count, (256 << 20) // size))
-                    for threads in thread_counts if size <= THREADED_MAX else [1]:
-                        results[name][size, threads] = measure(store, os.urandom(size), count, threads)
+            stores = [Store(f"bench-{number}-{i}", connector, cache_size=0) for i in range(max(thread_counts))]
+            results[name] = {}
+            for size in sizes:
+                count = max(3, min(args.count, (256 << 20) // size))
+                for threads in thread_counts if size <= THREADED_MAX else [1]:
+                    results[name][size, threads] = measure(stores[:threads], os.urandom(size), count, threads)
+            stores[0].close()  # closes the connector they share
         for size in large:
             count = max(3, min(args.count, (256 << 20) // size))
             streams[size] = stream_rates(fabric, size, count)
