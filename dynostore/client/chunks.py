@@ -223,13 +223,17 @@ async def read_whole_chunks(
     refs: Sequence[ChunkRef],
     timeout: float,
     hedge: tuple[HedgePolicy, LatencyTracker] | None = None,
+    needs: Sequence[tuple[Sequence[int], int]] = (),
 ) -> list[bytes | None]:
     """Read one-fragment chunks, one ReadChunks call per container; None where a chunk failed.
 
     With ``hedge`` (a policy and the client's latency estimates), calls
     still running past the read deadline that the finished ones set are
     cancelled (their chunks None: the caller reads those objects another
-    way), and every call updates the estimates.
+    way), and every call updates the estimates. ``needs``: per object, the
+    positions in ``refs`` of its chunks and how many it needs (k); once
+    every object has them, the calls still running are cancelled too (a
+    spare read beside k).
     """
     found: list[bytes | None] = [None] * len(refs)
     began = time.monotonic()
@@ -261,6 +265,10 @@ async def read_whole_chunks(
     policy, latency = hedge
     tasks = {asyncio.ensure_future(call(g)): g for g in groups}
     pending = set(tasks)
+
+    def enough() -> bool:
+        return bool(needs) and all(sum(found[p] is not None for p in positions) >= k for positions, k in needs)
+
     try:
         while pending:
             wait = None if not took else max(0.0, began + policy.read_deadline(took, None) - time.monotonic())
@@ -269,6 +277,8 @@ async def read_whole_chunks(
                 break
             for task in done:
                 task.result()
+            if enough():
+                break
     finally:
         for task in pending:
             task.cancel()

@@ -207,11 +207,16 @@ class Downloader(GatewayConnection):
             )
             if self.hedging:
                 usable.sort(key=self._ranking(k, location.object.size))
-            usable = usable[:k]
+            spare = self.hedging and len(usable) > k and self._spare_pays(usable[:k], location)
+            self.hedge_counts.spare_reads += spare
+            usable = usable[: k + 1 if spare else k]
             wanted.append([len(refs) + j for j in range(len(usable))])
             refs += [ChunkRef(c.address, chunk_key(location), c.index, ticket=location.chunk_ticket) for c in usable]
         hedge = (self.hedge, self.latency) if self.hedging else None
-        fragments = await read_whole_chunks(self._stubs([r.address for r in refs]), refs, self.fragment_timeout, hedge)
+        needs = [(positions, location.policy.k) for positions, location in zip(wanted, locations, strict=True)]
+        fragments = await read_whole_chunks(
+            self._stubs([r.address for r in refs]), refs, self.fragment_timeout, hedge, needs
+        )
         decoded: list[bytes | None] = []
         for location, positions in zip(locations, wanted, strict=True):
             codec = Codec(location.policy.k, location.policy.m)
@@ -235,7 +240,9 @@ class Downloader(GatewayConnection):
         With hedging, chunks are read from the containers expected to answer
         first (data chunks among those about as fast), and a chunk that lags
         past the hedge deadline gets another read beside it: the first k to
-        arrive are used, the others closed.
+        arrive are used, the others closed. A one-segment object whose k
+        chosen chunks are expected to take ``HedgePolicy.spare_after`` or more
+        gets one spare read beside them from the start.
         """
         if location.inline:
             data = _inline_bytes(location)
@@ -265,6 +272,12 @@ class Downloader(GatewayConnection):
         spare = [(loc, False) for loc in candidates]
         if self.hedging:
             spare.sort(key=rank)  # stable: data chunks first among equals
+        # Readers to open at first: k, or one more beside them for a one-segment object from far containers.
+        opened_first = codec.k
+        first_k = [loc for loc, _ in spare[: codec.k]]
+        if self.hedging and count == 1 and len(spare) > codec.k and self._spare_pays(first_k, location):
+            opened_first += 1
+            self.hedge_counts.spare_reads += 1
         unreachable: list[common_pb2.ChunkLocation] = []
         # Why each chunk that was tried could not be read.
         failures: dict[int, DynoStoreError | None] = {}
@@ -291,7 +304,7 @@ class Downloader(GatewayConnection):
                         # Last chance before giving up: wait for those connections, all at once.
                         spare.extend((loc, True) for loc in unreachable)
                         unreachable.clear()
-                    while spare and (len(active) < codec.k or spare[0][1]):
+                    while spare and (len(active) < max(codec.k, opened_first) or spare[0][1]):
                         loc, patient = spare.pop(0)
                         open_reader(loc, offset, patient)
                     waiting = [r for r in active if fragments[r.index] is None]
@@ -327,6 +340,7 @@ class Downloader(GatewayConnection):
                             fragments[reader.index] = fragment
                     if self.hedging:
                         spare.sort(key=rank)  # those that lagged now rank after the others
+                opened_first = codec.k  # a spare only in the first round
                 data = codec.decode(fragments)
                 if progress:
                     progress(len(data))
@@ -409,6 +423,12 @@ class Downloader(GatewayConnection):
                     self.latency.lagged(tasks[task].address, now - began[tasks[task]])
             await asyncio.gather(*pending, return_exceptions=True)
         return results
+
+    def _spare_pays(self, chosen: list[common_pb2.ChunkLocation], location: gateway_pb2.Location) -> bool:
+        """Whether to read a spare chunk beside ``chosen``: the slowest is expected to take ``spare_after`` or more."""
+        fragment_bytes = -(-max(location.object.size, 1) // location.policy.k)
+        expected = [self.latency.expected(c.address, fragment_bytes) for c in chosen]
+        return max((e for e in expected if e is not None), default=0.0) >= self.hedge.spare_after
 
     def _ranking(self, k: int, segment_bytes: int) -> Callable[[common_pb2.ChunkLocation], float]:
         """Sort key of chunks to read, by latency estimate (data chunks first among equals; see LatencyTracker.rank)."""

@@ -34,12 +34,18 @@ class HedgePolicy:
         write_floor: seconds a put waits at least, once k + 1 chunks are durable,
             for the others (a chunk it stops waiting for is recorded missing,
             which costs a repair: so this is larger than ``floor``).
+        spare_after: a get of a one-segment object reads one chunk beyond the k
+            it needs, and uses the first k to come, when the slowest of those k is
+            expected to take this long or longer (seconds; far sites, not a LAN; 0: always). A
+            container that turns slow is then not waited for, even before its
+            estimate shows it; the cost is a third more bytes read (k=3).
     """
 
     factor: float = 2.0
     floor: float = 0.05
     cap: float = 2.0
     write_floor: float = 0.5
+    spare_after: float = 0.01
 
     def __post_init__(self) -> None:
         """Check that the bounds make sense.
@@ -47,7 +53,7 @@ class HedgePolicy:
         Raises:
             InvalidArgument: a value is negative or not finite, ``factor`` is below 1, or a floor exceeds ``cap``.
         """
-        values = (self.factor, self.floor, self.cap, self.write_floor)
+        values = (self.factor, self.floor, self.cap, self.write_floor, self.spare_after)
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise InvalidArgument("Hedging bounds must be finite, non-negative numbers of seconds.")
         if self.factor < 1:
@@ -83,6 +89,8 @@ class HedgeCounts:
     extra_reads: int = 0
     # Chunk writes given up because they lagged once k + 1 chunks were durable (recorded missing).
     writes_given_up: int = 0
+    # Spare chunk reads made up front, beside the k a one-segment get needs (see HedgePolicy.spare_after).
+    spare_reads: int = 0
 
 
 @dataclass

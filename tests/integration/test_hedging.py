@@ -19,7 +19,7 @@ import pytest
 
 from dynostore._proto.common_pb2 import ContainerInfo
 from dynostore.client import AsyncClient, Client
-from dynostore.client.latency import LatencyTracker
+from dynostore.client.latency import HedgePolicy, LatencyTracker
 from dynostore.local import ContainerHandle, LocalFabric
 from tests.integration.conftest import eventually
 
@@ -103,6 +103,37 @@ def test_hedged_get_reads_around_a_frozen_data_chunk(fabric: LocalFabric, token:
                 assert await leftover_tasks() == []
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(plain.get(key=key, token_user=token), DEADLINE)
+            assert await leftover_tasks() == []
+
+    asyncio.run(scenario())
+
+
+def test_far_chunks_get_a_spare_read_up_front(fabric: LocalFabric, token: str) -> None:
+    """Chunks expected to be slow (here: always) get a spare read beside the k; it carries a frozen one's part."""
+    data = os.urandom(5000)  # one segment: read whole, batched
+    with fabric.client() as client:
+        key = client.put(data=data, token_user=token, catalog="hedge")
+    stuck = holder(fabric, token, key, 0)
+
+    async def scenario() -> None:
+        async with (
+            AsyncClient(fabric.gateway, hedge=HedgePolicy(spare_after=0.0)) as spared,
+            AsyncClient(fabric.gateway) as near,
+        ):
+            for client in (spared, near):
+                assert await client.get_batch([key], token_user=token) == [data]  # connected
+            assert spared.hedge_counts.spare_reads >= 1
+            assert near.hedge_counts.spare_reads == 0  # these containers answer in milliseconds: no spare
+            spared._pipeline.latency = LatencyTracker()  # no chunk avoided: chunk 0 is among those read
+            before = spared.hedge_counts.spare_reads
+            with frozen(stuck):
+                batch = await asyncio.wait_for(spared.get_batch([key], token_user=token), DEADLINE)
+                spared._pipeline.latency = LatencyTracker()
+                alone = await asyncio.wait_for(spared.get(key=key, token_user=token), DEADLINE)
+            assert batch == [data]
+            assert alone == data
+            assert spared.hedge_counts.spare_reads == before + 2  # the batched read, and the lone get's
+            assert spared.hedge_counts.extra_reads == 0  # the spares' chunks sufficed: no lag, no second round
             assert await leftover_tasks() == []
 
     asyncio.run(scenario())
