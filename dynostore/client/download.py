@@ -76,11 +76,14 @@ class Downloader(GatewayConnection):
         not ``DataLoss``. A record that changed before anything was handed out
         (a repair moved chunks, or a put replaced the object and its old
         chunks went) is read once more: the new locations, or the new version.
+        So is one whose read failed ``Unavailable`` (too few chunks read, some
+        on containers away): the chunks it did not find may have moved.
 
         Raises:
             NotFound: the object was evicted while it was read.
             ReplacedWhileReadError: it was replaced after part of the old version was handed out.
             DataLoss: more than m chunks of a segment are really gone.
+            Unavailable: too few chunks readable for now, some on containers away.
         """
         key = location.object.key
         yielded = False
@@ -89,7 +92,7 @@ class Downloader(GatewayConnection):
                 yielded = True
                 yield segment
             return
-        except DataLoss:
+        except (DataLoss, Unavailable):
             try:
                 # Not from the gateway's cache: it may not know yet of a replace or evict another made.
                 now = await self.locate_one(key, token, fresh=True)

@@ -52,6 +52,22 @@ CALL_TIMEOUT = 1.5
 # How long a member may take to tell its status when a call moves on from another (seconds).
 STATUS_TIMEOUT = 0.3
 _FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _as_timeout(exc: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """``exc``, or DEADLINE_EXCEEDED where etcd reports its own request deadline as UNKNOWN.
+
+    A member whose leader died while it served a request answers UNKNOWN
+    "context deadline exceeded": the request's fate is as unknown as after
+    a deadline of ours, and the next member may well serve it.
+    """
+    if exc.code() is grpc.StatusCode.UNKNOWN and "deadline exceeded" in (exc.details() or ""):
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, exc.initial_metadata(), exc.trailing_metadata(), exc.details()
+        )
+    return exc
+
+
 _TXN_COMPARED = ("mod_revision", "version", "create_revision")
 
 
@@ -184,12 +200,13 @@ class _FailoverKV:
             try:
                 call = getattr(self._stub(index), method)
                 return await call(request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata)
-            except grpc.aio.AioRpcError as exc:
+            except grpc.aio.AioRpcError as raw:
+                exc = _as_timeout(raw)
                 if exc.code() not in _FAILOVER_CODES:
                     raise
                 if not retry or deadline - loop.time() <= 0:
                     self._endpoints.failed(index)
-                    raise
+                    raise exc from None
                 await self._endpoints.choose_after(index, metadata)
                 log.info("etcd %s failed on member %d (%s); trying the next.", method, index, exc.code().name)
 
@@ -223,12 +240,13 @@ class _FailoverKV:
                 reply = await self._stub(index).Txn(
                     request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata
                 )
-            except grpc.aio.AioRpcError as exc:
+            except grpc.aio.AioRpcError as raw:
+                exc = _as_timeout(raw)
                 if exc.code() not in _FAILOVER_CODES:
                     raise
                 if deadline - loop.time() <= 0:
                     self._endpoints.failed(index)
-                    raise
+                    raise exc from None
                 await self._endpoints.choose_after(index, metadata)
                 log.info("etcd Txn failed on member %d (%s); trying the next.", index, exc.code().name)
                 unknown = True

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dynostore._proto import gateway_pb2
 from dynostore.client.pipeline import Pipeline
 from dynostore.client.repair import repair
 from dynostore.errors import NotFound
@@ -133,6 +134,29 @@ def test_a_repair_of_an_object_evicted_meanwhile_is_not_found(fabric: LocalFabri
         try:
             with pytest.raises(NotFound, match="evicted while it was repaired"):
                 await repair(pipeline, key, token, verify=True)
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
+
+
+def test_a_read_of_moved_chunks_with_one_container_away_locates_again(fabric: LocalFabric, token: str) -> None:
+    """A stale location (chunks moved since, one container away): not Unavailable, but the new places read."""
+    data = os.urandom(300_000)
+    with fabric.client() as client:
+        key = client.put(data=data, token_user=token, catalog="races")
+
+    async def run() -> None:
+        pipeline = Pipeline(fabric.gateway)
+        try:
+            location = await pipeline.locate_one(key, token)
+            stale = gateway_pb2.Location()
+            stale.CopyFrom(location)
+            # Chunks 1 and 2 as if moved since (each where the other is), chunk 0 out of reach: at most m gone
+            # and one away, so the read alone would say Unavailable.
+            stale.chunks[0].address = "127.0.0.1:1"
+            stale.chunks[1].address, stale.chunks[2].address = location.chunks[2].address, location.chunks[1].address
+            assert b"".join([s async for s in pipeline.read_checked(stale, token)]) == data
         finally:
             await pipeline.close()
 

@@ -96,14 +96,21 @@ def test_a_cached_get_makes_no_etcd_read(tmp_path: Path, entries: int) -> None:
         with fabric.client() as client:
             key = client.put(data=b"read me often", token_user=token, catalog="cached")
             assert client.get(key=key, token_user=token) == b"read me often"  # its token is cached from now on
-            before = etcd_ranges(fabric)
-            for _ in range(20):
-                assert client.get(key=key, token_user=token) == b"read me often"
-            reads = etcd_ranges(fabric) - before
+
+            def reads_of_20_gets() -> float:
+                before = etcd_ranges(fabric)
+                for _ in range(20):
+                    assert client.get(key=key, token_user=token) == b"read me often"
+                return etcd_ranges(fabric) - before
+
+            # Three windows: a watch that starts again meanwhile (one read per watch) falls in one of them.
+            reads = [reads_of_20_gets() for _ in range(3)]
+        log = (fabric.root / "logs" / "gateway.log").read_text()
+        restarts = [line for line in log.splitlines() if "Watch of" in line]
     if entries:
-        assert reads == 0
+        assert min(reads) == 0, f"etcd reads per window: {reads}; watch restarts: {restarts}"
     else:
-        assert reads >= 20  # at least the record, every time
+        assert min(reads) >= 20  # at least the record, every time
 
 
 def test_a_fresh_locate_reads_the_record_from_etcd(tmp_path: Path) -> None:

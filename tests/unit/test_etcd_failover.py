@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -12,8 +12,12 @@ from aetcd import rpc
 from dynostore.registry.etcd import MemberLeft, _applies_once, _Current, _Endpoints, _FailoverKV, _streaming_on
 
 
-def _failure(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "injected")
+def _failure(code: grpc.StatusCode, details: str = "injected") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+# What etcd answers when its leader died while it served a request.
+SERVER_DEADLINE = _failure(grpc.StatusCode.UNKNOWN, "context deadline exceeded")
 
 
 def _put(key: bytes, value: bytes) -> Any:
@@ -29,15 +33,16 @@ class Member:
 
     def __init__(self, store: dict[bytes, tuple[bytes, int]], failures: list[grpc.StatusCode | str | None]) -> None:
         self.store = store
-        # Per call: None answers; a code fails; "apply" applies, then fails DEADLINE_EXCEEDED (the answer lost).
+        # Per call: None answers; a code fails; "apply" applies, then fails DEADLINE_EXCEEDED (the answer lost);
+        # "server apply" applies, then fails as etcd does when its own deadline passed (UNKNOWN).
         self.failures = failures
         self.calls: list[str] = []
 
     async def Txn(self, request: Any, timeout: float, metadata: Any) -> Any:
         self.calls.append("Txn")
         failure = self.failures.pop(0) if self.failures else None
-        if failure is not None and failure != "apply":
-            raise _failure(failure)
+        if failure is not None and failure not in ("apply", "server apply"):
+            raise _failure(cast(grpc.StatusCode, failure))
         succeeded = all((c.key not in self.store) for c in request.compare)
         revision = max((r for _, r in self.store.values()), default=0) + 1
         responses = []
@@ -51,12 +56,14 @@ class Member:
                 responses.append(rpc.ResponseOp(response_range=rpc.RangeResponse(kvs=kvs)))
         if failure == "apply":
             raise _failure(grpc.StatusCode.DEADLINE_EXCEEDED)
+        if failure == "server apply":
+            raise SERVER_DEADLINE
         return rpc.TxnResponse(succeeded=succeeded, responses=responses)
 
     async def Range(self, request: Any, timeout: float, metadata: Any) -> Any:
         self.calls.append("Range")
-        if self.failures and self.failures.pop(0) is not None:
-            raise _failure(grpc.StatusCode.UNAVAILABLE)
+        if self.failures and (failure := self.failures.pop(0)) is not None:
+            raise SERVER_DEADLINE if failure == "server apply" else _failure(grpc.StatusCode.UNAVAILABLE)
         return rpc.RangeResponse()
 
     async def Put(self, request: Any, timeout: float, metadata: Any) -> Any:
@@ -107,6 +114,22 @@ def test_a_commit_that_did_not_land_is_not_reported_done(monkeypatch: pytest.Mon
     commit = rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v")])
     assert not asyncio.run(kv.Txn(commit, timeout=5)).succeeded
     assert store == {b"k": (b"someone else's", 7)}
+
+
+@pytest.mark.parametrize("first", ["apply", "server apply"])
+def test_a_commit_or_read_that_met_an_etcd_deadline_goes_on_to_the_next_member(
+    monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """etcd's own deadline (UNKNOWN "context deadline exceeded") counts as ours: next member, outcome found out."""
+    store: dict[bytes, tuple[bytes, int]] = {}
+    members = [Member(store, [first, first]), Member(store, [])]
+    kv, endpoints = _kv(members, monkeypatch)
+    commit = rpc.TxnRequest(compare=[_absent(b"k")], success=[_put(b"k", b"v")])
+    assert asyncio.run(kv.Txn(commit, timeout=5)).succeeded
+    assert store == {b"k": (b"v", 1)}
+    endpoints.current = 0
+    asyncio.run(kv.Range(rpc.RangeRequest(key=b"k"), timeout=5))
+    assert members[0].calls == ["Txn", "Range"]
 
 
 def test_reads_go_to_the_next_member_and_plain_puts_fail(monkeypatch: pytest.MonkeyPatch) -> None:
