@@ -319,7 +319,7 @@ async def _moving_on(call: Any, endpoints: _Endpoints, index: int) -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in _FAILOVER_CODES:
+        if _as_timeout(exc).code() in _FAILOVER_CODES:
             endpoints.failed(index)
         raise
 
@@ -348,7 +348,7 @@ async def _streaming_on(call: Any, endpoints: _Endpoints, index: int) -> AsyncIt
             raise MemberLeft(index) from None
         raise
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in _FAILOVER_CODES:
+        if _as_timeout(exc).code() in _FAILOVER_CODES:
             endpoints.failed(index)
         raise
     finally:

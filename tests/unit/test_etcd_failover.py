@@ -9,7 +9,15 @@ import grpc
 import pytest
 from aetcd import rpc
 
-from dynostore.registry.etcd import MemberLeft, _applies_once, _Current, _Endpoints, _FailoverKV, _streaming_on
+from dynostore.registry.etcd import (
+    MemberLeft,
+    _applies_once,
+    _Current,
+    _Endpoints,
+    _FailoverKV,
+    _moving_on,
+    _streaming_on,
+)
 
 
 def _failure(code: grpc.StatusCode, details: str = "injected") -> grpc.aio.AioRpcError:
@@ -220,3 +228,18 @@ def test_lease_and_other_calls_are_bounded_but_watches_are_not() -> None:
     current.LeaseRevoke(object(), timeout=0.2)
     current.Watch(iter([]))
     assert asked == {"LeaseKeepAlive": 1.5, "LeaseGrant": 1.5, "LeaseRevoke": 0.2, "Watch": None}
+
+
+def test_a_lease_call_that_met_an_etcd_deadline_moves_the_calls_on() -> None:
+    """The same rule for the other services' calls as for the KV's: etcd's own deadline moves calls on."""
+
+    async def failing() -> None:
+        raise SERVER_DEADLINE
+
+    async def main() -> int:
+        endpoints = _Endpoints([object(), object()])
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _moving_on(failing(), endpoints, 0)
+        return endpoints.current
+
+    assert asyncio.run(main()) == 1
