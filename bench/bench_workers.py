@@ -1,10 +1,11 @@
-"""Gateway workers: the same load against a gateway of 1 and of 2 worker processes, two fabrics, one run.
+"""Server workers: the same load against gateways (or containers) of 1 and of 2 worker processes, one run.
 
-Usage: python -m bench.bench_workers [--processes 2] [--clients 4] [--threads 4] [--count 400]
-       [--sizes 1K,64K] [--rounds 3]
+Usage: python -m bench.bench_workers [--server gateway|container] [--processes 2] [--clients 4]
+       [--threads 4] [--count 400] [--sizes 1K,64K] [--rounds 3]
 
-Two LocalFabrics (5 containers each) differ only in ``dynostore gateway
---workers``. Each round loads one, then the other (interleaved, so machine
+Two LocalFabrics (5 containers each) differ only in ``--workers`` of their
+gateway (``--server gateway``) or of each of their five containers
+(``--server container``). Each round loads one, then the other (interleaved, so machine
 noise hits both): ``processes`` client processes, each with ``clients``
 Clients (one connection each, so the kernel spreads them over the workers)
 shared by ``threads`` threads apiece, do ``count`` puts, then as many gets,
@@ -25,7 +26,7 @@ from typing import Any
 
 from bench.common import parse_size, rate, ratio_row
 from dynostore.client import Client
-from dynostore.local import LocalFabric
+from dynostore.local import ContainerSpec, LocalFabric
 
 
 def _load(gateway: str, token: str, size: int, count: int, clients: int, threads: int) -> tuple[float, float]:
@@ -55,6 +56,7 @@ def one_round(pool: Any, gateway: str, token: str, size: int, args: argparse.Nam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=["gateway", "container"], default="gateway")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
@@ -70,7 +72,13 @@ def main() -> None:
             root = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR"))
             )
-            fabric = stack.enter_context(LocalFabric(containers=5, root=root, gateway_args=["--workers", str(workers)]))
+            if args.server == "gateway":
+                fabric = LocalFabric(containers=5, root=root, gateway_args=["--workers", str(workers)])
+            else:
+                fabric = LocalFabric(
+                    containers=[ContainerSpec(settings={"workers": workers}) for _ in range(5)], root=root
+                )
+            stack.enter_context(fabric)
             gateways[workers], tokens[workers] = fabric.gateway, fabric.create_user("bench")
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.processes))
         for _, size, workers in itertools.product(range(args.rounds), sizes, (1, 2)):
@@ -78,7 +86,8 @@ def main() -> None:
             results.setdefault(("put", size, workers), []).append(puts)
             results.setdefault(("get", size, workers), []).append(gets)
     print(
-        f"# Gateway workers 2 vs 1 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"# {args.server.capitalize()} workers 2 vs 1 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, "
         f"{args.processes} client processes x {args.clients} clients x {args.threads} threads, "
         f"{args.count} calls per process per row, {args.rounds} interleaved rounds)"
     )

@@ -9,8 +9,13 @@ import signal
 import threading
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynostore.cli.parser import UP_PORT
+
+if TYPE_CHECKING:
+    from dynostore.container.server import ContainerSettings
+    from dynostore.gateway.server import GatewaySettings
 
 
 def daemon(args: argparse.Namespace, argv: list[str]) -> int:
@@ -27,29 +32,41 @@ def daemon(args: argparse.Namespace, argv: list[str]) -> int:
         if gateway.admin_token_file:
             admin_token = read_secret(admin_token, gateway.admin_token_file, "admin token")
         if gateway.workers > 1:
-            from dynostore.rpc.workers import Supervisor
-
-            supervisor = Supervisor(
-                argv,
-                gateway.workers,
-                gateway.listen,
-                ready_file=gateway.ready_file,
-                metrics_listen=gateway.metrics_listen,
-                metrics_ready_file=gateway.metrics_ready_file,
-                what="gateway",
-            )
-            return supervisor.run()
+            return _supervise(argv, gateway, "gateway")
         asyncio.run(serve_gateway(gateway, admin_token))
     else:
-        from dynostore.container.server import ContainerSettings
+        from dynostore.container.keyfile import KEYS_FILE
+        from dynostore.container.server import ContainerSettings, container_identity
         from dynostore.container.server import serve as serve_container
 
         container = settings_from(ContainerSettings, args.config, "container", flags)
         token = read_secret(
             os.environ.get("DYNOSTORE_TOKEN"), container.token_file, "container token (DYNOSTORE_TOKEN)"
         )
+        if container.workers > 1:
+            assert container.root is not None  # ContainerSettings asks for it
+            # One id for every worker, and no keys file of an earlier run for them to trust.
+            identity = container_identity(container)
+            (container.root / KEYS_FILE).unlink(missing_ok=True)
+            return _supervise([*argv, "--id", identity], container, "container")
         asyncio.run(serve_container(container, token))
     return 0
+
+
+def _supervise(argv: list[str], settings: GatewaySettings | ContainerSettings, what: str) -> int:
+    """Run ``settings.workers`` processes of this command on one port until SIGTERM/SIGINT."""
+    from dynostore.rpc.workers import Supervisor
+
+    supervisor = Supervisor(
+        argv,
+        settings.workers,
+        settings.listen,
+        ready_file=settings.ready_file,
+        metrics_listen=settings.metrics_listen,
+        metrics_ready_file=settings.metrics_ready_file,
+        what=what,
+    )
+    return supervisor.run()
 
 
 def s3_door(args: argparse.Namespace) -> int:

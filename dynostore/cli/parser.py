@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--id", dest="container_id", help="container id (default: kept under --root)")
     ct.add_argument("--token-file", type=Path, help="file with the token to register with")
     ct.add_argument("--ready-file", type=Path, help="write the bound address here once registered")
+    ct.add_argument(
+        "--workers", type=int, help="processes serving the port (SO_REUSEPORT), sharing --root (fs, s3, rados; 1)"
+    )
     metrics_args(ct)
     log_args(ct)
     tls_args(ct)

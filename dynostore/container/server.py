@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2, gateway_pb2_grpc
 from dynostore.config import read_secret
 from dynostore.container.backends import Backend, FileSystemBackend, MemoryBackend
+from dynostore.container.keyfile import KEYS_FILE, follow_keys, publish_keys
 from dynostore.container.scrubber import DamageReporter, Scrubber
 from dynostore.container.servicer import ContainerServicer, add_to_server
 from dynostore.errors import InvalidArgument
@@ -25,6 +28,7 @@ from dynostore.rpc import auth_metadata, open_channel, start_server
 from dynostore.rpc.servers import write_ready_file
 from dynostore.rpc.tls import Tls
 from dynostore.rpc.tuning import tune_malloc
+from dynostore.rpc.workers import WORKER_ENV, worker_index
 from dynostore.tickets import TicketVerifier
 
 log = logging.getLogger(__name__)
@@ -76,9 +80,17 @@ class ContainerSettings:
     ceph_conf: Path | None = None
     rados_namespace: str = ""
     rados_object_size: int = 4 * 1024 * 1024
+    # Worker processes serving the one port (SO_REUSEPORT; see dynostore.rpc.workers); each uses a core at most.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         """Refuse settings that make no sense."""
+        if not 1 <= self.workers <= 64:
+            raise InvalidArgument(f"workers must be from 1 to 64, not {self.workers}.")
+        if self.workers > 1 and self.backend == "memory":
+            raise InvalidArgument("The memory backend keeps its chunks in one process: it cannot have workers.")
+        if self.workers > 1 and self.root is None:
+            raise InvalidArgument("A container with workers needs root (--root): they share its state there.")
         if self.metrics_listen is not None:
             parse_listen(self.metrics_listen)
         if self.advertise is not None:
@@ -182,7 +194,8 @@ def make_backend(settings: ContainerSettings) -> Backend:
     if settings.backend == "fs":
         if settings.root is None:
             raise InvalidArgument("The fs backend needs a root directory (root, --root).")
-        return FileSystemBackend(settings.root / "data")
+        worker = worker_index() if WORKER_ENV in os.environ else None
+        return FileSystemBackend(settings.root / "data", worker=worker)
     if settings.backend == "s3":
         return _s3_backend(settings)
     return _rados_backend(settings)
@@ -199,15 +212,18 @@ class Membership:
         backend: Backend,
         verifier: TicketVerifier,
         scrubber: Scrubber | None = None,
+        keys_file: Path | None = None,
     ) -> None:
         """Announce ``info`` to the gateway named in ``settings``, presenting ``token``.
 
-        The gateway's answers carry the chunk-ticket keys, handed to ``verifier``;
+        The gateway's answers carry the chunk-ticket keys, handed to ``verifier``
+        (and written to ``keys_file`` for the container's other workers);
         heartbeats carry the backend's usage and when ``scrubber`` last finished.
         """
         self._settings = settings
         self._token = token
         self._verifier = verifier
+        self._keys_file = keys_file
         self._info = info
         self._backend = backend
         self._scrubber = scrubber
@@ -231,7 +247,7 @@ class Membership:
                         metadata=metadata,
                         timeout=5,
                     )
-                    self._verifier.set_keys({k.id: k.public_key for k in reply.ticket_keys})
+                    self._take_keys(reply.ticket_keys)
                     self.registered.set()
                     log.info("Registered %s with %s", self._info.id, self._settings.gateway)
                     interval = max(reply.ttl_seconds / 3, 0.5)
@@ -251,7 +267,7 @@ class Membership:
                             timeout=5,
                         )
                         if beat.ticket_keys:
-                            self._verifier.set_keys({k.id: k.public_key for k in beat.ticket_keys})
+                            self._take_keys(beat.ticket_keys)
                         if not beat.alive:
                             log.warning("Lease lost; registering again.")
                             break
@@ -259,13 +275,26 @@ class Membership:
                     log.warning("Gateway %s: %s; retrying.", self._settings.gateway, exc.details())
                     await asyncio.sleep(1)
 
+    def _take_keys(self, published: Iterable[gateway_pb2.TicketKey]) -> None:
+        keys = {k.id: k.public_key for k in published}
+        self._verifier.set_keys(keys)
+        if self._keys_file is not None:
+            publish_keys(self._keys_file, keys)
+
     def _last_scrub(self) -> float:
         return self._scrubber.last_completed if self._scrubber is not None else 0.0
 
 
 async def serve(settings: ContainerSettings, token: str) -> None:
-    """Serve until SIGTERM/SIGINT, registering with the gateway using ``token``."""
+    """Serve until SIGTERM/SIGINT, registering with the gateway using ``token``.
+
+    As one of several workers (``$DYNOSTORE_WORKER`` set) it shares its port;
+    only worker 0 registers, heartbeats and scrubs, and the others take the
+    ticket keys it writes under the root (:mod:`dynostore.container.keyfile`).
+    """
     tune_malloc()
+    several = WORKER_ENV in os.environ
+    index = worker_index()
     backend = make_backend(settings)
     try:
         await backend.check()
@@ -288,32 +317,40 @@ async def serve(settings: ContainerSettings, token: str) -> None:
         tls,
         metrics=metrics is not None,
         access_log=settings.log_requests,
+        share_port=several,
     )
     host = settings.listen.rsplit(":", 1)[0]
     address = settings.advertise or f"{host}:{port}"
     info = common_pb2.ContainerInfo(id=container_id, address=address, site=settings.site, backend=backend.name)
     background = [asyncio.create_task(reporter.run())]
-    scrubber = None
-    if settings.scrub_interval > 0:
-        scrubber = Scrubber(reporter, interval=settings.scrub_interval, gc_grace=settings.gc_grace)
-        background.append(asyncio.create_task(scrubber.run()))
-    membership = Membership(settings, token, info, backend, verifier, scrubber)
-    member_task = asyncio.create_task(membership.run())
+    keys_file = settings.root / KEYS_FILE if several and settings.root is not None else None
+    ready = asyncio.Event()
+    if index == 0:
+        scrubber = None
+        if settings.scrub_interval > 0:
+            scrubber = Scrubber(reporter, interval=settings.scrub_interval, gc_grace=settings.gc_grace)
+            background.append(asyncio.create_task(scrubber.run()))
+        membership = Membership(settings, token, info, backend, verifier, scrubber, keys_file)
+        ready = membership.registered
+        background.append(asyncio.create_task(membership.run()))
+    else:
+        assert keys_file is not None  # workers have a root (ContainerSettings)
+        background.append(asyncio.create_task(follow_keys(keys_file, verifier, ready)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.wait(
-        [asyncio.create_task(membership.registered.wait()), asyncio.create_task(stop.wait())],
+        [asyncio.create_task(ready.wait()), asyncio.create_task(stop.wait())],
         return_when=asyncio.FIRST_COMPLETED,
     )
-    if membership.registered.is_set():
-        log.info("Container %s serving on %s (site %s)", container_id, address, settings.site)
+    if ready.is_set():
+        worker = f" worker {index}" if several else ""
+        log.info("Container %s%s serving on %s (site %s)", container_id, worker, address, settings.site)
         print(f"container {container_id} listening on {address}", flush=True)
         if settings.ready_file:
             write_ready_file(settings.ready_file, address)
     await stop.wait()
-    member_task.cancel()
     for task in background:
         task.cancel()
     await server.stop(grace=2)

@@ -89,7 +89,8 @@ class ContainerHandle(ManagedProcess):
         address = self.wait_for_file(ready)
         self.port = int(address.rsplit(":", 1)[1])
         if self._fabric.metrics:  # written before the ready file
-            self.metrics_port = int(metrics_ready.read_text().rsplit(":", 1)[1])
+            # Several workers: "worker 0's address,worker 1's..."; the first is the container's.
+            self.metrics_port = int(metrics_ready.read_text().split(",")[0].rsplit(":", 1)[1])
 
 
 class GatewayHandle(PinnedHandle):

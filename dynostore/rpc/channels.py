@@ -41,6 +41,10 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 100),
+    # Each channel its own connections (gRPC shares them between a process's channels to one address
+    # by default): several Clients in one process then spread over a server's workers, which the
+    # kernel hands connections, not calls.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 

@@ -1,4 +1,4 @@
-"""A gateway of several worker processes on one port (``dynostore gateway --workers 2``)."""
+"""Gateways and containers of several worker processes on one port (``--workers 2``)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from dynostore.container.server import ContainerSettings
 from dynostore.errors import InvalidArgument
 from dynostore.gateway.server import GatewaySettings
-from dynostore.local import LocalFabric
+from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc.workers import metrics_listen_for, reserve_port
 from tests.integration.conftest import Session, eventually
 
 
 @pytest.fixture(scope="module")
 def workers_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """A fabric whose one gateway runs two workers."""
+    """A fabric whose one gateway runs two workers, and so does its first container."""
     root = tmp_path_factory.mktemp("workers")
-    with LocalFabric(containers=5, root=root, gateway_args=["--workers", "2"]) as fabric, fabric.client() as client:
+    containers = [ContainerSpec(settings={"workers": 2}), *(ContainerSpec() for _ in range(4))]
+    fabric = LocalFabric(containers=containers, root=root, gateway_args=["--workers", "2"])
+    with fabric, fabric.client() as client:
         yield Session(fabric, client, fabric.create_user("wendy"))
 
 
@@ -42,10 +45,10 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _workers(session: Session) -> list[int]:
-    supervisor = session.fabric.gateways[0].pid
-    assert supervisor is not None
-    return _children(supervisor)
+def _workers(session: Session, server: str = "gateway") -> list[int]:
+    handle = session.fabric.gateways[0] if server == "gateway" else session.fabric.containers[0]
+    assert handle.pid is not None
+    return _children(handle.pid)
 
 
 def _socket_owners(port: int) -> set[int]:
@@ -61,16 +64,19 @@ def _socket_owners(port: int) -> set[int]:
 
 
 def test_two_workers_share_the_port_and_both_serve(workers_fabric: Session) -> None:
-    workers = _workers(workers_fabric)
-    assert len(workers) == 2
+    gateway_workers, container_workers = _workers(workers_fabric), _workers(workers_fabric, "container")
+    assert len(gateway_workers) == len(container_workers) == 2
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2) to see which worker holds each connection")
     clients = [workers_fabric.fabric.client() for _ in range(24)]
     try:
         keys = [c.put(f"object {i}".encode() * 2000, workers_fabric.token, "w") for i, c in enumerate(clients)]
-        owners = _socket_owners(workers_fabric.fabric.gateways[0].port)
-        # 24 connections spread by the kernel: all on one worker has odds 2**-23.
-        assert set(workers) <= owners
+        # 24 connections spread by the kernel: all on one worker has odds 2**-23. A put writes a
+        # chunk to every container, so both container workers took writes: both check tickets.
+        assert set(gateway_workers) <= _socket_owners(workers_fabric.fabric.gateways[0].port)
+        assert set(container_workers) <= _socket_owners(workers_fabric.fabric.containers[0].port)
+        chunks = workers_fabric.fabric.containers[0].root / "data" / "chunks"
+        assert eventually(lambda: all(any(chunks.glob(f"{key[:2]}/{key}.*")) for key in keys), within=15)
         for i, (client, key) in enumerate(zip(clients, keys, strict=True)):
             assert client.get(key, workers_fabric.token) == f"object {i}".encode() * 2000
     finally:
@@ -89,6 +95,42 @@ def test_a_killed_worker_is_started_again_and_nothing_is_lost(workers_fabric: Se
     with session.fabric.client() as fresh:
         for key in before + after:
             assert len(fresh.get(key, session.token)) == 50_000
+
+
+def test_a_killed_container_worker_is_started_again_and_nothing_is_lost(workers_fabric: Session) -> None:
+    session = workers_fabric
+    container = session.fabric.containers[0]
+    before = [session.client.put(os.urandom(50_000), session.token, "w") for _ in range(5)]
+    for victim in _workers(session, "container"):  # worker 0 (the registered one), then worker 1
+        os.kill(victim, signal.SIGKILL)
+        after = [session.client.put(os.urandom(50_000), session.token, "w") for _ in range(5)]
+
+        def replaced(victim: int = victim) -> bool:
+            workers = _workers(session, "container")
+            return len(workers) == 2 and victim not in workers
+
+        assert eventually(replaced, within=30)
+        with session.fabric.client() as fresh:
+            for key in before + after:
+                assert len(fresh.get(key, session.token)) == 50_000
+            assert eventually(lambda: _registered(session, container.container_id), within=30)
+        before += after
+
+
+def _registered(session: Session, container_id: str) -> bool:
+    """Whether the gateway lists the container as up (worker 0 registers again when it starts again)."""
+    with session.fabric.client() as client:
+        return any(c.id == container_id and c.up for c in client.status(session.fabric.admin_token).containers)
+
+
+def test_container_workers_setting_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="workers"):
+        ContainerSettings(gateway="127.0.0.1:1", root=tmp_path, workers=0)
+    with pytest.raises(InvalidArgument, match="memory"):
+        ContainerSettings(gateway="127.0.0.1:1", backend="memory", workers=2)
+    with pytest.raises(InvalidArgument, match="root"):
+        ContainerSettings(gateway="127.0.0.1:1", backend="s3", container_id="c-1", workers=2)
+    assert ContainerSettings(gateway="127.0.0.1:1", root=tmp_path, workers=3).workers == 3
 
 
 def test_stopping_the_gateway_stops_every_worker(tmp_path: Path) -> None:

@@ -137,6 +137,30 @@ def test_fs_removes_leftovers_of_interrupted_writes(tmp_path: Path) -> None:
         run(read(backend))
 
 
+def test_fs_workers_clear_only_their_own_leftovers_and_share_the_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = FileSystemBackend(tmp_path, worker=0), FileSystemBackend(tmp_path, worker=1)
+
+    async def interrupted(backend: FileSystemBackend, index: int) -> None:
+        writer = await backend.open_writer(KEY, index)
+        await writer.write(b"partial", checksum(b"partial"))
+
+    run(interrupted(first, 0))
+    run(interrupted(second, 1))
+    assert run(first.usage()).chunks == 0
+    FileSystemBackend(tmp_path, worker=0)  # worker 0 starts again, worker 1 writes on
+    assert not list((tmp_path / "incoming" / "w0").iterdir())
+    assert list((tmp_path / "incoming" / "w1").iterdir())
+    run(write(second, [b"written by worker 1"], index=2))
+    assert run(read(first, index=2)) == [b"written by worker 1"]
+    assert run(first.usage()).chunks == 0  # its own count, until the next recount
+    monkeypatch.setattr("dynostore.container.backends.fs.RECOUNT_SECONDS", 0.0)
+    assert run(first.usage()).chunks == 1
+    FileSystemBackend(tmp_path)  # a single process again clears every leftover
+    assert not list((tmp_path / "incoming").iterdir())
+
+
 def test_fs_shards_by_key_prefix(tmp_path: Path) -> None:
     backend = FileSystemBackend(tmp_path)
     run(write(backend, [b"x"]))

@@ -3,7 +3,9 @@
 Layout under ``root``: ``chunks/ab/<key>.<index>`` (256 shards by key prefix)
 and ``incoming/`` for chunks being written. A chunk is written to
 ``incoming/``, fsynced, and renamed into place, so a reader sees either the
-old chunk or the whole new one, never part of one.
+old chunk or the whole new one, never part of one. Each worker process of a
+container with several (``--workers``) writes into ``incoming/w<N>/`` of its
+own, so that a worker starting again clears only its own leftovers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +35,8 @@ _MAX_PIECES = 512
 # Reads verify and hand over this many payload bytes per thread call, one call ahead.
 _READ_BATCH_BYTES = 4 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+# With several workers writing, a worker's own count misses the others' chunks: count again this often.
+RECOUNT_SECONDS = 30.0
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -169,16 +174,28 @@ class FileSystemBackend(Backend):
 
     name = "fs"
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        """Use (and create) ``root``; leftovers of interrupted writes are removed."""
+    def __init__(self, root: str | os.PathLike[str], worker: int | None = None) -> None:
+        """Use (and create) ``root``; leftovers of interrupted writes are removed.
+
+        ``worker``: this process's number among several sharing ``root``
+        (None: the only one); it clears only its own leftovers, and the chunk
+        count is taken again every ``RECOUNT_SECONDS``.
+        """
         self.root = Path(root)
         self._chunks = self.root / "chunks"
-        self._incoming = self.root / "incoming"
         self._chunks.mkdir(parents=True, exist_ok=True)
+        incoming = self.root / "incoming"
+        self._incoming = incoming if worker is None else incoming / f"w{worker}"
         shutil.rmtree(self._incoming, ignore_errors=True)
         self._incoming.mkdir(parents=True, exist_ok=True)
+        if worker == 0:  # leftovers of a single-process run before
+            for entry in incoming.iterdir():
+                if not entry.is_dir():
+                    entry.unlink(missing_ok=True)
         self._known_dirs: set[Path] = set()
         self._chunk_count: int | None = None  # counted once, then kept up to date
+        self._counted_at = 0.0
+        self._shared = worker is not None
         self._count_lock = threading.Lock()
 
     def count_chunks(self, change: int) -> None:
@@ -251,9 +268,10 @@ class FileSystemBackend(Backend):
 
     async def usage(self) -> Usage:
         disk = shutil.disk_usage(self.root)
-        if self._chunk_count is None:  # one scan per process; heartbeats then cost nothing
+        stale = self._shared and time.monotonic() - self._counted_at > RECOUNT_SECONDS
+        if self._chunk_count is None or stale:  # one scan per process; heartbeats then cost nothing
             counted = await asyncio.to_thread(lambda: sum(1 for _ in self._chunks.glob("*/*")))
             with self._count_lock:
-                if self._chunk_count is None:
-                    self._chunk_count = counted
+                if self._chunk_count is None or stale:
+                    self._chunk_count, self._counted_at = counted, time.monotonic()
         return Usage(disk.total, disk.free, self._chunk_count)
