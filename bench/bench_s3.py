@@ -4,7 +4,8 @@ Usage: python -m bench.bench_s3 [--sizes 1K,1M,64M] [--count 200] [--multipart 1
 [--targets door,moto,rgw,sdk]
 
 ``door`` is ``dynostore s3`` in front of a ``LocalFabric(s3=True)`` (etcd, a
-gateway, 5 fs containers, 3+2 coding); ``moto`` a moto S3 server process;
+gateway, 5 fs containers, 3+2 coding); ``door2`` a second door on the same
+fabric with two worker processes (``--workers 2``); ``moto`` a moto S3 server process;
 ``rgw`` a micro Ceph cluster's RGW (memstore OSD, ``scripts/micro_ceph.py``;
 skipped with the reason when Ceph is missing); ``sdk`` the same fabric's
 ``Client.put``/``get`` without the door. The S3 targets are driven by boto3
@@ -39,7 +40,7 @@ from bench.common import label, parse_size
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 from dynostore.rpc.tuning import tune_malloc
-from tests.servers import REGION, ceph_cluster, ceph_missing, moto_server
+from tests.servers import REGION, ceph_cluster, ceph_missing, moto_server, s3_door
 
 MiB = 1 << 20
 TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
@@ -163,12 +164,15 @@ def main() -> None:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR"))))
         targets: list[Target] = []
-        if "door" in wanted or "sdk" in wanted:
+        if {"door", "door2", "sdk"} & set(wanted):
             fabric = stack.enter_context(LocalFabric(containers=5, root=scratch / "fabric", s3=True))
             client = stack.enter_context(fabric.client())
             token = fabric.create_user("bench")
+            keys = client.create_s3_key(token_user=token)
             if "door" in wanted:
-                targets.append(s3_target("door", fabric.s3_endpoint, *client.create_s3_key(token_user=token)))
+                targets.append(s3_target("door", fabric.s3_endpoint, *keys))
+            if "door2" in wanted:
+                targets.append(s3_target("door2", stack.enter_context(s3_door(fabric, "--workers", "2")), *keys))
         if "moto" in wanted:
             moto = stack.enter_context(moto_server(scratch))
             targets.append(s3_target("moto", moto.endpoint, moto.access_key, moto.secret_key))

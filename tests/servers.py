@@ -23,7 +23,7 @@ from typing import Any
 
 import boto3
 
-from dynostore.local import ManagedProcess, free_port
+from dynostore.local import LocalFabric, ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO_CEPH = ROOT / "scripts" / "micro_ceph.py"
@@ -155,3 +155,22 @@ def ceph_cluster(directory: Path) -> Iterator[CephCluster]:
         yield CephCluster(Path(env["CEPH_CONF"]), env["CEPH_POOL"], rgw)
     finally:
         subprocess.run([sys.executable, str(MICRO_CEPH), "stop", str(directory)], timeout=120, check=False)
+
+
+@contextmanager
+def s3_door(fabric: LocalFabric, *options: str) -> Iterator[str]:
+    """Another S3 front door process of ``fabric`` (caches of its own), run with ``options``; yields its URL."""
+    port = free_port()
+    ready = fabric.run_dir / f"s3-{port}.addr"
+    command = ["s3", "--gateway", fabric.gateway, "--listen", f"127.0.0.1:{port}", "--ready-file", str(ready)]
+    process = ManagedProcess(
+        f"s3-{port}",
+        [*fabric.python_command, *command, *options],
+        fabric.root / "logs" / f"s3-{port}.log",
+        env={"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token},
+    )
+    process.start()
+    try:
+        yield f"http://{process.wait_for_file(ready)}"
+    finally:
+        process.stop()

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return demo(args)
         if args.command == "s3":
-            return s3_door(args)
+            return s3_door(args, words)
         if args.command == "web":
             from dynostore.web import serve as serve_web
 

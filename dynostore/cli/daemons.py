@@ -69,8 +69,8 @@ def _supervise(argv: list[str], settings: GatewaySettings | ContainerSettings, w
     return supervisor.run()
 
 
-def s3_door(args: argparse.Namespace) -> int:
-    """Run the S3 front door until SIGTERM/SIGINT."""
+def s3_door(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the S3 front door (or its workers) until SIGTERM/SIGINT (``argv``: the command line, for workers)."""
     from dynostore.s3.server import serve as serve_s3
 
     if not args.gateway:
@@ -78,6 +78,12 @@ def s3_door(args: argparse.Namespace) -> int:
     token = os.environ.get("DYNOSTORE_ADMIN_TOKEN") or args.token
     if not token:
         raise SystemExit("error: the S3 front door needs an admin token in $DYNOSTORE_ADMIN_TOKEN.")
+    if not 1 <= args.workers <= 64:
+        raise SystemExit(f"error: --workers must be from 1 to 64, not {args.workers}.")
+    if args.workers > 1:
+        from dynostore.rpc.workers import Supervisor
+
+        return Supervisor(argv, args.workers, args.listen, ready_file=args.ready_file, what="s3").run()
     tls_ca = Path(args.tls_ca) if args.tls_ca else None
     with suppress(KeyboardInterrupt):
         asyncio.run(serve_s3(args.gateway, token, args.listen, args.region, args.ready_file, tls_ca))

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     door.add_argument("--listen", default="127.0.0.1:8096", help="address to serve on (127.0.0.1:8096)")
     door.add_argument("--region", default="us-east-1", help="the region clients sign for (us-east-1)")
     door.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+    door.add_argument(
+        "--workers", type=int, default=1, help="processes serving the port (SO_REUSEPORT), each a core at most (1)"
+    )
     client_args(door)
 
     demo = sub.add_parser("demo", help="start a local fabric, put and get an object, stop")

@@ -65,6 +65,7 @@ class LocalFabric:
         core: Placement | None = None,
         etcd_placements: Sequence[Placement] | None = None,
         s3: bool = False,
+        s3_args: Sequence[str] = (),
     ) -> None:
         """Describe a fabric of data containers under ``root``.
 
@@ -95,6 +96,7 @@ class LocalFabric:
                 container's place is its spec's ``placement`` (see :mod:`dynostore.wan`).
             etcd_placements: where each etcd member runs instead (one per member; default: ``core``).
             s3: also run the S3 front door (``dynostore s3``) at :attr:`s3_endpoint`.
+            s3_args: more ``dynostore s3`` options, e.g. ``["--workers", "2"]``.
 
         Raises:
             ValueError: ``sites`` does not give one label per container, ``etcd_placements`` not one
@@ -133,7 +135,7 @@ class LocalFabric:
         self.etcd_members = [EtcdHandle(i, self) for i in range(etcd_members)]
         self.gateways = [GatewayHandle(i, self) for i in range(gateways)]
         # The S3 front door, when asked for.
-        self.s3 = S3Handle(self) if s3 else None
+        self.s3 = S3Handle(self, s3_args) if s3 else None
         self.gateway_port = gateway_port
         # Ports that were wanted (remembered in root, or gateway_port) but taken, and what was used instead.
         self.port_notes: list[str] = []

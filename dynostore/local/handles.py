@@ -6,6 +6,7 @@ import json
 import ssl
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dynostore.local.config import ContainerSpec, _toml_value
@@ -152,10 +153,11 @@ class GatewayHandle(PinnedHandle):
 class S3Handle(PinnedHandle):
     """The S3 front door of a :class:`LocalFabric` (``dynostore s3``), at the same port after every restart."""
 
-    def __init__(self, fabric: LocalFabric) -> None:
-        """Describe the front door of ``fabric``."""
+    def __init__(self, fabric: LocalFabric, options: Sequence[str] = ()) -> None:
+        """Describe the front door of ``fabric``, run with more ``dynostore s3`` ``options``."""
         super().__init__("s3", 0, fabric, ["http"])
         self._ready = fabric.run_dir / "s3.addr"
+        self._options = list(options)
 
     @property
     def endpoint(self) -> str:
@@ -173,6 +175,7 @@ class S3Handle(PinnedHandle):
             "--listen", self.address,
             "--ready-file", str(self._ready),
             *(["--tls-ca", str(fabric.tls_ca)] if fabric.tls_ca else []),
+            *self._options,
         ]  # fmt: skip
 
     def _wait_ready(self) -> None:

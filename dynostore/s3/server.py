@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from dynostore.client.aio import AsyncClient
 from dynostore.errors import DynoStoreError
+from dynostore.rpc.workers import WORKER_ENV, worker_index
 from dynostore.s3 import buckets, multipart, objects
 from dynostore.s3.auth import Caller, SigningKeys, authenticate
 from dynostore.s3.errors import S3Error, from_fabric
@@ -154,11 +156,14 @@ async def serve(
         await client.whoami(service_token)  # a bad token fails here, not at the first request
         runner = web.AppRunner(make_app(client, service_token, region), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=False)
+        # One of several workers (dynostore.rpc.workers): the port is shared with SO_REUSEPORT.
+        shared = WORKER_ENV in os.environ
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=False, reuse_port=shared)
         await site.start()
         bound = runner.addresses[0][1]
         address = f"{host or '127.0.0.1'}:{bound}"
-        log.info("S3 front door serving on http://%s (gateway %s, region %s)", address, gateway, region)
+        worker = f" worker {worker_index()}" if shared else ""
+        log.info("S3 front door%s serving on http://%s (gateway %s, region %s)", worker, address, gateway, region)
         print(f"s3 listening on http://{address}", flush=True)
         if ready_file:
             temp = ready_file.with_name(ready_file.name + ".tmp")

@@ -13,7 +13,6 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from botocore.exceptions import ClientError
 
 from dynostore.client import AsyncClient, Client
 from dynostore.errors import NotFound
-from dynostore.local import LocalFabric, ManagedProcess, free_port
+from dynostore.local import LocalFabric
+from tests.servers import s3_door
 
 pytestmark = pytest.mark.integration
 
@@ -69,25 +69,6 @@ def door() -> Iterator[Door]:
         yield Door(
             fabric, client, alice, bob, client.create_s3_key(token_user=alice), client.create_s3_key(token_user=bob)
         )
-
-
-@contextmanager
-def another_door(fabric: LocalFabric) -> Iterator[str]:
-    """Another S3 front door process of ``fabric`` (a cache of its own); yields its URL."""
-    port = free_port()
-    ready = fabric.run_dir / f"s3-{port}.addr"
-    command = ["s3", "--gateway", fabric.gateway, "--listen", f"127.0.0.1:{port}", "--ready-file", str(ready)]
-    process = ManagedProcess(
-        f"s3-{port}",
-        [*fabric.python_command, *command],
-        fabric.root / "logs" / f"s3-{port}.log",
-        env={"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token},
-    )
-    process.start()
-    try:
-        yield f"http://{process.wait_for_file(ready)}"
-    finally:
-        process.stop()
 
 
 def error_code(exc: ClientError) -> str:
@@ -566,7 +547,7 @@ def test_cli_issues_keys_and_revoking_one_refuses_it(door: Door) -> None:
         door.client.revoke_s3_key(door.alice_keys[0], token_user=door.bob)
     door.client.revoke_s3_key(keys[0], token_user=door.bob)
     # The door's cache of signing keys may serve the key up to a minute; a new door refuses it at once.
-    with another_door(door.fabric) as endpoint:
+    with s3_door(door.fabric) as endpoint:
         fresh = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -585,7 +566,7 @@ def test_two_doors_see_each_others_overwrites_and_deletes(door: Door) -> None:
     s3 = door.s3()
     s3.create_bucket(Bucket="two-doors")
     s3.put_object(Bucket="two-doors", Key="k", Body=b"first")
-    with another_door(door.fabric) as endpoint:
+    with s3_door(door.fabric) as endpoint:
         other = boto3.client(
             "s3",
             endpoint_url=endpoint,

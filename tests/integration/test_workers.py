@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,61 @@ def test_a_reserved_port_is_shared_but_not_with_a_plain_server() -> None:
         plain = socket.socket()
         with plain, pytest.raises(OSError, match="in use"):
             plain.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+
+
+def test_s3_door_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path: Path) -> None:
+    """``dynostore s3 --workers 2``: boto3's pooled connections reach both; a multipart upload spans them."""
+    boto3 = pytest.importorskip("boto3")
+    from boto3.s3.transfer import TransferConfig
+    from botocore.client import Config
+
+    mib = 1 << 20
+    with LocalFabric(containers=3, root=tmp_path, k=2, m=1, s3=True, s3_args=["--workers", "2"]) as fabric:
+        assert fabric.s3 is not None
+        assert fabric.s3.pid is not None
+        workers = _children(fabric.s3.pid)
+        assert len(workers) == 2
+        with fabric.client() as client:
+            access_key, secret = client.create_s3_key(token_user=fabric.create_user("sam"))
+
+        def door() -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=fabric.s3_endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret,
+                region_name="us-east-1",
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            )
+
+        s3 = door()
+        s3.create_bucket(Bucket="spread")
+        others = [door() for _ in range(24)]  # a connection each, kept open
+        for i, other in enumerate(others):
+            other.put_object(Bucket="spread", Key=f"small/{i}", Body=f"small {i}".encode())
+        if shutil.which("ss") is not None:
+            assert set(workers) <= _socket_owners(fabric.s3.port)  # all on one worker: odds 2**-23
+        for i in range(24):  # each read on the next connection, so mostly on the other worker
+            got = others[(i + 1) % 24].get_object(Bucket="spread", Key=f"small/{i}")["Body"].read()
+            assert got == f"small {i}".encode()
+        source = tmp_path / "big.bin"
+        source.write_bytes(os.urandom(48 * mib + 5))
+        config = TransferConfig(multipart_threshold=8 * mib, multipart_chunksize=8 * mib, max_concurrency=6)
+        s3.upload_file(str(source), "spread", "big.bin", Config=config)  # 7 parts, up to 6 connections
+        copy = tmp_path / "copy.bin"
+        s3.download_file("spread", "big.bin", str(copy), Config=config)
+        assert copy.read_bytes() == source.read_bytes()
+        os.kill(workers[0], signal.SIGKILL)
+        s3.put_object(Bucket="spread", Key="after", Body=b"after the kill")  # boto3 retries on the other
+        supervisor = fabric.s3.pid
+
+        def replaced() -> bool:
+            now = _children(supervisor)
+            return len(now) == 2 and workers[0] not in now
+
+        assert eventually(replaced, within=30)
+        assert s3.get_object(Bucket="spread", Key="after")["Body"].read() == b"after the kill"
+        assert s3.head_object(Bucket="spread", Key="big.bin")["ContentLength"] == 48 * mib + 5
+        workers = _children(supervisor)
+        fabric.s3.stop()
+        assert eventually(lambda: all(_gone(pid) for pid in [supervisor, *workers]), within=15)
