@@ -1,14 +1,17 @@
 """Where a put or get goes: latency beside the CPU each process of the fabric spends per operation.
 
-Usage: python -m bench.bench_cpu [--sizes 64K,1M] [--count 300]
+Usage: python -m bench.bench_cpu [--sizes 64K,1M] [--count 300] [--door]
 
 One client, one thread, sequential operations against a LocalFabric of 5
 file-system containers. For each size it prints the median latency and the
 CPU time (user and kernel, from /proc/PID/stat) that the client, the gateway,
-etcd and the containers spent per operation over the timed loop. On a machine with
-few cores a put whose processes together spend more CPU than its latency
-allows is bound by CPU, not by the disk or the network; py-spy (``py-spy
-record --subprocesses``) then tells which code in each process spends it.
+etcd and the containers spent per operation over the timed loop, and their
+total. With ``--door`` the operations are boto3's PutObject and GetObject
+through the S3 front door (``dynostore s3``), whose CPU is shown apart. On a
+machine with few cores an operation whose processes together spend more CPU
+than its latency allows is bound by CPU, not by the disk or the network (on
+N cores it cannot take less than total CPU / N); py-spy (``py-spy record
+--subprocesses``) then tells which code in each process spends it.
 """
 
 from __future__ import annotations
@@ -48,25 +51,67 @@ def profile(
     return statistics.median(times), spent
 
 
-def measure_size(client: Client, token: str, size: int, count: int, pids: Sequence[int]) -> list[str]:
-    """Table rows for puts then gets of ``count`` objects of ``size`` bytes."""
+class Operations:
+    """Put, get and evict of whole objects: through the SDK, or through the S3 door with boto3."""
+
+    def __init__(self, fabric: LocalFabric, client: Client, token: str, door: bool) -> None:
+        """Use ``client`` with ``token``, or (``door``) boto3 with an S3 key of the token's user."""
+        self._client, self._token, self._s3, self._count = client, token, None, 0
+        if door:
+            import boto3
+            from botocore.client import Config
+
+            access_key, secret = client.create_s3_key(token_user=token)
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=fabric.s3_endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret,
+                region_name="us-east-1",
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            )
+            self._s3.create_bucket(Bucket="cpu")
+
+    def put(self, data: bytes) -> str:
+        if self._s3 is None:
+            return self._client.put(data=data, token_user=self._token, catalog="cpu")
+        self._count += 1
+        self._s3.put_object(Bucket="cpu", Key=f"object-{self._count}", Body=data)
+        return f"object-{self._count}"
+
+    def get(self, key: str) -> bytes:
+        if self._s3 is None:
+            return self._client.get(key=key, token_user=self._token)
+        return bytes(self._s3.get_object(Bucket="cpu", Key=key)["Body"].read())
+
+    def evict(self, key: str) -> None:
+        if self._s3 is None:
+            self._client.evict(key=key, token_user=self._token)
+        else:
+            self._s3.delete_object(Bucket="cpu", Key=key)
+
+
+def measure_size(ops: Operations, size: int, count: int, pids: Sequence[int], door: bool) -> list[str]:
+    """Table rows for puts then gets of ``count`` objects of ``size`` bytes (pids: client, [door,] the fabric)."""
     data = os.urandom(size)
     for _ in range(10):  # warm the channels and the pool of planned keys
-        client.put(data=data, token_user=token, catalog="cpu")
+        ops.evict(ops.put(data))
     keys: list[str] = []
-    put = profile(lambda _: keys.append(client.put(data=data, token_user=token, catalog="cpu")), count, pids)
-    got = profile(lambda i: client.get(key=keys[i], token_user=token), count, pids)
-    if client.get(key=keys[-1], token_user=token) != data:
+    put = profile(lambda _: keys.append(ops.put(data)), count, pids)
+    got = profile(lambda i: ops.get(keys[i]), count, pids)
+    if ops.get(keys[-1]) != data:
         raise SystemExit("The fabric returned different bytes.")
     for key in keys:
-        client.evict(key=key, token_user=token)
+        ops.evict(key)
     rows = []
     for name, (median, spent) in (("put", put), ("get", got)):
-        containers = spent[3:]
+        ms = [sum(s) * 1e3 for s in spent]
+        fixed = 4 if door else 3  # client, [door,] gateway, etcd: then the containers
+        containers = spent[fixed:]
+        cells = " | ".join(f"{c:.2f}" for c in ms[:fixed])
         rows.append(
-            f"| {label(size)} | {name} | {median * 1e3:.1f} | {sum(spent[0]) * 1e3:.2f} "
-            f"| {sum(spent[1]) * 1e3:.2f} | {sum(spent[2]) * 1e3:.2f} | {sum(sum(c) for c in containers) * 1e3:.2f} "
-            f"({sum(c[1] for c in containers) * 1e3:.2f}) |"
+            f"| {label(size)} | {name} | {median * 1e3:.1f} | {cells} | {sum(ms[fixed:]):.2f} "
+            f"({sum(c[1] for c in containers) * 1e3:.2f}) | {sum(ms):.1f} |"
         )
     return rows
 
@@ -75,23 +120,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64K,1M")
     parser.add_argument("--count", type=int, default=300, help="operations per size and kind")
+    parser.add_argument("--door", action="store_true", help="boto3 through the S3 front door instead of the SDK")
     args = parser.parse_args()
-    print("| size | op | median ms | client CPU ms | gateway CPU ms | etcd CPU ms | containers CPU ms (kernel) |")
-    print("|---|---|---|---|---|---|---|")
+    door = " door CPU ms |" if args.door else ""
+    print(
+        f"| size | op | median ms | client CPU ms |{door} gateway CPU ms | etcd CPU ms "
+        "| containers CPU ms (kernel) | total CPU ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.door else ""))
     with (
         tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
-        LocalFabric(containers=5, root=root) as fabric,
+        LocalFabric(containers=5, root=root, s3=args.door) as fabric,
         Client(fabric.gateway) as client,
     ):
-        token = fabric.create_user("bench")
+        ops = Operations(fabric, client, fabric.create_user("bench"), args.door)
         pids = [
             os.getpid(),
+            *([fabric.s3.pid or 0] if fabric.s3 else []),
             *(g.pid or 0 for g in fabric.gateways),
             *(e.pid or 0 for e in fabric.etcd_members),
             *(c.pid or 0 for c in fabric.containers),
         ]
         for size in (parse_size(s) for s in args.sizes.split(",")):
-            for row in measure_size(client, token, size, args.count, pids):
+            for row in measure_size(ops, size, args.count, pids, args.door):
                 print(row)
 
 
