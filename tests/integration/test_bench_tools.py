@@ -59,6 +59,7 @@ def test_sizes_parse_and_label_both_ways() -> None:
         ("bench.bench_hedging", ["--sizes", "64K,4M", "--repeat", "2"], "| 4 MiB |"),
         ("bench.bench_moves", ["--objects", "4", "--size", "64K"], "| rebalance |"),
         ("bench.bench_cpu", ["--sizes", "1K,64K", "--count", "5"], "| 64 KiB | get |"),
+        ("bench.bench_cpu", ["--sizes", "64K", "--count", "3", "--door"], "| 64 KiB | put |"),
         (
             "bench.bench_coalesce",
             ["--count", "20", "--rounds", "1", "--sizes", "1K", "--threads", "4"],
@@ -70,9 +71,14 @@ def test_sizes_parse_and_label_both_ways() -> None:
             "| get | 1 KiB |",
         ),
         (
+            "bench.bench_workers",
+            ["--server", "container", "--count", "4", "--rounds", "1", "--sizes", "64K", "--processes", "1"],
+            "| put | 64 KiB |",
+        ),
+        (
             "bench.bench_s3",
-            ["--sizes", "1K", "--count", "5", "--multipart", "9M", "--repeat", "1", "--targets", "door,moto,sdk"],
-            "| multipart put 9 MiB | door |",
+            ["--sizes", "1K", "--count", "5", "--multipart", "9M", "--repeat", "1", "--targets", "door,door2,moto,sdk"],
+            "| multipart put 9 MiB | door2 |",
         ),
     ],
 )
