@@ -34,6 +34,8 @@ from dynostore.rpc import auth_metadata, from_rpc_error
 
 log = logging.getLogger(__name__)
 Reader = ChunkReader | WholeChunkReader
+# Losing one-chunk reads left to finish so that their time is measured (a strong reference each).
+_MEASURING: set[asyncio.Future[bytes | memoryview | None]] = set()
 # Reads of a whole object that start again when a replacement overtakes them.
 REPLACED_READS = 3
 
@@ -420,12 +422,44 @@ class Downloader(GatewayConnection):
                             pending.add(start(added))
         finally:
             now = time.monotonic()
+            cancelled = []
             for task in pending:
+                reader = tasks[task]
+                late = now - began[reader] > deadline
+                if self.hedging and isinstance(reader, WholeChunkReader) and not late:
+                    self._measure_loser(task, reader, began[reader])
+                    continue
                 task.cancel()
-                if self.hedging and now - began[tasks[task]] > deadline:
-                    self.latency.lagged(tasks[task].address, now - began[tasks[task]])
-            await asyncio.gather(*pending, return_exceptions=True)
+                cancelled.append(task)
+                if self.hedging and late:
+                    self.latency.lagged(reader.address, now - began[reader])
+            await asyncio.gather(*cancelled, return_exceptions=True)
         return results
+
+    def _measure_loser(self, task: asyncio.Future[bytes | memoryview | None], reader: Reader, began: float) -> None:
+        """Let a one-chunk read that lost the race (not one that lagged) finish beside the caller, and time it.
+
+        Cancelled because others won, a read would tell only that it was
+        slower; a slow container's estimate would then fade (it halves every
+        ``half_life``) until it ranked among the fast ones again and were
+        chosen, and lost, at every get. Its one unary read (the chunk of a
+        one-segment object) runs on instead, for at most ``HedgePolicy.cap``
+        more seconds, so the estimate keeps its real time (or at least cap).
+        """
+        _MEASURING.add(task)
+        give_up = asyncio.get_running_loop().call_later(self.hedge.cap, task.cancel)
+
+        def measured(done: asyncio.Future[bytes | memoryview | None]) -> None:
+            _MEASURING.discard(done)
+            give_up.cancel()
+            seconds = time.monotonic() - began
+            fragment = None if done.cancelled() or done.exception() else done.result()
+            if fragment is not None:
+                self.latency.observe(reader.address, seconds, len(fragment), first=True)
+            elif done.cancelled() or isinstance(reader.error, Unavailable | DeadlineExceeded):  # not a chunk gone
+                self.latency.lagged(reader.address, seconds)
+
+        task.add_done_callback(measured)
 
     def _spare_pays(self, chosen: list[common_pb2.ChunkLocation], location: gateway_pb2.Location) -> bool:
         """Whether to read a spare chunk beside ``chosen``: the slowest is expected to take ``spare_after`` or more."""

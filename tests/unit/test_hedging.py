@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from dynostore.client.chunks import WholeChunkReader
 from dynostore.client.download import Downloader
 from dynostore.client.latency import HedgePolicy, LatencyTracker
 
@@ -72,7 +73,7 @@ def test_a_container_given_up_on_ranks_last_then_is_tried_again(monkeypatch: pyt
     assert order == ["data1", "data2", "parity3", "data0"]
     clock.now += 5.0
     assert tracker.expected("data0", 0) == pytest.approx(1.0)  # halved after one half-life
-    clock.now += 30.0  # the others answer all along: their estimates stay fresh
+    clock.now += 35.0  # the others answer all along: their estimates stay fresh
     for address in ("data1", "data2", "parity3"):
         tracker.observe(address, 0.01, 1000, first=True)
     assert tracker.rank("data0", False, 1000) < tracker.rank("parity3", True, 1000)  # worth a try again
@@ -88,6 +89,17 @@ def test_data_chunks_win_among_equally_fast_containers() -> None:
     tracker.observe("slow-data", 0.5, 1000, first=True)
     assert tracker.rank("parity", True, 1000) < tracker.rank("slow-data", False, 1000)
     assert tracker.rank("unknown", False, 1000) < tracker.rank("unknown", True, 1000)
+
+
+def test_a_parity_chunk_much_sooner_wins_over_a_far_data_chunk() -> None:
+    """Across a WAN: parity 50 ms away is read before data 100 ms away (decoding costs far less)."""
+    tracker = LatencyTracker()
+    tracker.observe("near-parity", 0.050, 1000, first=True)
+    tracker.observe("far-data", 0.100, 1000, first=True)
+    assert tracker.rank("near-parity", True, 1000) < tracker.rank("far-data", False, 1000)
+    tracker.observe("lan-parity", 0.001, 1000, first=True)
+    tracker.observe("lan-data", 0.008, 1000, first=True)
+    assert tracker.rank("lan-data", False, 1000) < tracker.rank("lan-parity", True, 1000)  # within the margin
 
 
 class FakeReader:
@@ -140,6 +152,41 @@ def test_a_lagging_read_is_hedged_and_cancelled() -> None:
     got, readers = asyncio.run(scenario())
     assert {r.index for r in got} == {0, 1, 3}  # type: ignore[attr-defined]
     assert readers[2].cancelled  # given up long before its 30 s fragment_timeout
+
+
+class SlowWholeReader(WholeChunkReader):
+    """A one-chunk read (unary) answering after ``delay`` seconds."""
+
+    def __init__(self, index: int, delay: float) -> None:  # no stub: nothing is called
+        self.index, self.address, self.patient, self.received, self.error = index, f"whole{index}", False, 0, None
+        self.delay = delay
+
+    async def next(self, timeout: float) -> bytes | None:
+        await asyncio.sleep(self.delay)
+        self.received += 1
+        return b"fragment"
+
+
+def test_a_losing_one_chunk_read_finishes_and_is_measured() -> None:
+    """A spare read that loses is not cancelled: its real time becomes the container's estimate."""
+
+    async def scenario() -> tuple[int, float | None, float | None]:
+        downloader = Downloader("127.0.0.1:1", fragment_timeout=30.0, hedge=HedgePolicy(cap=5.0))
+        readers = [SlowWholeReader(0, 0.0), SlowWholeReader(1, 0.0), SlowWholeReader(2, 0.3)]
+        got = await downloader._first_fragments(readers, 2)  # type: ignore[arg-type]
+        before = downloader.latency.expected("whole2", 0)
+        running = asyncio.all_tasks() - {asyncio.current_task()}
+        assert len(running) == 1  # the loser's read, still running
+        await asyncio.gather(*running)
+        after = downloader.latency.expected("whole2", 0)
+        await downloader.close()
+        return len(got), before, after
+
+    count, before, after = asyncio.run(scenario())
+    assert count == 2
+    assert before is None  # nothing known when the get returned
+    assert after is not None
+    assert after >= 0.25  # its real time, not the moment the others won
 
 
 def test_without_hedge_the_read_waits_for_the_hung_chunk() -> None:
