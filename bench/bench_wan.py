@@ -10,7 +10,10 @@ round trip of ``--slow-site`` (default site0, the fastest: the one a
 latency-aware client leans on most), ``lossy`` gives it 5% loss. Each
 condition puts ``--objects`` objects per size and reads them in turn, ``--count``
 gets each (``--large-count`` for objects of 16 MiB and more); p99 of a few
-dozen gets is close to their maximum. ``--hedging on`` needs a Client that
+dozen gets is close to their maximum. After each change of condition,
+``--warmup`` untimed gets of a 1 MiB object let the client's latency
+estimates learn it (the first get after a change goes by the old estimates
+and may wait for one round trip of the changed site). ``--hedging on`` needs a Client that
 takes ``hedging=``; without one the rows say so. Failover: SIGKILL of the
 gateway the client is connected to, of the etcd leader and of an etcd
 follower, then the time until the first 1 KiB put succeeds, ``--failover``
@@ -167,6 +170,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20, help="gets of each object (small sizes)")
     parser.add_argument("--large-count", type=int, default=5, help="gets of each object of 16 MiB and more")
     parser.add_argument("--objects", type=int, default=3, help="objects per size and condition")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed gets after each change of condition (the estimates learn it)"
+    )
     parser.add_argument("--conditions", default="healthy,slow,lossy")
     parser.add_argument("--hedging", default="off,on", help="off, on, or both (on: only where the Client has it)")
     parser.add_argument("--slow-site", default="site0")
@@ -202,6 +208,11 @@ def main() -> None:
                     rtt = base.rtt_ms + (SLOW_MS if condition == "slow" else 0.0)
                     wan.impair(base.name, rtt, loss=LOSS if condition == "lossy" else 0.0)
                     time.sleep(0.3)  # the relay looks at its settings every 0.1 s
+                    if args.warmup:
+                        warm = client.put(os.urandom(1 << 20), catalog="bench", token_user=token)
+                        for _ in range(args.warmup):
+                            client.get(key=warm, token_user=token)
+                        client.evict(key=warm, token_user=token)
                     try:
                         for size in sizes:
                             count = args.large_count if size >= LARGE else args.count
