@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -111,6 +111,8 @@ class GatewayConnection:
         # Stubs are made once per channel: a stub binds every method of its service.
         self._gateway_stub: gateway_pb2_grpc.GatewayStub | None = None
         self._container_stubs: dict[str, container_pb2_grpc.ContainerStub] = {}
+        # Reads left running after they lost a race, to be timed (see Downloader._measure_loser).
+        self._measuring: set[asyncio.Future[Any]] = set()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -141,7 +143,9 @@ class GatewayConnection:
         return {a: self._container(a) for a in set(addresses)}
 
     async def close(self) -> None:
-        """Close every channel."""
+        """Let the reads being timed end (each within ``HedgePolicy.cap``), then close every channel."""
+        if self._measuring:
+            await asyncio.wait(set(self._measuring))
         channels, self._channels = self._channels, {}
         self._gateway_stub, self._container_stubs = None, {}
         for channel in channels.values():

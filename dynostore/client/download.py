@@ -34,8 +34,6 @@ from dynostore.rpc import auth_metadata, from_rpc_error
 
 log = logging.getLogger(__name__)
 Reader = ChunkReader | WholeChunkReader
-# Losing one-chunk reads left to finish so that their time is measured (a strong reference each).
-_MEASURING: set[asyncio.Future[bytes | memoryview | None]] = set()
 # Reads of a whole object that start again when a replacement overtakes them.
 REPLACED_READS = 3
 
@@ -446,11 +444,11 @@ class Downloader(GatewayConnection):
         one-segment object) runs on instead, for at most ``HedgePolicy.cap``
         more seconds, so the estimate keeps its real time (or at least cap).
         """
-        _MEASURING.add(task)
+        self._measuring.add(task)
         give_up = asyncio.get_running_loop().call_later(self.hedge.cap, task.cancel)
 
         def measured(done: asyncio.Future[bytes | memoryview | None]) -> None:
-            _MEASURING.discard(done)
+            self._measuring.discard(done)
             give_up.cancel()
             seconds = time.monotonic() - began
             fragment = None if done.cancelled() or done.exception() else done.result()
