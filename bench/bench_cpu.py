@@ -58,18 +58,9 @@ class Operations:
         """Use ``client`` with ``token``, or (``door``) boto3 with an S3 key of the token's user."""
         self._client, self._token, self._s3, self._count = client, token, None, 0
         if door:
-            import boto3
-            from botocore.client import Config
+            from tests.servers import s3_client
 
-            access_key, secret = client.create_s3_key(token_user=token)
-            self._s3 = boto3.client(
-                "s3",
-                endpoint_url=fabric.s3_endpoint,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret,
-                region_name="us-east-1",
-                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-            )
+            self._s3 = s3_client(fabric.s3_endpoint, *client.create_s3_key(token_user=token))
             self._s3.create_bucket(Bucket="cpu")
 
     def put(self, data: bytes) -> str:

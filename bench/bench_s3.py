@@ -30,17 +30,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.client import Config
 
 from bench.common import label, parse_size
 from dynostore.client import Client
 from dynostore.local import LocalFabric
 from dynostore.rpc.tuning import tune_malloc
-from tests.servers import REGION, ceph_cluster, ceph_missing, moto_server, s3_door
+from tests.servers import ceph_cluster, ceph_missing, moto_server, s3_client, s3_door
 
 MiB = 1 << 20
 TRANSFER = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
@@ -60,14 +57,7 @@ class Target:
 
 def s3_target(name: str, endpoint: str, access_key: str, secret: str) -> Target:
     """A target of an S3 endpoint, with a fresh bucket."""
-    s3: Any = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        region_name=REGION,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=16),
-    )
+    s3 = s3_client(endpoint, access_key, secret, max_pool_connections=16)
     bucket = f"bench-{int(time.time())}"
     s3.create_bucket(Bucket=bucket)
     return Target(

@@ -174,3 +174,17 @@ def s3_door(fabric: LocalFabric, *options: str) -> Iterator[str]:
         yield f"http://{process.wait_for_file(ready)}"
     finally:
         process.stop()
+
+
+def s3_client(endpoint: str, access_key: str, secret: str, **config: Any) -> Any:
+    """A boto3 S3 client of ``endpoint`` (path-style, SigV4), with more botocore ``config`` options."""
+    from botocore.client import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret,
+        region_name=REGION,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, **config),
+    )

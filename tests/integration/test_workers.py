@@ -19,6 +19,7 @@ from dynostore.gateway.server import GatewaySettings
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc.workers import metrics_listen_for, reserve_port
 from tests.integration.conftest import Session, eventually
+from tests.servers import s3_client
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +179,7 @@ def test_a_reserved_port_is_shared_but_not_with_a_plain_server() -> None:
 
 def test_s3_door_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path: Path) -> None:
     """``dynostore s3 --workers 2``: boto3's pooled connections reach both; a multipart upload spans them."""
-    boto3 = pytest.importorskip("boto3")
     from boto3.s3.transfer import TransferConfig
-    from botocore.client import Config
 
     mib = 1 << 20
     with LocalFabric(containers=3, root=tmp_path, k=2, m=1, s3=True, s3_args=["--workers", "2"]) as fabric:
@@ -192,14 +191,7 @@ def test_s3_door_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path: P
             access_key, secret = client.create_s3_key(token_user=fabric.create_user("sam"))
 
         def door() -> Any:
-            return boto3.client(
-                "s3",
-                endpoint_url=fabric.s3_endpoint,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret,
-                region_name="us-east-1",
-                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-            )
+            return s3_client(fabric.s3_endpoint, access_key, secret)
 
         s3 = door()
         s3.create_bucket(Bucket="spread")
