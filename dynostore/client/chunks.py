@@ -343,14 +343,18 @@ class ChunkWriter:
             self.error = f"{exc.code().name}: {exc.details()}"
         except Exception as exc:
             self.error = repr(exc)
-        # An empty queue: the request generator may be waiting for a fragment; wake it so that it
-        # ends, or gRPC's task feeding the stream stays pending until it is garbage (and says so).
-        waiting = self._queue.empty()
-        while not self._queue.empty():  # unblock a producer waiting on a full queue
-            self._queue.get_nowait()
-        if waiting:
-            self._queue.put_nowait(None)
+        self._release()
         return False
+
+    def _release(self) -> None:
+        """Let the request generator end: drop what is queued (freeing a waiting producer) and queue the end.
+
+        A generator waiting for a fragment of a stream that ended would keep
+        gRPC's task feeding the stream pending until it is garbage (and says so).
+        """
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
 
     async def send(self, fragment: bytes, timeout: float) -> None:
         """Queue a fragment; a container that takes none for ``timeout`` seconds fails."""
@@ -379,18 +383,23 @@ class ChunkWriter:
             await self.cancel()
 
     async def cancel(self) -> None:
-        """Abandon the stream; the container drops what it received."""
+        """Abandon the stream; the container drops what it received.
+
+        The request generator is released too: a call that had just ended
+        (its container killed) when the cancel came does not stop gRPC's
+        task feeding it, so that task would wait for a fragment for ever.
+        """
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.error is None:
+            self.error = "CANCELLED: the stream was abandoned"
+        self._release()
 
     async def abandon(self, reason: str) -> None:
         """Give the chunk up (``error`` says why): cancel the stream and let its request generator end."""
         self.error = reason
         await self.cancel()
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)  # a generator still waiting for a fragment takes this and ends
 
 
 class ChunkReader:

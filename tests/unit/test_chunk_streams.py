@@ -165,3 +165,57 @@ def test_a_stream_the_container_takes_nothing_from_fails_without_raising() -> No
         assert writer.error.startswith("DEADLINE_EXCEEDED")
 
     asyncio.run(go())
+
+
+class EndingStub:
+    """A container whose PutChunk call ends (say, it was killed) while its stream waits for a fragment.
+
+    Like gRPC's stream-unary call, a task feeds the request generator; a
+    cancel that comes after the call ended does not stop that task.
+    """
+
+    wire_format = True
+
+    def __init__(self) -> None:
+        self.call: asyncio.Future[None] | None = None
+        self.feeder: asyncio.Task[None] | None = None
+
+    def PutChunk(self, messages: AsyncIterator[object], metadata: object = None) -> Awaitable[None]:
+        self.call = asyncio.get_running_loop().create_future()
+
+        async def feed() -> None:
+            async for _ in messages:
+                pass
+
+        self.feeder = asyncio.ensure_future(feed())
+        return self._answer()
+
+    async def _answer(self) -> None:
+        assert self.call is not None
+        assert self.feeder is not None
+        try:
+            await self.call
+        except asyncio.CancelledError:
+            if not self.call.done():
+                self.feeder.cancel()
+            raise
+
+
+def test_a_stream_cancelled_just_after_its_call_ended_lets_its_generator_end() -> None:
+    """A writer cancelled between its call's end and its task's wake-up does not leave the stream's feeder waiting."""
+
+    async def go() -> None:
+        stub = EndingStub()
+        writer = ChunkWriter(stub, KEY, 0, 2)
+        writer.start()
+        await writer.send(b"fragment", 1)
+        await asyncio.sleep(0.05)  # the feeder took the header and the fragment; it waits for the next
+        assert stub.call is not None
+        assert stub.feeder is not None
+        assert not stub.feeder.done()
+        stub.call.set_exception(ConnectionError("container killed"))
+        await writer.cancel()  # before the writer's task saw the call end
+        await asyncio.wait_for(stub.feeder, 1)
+        assert writer.error is not None
+
+    asyncio.run(go())
