@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 PLAN_POOL_SIZE = 64
 # A pool's view of the live containers is renewed after this long.
 PLAN_POOL_SECONDS = 2.0
-# Single puts larger than this plan their own key, giving their size: the gateway refuses
-# one that would exceed the quota before any chunk is written (one call, beside moving the bytes).
+# Puts (single or a batch) larger than this plan their own keys, giving their size: the gateway
+# refuses one that would exceed the quota before any chunk is written (one call, beside moving the bytes).
 POOLED_MAX_BYTES = 16 * 1024 * 1024
 
 # Errors with which the gateway refuses a commit before it writes anything: after
@@ -234,7 +234,7 @@ class Uploader(GatewayConnection):
         else:
             size = sum(item.size for item in items)
             replacing = any(item.replaces for item in items)
-            pooled = len(items) == 1 and size <= POOLED_MAX_BYTES and not replacing
+            pooled = len(items) <= PLAN_POOL_SIZE and size <= POOLED_MAX_BYTES and not replacing
             plan, planned = await self._plan(token, catalog, k, m, len(items), size, pooled=pooled, replace=replacing)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
@@ -335,8 +335,12 @@ class Uploader(GatewayConnection):
     ) -> tuple[gateway_pb2.PlanPutResponse, list[gateway_pb2.PlannedKey]]:
         """Planned keys with the policy and container view to use for them (``size``: their objects' bytes).
 
-        Single puts take keys from a pool planned in one call, renewed
-        when it runs out or its container view is older than ``PLAN_POOL_SECONDS``.
+        Puts of up to ``POOLED_MAX_BYTES`` (single ones, and the batches
+        that coalesced ones make) take their keys from a pool planned in one
+        call, renewed when it runs out or its container view is older than
+        ``PLAN_POOL_SECONDS``; their quota is checked at commit. Larger ones
+        plan their own keys, giving their size, so that the gateway refuses
+        a put beyond the quota before any chunk is written.
         ``replace``: the keys are for puts that replace objects (only their commit checks the quota).
         """
         if not pooled:
@@ -345,9 +349,13 @@ class Uploader(GatewayConnection):
             request.replace = replace
             plan = await self.call(self._gateway().PlanPut, request, token)
             return plan, list(plan.plans)
+        keys: list[gateway_pb2.PlannedKey] = []
         async with self._plan_lock:
-            pool = await self._pool(token, catalog, k, m)
-            return pool.plan, [pool.keys.popleft()]
+            while len(keys) < count:  # a pool that runs out part way is renewed (count <= PLAN_POOL_SIZE)
+                pool = await self._pool(token, catalog, k, m)
+                while pool.keys and len(keys) < count:
+                    keys.append(pool.keys.popleft())
+            return pool.plan, keys
 
     async def _pool(self, token: str, catalog: str, k: int, m: int) -> _PlanPool:
         """The pool of planned keys for this token and policy, renewed if empty or stale.

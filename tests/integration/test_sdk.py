@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dynostore.client import AsyncClient, Client
+from dynostore.client import AsyncClient, Client, upload
 from dynostore.client.pipeline import PLAN_POOL_SECONDS, PLAN_POOL_SIZE
 from dynostore.errors import AlreadyExists, NotFound, PermissionDenied
 from dynostore.gateway.servicer import MAX_BATCH
@@ -166,3 +166,31 @@ def test_most_single_puts_make_no_plan_put_of_their_own(shared: Session) -> None
     assert len(planned) <= 1 + 100 // PLAN_POOL_SIZE + int(elapsed / PLAN_POOL_SECONDS) + 1
     assert len(planned) < 100
     assert set(planned) == {PLAN_POOL_SIZE}
+
+
+def test_small_batches_take_their_keys_from_the_pool_too(shared: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of small objects (put_batch, coalesced puts) make no PlanPut of their own either."""
+    monkeypatch.setattr(upload, "PLAN_POOL_SECONDS", 3600.0)  # pools renewed only when they run out
+    planned = []
+
+    async def scenario() -> list[str]:
+        async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
+            stub = client._pipeline.gateway_stub()
+            plan_put = stub.PlanPut
+
+            async def counted(request: Any, **kwargs: Any) -> Any:
+                planned.append(request.count)
+                return await plan_put(request, **kwargs)
+
+            stub.PlanPut = counted
+            keys = []
+            for i in range(10):  # 100 keys: the pool of 64 runs out part way through a batch
+                batch = [os.urandom(3000 + 100 * i + j) for j in range(10)]
+                keys += await client.put_batch(batch, token_user=shared.token, catalog="pooled-batches")
+            return keys
+
+    keys = asyncio.run(scenario())
+    assert len(set(keys)) == 100
+    assert planned == [PLAN_POOL_SIZE, PLAN_POOL_SIZE]
+    for i, key in enumerate(keys):
+        assert shared.client.size(key=key, token_user=shared.token) == 3000 + 100 * (i // 10) + i % 10
