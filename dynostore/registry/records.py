@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -116,11 +116,10 @@ class ObjectRecord:
 
     def to_json(self) -> bytes:
         """Serialize for etcd (without an inline object's bytes)."""
-        fields = asdict(self)
-        del fields["data"]
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}  # not asdict: it deep-copies
         if not self.version:
-            del fields["version"]  # as records were before replacement existed
-        return json.dumps(fields, separators=(",", ":")).encode()
+            del values["version"]  # as records were before replacement existed
+        return json.dumps(values, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ObjectRecord:
@@ -128,6 +127,10 @@ class ObjectRecord:
         data = json.loads(raw)
         data["chunks"] = [tuple(c) for c in data["chunks"]]
         return cls(**data)
+
+
+# What an object record's JSON holds: every field but an inline object's bytes.
+_RECORD_FIELDS = tuple(f.name for f in fields(ObjectRecord) if f.name != "data")
 
 
 def dumps(value: Any) -> bytes:
