@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import ParseDict
 
+from dynostore import tickets as chunk_tickets
 from dynostore import validation
 from dynostore._proto import common_pb2, gateway_pb2
 from dynostore.client.pipeline import RELAY_MESSAGE, Pipeline, PutItem, Reservation
@@ -53,10 +54,11 @@ class ObjectCalls(GatewayCalls):
                 user.name, user.quota_bytes, user.quota_objects, used, request.size, count if request.size else 1
             )
         plans = []
-        for _ in range(count):
-            key = uuid.uuid4().hex
+        # The keys of one plan are a run (a random prefix, then numbered): one chunk ticket serves them all.
+        prefix = secrets.token_hex(chunk_tickets.RUN_PREFIX // 2)
+        chunk_ticket = await self.authority.sign_run(prefix, count, "write", lifetime=self.signer.lifetime)
+        for key in chunk_tickets.run_keys(prefix, count):
             ticket, expires = self.signer.sign(key, user.name)
-            chunk_ticket = await self.authority.sign(key, "write", lifetime=self.signer.lifetime)
             plans.append(
                 gateway_pb2.PlannedKey(
                     key=key,

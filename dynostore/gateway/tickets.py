@@ -105,6 +105,13 @@ class ChunkTicketAuthority:
         kid, private = self._signing
         return chunk_tickets.sign(private, kid, key, op, lifetime or self.lifetime)
 
+    async def sign_run(self, prefix: str, count: int, op: str, lifetime: float | None = None) -> str:
+        """One ticket for ``op`` on the chunks of the ``count`` keys of the run ``prefix`` (see :func:`run_keys`)."""
+        await self._keys()
+        assert self._signing is not None
+        kid, private = self._signing
+        return chunk_tickets.sign_run(private, kid, prefix, count, op, lifetime or self.lifetime)
+
     async def rotate(self, grace: float | None = None) -> str:
         """Add a new key, signed with after ``activation``; older keys stay accepted ``grace`` seconds more."""
         kid = await self._registry.add_ticket_key(

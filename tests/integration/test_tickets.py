@@ -15,11 +15,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dynostore import tickets
-from dynostore._proto import container_pb2, container_pb2_grpc
+from dynostore._proto import container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.errors import Unavailable
 from dynostore.gateway.tickets import ChunkTicketAuthority
 from dynostore.local import etcd_binary, free_port
 from dynostore.registry import Registry
+from dynostore.rpc import auth_metadata
 from tests.integration.conftest import Session, eventually
 
 
@@ -274,3 +275,29 @@ def _answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_a_plan_ticket_run_writes_only_the_keys_planned(shared: Session) -> None:
+    """PlanPut's keys share one chunk ticket; a container refuses it for a key the plan did not hand out."""
+    with shared.channel(shared.fabric.gateway) as channel:
+        plan = gateway_pb2_grpc.GatewayStub(channel).PlanPut(
+            gateway_pb2.PlanPutRequest(count=3), metadata=auth_metadata(shared.token), timeout=10
+        )
+    keys = [p.key for p in plan.plans]
+    (ticket,) = {p.chunk_ticket for p in plan.plans}
+    assert len(ticket.split(".")) == 5
+    assert keys == tickets.run_keys(keys[0][: tickets.RUN_PREFIX], 3)
+    beyond = tickets.run_keys(keys[0][: tickets.RUN_PREFIX], 4)[3]
+    fragment = container_pb2.Fragment(data=b"x", crc32=zlib.crc32(b"x"))
+    with shared.channel(shared.fabric.containers[2].address) as channel:
+        stub = container_pb2_grpc.ContainerStub(channel)
+        chunks = [
+            container_pb2.WholeChunk(
+                header=container_pb2.ChunkHeader(key=k, index=0, ticket=ticket), fragments=[fragment]
+            )
+            for k in [*keys, beyond]
+        ]
+        reply = stub.WriteChunks(container_pb2.WriteChunksRequest(chunks=chunks))
+        assert [r.code for r in reply.results] == [0, 0, 0, grpc.StatusCode.PERMISSION_DENIED.value[0]]
+        for k in keys:  # the chunks were never committed: take them away again
+            assert stub.DeleteChunk(container_pb2.DeleteChunkRequest(key=k, index=0, ticket=ticket)).existed
