@@ -48,7 +48,13 @@ def test_a_run_ticket_cannot_be_stretched_or_forged() -> None:
     forged = tickets.sign_run(Ed25519PrivateKey.generate(), "k1", PREFIX, 3, "write", 60)
     with pytest.raises(PermissionDenied, match="not valid for this object"):
         verifier.check(forged, PREFIX + "00000001", "write")
-    for malformed in (f"{kid}.{expires}.{op}.x.{signature}", f"{kid}.{expires}.{op}.3.4.{signature}"):
+    for malformed in (
+        f"{kid}.{expires}.{op}.x.{signature}",
+        f"{kid}.{expires}.{op}.3.4.{signature}",
+        f"{kid}.{expires}.{op}.{'9' * 5000}.{signature}",  # past int()'s limit on digits
+        f"{kid}.{'9' * 5000}.{op}.{signature}",
+        f"{kid}.{expires}.{op}.\u0663.{signature}",  # a digit to str.isdigit, not a decimal one
+    ):
         with pytest.raises(PermissionDenied, match="malformed"):
             verifier.check(malformed, PREFIX + "00000001", "write")
 
