@@ -17,7 +17,6 @@ verified it once knows it for the other keys of the run.
 from __future__ import annotations
 
 import base64
-import re
 import time
 from collections.abc import Mapping
 
@@ -26,15 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dynostore.errors import PermissionDenied, Unavailable
 from dynostore.metrics import TICKET_REJECTIONS
-from dynostore.validation import KEY_PATTERN
+from dynostore.validation import KEY_PATTERN, decimal
 
 OPS = ("read", "write", "repair")  # repair: write, delete, and replace a stored copy
 
 
 # The keys of a run share this many leading hex digits; the other 8 number them.
 RUN_PREFIX = 24
-# The expiry and a run's count: plain decimal digits, few enough for any real value.
-_NUMBER = re.compile(r"[0-9]{1,19}")
 # Verified signatures kept per container (a run's ticket is checked once, then looked up).
 _VERIFIED_MAX = 4096
 
@@ -120,7 +117,7 @@ class TicketVerifier:
             raise _refused("missing", "Chunk calls need a ticket from the gateway.")
         parts = ticket.split(".")
         numbers = [parts[1], parts[3]] if len(parts) == 5 else parts[1:2]
-        if len(parts) not in (4, 5) or not all(_NUMBER.fullmatch(n) for n in numbers):
+        if len(parts) not in (4, 5) or any(decimal(n) is None for n in numbers):
             raise _refused("malformed", "The chunk ticket is malformed.")
         kid, expires_text, ticket_op, signature = parts[0], parts[1], parts[2], parts[-1]
         public = self._keys.get(kid)

@@ -22,6 +22,18 @@ MAX_K = 32
 MAX_M = 16
 
 
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+def decimal(text: str) -> int | None:
+    """``text`` as a number if it is 1-19 ASCII digits (an expiry, a count, an event id), else None.
+
+    For numbers inside tickets and headers: ``str.isdigit`` also takes other
+    scripts' digits, and ``int`` refuses strings of more than 4,300 digits.
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def _require_str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"The {what} must be a string, not {type(value).__name__}.")

@@ -19,6 +19,7 @@ from dynostore import tickets as chunk_tickets
 from dynostore.errors import FailedPrecondition, PermissionDenied
 from dynostore.registry import Registry
 from dynostore.registry.registry import TicketKeyRecord
+from dynostore.validation import decimal
 
 
 class PlanSigner:
@@ -46,9 +47,10 @@ class PlanSigner:
             FailedPrecondition: the ticket expired.
         """
         expires_text, _, mac = ticket.partition(".")
-        if not expires_text.isdigit() or not hmac.compare_digest(mac, self._mac(key, owner, int(expires_text))):
+        expires = decimal(expires_text)
+        if expires is None or not hmac.compare_digest(mac, self._mac(key, owner, expires)):
             raise PermissionDenied(f"The plan ticket does not allow {owner} to commit {key}.")
-        if int(expires_text) < (time.time() if now is None else now):
+        if expires < (time.time() if now is None else now):
             raise FailedPrecondition(f"The plan of {key} expired; put the object again.")
 
 

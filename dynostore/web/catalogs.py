@@ -128,7 +128,8 @@ class CatalogPages(HandlerBase):
         (the browser reconnects and resumes where it was).
         """
         last = self.headers.get("Last-Event-ID", "")
-        start = int(last) + 1 if last.isdigit() else 0
+        seen = validation.decimal(last)
+        start = 0 if seen is None else seen + 1
         events: Generator[Event, None, None] = self.client.subscribe(
             ref, token_user=token, start_revision=start, idle_timeout=EVENT_IDLE_SECONDS
         )

@@ -131,6 +131,7 @@ def gateway_cases() -> list[tuple[str, Call, set[grpc.StatusCode]]]:
         ("RelayPut traversal replace_key", lambda s, t: s.RelayPut(iter([g.RelayPutRequest(header=g.RelayPutHeader(catalog="c", size=1, replace_key=TRAVERSAL)), g.RelayPutRequest(data=b"x")]), metadata=auth_metadata(t)), invalid),
         ("RelayPut replace_name without a name", lambda s, t: s.RelayPut(iter([g.RelayPutRequest(header=g.RelayPutHeader(catalog="c", size=1, replace_name=True)), g.RelayPutRequest(data=b"x")]), metadata=auth_metadata(t)), invalid),
         ("PlanPut replace flood", lambda s, t: s.PlanPut(g.PlanPutRequest(count=10**6, replace=True), metadata=auth_metadata(t)), invalid),
+        ("CommitPut plan ticket of 5,000 digits", lambda s, t: s.CommitPut(g.CommitPutRequest(objects=[g.ObjectCommit(key="d" * 32, catalog="c", plan_ticket="9" * 5000 + ".00")]), metadata=auth_metadata(t)), denied),
     ]  # fmt: skip
 
 
@@ -160,6 +161,8 @@ def container_cases(mint: Callable[[str, str], str], stored: str) -> list[tuple[
         ("WriteChunks unicode key", lambda s, t: _raise_for(status_of(s.WriteChunks(whole(0, mint(key, "write"), key=UNICODE)))), invalid),
         ("WriteChunks wrong index", lambda s, t: _raise_for(status_of(s.WriteChunks(whole(999, mint(key, "write"))))), invalid),
         ("WriteChunks read ticket", lambda s, t: _raise_for(status_of(s.WriteChunks(whole(0, mint(key, "read"))))), {BAD.PERMISSION_DENIED}),
+        ("WriteChunks ticket expiring in 5,000 digits", lambda s, t: _raise_for(status_of(s.WriteChunks(whole(0, "k." + "9" * 5000 + ".write.sig")))), {BAD.PERMISSION_DENIED}),
+        ("WriteChunks run ticket of 5,000 digits", lambda s, t: _raise_for(status_of(s.WriteChunks(whole(0, "k.9.write." + "9" * 5000 + ".sig")))), {BAD.PERMISSION_DENIED}),
         ("WriteChunks flood", lambda s, t: s.WriteChunks(c.WriteChunksRequest(chunks=[c.WholeChunk()] * 5000)), invalid),
         ("ReadChunks flood", lambda s, t: s.ReadChunks(c.ReadChunksRequest(chunks=[c.ChunkHeader()] * 5000)), invalid),
         ("DeleteChunk no ticket", lambda s, t: s.DeleteChunk(c.DeleteChunkRequest(key=key, index=0)), {BAD.PERMISSION_DENIED}),
