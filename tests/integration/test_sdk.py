@@ -142,20 +142,25 @@ def test_size_of_an_object(shared: Session) -> None:
         shared.client.size(key="0" * 32, token_user=shared.token)
 
 
+def count_plan_puts(client: AsyncClient, planned: list[int]) -> None:
+    """Make ``client`` note in ``planned`` the count of keys of every PlanPut it sends."""
+    stub = client._pipeline.gateway_stub()
+    plan_put = stub.PlanPut
+
+    async def counted(request: Any, **kwargs: Any) -> Any:
+        planned.append(request.count)
+        return await plan_put(request, **kwargs)
+
+    stub.PlanPut = counted
+
+
 def test_most_single_puts_make_no_plan_put_of_their_own(shared: Session) -> None:
     """Single puts take keys from a pool planned in one call, renewed every PLAN_POOL_SECONDS or 64 keys."""
-    planned = []
+    planned: list[int] = []
 
     async def scenario() -> float:
         async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
-            stub = client._pipeline.gateway_stub()
-            plan_put = stub.PlanPut
-
-            async def counted(request: Any, **kwargs: Any) -> Any:
-                planned.append(request.count)
-                return await plan_put(request, **kwargs)
-
-            stub.PlanPut = counted
+            count_plan_puts(client, planned)
             started = time.monotonic()
             for i in range(100):
                 await client.put(data=os.urandom(10_000 + i), token_user=shared.token, catalog="pooled")
@@ -171,18 +176,11 @@ def test_most_single_puts_make_no_plan_put_of_their_own(shared: Session) -> None
 def test_small_batches_take_their_keys_from_the_pool_too(shared: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of small objects (put_batch, coalesced puts) make no PlanPut of their own either."""
     monkeypatch.setattr(upload, "PLAN_POOL_SECONDS", 3600.0)  # pools renewed only when they run out
-    planned = []
+    planned: list[int] = []
 
     async def scenario() -> list[str]:
         async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
-            stub = client._pipeline.gateway_stub()
-            plan_put = stub.PlanPut
-
-            async def counted(request: Any, **kwargs: Any) -> Any:
-                planned.append(request.count)
-                return await plan_put(request, **kwargs)
-
-            stub.PlanPut = counted
+            count_plan_puts(client, planned)
             keys = []
             for i in range(10):  # 100 keys: the pool of 64 runs out part way through a batch
                 batch = [os.urandom(3000 + 100 * i + j) for j in range(10)]
