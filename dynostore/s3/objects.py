@@ -20,7 +20,7 @@ from dynostore.s3.errors import S3Error, invalid_argument
 from dynostore.s3.store import Bucket, S3Object, Store, check_key, now, user_metadata
 from dynostore.s3.xml import document, http_date, iso8601, parse
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")  # longer numbers: not a range we serve
 MAX_KEYS = 1000
 
 

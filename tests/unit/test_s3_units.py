@@ -58,6 +58,8 @@ def test_signing_key_is_the_one_botocore_signs_with() -> None:
         ("bytes=4-2", None),
         ("bytes=0-1,3-4", None),
         ("items=0-1", None),
+        ("bytes=0-" + "9" * 5000, None),  # past int()'s limit on digits: ignored, not a server error
+        ("bytes=\u0663-", None),  # a digit to regex's \d, not an ASCII one
     ],
 )
 def test_byte_ranges(header: str | None, expected: tuple[int, int] | None) -> None:
