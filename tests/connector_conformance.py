@@ -155,6 +155,9 @@ def test_an_owned_proxy_written_back_with_update(connector: Any) -> None:
         assert proxy == [1, 2, 3]  # resolved: update() writes back only a resolved target
         proxy.append(4)
         update(proxy)
-        assert store.get(get_key(proxy)) == [1, 2, 3, 4]
+        key = get_key(proxy)
+        assert store.get(key) == [1, 2, 3, 4]
+        del proxy  # its finalizer evicts the object: now, while the connector still has a fabric to reach
+        assert not store.exists(key)
     finally:
         unregister_store(store)
