@@ -1,12 +1,13 @@
 """Where a put or get goes: latency beside the CPU each process of the fabric spends per operation.
 
-Usage: python -m bench.bench_cpu [--sizes 64K,1M] [--count 300] [--door]
+Usage: python -m bench.bench_cpu [--sizes 64K,1M] [--count 300] [--threads 1] [--door]
 
-One client, one thread, sequential operations against a LocalFabric of 5
-file-system containers. For each size it prints the median latency and the
-CPU time (user and kernel, from /proc/PID/stat) that the client, the gateway,
-etcd and the containers spent per operation over the timed loop, and their
-total. With ``--door`` the operations are boto3's PutObject and GetObject
+One client against a LocalFabric of 5 file-system containers, its
+operations one after the other, or from ``--threads`` threads at once (which
+the client coalesces into batch calls). For each size it prints the median
+latency, the operations per second, and the CPU time (user and kernel, from
+/proc/PID/stat) that the client, the gateway, etcd and the containers spent
+per operation over the timed loop, and their total. With ``--door`` the operations are boto3's PutObject and GetObject
 through the S3 front door (``dynostore s3``), whose CPU is shown apart. On a
 machine with few cores an operation whose processes together spend more CPU
 than its latency allows is bound by CPU, not by the disk or the network (on
@@ -22,6 +23,8 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import label, parse_size
@@ -36,19 +39,36 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def profile(
-    operation: Callable[[int], object], count: int, pids: Sequence[int]
-) -> tuple[float, list[tuple[float, float]]]:
-    """Median seconds of ``operation(i)`` for i < count, and per pid the (user, kernel) CPU seconds per call."""
-    before = [cpu_seconds(p) for p in pids]
-    times = []
-    for i in range(count):
+@dataclass
+class Profile:
+    """What the timed loop of one operation measured."""
+
+    median: float  # seconds of one call
+    rate: float  # calls per second
+    spent: list[tuple[float, float]]  # per pid, (user, kernel) CPU seconds per call
+
+
+def profile(operation: Callable[[int], object], count: int, pids: Sequence[int], threads: int = 1) -> Profile:
+    """Call ``operation(i)`` for i < count, one after the other or from ``threads`` threads; time it and its CPU."""
+    times: list[float] = []
+
+    def timed(i: int) -> None:
         started = time.perf_counter()
         operation(i)
         times.append(time.perf_counter() - started)
+
+    before = [cpu_seconds(p) for p in pids]
+    started = time.perf_counter()
+    if threads == 1:
+        for i in range(count):
+            timed(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(timed, range(count)))
+    elapsed = time.perf_counter() - started
     after = [cpu_seconds(p) for p in pids]
     spent = [((a[0] - b[0]) / count, (a[1] - b[1]) / count) for a, b in zip(after, before, strict=True)]
-    return statistics.median(times), spent
+    return Profile(statistics.median(times), count / elapsed, spent)
 
 
 class Operations:
@@ -82,27 +102,33 @@ class Operations:
             self._s3.delete_object(Bucket="cpu", Key=key)
 
 
-def measure_size(ops: Operations, size: int, count: int, pids: Sequence[int], door: bool) -> list[str]:
+def measure_size(
+    ops: Operations, size: int, count: int, pids: Sequence[int], door: bool, threads: int = 1
+) -> list[str]:
     """Table rows for puts then gets of ``count`` objects of ``size`` bytes (pids: client, [door,] the fabric)."""
     data = os.urandom(size)
     for _ in range(10):  # warm the channels and the pool of planned keys
         ops.evict(ops.put(data))
-    keys: list[str] = []
-    put = profile(lambda _: keys.append(ops.put(data)), count, pids)
-    got = profile(lambda i: ops.get(keys[i]), count, pids)
-    if ops.get(keys[-1]) != data:
+    keys: dict[int, str] = {}
+
+    def put(i: int) -> None:
+        keys[i] = ops.put(data)
+
+    put_profile = profile(put, count, pids, threads)
+    get_profile = profile(lambda i: ops.get(keys[i]), count, pids, threads)
+    if ops.get(keys[count - 1]) != data:
         raise SystemExit("The fabric returned different bytes.")
-    for key in keys:
+    for key in keys.values():
         ops.evict(key)
     rows = []
-    for name, (median, spent) in (("put", put), ("get", got)):
-        ms = [sum(s) * 1e3 for s in spent]
+    for name, measured in (("put", put_profile), ("get", get_profile)):
+        ms = [sum(s) * 1e3 for s in measured.spent]
         fixed = 4 if door else 3  # client, [door,] gateway, etcd: then the containers
-        containers = spent[fixed:]
+        containers = measured.spent[fixed:]
         cells = " | ".join(f"{c:.2f}" for c in ms[:fixed])
         rows.append(
-            f"| {label(size)} | {name} | {median * 1e3:.1f} | {cells} | {sum(ms[fixed:]):.2f} "
-            f"({sum(c[1] for c in containers) * 1e3:.2f}) | {sum(ms):.1f} |"
+            f"| {label(size)} | {name} | {measured.median * 1e3:.1f} | {measured.rate:,.0f} | {cells} "
+            f"| {sum(ms[fixed:]):.2f} ({sum(c[1] for c in containers) * 1e3:.2f}) | {sum(ms):.2f} |"
         )
     return rows
 
@@ -111,14 +137,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64K,1M")
     parser.add_argument("--count", type=int, default=300, help="operations per size and kind")
+    parser.add_argument("--threads", type=int, default=1, help="threads making the operations at once")
     parser.add_argument("--door", action="store_true", help="boto3 through the S3 front door instead of the SDK")
     args = parser.parse_args()
+    if args.door and args.threads != 1:
+        parser.error("--door measures one thread (a boto3 client is not shared between threads)")
     door = " door CPU ms |" if args.door else ""
+    print(f"{args.threads} thread(s), {args.count} operations per row")
     print(
-        f"| size | op | median ms | client CPU ms |{door} gateway CPU ms | etcd CPU ms "
+        f"| size | op | median ms | ops/s | client CPU ms |{door} gateway CPU ms | etcd CPU ms "
         "| containers CPU ms (kernel) | total CPU ms |"
     )
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.door else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.door else ""))
     with (
         tempfile.TemporaryDirectory(prefix="dynobench-", dir=os.environ.get("BENCH_DIR")) as root,
         LocalFabric(containers=5, root=root, s3=args.door) as fabric,
@@ -133,7 +163,7 @@ def main() -> None:
             *(c.pid or 0 for c in fabric.containers),
         ]
         for size in (parse_size(s) for s in args.sizes.split(",")):
-            for row in measure_size(ops, size, args.count, pids, args.door):
+            for row in measure_size(ops, size, args.count, pids, args.door, args.threads):
                 print(row)
 
 

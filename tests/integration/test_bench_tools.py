@@ -60,6 +60,7 @@ def test_sizes_parse_and_label_both_ways() -> None:
         ("bench.bench_page_cache", ["--size", "99K", "--files", "2", "--rounds", "1"], "| 1 | buffered | 2 |"),
         ("bench.bench_moves", ["--objects", "4", "--size", "64K"], "| rebalance |"),
         ("bench.bench_cpu", ["--sizes", "1K,64K", "--count", "5"], "| 64 KiB | get |"),
+        ("bench.bench_cpu", ["--sizes", "1K", "--count", "20", "--threads", "4"], "| 1 KiB | put |"),
         ("bench.bench_cpu", ["--sizes", "64K", "--count", "3", "--door"], "| 64 KiB | put |"),
         (
             "bench.bench_coalesce",
