@@ -67,6 +67,7 @@ def test_a_put_beyond_the_quota_is_refused_at_plan_time(fabric: Session) -> None
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.value.details() == ("pia's quota of 10 KiB would be exceeded: 6 KiB used, this put needs 6 KiB.")
     with pytest.raises(ResourceExhausted, match="pia's quota of 10 KiB would be exceeded"):
+        # A batch this small takes keys planned ahead: CommitPut is where it is refused.
         c.put_batch([os.urandom(3 * KIB), os.urandom(3 * KIB)], token_user=pia, catalog="p")
     assert c.usage(token_user=pia).bytes == 6 * KIB
     c.put(data=os.urandom(4 * KIB), token_user=pia, catalog="p")  # exactly up to the quota
