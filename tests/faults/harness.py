@@ -906,7 +906,7 @@ class Checker:
         started = time.monotonic()
         ledger = self.ledger
         listed = {info.key: info for info in self.client.list(catalog=CATALOG, token_user=self.token)}
-        expected: set[str] = set()
+        expected: dict[str, Attempt] = {}  # every object that must survive, with the put that made it
         for attempt in list(ledger.attempts.values()):
             key = attempt.key or attempt.planned
             if not key:
@@ -930,12 +930,12 @@ class Checker:
                 self.violation(f"after recovery, {key} ({attempt.name}) is readable although its evict returned")
             if key not in listed:
                 self.violation(f"{key} ({attempt.name}) is readable but not listed in its catalog")
-            expected.add(key)
+            expected[key] = attempt
             if not attempt.key:
                 self.figures.appeared += 1
         for key, info in listed.items():
             if key in expected:
-                attempt = ledger.expected(key)
+                attempt = expected[key]
                 if (info.name, info.size) != (attempt.name, attempt.size):
                     self.violation(f"{key} is listed as {info.name!r} of {info.size} bytes, put as {attempt.name!r}")
                 continue
@@ -954,9 +954,9 @@ class Checker:
                 self.violation(f"listed object {key} ({info.name}), from a put that raised, is not what was put")
                 continue
             self.figures.appeared += 1
-            expected.add(key)
+            expected[key] = raised  # a put that raised: the ledger knows it by name only
         self.figures.objects_checked = len(expected)
-        self.sweep(sorted(expected))
+        self.sweep(expected)
         self.figures.verify_seconds = time.monotonic() - started
 
     def explain(self, key: str, attempt: Attempt, before: ObjectStat, rebuilt: int) -> None:
@@ -979,10 +979,10 @@ class Checker:
                 f"own, and none damaged by the suite: chunks {before.chunks}"
             )
 
-    def sweep(self, keys: list[str]) -> None:
-        """Repair (verify) every surviving object; then each has n chunks on distinct live containers."""
-        for key in keys:
-            attempt = self.ledger.expected(key)
+    def sweep(self, objects: dict[str, Attempt]) -> None:
+        """Repair (verify) every surviving object (key: its put); then each has n chunks on distinct live containers."""
+        for key in sorted(objects):
+            attempt = objects[key]
             if not attempt.chunked:
                 continue
             rebuilt: list[int] = []
