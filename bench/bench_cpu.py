@@ -7,8 +7,9 @@ operations one after the other, or from ``--threads`` threads at once (which
 the client coalesces into batch calls). For each size it prints the median
 latency, the operations per second, and the CPU time (user and kernel, from
 /proc/PID/stat) that the client, the gateway, etcd and the containers spent
-per operation over the timed loop, and their total. With ``--door`` the operations are boto3's PutObject and GetObject
-through the S3 front door (``dynostore s3``), whose CPU is shown apart. On a
+per operation over the timed loop, and their total. With ``--door`` the
+operations are boto3's PutObject and GetObject through the S3 front door
+(``dynostore s3``), whose CPU is shown apart. On a
 machine with few cores an operation whose processes together spend more CPU
 than its latency allows is bound by CPU, not by the disk or the network (on
 N cores it cannot take less than total CPU / N); py-spy (``py-spy record

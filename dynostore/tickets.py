@@ -116,10 +116,11 @@ class TicketVerifier:
         if not ticket:
             raise _refused("missing", "Chunk calls need a ticket from the gateway.")
         parts = ticket.split(".")
-        numbers = [parts[1], parts[3]] if len(parts) == 5 else parts[1:2]
-        if len(parts) not in (4, 5) or any(decimal(n) is None for n in numbers):
+        expires = decimal(parts[1]) if len(parts) in (4, 5) else None
+        count_text = parts[3] if len(parts) == 5 else None
+        if expires is None or (count_text is not None and decimal(count_text) is None):
             raise _refused("malformed", "The chunk ticket is malformed.")
-        kid, expires_text, ticket_op, signature = parts[0], parts[1], parts[2], parts[-1]
+        kid, ticket_op, signature = parts[0], parts[2], parts[-1]
         public = self._keys.get(kid)
         if public is None:
             raise _refused("unknown_key", "The chunk ticket is signed with a key this container does not accept.")
@@ -128,10 +129,10 @@ class TicketVerifier:
             raise _refused(
                 "wrong_operation", f"The chunk ticket allows {ticket_op[:10]!r}, not {' or '.join(allowed)!r}."
             )
-        subject = _subject(key, parts[3] if len(parts) == 5 else None)
+        subject = _subject(key, count_text)
         if subject is None:
             raise _refused("bad_signature", "The chunk ticket is not valid for this object.")
-        message = _message(kid, subject, ticket_op, int(expires_text))
+        message = _message(kid, subject, ticket_op, expires)
         if (kid, signature, message) not in self._verified:
             try:
                 raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
@@ -141,5 +142,5 @@ class TicketVerifier:
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
             self._verified.add((kid, signature, message))
-        if int(expires_text) < time.time():
+        if expires < time.time():
             raise _refused("expired", "The chunk ticket has expired; ask the gateway again.")

@@ -100,18 +100,20 @@ class ChunkTicketAuthority:
         now = time.time()
         return {r.kid: base64.b64decode(r.public) for r in await self._keys() if r.active(now)}
 
-    async def sign(self, key: str, op: str, lifetime: float | None = None) -> str:
-        """A ticket for ``op`` (read or write) on the chunks of ``key``."""
+    async def _signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        """The id and private key that tickets are signed with now."""
         await self._keys()
         assert self._signing is not None
-        kid, private = self._signing
+        return self._signing
+
+    async def sign(self, key: str, op: str, lifetime: float | None = None) -> str:
+        """A ticket for ``op`` (read or write) on the chunks of ``key``."""
+        kid, private = await self._signing_key()
         return chunk_tickets.sign(private, kid, key, op, lifetime or self.lifetime)
 
     async def sign_run(self, prefix: str, count: int, op: str, lifetime: float | None = None) -> str:
         """One ticket for ``op`` on the chunks of the ``count`` keys of the run ``prefix`` (see :func:`run_keys`)."""
-        await self._keys()
-        assert self._signing is not None
-        kid, private = self._signing
+        kid, private = await self._signing_key()
         return chunk_tickets.sign_run(private, kid, prefix, count, op, lifetime or self.lifetime)
 
     async def rotate(self, grace: float | None = None) -> str:
