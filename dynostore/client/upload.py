@@ -230,11 +230,12 @@ class Uploader(GatewayConnection):
             if taken:
                 raise AlreadyExists(f"Reserved keys {taken} hold objects already.")
             async with self._plan_lock:
-                plan, planned = (await self._pool(token, catalog, k, m)).plan, list(reserved)
+                replacing = any(item.replaces for item in items)
+                plan, planned = (await self._pool(token, catalog, k, m, replace=replacing)).plan, list(reserved)
         else:
             size = sum(item.size for item in items)
             replacing = any(item.replaces for item in items)
-            pooled = len(items) <= PLAN_POOL_SIZE and size <= POOLED_MAX_BYTES and not replacing
+            pooled = len(items) <= PLAN_POOL_SIZE and size <= POOLED_MAX_BYTES
             plan, planned = await self._plan(token, catalog, k, m, len(items), size, pooled=pooled, replace=replacing)
         codec = Codec(plan.policy.k, plan.policy.m)
         placed = []
@@ -341,7 +342,10 @@ class Uploader(GatewayConnection):
         ``PLAN_POOL_SECONDS``; their quota is checked at commit. Larger ones
         plan their own keys, giving their size, so that the gateway refuses
         a put beyond the quota before any chunk is written.
-        ``replace``: the keys are for puts that replace objects (only their commit checks the quota).
+        ``replace``: the keys are for puts that replace objects, which must
+        not be refused before their commit weighs what they free: a pool
+        they renew is planned without the quota check (the commit of every
+        put checks the quota anyway).
         """
         if not pooled:
             request = _plan_request(catalog, k, m, count)
@@ -352,21 +356,24 @@ class Uploader(GatewayConnection):
         keys: list[gateway_pb2.PlannedKey] = []
         async with self._plan_lock:
             while len(keys) < count:  # a pool that runs out part way is renewed (count <= PLAN_POOL_SIZE)
-                pool = await self._pool(token, catalog, k, m)
+                pool = await self._pool(token, catalog, k, m, replace=replace)
                 while pool.keys and len(keys) < count:
                     keys.append(pool.keys.popleft())
             return pool.plan, keys
 
-    async def _pool(self, token: str, catalog: str, k: int, m: int) -> _PlanPool:
+    async def _pool(self, token: str, catalog: str, k: int, m: int, *, replace: bool = False) -> _PlanPool:
         """The pool of planned keys for this token and policy, renewed if empty or stale.
 
         Puts that ask for no policy (k 0) get their catalog's, so they pool by catalog.
+        ``replace``: a renewal skips the gateway's quota check (see :meth:`_plan`).
         """
         which = _pool_key(token, catalog, k, m)
         pool = self._plans.get(which)
         now = time.monotonic()
         if pool is None or not pool.keys or now - pool.fetched > PLAN_POOL_SECONDS:
-            plan = await self.call(self._gateway().PlanPut, _plan_request(catalog, k, m, PLAN_POOL_SIZE), token)
+            request = _plan_request(catalog, k, m, PLAN_POOL_SIZE)
+            request.replace = replace
+            plan = await self.call(self._gateway().PlanPut, request, token)
             pool = self._plans[which] = _PlanPool(plan, collections.deque(plan.plans), now)
         return pool
 

@@ -250,15 +250,21 @@ class ObjectCalls(RegistryBase):
             record.key, record.version = replace_key, planned
         usage_key, catalog_key = keys.usage(record.owner), keys.catalog(record.owner, record.catalog)
         ttl_given = bool(record.expires)
-        for _ in range(CAS_ATTEMPTS):
-            await self._read_again([usage_key, catalog_key])
+        for attempt in range(CAS_ATTEMPTS):
+            # Counter and catalog as last seen: the transaction compares them, and a retry reads them again.
+            if attempt or usage_key not in self._seen or catalog_key not in self._seen:
+                await self._read_again([usage_key, catalog_key])
             catalog_info, _ = self._seen[catalog_key]
             catalog = json.loads(catalog_info) if catalog_info else None
             if not ttl_given:
                 record.expires = expiry(record.created, 0.0, catalog)
             old: list[tuple[ObjectRecord, int]] = []
+            by_key, named = await asyncio.gather(
+                self.etcd.get(keys.obj(record.key)) if record.version else _nothing(),
+                self._named(record, catalog) if replace_name else _nothing(),
+            )
             if record.version:
-                found = await self.etcd.get(keys.obj(record.key))
+                found = by_key
                 if found is None:
                     raise NotFound(f"No object has the key {record.key} to replace.")
                 current = ObjectRecord.from_json(found.value)
@@ -269,7 +275,7 @@ class ObjectCalls(RegistryBase):
                 record.name = record.name or current.name  # a replacement that gives no name keeps the name
                 old.append((current, found.mod_revision))
             if replace_name:
-                old += [o for o in await self._named(record, catalog) if o[0].key != record.key]
+                old += [o for o in named or [] if o[0].key != record.key]
             freed = sum(o.size for o, _ in old)
             usage = self._usage_seen(record.owner).add(record.size - freed, 1 - len(old))
             if quota is not None:
@@ -641,6 +647,10 @@ class ObjectCalls(RegistryBase):
             )
             entries += [(k, json.loads(r[0][0])) for k, r in zip(group, replies, strict=True) if r]
         return entries if live_at is None else [(k, e) for k, e in entries if not entry_expired(e, live_at)]
+
+
+async def _nothing() -> None:
+    """A lookup that is not needed, to gather beside those that are."""
 
 
 def _new_catalog(record: ObjectRecord) -> bytes:

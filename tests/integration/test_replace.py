@@ -175,6 +175,24 @@ def test_quota_counts_the_new_version_minus_the_old(fabric: Session) -> None:
     assert c.usage(token_user=token) == UserUsage(3000, 1, 1000, 0)
 
 
+def test_a_user_at_quota_replaces_through_a_fresh_pool_and_is_refused_a_new_object(fabric: Session) -> None:
+    """A replacement renews the key pool without the quota check; a new object from that pool is refused at commit."""
+    admin = fabric.fabric.admin_token
+    token = fabric.fabric.create_user("fran")
+    key = fabric.client.put(data=os.urandom(CHUNKED), token_user=token, catalog="full", name="only")
+    fabric.client.set_quota("fran", token_user=admin, bytes=100_000, objects=1)
+    with fabric.fabric.client() as fresh:  # no key pool yet
+        newer = os.urandom(CHUNKED)
+        fresh.put(data=newer, token_user=token, catalog="full", name="only", replace=True)
+        with pytest.raises(ResourceExhausted):
+            fresh.put(data=os.urandom(CHUNKED), token_user=token, catalog="full")
+    listed = list(fabric.client.list("full", token_user=token))
+    assert [(i.name, i.size) for i in listed] == [("only", CHUNKED)]
+    assert fabric.client.get(key=listed[0].key, token_user=token) == newer
+    assert listed[0].key != key
+    assert fabric.client.usage(token_user=token) == UserUsage(CHUNKED, 1, 100_000, 1)
+
+
 def test_cli_put_replace(fabric: Session, tmp_path: Path) -> None:
     source = tmp_path / "notes.txt"
 

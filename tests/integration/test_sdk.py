@@ -173,6 +173,50 @@ def test_most_single_puts_make_no_plan_put_of_their_own(shared: Session) -> None
     assert set(planned) == {PLAN_POOL_SIZE}
 
 
+def test_replacing_puts_take_pooled_keys_while_the_pool_has_some(
+    shared: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overwrites (by key or by name) take pooled keys too; a pool they renew is planned without the quota check."""
+    monkeypatch.setattr(upload, "PLAN_POOL_SECONDS", 3600.0)  # pools renewed only when they run out
+    planned: list[int] = []
+    replacing: list[bool] = []
+
+    async def scenario() -> tuple[str, list[bytes]]:
+        async with AsyncClient(shared.fabric.gateway, tls_ca=shared.fabric.tls_ca) as client:
+            stub = client._pipeline.gateway_stub()
+            plan_put = stub.PlanPut
+
+            async def counted(request: Any, **kwargs: Any) -> Any:
+                planned.append(request.count)
+                replacing.append(request.replace)
+                return await plan_put(request, **kwargs)
+
+            stub.PlanPut = counted
+            # No pool yet: the replacement plans one, and asks the gateway not to check the quota.
+            first = await client.put(
+                data=b"v0" * 5000, token_user=shared.token, catalog="overwrites", name="doc", replace=True
+            )
+            versions = [os.urandom(10_000 + i) for i in range(20)]
+            await client.put(data=b"other", token_user=shared.token, catalog="overwrites")  # from that pool too
+            for data in versions:
+                assert (
+                    await client.put(data=data, token_user=shared.token, catalog="overwrites", key=first, replace=True)
+                    == first
+                )
+                await client.put(
+                    data=data[::-1], token_user=shared.token, catalog="overwrites", name="doc2", replace=True
+                )
+            return first, versions
+
+    first, versions = asyncio.run(scenario())
+    assert planned == [PLAN_POOL_SIZE]
+    assert replacing == [True]
+    assert shared.client.get(key=first, token_user=shared.token) == versions[-1]
+    named = [i for i in shared.client.list("overwrites", token_user=shared.token) if i.name == "doc2"]
+    assert len(named) == 1
+    assert shared.client.get(key=named[0].key, token_user=shared.token) == versions[-1][::-1]
+
+
 def test_small_batches_take_their_keys_from_the_pool_too(shared: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of small objects (put_batch, coalesced puts) make no PlanPut of their own either."""
     monkeypatch.setattr(upload, "PLAN_POOL_SECONDS", 3600.0)  # pools renewed only when they run out
