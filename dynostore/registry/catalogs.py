@@ -12,11 +12,11 @@ import aetcd
 from dynostore.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from dynostore.registry import keys
 from dynostore.registry.base import etcd_errors
-from dynostore.registry.objects import ObjectCalls
+from dynostore.registry.commits import CommitCalls
 from dynostore.registry.records import CatalogEvent, ObjectRecord, dumps
 
 
-class CatalogCalls(ObjectCalls):
+class CatalogCalls(CommitCalls):
     """Catalogs: create, describe, delete (with their objects), share, and watch for events."""
 
     @etcd_errors

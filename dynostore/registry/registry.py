@@ -2,7 +2,7 @@
 
 Every multi-key change is one etcd transaction, so readers never see a
 half-made object, user or catalog entry. The operations are grouped by record
-kind, one module each: :mod:`.users` (and tokens, quotas), :mod:`.objects`,
+kind, one module each: :mod:`.users` (and tokens, quotas), :mod:`.objects` (and :mod:`.commits`),
 :mod:`.catalogs` (shares, events), :mod:`.containers` (and ticket keys),
 :mod:`.fabric` (gateways, repair progress: the status view), :mod:`.moves`
 (drain flags, rebalance requests and their progress), :mod:`.s3keys` (S3 access keys);
