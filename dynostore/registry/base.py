@@ -99,9 +99,9 @@ class RegistryBase:
         """Close the etcd connection."""
         await self.etcd.close()
 
-    def _usage_seen(self, name: str) -> Usage:
-        """The usage counter of ``name`` as last read or written (see :meth:`_read_again`)."""
-        value, _ = self._seen[keys.usage(name)]
+    def _usage_seen(self, name: str, seen: tuple[bytes | None, int] | None = None) -> Usage:
+        """The usage counter of ``name`` as ``seen``, by default as last read or written (see :meth:`_read_again`)."""
+        value, _ = seen or self._seen[keys.usage(name)]
         return Usage.from_json(value) if value else Usage()
 
     async def _read_again(self, wanted: list[bytes]) -> None:
@@ -138,9 +138,9 @@ class RegistryBase:
                 total = total.add(json.loads(kv.value)["size"], 1)
         return total.to_json() if total.objects else None
 
-    def _unchanged(self, key: bytes) -> Any:
-        """An etcd comparison: ``key`` is as :meth:`_read_again` last saw it (absent, if it was)."""
-        _, revision = self._seen[key]
+    def _unchanged(self, key: bytes, seen: tuple[bytes | None, int] | None = None) -> Any:
+        """An etcd comparison: ``key`` is as ``seen``, by default as last read or written (absent, if it was)."""
+        _, revision = seen or self._seen[key]
         return self._tx.mod(key) == revision if revision else self._tx.create(key) == 0
 
     async def _shared_with(self, reader: str) -> list[tuple[str, str]]:

@@ -214,7 +214,10 @@ class CommitCalls(ObjectCalls):
             # Counter and catalog as last seen: the transaction compares them, and a retry reads them again.
             if attempt or usage_key not in self._seen or catalog_key not in self._seen:
                 await self._read_again([usage_key, catalog_key])
-            catalog_info, _ = self._seen[catalog_key]
+            # Taken before the lookups: a commit of this gateway that lands during them updates _seen, and
+            # the transaction must still fail then (it may have added an object of this name).
+            seen = {k: self._seen[k] for k in (usage_key, catalog_key)}
+            catalog_info, _ = seen[catalog_key]
             catalog = json.loads(catalog_info) if catalog_info else None
             if not ttl_given:
                 record.expires = expiry(record.created, 0.0, catalog)
@@ -237,13 +240,14 @@ class CommitCalls(ObjectCalls):
             if replace_name:
                 old += [o for o in named or [] if o[0].key != record.key]
             freed = sum(o.size for o, _ in old)
-            usage = self._usage_seen(record.owner).add(record.size - freed, 1 - len(old))
+            used = self._usage_seen(record.owner, seen[usage_key])
+            usage = used.add(record.size - freed, 1 - len(old))
             if quota is not None:
                 check_quota(
                     quota.name,
                     quota.quota_bytes if record.size > freed else 0,
                     quota.quota_objects if len(old) < 1 else 0,
-                    self._usage_seen(quota.name),
+                    used if quota.name == record.owner else self._usage_seen(quota.name),
                     record.size - freed,
                     1 - len(old),
                 )
@@ -255,7 +259,7 @@ class CommitCalls(ObjectCalls):
             ops.append(self._tx.put(usage_key, usage.to_json()))
             if catalog_info is None:
                 ops.append(self._tx.put(catalog_key, _new_catalog(record)))
-            compare = [self._unchanged(usage_key), self._unchanged(catalog_key)]
+            compare = [self._unchanged(k, seen[k]) for k in (usage_key, catalog_key)]
             compare += [self._tx.mod(keys.obj(o.key)) == revision for o, revision in old]
             if record.version:
                 compare += [self._tx.create(keys.obj(planned)) == 0, self._tx.create(keys.version(planned)) == 0]

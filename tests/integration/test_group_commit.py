@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -117,3 +118,30 @@ def test_a_lone_commit_is_one_transaction(fabric: LocalFabric) -> None:
         return registry.writes
 
     assert run(fabric, work) == 1
+
+
+def test_a_commit_that_lands_while_a_replace_by_name_looks_up_the_name_is_replaced(fabric: LocalFabric) -> None:
+    """A plain put of the name, committed by this gateway during the replacement's lookup, does not outlive it."""
+
+    plain, replacing = (dataclasses.replace(record("kim"), name="n") for _ in range(2))
+
+    async def work(registry: CountedRegistry) -> tuple[list[str], list[ObjectRecord | None], Usage]:
+        await registry.usage("kim")  # counted up front, as a gateway has
+        look_up = registry._named
+
+        async def racing(*args: Any) -> Any:
+            found = await look_up(*args)
+            if (await registry.get_objects([plain.key]))[0] is None:  # the first lookup only
+                await registry.commit([plain])  # lands after the lookup, before the replacement's transaction
+            return found
+
+        registry._named = racing  # type: ignore[method-assign,assignment]
+        replaced = await registry.commit_replacing(replacing, replace_name=True)
+        found = await registry.get_objects([plain.key, replacing.key])
+        return [r.key for r in replaced], found, await registry.usage("kim")
+
+    replaced, found, usage = run(fabric, work)
+    assert replaced == [plain.key]
+    assert found[0] is None
+    assert found[1] is not None
+    assert usage == Usage(1, 1)
