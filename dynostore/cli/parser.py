@@ -194,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument(
         "--gc-grace", type=float, help="seconds a chunk no object relies on is kept before a scrub deletes it (21600)"
     )
+    ct.add_argument(
+        "--fs-buffered-writes",
+        dest="fs_direct_writes",
+        action="store_const",
+        const=False,
+        help="fs: write chunks past 8 MiB through the page cache too, not with O_DIRECT (off)",
+    )
     s3 = ct.add_argument_group("s3 backend (credentials: the two key files, else $AWS_ACCESS_KEY_ID...)")
     s3.add_argument("--s3-bucket", help="bucket to store chunks in (must exist)")
     s3.add_argument("--s3-endpoint", help="endpoint URL, e.g. http://rgw.example.org:7480 (default: AWS)")

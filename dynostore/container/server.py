@@ -60,6 +60,9 @@ class ContainerSettings:
     metrics_ready_file: Path | None = None
     # One log line per call answered (method, status, duration, request id); failures are logged anyway.
     log_requests: bool = False
+    # backend = "fs": chunks past 8 MiB are written with O_DIRECT, past the page cache, where the
+    # file system takes it (False: through the page cache, so a get right after a put reads memory).
+    fs_direct_writes: bool = True
     # Capacity to report for backends that have none (S3) or to cap a shared pool (RADOS).
     capacity_bytes: int | None = None
     # Seconds between scrubs (every chunk re-read and verified; damage reported); 0: never.
@@ -124,7 +127,7 @@ def _check_backend_settings(settings: ContainerSettings) -> None:
         InvalidArgument: an ``s3_*`` or RADOS setting is set for another backend.
     """
     defaults = ContainerSettings(gateway="")
-    for prefix, owner in (("s3_", "s3"), ("rados_", "rados"), ("ceph_", "rados")):
+    for prefix, owner in (("fs_", "fs"), ("s3_", "s3"), ("rados_", "rados"), ("ceph_", "rados")):
         for name in ContainerSettings.__dataclass_fields__:
             changed = getattr(settings, name) != getattr(defaults, name)
             if name.startswith(prefix) and settings.backend != owner and changed:
@@ -195,7 +198,7 @@ def make_backend(settings: ContainerSettings) -> Backend:
         if settings.root is None:
             raise InvalidArgument("The fs backend needs a root directory (root, --root).")
         worker = worker_index() if WORKER_ENV in os.environ else None
-        return FileSystemBackend(settings.root / "data", worker=worker)
+        return FileSystemBackend(settings.root / "data", worker=worker, direct_writes=settings.fs_direct_writes)
     if settings.backend == "s3":
         return _s3_backend(settings)
     return _rados_backend(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -189,6 +190,41 @@ def test_fs_many_small_fragments_and_large_ones(tmp_path: Path) -> None:
     run(write(backend, large, index=1))
     assert run(read(backend, index=1)) == large
     assert run(read(backend, index=1, offset=(7 << 20), length=1)) == [large[2]]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [(3 << 20) + 7] * 4,  # the buffer's 8 MiB first reached mid-fragment, a tail of a few bytes left
+        [(9 << 20) + 3, 1],  # one fragment larger than the buffer
+        [(8 << 20) + 1] + [4096] * 700,  # then whole blocks, flushed by the piece count
+    ],
+    ids=["odd", "larger-than-buffer", "then-many-small"],
+)
+def test_fs_large_chunks_written_past_the_page_cache_are_the_same_files(tmp_path: Path, sizes: list[int]) -> None:
+    """A chunk past 8 MiB goes with O_DIRECT where the file system takes it: byte for byte the buffered file."""
+    backend = FileSystemBackend(tmp_path)
+    if not backend.direct:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT writes")
+    lent: list[mmap.mmap | None] = []
+    direct_buffer = backend.direct_buffer
+
+    def lend(fd: int) -> mmap.mmap | None:
+        lent.append(direct_buffer(fd))
+        return lent[-1]
+
+    backend.direct_buffer = lend  # type: ignore[method-assign]
+    fragments = [os.urandom(size) for size in sizes]
+    run(write(backend, fragments, index=0))
+    assert len(lent) == 1, "one buffer lent for the chunk"
+    assert lent[0] is not None, "no write went past the page cache: this test would not see its mistakes"
+    backend.direct = False
+    run(write(backend, fragments, index=1))
+    (direct,) = (tmp_path / "chunks").rglob(f"{KEY}.0")
+    (buffered,) = (tmp_path / "chunks").rglob(f"{KEY}.1")
+    assert direct.read_bytes() == buffered.read_bytes()
+    assert run(read(backend, index=0)) == fragments
+    assert run(read(backend, index=0, offset=sum(sizes) - 1, length=1)) == fragments[-1:]
 
 
 def open_chunk_files(directory: Path) -> list[str]:

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from dynostore.cli.parser import build_parser
 from dynostore.config import build, load_table, read_secret, settings_from
+from dynostore.container.backends import FileSystemBackend
 from dynostore.container.backends.s3 import S3Backend
 from dynostore.container.server import BACKENDS, ContainerSettings, make_backend
 from dynostore.errors import InvalidArgument
@@ -111,11 +113,26 @@ def test_s3_settings_build_the_backend(tmp_path: Path) -> None:
     assert (backend.bucket, backend.prefix, backend.capacity_bytes) == ("b", "p/", 1000)
 
 
+def test_fs_direct_writes_can_be_turned_off_by_file_or_flag(tmp_path: Path) -> None:
+    assert ContainerSettings(gateway="g:1").fs_direct_writes  # on by default
+    config = tmp_path / "site.toml"
+    config.write_text(f'[container]\ngateway = "g:1"\nroot = "{tmp_path}"\nfs_direct_writes = false\n')
+    from_file = make_backend(settings_from(ContainerSettings, config, "container", {}))
+    args = build_parser().parse_args(["container", "--gateway", "g:1", "--root", str(tmp_path), "--fs-buffered-writes"])
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "verbose", "log_format")}
+    from_flag = make_backend(settings_from(ContainerSettings, None, "container", flags))
+    assert isinstance(from_file, FileSystemBackend)
+    assert isinstance(from_flag, FileSystemBackend)
+    assert not from_file.direct
+    assert not from_flag.direct
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"backend": "fs", "root": "/x", "s3_bucket": "b"}, "s3_bucket applies to the s3 backend"),
         ({"backend": "s3", "root": "/x", "rados_pool": "p", "s3_bucket": "b"}, "rados_pool applies to the rados"),
+        ({"backend": "s3", "root": "/x", "s3_bucket": "b", "fs_direct_writes": False}, "fs_direct_writes applies"),
         ({"backend": "s3", "root": "/x"}, "needs s3_bucket"),
         ({"backend": "s3", "s3_bucket": "b"}, "needs root"),
         ({"backend": "s3", "root": "/x", "s3_bucket": "b", "s3_access_key_file": "/k"}, "both"),

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import io
+import mmap
 import os
 import secrets
 import shutil
@@ -35,6 +37,11 @@ _MAX_PIECES = 512
 # Reads verify and hand over this many payload bytes per thread call, one call ahead.
 _READ_BATCH_BYTES = 4 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+# O_DIRECT writes go in whole blocks of this size, from page-aligned memory, at most this much a call;
+# a few such buffers are kept for the next chunks (memory touched once, not fresh pages each time).
+_BLOCK = 4096
+_DIRECT_BUFFER_BYTES = 8 * 1024 * 1024
+_KEPT_BUFFERS = 4
 # With several workers writing, a worker's own count misses the others' chunks: count again this often.
 RECOUNT_SECONDS = 30.0
 
@@ -64,6 +71,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _direct_writes_work(directory: Path) -> bool:
+    """Whether files in ``directory`` take O_DIRECT writes (tmpfs, for one, refuses them)."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    probe = directory / f"direct-probe-{secrets.token_hex(4)}"
+    buffer = mmap.mmap(-1, _BLOCK)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+        try:
+            os.write(fd, buffer)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        buffer.close()
+        probe.unlink(missing_ok=True)
+    return True
+
+
 def _write_all(fd: int, pieces: Sequence[bytes | memoryview], offset: int) -> None:
     """Write ``pieces`` at the end of ``fd`` (partial writes resumed), then start their writeback."""
     total = sum(len(p) for p in pieces)
@@ -75,6 +102,41 @@ def _write_all(fd: int, pieces: Sequence[bytes | memoryview], offset: int) -> No
     if _sync_file_range is not None:
         # Let the disk start on these pages now, so that the fsync at commit has little left to do.
         _sync_file_range(fd, offset, total, _SYNC_FILE_RANGE_WRITE)
+
+
+def _write_direct(fd: int, pieces: Sequence[bytes | memoryview], buffer: mmap.mmap, *, last: bool) -> bytes:
+    """Write ``pieces`` to ``fd`` (opened with O_DIRECT) in whole blocks, through the page-aligned ``buffer``.
+
+    Returns the bytes past the last whole block, to go first in the next
+    call; with ``last`` they are written too, padded to a block (the caller
+    then cuts the file to its length).
+    """
+    view = memoryview(buffer)
+    try:
+        filled = 0
+        for piece in pieces:
+            data = memoryview(piece).cast("B")
+            while data:
+                taken = min(len(data), len(buffer) - filled)
+                view[filled : filled + taken] = data[:taken]
+                filled, data = filled + taken, data[taken:]
+                if filled == len(buffer):  # a multiple of the block
+                    _write_blocks(fd, view[:filled])
+                    filled = 0
+        whole = filled - filled % _BLOCK
+        if last and filled > whole:
+            view[filled : whole + _BLOCK] = bytes(whole + _BLOCK - filled)
+            whole += _BLOCK
+        _write_blocks(fd, view[:whole])
+        return b"" if last else bytes(view[whole:filled])
+    finally:
+        view.release()
+
+
+def _write_blocks(fd: int, blocks: memoryview) -> None:
+    done = 0
+    while done < len(blocks):
+        done += os.write(fd, blocks[done:])
 
 
 class _FileWriter(ChunkWriter):
@@ -89,6 +151,10 @@ class _FileWriter(ChunkWriter):
         self._buffered = 0
         self._written = 0
         self._in_flight: asyncio.Future[None] | None = None
+        # Large chunks bypass the page cache (see FileSystemBackend.direct): then the bytes past
+        # the last whole block written wait for the next write, and the buffer is the backend's.
+        self._buffer: mmap.mmap | None = None
+        self._tail: bytes = b""
 
     async def write(self, data: bytes | memoryview, crc: int) -> None:
         assert self._fd is not None
@@ -100,12 +166,22 @@ class _FileWriter(ChunkWriter):
     async def _flush(self) -> None:
         """Wait for the write in flight, then start writing what is buffered."""
         await self._settle()
+        fd = self._fd
+        assert fd is not None
+        if not self._written and self._buffered >= _BUFFER_BYTES:
+            self._buffer = self._backend.direct_buffer(fd)
         pieces, self._pending, self._buffered = self._pending, [], 0
         offset = self._written
         self._written += sum(len(p) for p in pieces)
-        fd = self._fd
-        assert fd is not None
-        self._in_flight = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, pieces, offset))
+        if self._buffer is not None:
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write_through, fd, [self._tail, *pieces]))
+        else:
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, pieces, offset))
+
+    def _write_through(self, fd: int, pieces: list[bytes | memoryview], *, last: bool = False) -> None:
+        """Write past the page cache, keeping what is past the last whole block for the next call."""
+        assert self._buffer is not None
+        self._tail = _write_direct(fd, pieces, self._buffer, last=last)
 
     async def _settle(self) -> None:
         """Wait for the write in flight; raise its error."""
@@ -121,11 +197,15 @@ class _FileWriter(ChunkWriter):
         assert self._fd is not None
         fd, self._fd = self._fd, None
         try:
-            if self._pending:
+            if self._buffer is not None:
+                self._write_through(fd, [self._tail, *self._pending], last=True)
+                os.ftruncate(fd, self._written + sum(len(p) for p in self._pending))
+            elif self._pending:
                 _write_all(fd, self._pending, self._written)
             os.fsync(fd)
         finally:
             os.close(fd)
+            self._release_buffer()
         self._backend.ensure_dir(self._final.parent)
         replaced = self._final.exists()
         os.replace(self._temp, self._final)
@@ -141,8 +221,14 @@ class _FileWriter(ChunkWriter):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._release_buffer()
         self._pending = []
         self._temp.unlink(missing_ok=True)
+
+    def _release_buffer(self) -> None:
+        if self._buffer is not None:
+            buffer, self._buffer = self._buffer, None
+            self._backend.return_buffer(buffer)
 
 
 class _RecordReader:
@@ -174,12 +260,14 @@ class FileSystemBackend(Backend):
 
     name = "fs"
 
-    def __init__(self, root: str | os.PathLike[str], worker: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], worker: int | None = None, *, direct_writes: bool = True) -> None:
         """Use (and create) ``root``; leftovers of interrupted writes are removed.
 
         ``worker``: this process's number among several sharing ``root``
         (None: the only one); it clears only its own leftovers, and the chunk
-        count is taken again every ``RECOUNT_SECONDS``.
+        count is taken again every ``RECOUNT_SECONDS``. ``direct_writes``:
+        chunks whose first 8 MiB arrive at once are written with O_DIRECT,
+        past the page cache, if the file system takes it (``direct`` says).
         """
         self.root = Path(root)
         self._chunks = self.root / "chunks"
@@ -193,6 +281,8 @@ class FileSystemBackend(Backend):
                 if not entry.is_dir():
                     entry.unlink(missing_ok=True)
         self._known_dirs: set[Path] = set()
+        self.direct = direct_writes and _direct_writes_work(self._incoming)
+        self._buffers: list[mmap.mmap] = []
         self._chunk_count: int | None = None  # counted once, then kept up to date
         self._counted_at = 0.0
         self._shared = worker is not None
@@ -203,6 +293,26 @@ class FileSystemBackend(Backend):
         with self._count_lock:
             if self._chunk_count is not None:
                 self._chunk_count += change
+
+    def direct_buffer(self, fd: int) -> mmap.mmap | None:
+        """Switch ``fd`` to O_DIRECT and lend a page-aligned buffer for its writes; None where that cannot be."""
+        if not self.direct:
+            return None
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+        except OSError:
+            return None
+        try:
+            return self._buffers.pop()
+        except IndexError:
+            return mmap.mmap(-1, _DIRECT_BUFFER_BYTES)
+
+    def return_buffer(self, buffer: mmap.mmap) -> None:
+        """Take back a buffer lent by :meth:`direct_buffer`, keeping a few for the next writes."""
+        if len(self._buffers) < _KEPT_BUFFERS:
+            self._buffers.append(buffer)
+        else:
+            buffer.close()
 
     def _path(self, key: str, index: int) -> Path:
         return self._chunks / key[:2] / f"{key}.{index}"
