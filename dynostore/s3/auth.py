@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import re
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
+from dynostore.erasure.checksum import checksum
 from dynostore.errors import DynoStoreError, NotFound
 from dynostore.s3.errors import S3Error, access_denied
 
@@ -470,7 +470,7 @@ class Checksum:
     def update(self, data: bytes) -> None:
         """Add ``data``."""
         if self._hash is None:
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = checksum(data, self._crc)
         else:
             self._hash.update(data)
 
