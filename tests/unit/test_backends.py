@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dynostore._proto import container_pb2 as pb
 from dynostore.container.backends import Backend, ChunkWriter, FileSystemBackend, MemoryBackend, Usage
+from dynostore.container.backends import fs as fs_backend
 from dynostore.container.servicer import ContainerServicer
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import AlreadyExists, DataLoss, NotFound, Unavailable
@@ -225,6 +228,37 @@ def test_fs_large_chunks_written_past_the_page_cache_are_the_same_files(tmp_path
     assert direct.read_bytes() == buffered.read_bytes()
     assert run(read(backend, index=0)) == fragments
     assert run(read(backend, index=0, offset=sum(sizes) - 1, length=1)) == fragments[-1:]
+
+
+@pytest.mark.parametrize("refused_at", [1, 2])
+def test_fs_direct_writes_refused_midway_go_on_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_at: int
+) -> None:
+    """A file system that took the probe but refuses a write (EINVAL): the chunk is whole, later ones buffered."""
+    backend = FileSystemBackend(tmp_path)
+    if not backend.direct:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT writes")
+    calls = 0
+    write_direct = fs_backend._write_direct
+
+    def refusing(*args: Any, **kwargs: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == refused_at:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return write_direct(*args, **kwargs)
+
+    monkeypatch.setattr(fs_backend, "_write_direct", refusing)
+    fragments = [os.urandom((3 << 20) + 7) for _ in range(4)]  # a direct write at 8 MiB, the rest at commit
+    run(write(backend, fragments, index=0))
+    assert calls == refused_at
+    assert not backend.direct
+    run(write(backend, fragments, index=1))
+    assert calls == refused_at  # the next chunk went through the page cache
+    (first,) = (tmp_path / "chunks").rglob(f"{KEY}.0")
+    (second,) = (tmp_path / "chunks").rglob(f"{KEY}.1")
+    assert first.read_bytes() == second.read_bytes()
+    assert run(read(backend, index=0)) == fragments
 
 
 def open_chunk_files(directory: Path) -> list[str]:

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import io
+import logging
 import mmap
 import os
 import secrets
@@ -28,6 +30,8 @@ from pathlib import Path
 from dynostore.container.backends.base import Backend, ChunkWriter, Usage
 from dynostore.erasure import format as chunk_format
 from dynostore.errors import NotFound
+
+log = logging.getLogger(__name__)
 
 # Fragments are buffered in memory up to this size, then written in one call,
 # in a thread, while the next ones arrive (one write in flight per chunk).
@@ -179,9 +183,25 @@ class _FileWriter(ChunkWriter):
             self._in_flight = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, pieces, offset))
 
     def _write_through(self, fd: int, pieces: list[bytes | memoryview], *, last: bool = False) -> None:
-        """Write past the page cache, keeping what is past the last whole block for the next call."""
+        """Write past the page cache, keeping what is past the last whole block for the next call.
+
+        Where the file system refuses these writes after all (EINVAL, though
+        it took the probe's), the rest of the chunk, and every later one, goes
+        through the page cache.
+        """
         assert self._buffer is not None
-        self._tail = _write_direct(fd, pieces, self._buffer, last=last)
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            self._tail = _write_direct(fd, pieces, self._buffer, last=last)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            self._backend.refuse_direct(exc)
+            self._release_buffer()
+            done = os.lseek(fd, 0, os.SEEK_CUR) - start  # whole blocks that went before the refusal
+            self._tail = b""
+            _write_all(fd, [memoryview(b"".join(pieces))[done:]], start + done)
 
     async def _settle(self) -> None:
         """Wait for the write in flight; raise its error."""
@@ -306,6 +326,14 @@ class FileSystemBackend(Backend):
             return self._buffers.pop()
         except IndexError:
             return mmap.mmap(-1, _DIRECT_BUFFER_BYTES)
+
+    def refuse_direct(self, exc: OSError) -> None:
+        """O_DIRECT writes failed with ``exc`` (EINVAL): write through the page cache from now on."""
+        if self.direct:
+            self.direct = False
+            log.warning(
+                "O_DIRECT writes under %s failed (%s); chunks go through the page cache from now on.", self.root, exc
+            )
 
     def return_buffer(self, buffer: mmap.mmap) -> None:
         """Take back a buffer lent by :meth:`direct_buffer`, keeping a few for the next writes."""
