@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import mmap
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -289,6 +291,47 @@ def test_fs_reader_stopped_early_releases_the_file(tmp_path: Path) -> None:
     assert while_reading, "the reader held no file open: this test would not see a leak"
     assert open_chunk_files(tmp_path) == []
     assert run(backend.delete(KEY, 0))
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+def test_fs_a_commit_cancelled_midway_finishes_before_the_abort_touches_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """A cancelled put (a hedged write given up) aborts: never under the commit's thread, its file or its buffer."""
+    backend = FileSystemBackend(tmp_path, direct_writes=direct)
+    started, release = threading.Event(), threading.Event()
+    commit = fs_backend._FileWriter._commit
+
+    def held(self: Any) -> None:
+        started.set()
+        release.wait(30)
+        commit(self)
+
+    monkeypatch.setattr(fs_backend._FileWriter, "_commit", held)
+    fragments = [os.urandom((3 << 20) + 7) for _ in range(4)]
+
+    async def cancelled() -> tuple[bool, list[mmap.mmap]]:
+        writer = await backend.open_writer(KEY, 0)
+        for f in fragments:
+            await writer.write(f, checksum(f))
+        committing = asyncio.ensure_future(writer.commit())
+        await asyncio.to_thread(started.wait, 30)
+        committing.cancel()
+        aborting = asyncio.ensure_future(writer.abort())
+        await asyncio.sleep(0.05)
+        waited = not aborting.done()  # the commit's thread is held: the abort must still wait for it
+        release.set()
+        await aborting
+        with contextlib.suppress(asyncio.CancelledError):
+            await committing
+        return waited, list(backend._buffers)
+
+    waited, kept = run(cancelled())
+    assert waited
+    assert len({id(b) for b in kept}) == len(kept)  # no buffer given back twice
+    assert not list((tmp_path / "incoming").iterdir())
+    # The commit ran to its end: the chunk is whole (an orphan, for the scrub's garbage collection).
+    assert run(read(backend)) == fragments
 
 
 def test_fs_abort_waits_for_the_write_in_flight(tmp_path: Path) -> None:

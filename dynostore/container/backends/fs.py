@@ -204,14 +204,20 @@ class _FileWriter(ChunkWriter):
             _write_all(fd, [memoryview(b"".join(pieces))[done:]], start + done)
 
     async def _settle(self) -> None:
-        """Wait for the write in flight; raise its error."""
+        """Wait for the write in flight; raise its error.
+
+        A caller cancelled meanwhile leaves the write in flight (its thread
+        runs on), for :meth:`abort` to wait for before it closes the file,
+        gives back the buffer or removes the file.
+        """
         if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
-            await in_flight
+            await asyncio.shield(self._in_flight)
+            self._in_flight = None
 
     async def commit(self) -> None:
         await self._settle()
-        await asyncio.to_thread(self._commit)
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._commit))
+        await self._settle()
 
     def _commit(self) -> None:
         assert self._fd is not None
