@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -237,6 +239,56 @@ def test_rados_part_write_failure_leaves_only_the_old_chunk(ceph: CephCluster) -
     assert run(read(backend)) == [b"old"]
     names = run(backend.run(lambda: sorted(o.key for o in backend._ioctx.list_objects())))  # type: ignore[attr-defined]
     assert len(names) == 2  # the old chunk's head and its one part
+    run(backend.close())
+
+
+def test_rados_a_commit_cancelled_while_its_head_is_written_leaves_the_chunk_whole(ceph: CephCluster) -> None:
+    """A cancelled put (a hedged write given up) aborts only once the head's write, which cannot stop, has landed."""
+    backend = rados_backend(ceph)
+    run(backend.check())
+    original = backend.call  # type: ignore[attr-defined]
+    head = backend._head(KEY, 0)  # type: ignore[attr-defined]
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(operation: str, *args: Any) -> Any:
+        if operation == "write_full" and args[0] == head:
+
+            async def write_later() -> Any:  # like a RADOS call's thread: a cancelled wait leaves it running
+                started.set()
+                await release.wait()
+                return await original(operation, *args)
+
+            return await asyncio.shield(asyncio.ensure_future(write_later()))
+        return await original(operation, *args)
+
+    backend.call = held  # type: ignore[attr-defined]
+    fragments = [os.urandom(MiB + 5) for _ in range(5)]  # parts of 2 MiB: three of them
+
+    async def cancelled() -> bool:
+        writer = await backend.open_writer(KEY, 0)
+        for f in fragments:
+            await writer.write(f, checksum(f))
+        committing = asyncio.ensure_future(writer.commit())
+        await asyncio.wait_for(started.wait(), 60)
+        committing.cancel()
+        aborting = asyncio.ensure_future(writer.abort())
+        await asyncio.sleep(0.05)
+        waited = not aborting.done()  # the head's write is held: the abort must still wait for it
+        release.set()
+        await aborting
+        with contextlib.suppress(asyncio.CancelledError):
+            await committing
+        return waited
+
+    waited = run(cancelled())
+    backend.call = original  # type: ignore[attr-defined]
+    # The head landed after all: the chunk is whole (an orphan, for the scrub's garbage collection), never
+    # a head whose parts the abort removed.
+    assert run(read(backend)) == fragments
+    assert waited
+    names = run(backend.run(lambda: sorted(o.key for o in backend._ioctx.list_objects())))  # type: ignore[attr-defined]
+    assert len(names) == 4  # the head and its three parts
+    assert run(backend.delete(KEY, 0))
     run(backend.close())
 
 

@@ -158,6 +158,7 @@ class _RadosWriter(ChunkWriter):
         self._parts: list[asyncio.Task[None]] = []
         self._stream_bytes = 0
         self._done = False
+        self._committing: asyncio.Future[None] | None = None
 
     def _part(self, n: int) -> str:
         return f"{self._head}.{self._tag}.{n}"
@@ -199,6 +200,13 @@ class _RadosWriter(ChunkWriter):
         self._parts.append(asyncio.create_task(self._backend.call("write_full", name, body)))
 
     async def commit(self) -> None:
+        # The head's write cannot be stopped once it has started: a commit cancelled midway
+        # (a hedged put giving up on this chunk) runs on, and abort waits for it.
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit())
+        await asyncio.shield(self._committing)
+
+    async def _commit(self) -> None:
         if self._buffered:
             await self._send(self._take(self._buffered))
         await asyncio.gather(*self._parts)
@@ -214,6 +222,9 @@ class _RadosWriter(ChunkWriter):
             await self._backend.remove_parts(self._head, old)
 
     async def abort(self) -> None:
+        if self._committing is not None:  # a commit cancelled midway: the chunk is whole once its head landed
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committing)
         if self._done:
             return
         self._done = True
