@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import RESULTS, SEED_ENV, Scenario, hygiene, run_scenario, seeds
+from tests.faults.harness import RESULTS, SEED_ENV, hygiene, run_scenario, seeds
+from tests.faults.injector import Scenario
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,8 @@ import pytest
 from dynostore.client.chunks import ChunkWriter
 from dynostore.client.pipeline import Pipeline, PutItem
 from dynostore.local import LocalFabric
-from tests.faults.harness import ABANDONED, SEGMENT
+from tests.faults.harness import ABANDONED
+from tests.faults.ledger import SEGMENT
 
 pytestmark = pytest.mark.integration
 

@@ -32,18 +32,11 @@ from dynostore.local import LocalFabric
 from dynostore.rpc import auth_metadata
 from dynostore.wan import FIVE_SITES, Wan, unavailable
 from tests.conftest import skip_or_fail
-from tests.faults import harness
-from tests.faults.harness import (
-    INLINE_MAX,
-    JOIN_LIMIT,
-    RECOVERY_LIMIT,
-    Checker,
-    Figures,
-    Ledger,
-    Worker,
-    hygiene,
-    within,
-)
+from tests.faults import workload
+from tests.faults.checker import Checker
+from tests.faults.harness import hygiene
+from tests.faults.ledger import INLINE_MAX, JOIN_LIMIT, RECOVERY_LIMIT, Figures, Ledger, within
+from tests.faults.workload import Worker
 from tests.integration.conftest import eventually, is_etcd_leader
 
 pytestmark = pytest.mark.integration
@@ -155,7 +148,7 @@ def test_gateway_etcd_member_and_site_lost_one_at_a_time_then_together(
     """
     caplog.set_level(logging.INFO)
     # The workers run until the faults are over (a fault lasts until a read returned), not for a fixed count.
-    monkeypatch.setattr(harness, "MAX_OPS_PER_WORKER", 100_000)
+    monkeypatch.setattr(workload, "MAX_OPS_PER_WORKER", 100_000)
     figures = Figures("wan", 1502)
     ledger = Ledger(figures)
     rng = random.Random(1502)
