@@ -14,7 +14,9 @@ Reads go one chunk at a time, so a scrub yields to serving.
 
 Clients' reads find damage too: a chunk asked for with a valid read ticket
 that is gone or fails its checksum is noted by the :class:`DamageReporter`,
-which reports what it noted every ``REPORT_DELAY`` seconds in one call. The
+which reports what it noted every ``REPORT_DELAY`` seconds in one call; what
+a report could not deliver (the gateway down or restarting) waits for the
+next round, and a gateway that cannot be reached is one warning line. The
 gateway records a chunk as missing only if the object's record says this
 container holds it, so a reader cannot make it forget a good chunk.
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
+import grpc
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.container.backends import Backend
@@ -73,13 +77,28 @@ class DamageReporter:
             if not self._noted:
                 continue
             noted, self._noted = sorted(self._noted), set()
+            reported = 0
             try:
                 async with open_channel(self.gateway, self.tls) as channel:
                     stub = gateway_pb2_grpc.GatewayStub(channel)
                     for start in range(0, len(noted), BATCH):
                         await self.report(stub, noted[start : start + BATCH])
-            except Exception:
-                log.exception("Reporting %d damaged chunk(s) failed; they are reported again when read.", len(noted))
+                        reported = start + BATCH
+            except Exception as exc:
+                unreported = noted[reported:]
+                for chunk in unreported:  # kept for the next round (a gateway restarting, say)
+                    self.note(*chunk)
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    log.warning(
+                        "Reporting %d damaged chunk(s) to %s failed (%s: %s); trying again in %.0f s.",
+                        len(unreported),
+                        self.gateway,
+                        exc.code().name,
+                        exc.details(),
+                        REPORT_DELAY,
+                    )
+                else:
+                    log.exception("Reporting %d damaged chunk(s) failed; trying again.", len(unreported))
 
     async def report(
         self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]], source: str = "read"
@@ -122,6 +141,15 @@ class Scrubber:
             await asyncio.sleep(self.interval)
             try:
                 await self.scrub()
+            except grpc.aio.AioRpcError as exc:  # the gateway down or restarting: no traceback for that
+                SCRUBS.labels("failed").inc()
+                log.warning(
+                    "Scrub stopped: gateway %s answered %s (%s); the next one is in %.0f s.",
+                    self.reporter.gateway,
+                    exc.code().name,
+                    exc.details(),
+                    self.interval,
+                )
             except Exception:
                 SCRUBS.labels("failed").inc()
                 log.exception("Scrub failed; the next one is in %.0f s.", self.interval)
