@@ -18,6 +18,7 @@ import pytest
 
 from dynostore.container.backends import Backend, ChunkWriter
 from dynostore.container.backends.s3 import S3Backend
+from dynostore.erasure import format as chunk_format
 from dynostore.erasure.checksum import checksum
 from dynostore.errors import NotFound, Unavailable
 from dynostore.local import free_port
@@ -242,27 +243,33 @@ def test_rados_part_write_failure_leaves_only_the_old_chunk(ceph: CephCluster) -
     run(backend.close())
 
 
-def test_rados_a_commit_cancelled_while_its_head_is_written_leaves_the_chunk_whole(ceph: CephCluster) -> None:
-    """A cancelled put (a hedged write given up) aborts only once the head's write, which cannot stop, has landed."""
-    backend = rados_backend(ceph)
-    run(backend.check())
+def test_a_commit_cancelled_while_it_completes_leaves_the_chunk_whole(backend: Backend) -> None:
+    """A cancelled put (a hedged write given up) aborts only once the commit's last call, which cannot stop, ended.
+
+    That call (RADOS: the head's ``write_full``; S3: ``complete_multipart_upload``)
+    runs in a thread; the abort used to remove the parts (RADOS) or the
+    upload (S3) under it, leaving a head without parts, or a store call still
+    running after the abort returned.
+    """
     original = backend.call  # type: ignore[attr-defined]
-    head = backend._head(KEY, 0)  # type: ignore[attr-defined]
+    rados = not isinstance(backend, S3Backend)
+    last = "write_full" if rados else "complete_multipart_upload"
+    name = backend._head(KEY, 0) if rados else backend._object(KEY, 0)  # type: ignore[attr-defined]
     started, release = asyncio.Event(), asyncio.Event()
 
-    async def held(operation: str, *args: Any) -> Any:
-        if operation == "write_full" and args[0] == head:
+    async def held(operation: str, *args: Any, **kwargs: Any) -> Any:
+        if operation == last and (args[0] if rados else kwargs["Key"]) == name:
 
-            async def write_later() -> Any:  # like a RADOS call's thread: a cancelled wait leaves it running
+            async def later() -> Any:  # like a store call's thread: a cancelled wait leaves it running
                 started.set()
                 await release.wait()
-                return await original(operation, *args)
+                return await original(operation, *args, **kwargs)
 
-            return await asyncio.shield(asyncio.ensure_future(write_later()))
-        return await original(operation, *args)
+            return await asyncio.shield(asyncio.ensure_future(later()))
+        return await original(operation, *args, **kwargs)
 
     backend.call = held  # type: ignore[attr-defined]
-    fragments = [os.urandom(MiB + 5) for _ in range(5)]  # parts of 2 MiB: three of them
+    fragments = [os.urandom(MiB + 5) for _ in range(6)]  # RADOS: parts of 2 MiB; S3: two of 5 MiB and less
 
     async def cancelled() -> bool:
         writer = await backend.open_writer(KEY, 0)
@@ -273,23 +280,29 @@ def test_rados_a_commit_cancelled_while_its_head_is_written_leaves_the_chunk_who
         committing.cancel()
         aborting = asyncio.ensure_future(writer.abort())
         await asyncio.sleep(0.05)
-        waited = not aborting.done()  # the head's write is held: the abort must still wait for it
+        waited = not aborting.done()  # the last call is held: the abort must still wait for it
         release.set()
         await aborting
         with contextlib.suppress(asyncio.CancelledError):
             await committing
         return waited
 
+    chunks_before = run(backend.usage()).chunks
     waited = run(cancelled())
     backend.call = original  # type: ignore[attr-defined]
-    # The head landed after all: the chunk is whole (an orphan, for the scrub's garbage collection), never
-    # a head whose parts the abort removed.
+    # The commit ended after all: the chunk is whole (an orphan, for the scrub's garbage collection) and
+    # counted, never a head whose parts the abort removed.
     assert run(read(backend)) == fragments
     assert waited
-    names = run(backend.run(lambda: sorted(o.key for o in backend._ioctx.list_objects())))  # type: ignore[attr-defined]
-    assert len(names) == 4  # the head and its three parts
+    assert run(backend.usage()).chunks == chunks_before + 1
+    if rados:
+        names = run(backend.run(lambda: sorted(o.key for o in backend._ioctx.list_objects())))  # type: ignore[attr-defined]
+        stream = len(chunk_format.MAGIC) + sum(chunk_format.RECORD_HEADER_BYTES + len(f) for f in fragments)
+        assert len(names) == 1 + -(-stream // (2 * MiB))  # the head and its parts, nothing else
+    else:
+        uploads = run(backend.call("list_multipart_uploads", Prefix=backend.prefix)).get("Uploads", [])  # type: ignore[attr-defined]
+        assert uploads == []
     assert run(backend.delete(KEY, 0))
-    run(backend.close())
 
 
 def test_s3_start_aborts_uploads_left_by_a_crash(moto: S3Server) -> None:

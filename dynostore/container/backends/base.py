@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -40,6 +42,39 @@ class ChunkWriter(abc.ABC):
     @abc.abstractmethod
     async def abort(self) -> None:
         """Drop everything written; safe to call after a failed commit."""
+
+
+class RemoteChunkWriter(ChunkWriter):
+    """A writer whose commit, once started, runs to its end even if its caller is cancelled.
+
+    The calls of a remote store (a part's upload, the head's or the
+    multipart upload's completion) run in threads that cannot be stopped: a
+    commit cancelled midway (a hedged put giving up on a lagging chunk, a
+    deadline) would otherwise leave them running while :meth:`abort` removes
+    what they build on. Here :meth:`abort` waits for a started commit, then
+    discards the chunk unless that commit made it whole.
+    """
+
+    _committing: asyncio.Future[None] | None = None
+
+    async def commit(self) -> None:
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit())
+        await asyncio.shield(self._committing)
+
+    async def abort(self) -> None:
+        if self._committing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committing)
+        await self._discard()
+
+    @abc.abstractmethod
+    async def _commit(self) -> None:
+        """What :meth:`commit` does (see :meth:`ChunkWriter.commit`)."""
+
+    @abc.abstractmethod
+    async def _discard(self) -> None:
+        """Drop everything written, unless a commit made the chunk whole."""
 
 
 class Backend(abc.ABC):

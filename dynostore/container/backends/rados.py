@@ -42,7 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from dynostore.container.backends.base import Backend, ChunkWriter, Usage
+from dynostore.container.backends.base import Backend, ChunkWriter, RemoteChunkWriter, Usage
 from dynostore.container.backends.layout import BlockReader, FragmentIndex
 from dynostore.erasure import format as chunk_format
 from dynostore.erasure.checksum import checksum
@@ -144,7 +144,7 @@ class _Head:
         return cls(stream_bytes, object_size, tag.decode(), index)
 
 
-class _RadosWriter(ChunkWriter):
+class _RadosWriter(RemoteChunkWriter):
     """Cuts the record stream into parts, writes them in parallel, then the head."""
 
     def __init__(self, backend: RadosBackend, head: str) -> None:
@@ -158,7 +158,6 @@ class _RadosWriter(ChunkWriter):
         self._parts: list[asyncio.Task[None]] = []
         self._stream_bytes = 0
         self._done = False
-        self._committing: asyncio.Future[None] | None = None
 
     def _part(self, n: int) -> str:
         return f"{self._head}.{self._tag}.{n}"
@@ -199,13 +198,6 @@ class _RadosWriter(ChunkWriter):
         self._stream_bytes += len(body)
         self._parts.append(asyncio.create_task(self._backend.call("write_full", name, body)))
 
-    async def commit(self) -> None:
-        # The head's write cannot be stopped once it has started: a commit cancelled midway
-        # (a hedged put giving up on this chunk) runs on, and abort waits for it.
-        if self._committing is None:
-            self._committing = asyncio.ensure_future(self._commit())
-        await asyncio.shield(self._committing)
-
     async def _commit(self) -> None:
         if self._buffered:
             await self._send(self._take(self._buffered))
@@ -221,10 +213,7 @@ class _RadosWriter(ChunkWriter):
         if old is not None and old.tag != self._tag:
             await self._backend.remove_parts(self._head, old)
 
-    async def abort(self) -> None:
-        if self._committing is not None:  # a commit cancelled midway: the chunk is whole once its head landed
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._committing)
+    async def _discard(self) -> None:
         if self._done:
             return
         self._done = True

@@ -41,7 +41,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dynostore.container.backends.base import Backend, ChunkWriter, Usage
+from dynostore.container.backends.base import Backend, ChunkWriter, RemoteChunkWriter, Usage
 from dynostore.container.backends.layout import BlockReader, FragmentIndex, ReadAhead, end_marker
 from dynostore.erasure import format as chunk_format
 from dynostore.erasure.checksum import checksum
@@ -68,7 +68,7 @@ class _ChangedError(Exception):
     """The object was replaced between two ranged reads."""
 
 
-class _S3Writer(ChunkWriter):
+class _S3Writer(RemoteChunkWriter):
     """Buffers records into parts; uploads each full part while the next one fills."""
 
     def __init__(self, backend: S3Backend, name: str, *, replacing: bool = False) -> None:
@@ -119,7 +119,7 @@ class _S3Writer(ChunkWriter):
         )
         return {"ETag": reply["ETag"], "PartNumber": number}
 
-    async def commit(self) -> None:
+    async def _commit(self) -> None:
         replaced = await self._backend.stored_size(self._name) if self._replacing else None
         index = self._index.encode()
         count = len(self._index.lengths)
@@ -141,7 +141,7 @@ class _S3Writer(ChunkWriter):
         self._closed = True
         self._backend.count_commit(size, replaced)
 
-    async def abort(self) -> None:
+    async def _discard(self) -> None:
         if self._closed:
             return
         self._closed = True
