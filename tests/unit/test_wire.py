@@ -58,6 +58,28 @@ def test_write_chunks_request_is_what_protobuf_writes(chunks: list[tuple[pb.Chun
     assert pb.WriteChunksRequest.FromString(encoded) == message
 
 
+FRAGMENTS = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.binary(max_size=3000), U32), max_size=4)
+STATUSES = st.builds(pb.ChunkStatus, code=st.integers(-(2**31), 2**31 - 1), message=st.text(max_size=80))
+
+
+@given(results=st.lists(st.one_of(STATUSES, FRAGMENTS), max_size=5))
+def test_read_chunks_response_is_what_protobuf_writes(
+    results: list[pb.ChunkStatus | list[tuple[int, bytes, int]]],
+) -> None:
+    encoded = wire.encode_read_chunks(results)
+    message = pb.ReadChunksResponse(
+        results=[
+            pb.ReadChunkResult(status=r)
+            if isinstance(r, pb.ChunkStatus)
+            else pb.ReadChunkResult(fragments=[pb.Fragment(data=d, crc32=c, offset=o) for o, d, c in r])
+            for r in results
+        ]
+    )
+    assert pb.ReadChunksResponse.FromString(encoded) == message
+    # Byte for byte too (an empty status included: a present field of no bytes, both ways).
+    assert encoded == message.SerializeToString()
+
+
 def test_large_fragment_is_a_view_not_a_copy() -> None:
     data = os.urandom(1 << 20)
     encoded = wire.encode_put_fragment(memoryview(data), 7)
