@@ -67,6 +67,11 @@ def _read_varint(raw: bytes, position: int, end: int) -> tuple[int, int]:
     return -1, position
 
 
+def _field(tag: bytes, pieces: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """The pieces of a length-delimited field ``tag`` holding ``pieces`` (nothing is copied)."""
+    return [tag, _varint(sum(len(p) for p in pieces)), *pieces]
+
+
 def _fragment_pieces(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> list[bytes | memoryview]:
     """The pieces of a ``tag``-field ``Fragment`` (joined, they are its encoding; ``data`` is not copied)."""
     tail = b""
@@ -75,8 +80,7 @@ def _fragment_pieces(tag: bytes, data: bytes | memoryview, crc: int, offset: int
     if offset:
         tail += b"\x18" + _varint(offset)
     head = b"\x0a" + _varint(len(data)) if len(data) else b""
-    inner = len(head) + len(data) + len(tail)
-    return [tag, _varint(inner), head, data, tail]
+    return _field(tag, [head, data, tail])
 
 
 def _encode(tag: bytes, data: bytes | memoryview, crc: int, offset: int) -> bytes:
@@ -92,10 +96,9 @@ def encode_write_chunks(chunks: Sequence[tuple[pb.ChunkHeader, bytes | memoryvie
     """
     pieces: list[bytes | memoryview] = []
     for header, data, crc in chunks:
-        encoded_header = header.SerializeToString()
-        fragment = _fragment_pieces(b"\x12", data, crc, 0)  # WholeChunk.fragments = 2
-        size = 1 + len(_varint(len(encoded_header))) + len(encoded_header) + sum(len(p) for p in fragment)
-        pieces += (b"\x0a", _varint(size), b"\x0a", _varint(len(encoded_header)), encoded_header, *fragment)
+        # WriteChunksRequest.chunks = 1 of WholeChunk{header = 1, fragments = 2}
+        whole = [*_field(b"\x0a", [header.SerializeToString()]), *_fragment_pieces(b"\x12", data, crc, 0)]
+        pieces += _field(b"\x0a", whole)
     return b"".join(pieces)
 
 
@@ -109,14 +112,12 @@ def encode_read_chunks(results: Sequence[pb.ChunkStatus | Sequence[tuple[int, by
     """
     pieces: list[bytes | memoryview] = []
     for result in results:
+        # ReadChunksResponse.results = 1 of ReadChunkResult{status = 1, fragments = 2}
         if isinstance(result, pb.ChunkStatus):
-            status = result.SerializeToString()
-            inner: list[bytes | memoryview] = [b"\x0a", _varint(len(status)), status]  # ReadChunkResult.status = 1
+            inner = _field(b"\x0a", [result.SerializeToString()])
         else:
-            inner = []
-            for offset, data, crc in result:
-                inner += _fragment_pieces(b"\x12", data, crc, offset)  # ReadChunkResult.fragments = 2
-        pieces += (b"\x0a", _varint(sum(len(p) for p in inner)), *inner)  # ReadChunksResponse.results = 1
+            inner = [piece for offset, data, crc in result for piece in _fragment_pieces(b"\x12", data, crc, offset)]
+        pieces += _field(b"\x0a", inner)
     return b"".join(pieces)
 
 
@@ -171,8 +172,6 @@ def decode_put_request(raw: bytes) -> WireFragment | pb.PutChunkRequest:
     return _decode_fragment(raw, _PUT_FRAGMENT_TAG) or pb.PutChunkRequest.FromString(raw)
 
 
-def serialize(
-    message: bytes | pb.PutChunkRequest | pb.GetChunkResponse | pb.WriteChunksRequest | pb.ReadChunksResponse,
-) -> bytes:
+def serialize(message: bytes | pb.PutChunkRequest | pb.GetChunkResponse | pb.WriteChunksRequest) -> bytes:
     """A serializer that passes encoded messages through and serializes the others."""
     return message if isinstance(message, bytes) else message.SerializeToString()
