@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,8 @@ from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, etcd_errors
 from dynostore.registry.objects import ObjectCalls
 from dynostore.registry.records import ObjectRecord, User, dumps, expiry
 from dynostore.registry.usage import check_quota
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,8 +113,11 @@ class CommitCalls(ObjectCalls):
         """Commit groups of records in one transaction; for each, None or the error that refused it.
 
         A group that would exceed its quota is refused alone. When the
-        transaction fails for an object that exists already, each group is
-        committed on its own, so that only the group holding it is refused.
+        transaction fails, the records are read: a group whose objects all
+        hold this very commit's records landed already (an earlier attempt
+        whose answer was lost, e.g. when the etcd leader died: it succeeded),
+        a group of which an object holds another record is refused with
+        ``AlreadyExists``, and the others are tried again.
         """
         records = [r for group, _ in parts for r in group]
         owners = sorted({r.owner for r in records})
@@ -119,12 +126,16 @@ class CommitCalls(ObjectCalls):
         if any(k not in self._seen for k in watched):
             await self._read_again(watched)
         ttl_given = {r.key for r in records if r.expires}
+        settled: dict[int, Exception | None] = {}  # groups found committed: None if as this commit
         for _ in range(CAS_ATTEMPTS):
             compared = {k: self._seen[k] for k in watched}
-            outcomes: list[Exception | None] = [None] * len(parts)
+            outcomes: list[Exception | None] = [settled.get(i) for i in range(len(parts))]
             usage = {o: self._usage_seen(o) for o in owners}
             included: list[ObjectRecord] = []
+            tried: list[int] = []
             for i, (group, quota) in enumerate(parts):
+                if i in settled:
+                    continue
                 if quota is not None:
                     added = [r for r in group if r.owner == quota.name]
                     try:
@@ -143,6 +154,7 @@ class CommitCalls(ObjectCalls):
                 for r in group:
                     usage[r.owner] = usage[r.owner].add(r.size, 1)
                 included += group
+                tried.append(i)
             if not included:
                 return outcomes
             ops = []
@@ -171,16 +183,30 @@ class CommitCalls(ObjectCalls):
                 for r in included:
                     self._objects.put(r.key, r, revision)
                 return outcomes
-            if not await self._changed_since(compared):
-                alone = [i for i, outcome in enumerate(outcomes) if outcome is None]
-                if len(alone) == 1:
-                    keys_of = [r.key for r in parts[alone[0]][0]]
-                    outcomes[alone[0]] = AlreadyExists(f"One of objects {keys_of} was committed already.")
-                    return outcomes
-                for i in alone:  # which group holds the object that exists? each on its own
-                    (outcomes[i],) = await self._commit_groups([parts[i]])
-                return outcomes
+            # Why it failed: objects committed already, or counters and catalogs changed (read them again).
+            found, _ = await asyncio.gather(self._committed(included), self._changed_since(compared))
+            for i in tried:
+                group = parts[i][0]
+                held = _found_as([found.get(r.key) for r in group], group)
+                if held == "other":
+                    settled[i] = AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
+                elif held == "ours":
+                    log.info("A commit of %d objects whose answer was lost had landed.", len(group))
+                    settled[i] = None
+                    for r in group:
+                        self._objects.put(r.key, r, found[r.key][1])
         raise Unavailable("The usage counters and catalogs of this commit kept changing; commit it again.")
+
+    async def _committed(self, records: list[ObjectRecord]) -> dict[str, tuple[ObjectRecord, int]]:
+        """The records (and revisions) committed under the keys of ``records``, of those that exist."""
+        _, replies = await self.etcd.transaction(
+            compare=[], success=[self._tx.get(keys.obj(r.key)) for r in records], failure=[]
+        )
+        return {
+            r.key: (ObjectRecord.from_json(bytes(reply[0][0])), reply[0][1].mod_revision)
+            for r, reply in zip(records, replies, strict=True)
+            if reply
+        }
 
     @etcd_errors
     async def commit_replacing(
@@ -273,8 +299,19 @@ class CommitCalls(ObjectCalls):
                     self._objects.changed(o.key, revision)
                 self._objects.put(record.key, record, revision)
                 return [o for o, _ in old]
-            landed = await self.etcd.get(keys.version(planned) if record.version else keys.obj(record.key))
-            if landed is not None:
+            stored, pointer = await asyncio.gather(
+                self.etcd.get(keys.obj(record.key)),
+                self.etcd.get(keys.version(planned)) if record.version else _nothing(),
+            )
+            if stored is not None and _same_version(ObjectRecord.from_json(stored.value), record):
+                # This very transaction landed and its answer was lost (e.g. the etcd leader died): done.
+                log.info("A replacing commit of %s whose answer was lost had landed.", record.key)
+                await self._read_again([usage_key, catalog_key])
+                for o, _ in old:
+                    self._objects.changed(o.key, stored.mod_revision)
+                self._objects.put(record.key, record, stored.mod_revision)
+                return [o for o, _ in old]
+            if pointer is not None or (stored is not None and not record.version):
                 raise AlreadyExists(f"Object {planned} was committed already.")
         raise Unavailable(f"The objects {record.key} replaces kept changing; commit it again.")
 
@@ -306,3 +343,21 @@ async def _nothing() -> None:
 def _new_catalog(record: ObjectRecord) -> bytes:
     """The record of a catalog that ``record``'s commit creates (its objects all have name entries)."""
     return dumps({"owner": record.owner, "name": record.catalog, "created": record.created, "names": True})
+
+
+def _found_as(found: list[tuple[ObjectRecord, int] | None], group: list[ObjectRecord]) -> str:
+    """What the records ``found`` under a group's keys say of its commit.
+
+    ``"ours"``: every key holds the group's own record (its commit landed);
+    ``"other"``: some key holds another record; ``"none"``: no key holds any.
+    """
+    if all(f is None for f in found):
+        return "none"
+    if all(f is not None and _same_version(f[0], r) for f, r in zip(found, group, strict=True)):
+        return "ours"
+    return "other"
+
+
+def _same_version(stored: ObjectRecord, record: ObjectRecord) -> bool:
+    """Whether ``stored`` is what committing ``record`` wrote (its TTL aside, which a retry computes again)."""
+    return dataclasses.replace(stored, expires=record.expires) == record

@@ -145,3 +145,80 @@ def test_a_commit_that_lands_while_a_replace_by_name_looks_up_the_name_is_replac
     assert found[0] is None
     assert found[1] is not None
     assert usage == Usage(1, 1)
+
+
+class LostAnswerRegistry(Registry):
+    """A registry whose next commit transaction once ``armed`` lands but is answered as failed: an answer lost.
+
+    Before that answer, another gateway's commit of the same user lands. That is
+    what happens when the etcd leader dies after applying a commit: the etcd
+    client's read-back finds the usage counter changed by the other commit, so
+    it cannot tell the transaction landed, and answers that it failed.
+    """
+
+    def __init__(self, address: str, meddle: Any) -> None:
+        super().__init__(address)
+        self.armed = True
+        self.lost = 0
+        transaction = self.etcd.transaction
+
+        async def losing(**kwargs: Any) -> Any:
+            ok, replies = await transaction(**kwargs)
+            if ok and kwargs["compare"] and self.armed:
+                self.armed = False
+                self.lost += 1
+                await meddle()
+                return False, []
+            return ok, replies
+
+        self.etcd.transaction = losing
+
+
+def run_losing_an_answer(fabric: LocalFabric, owner: str, work: Any) -> tuple[int, Any]:
+    """Run ``work`` on a :class:`LostAnswerRegistry` beside another gateway; (answers lost, what ``work`` returned)."""
+
+    async def with_registries() -> tuple[int, Any]:
+        other = Registry(fabric.etcd_address)
+        registry = LostAnswerRegistry(fabric.etcd_address, lambda: other.commit([record(owner)]))
+        try:
+            await registry.usage(owner)  # counted once up front, as a gateway has
+            done = await work(registry)
+            return registry.lost, done
+        finally:
+            await registry.close()
+            await other.close()
+
+    return asyncio.run(with_registries())
+
+
+def test_a_commit_whose_answer_was_lost_after_it_landed_succeeds(fabric: LocalFabric) -> None:
+    """Before: ``AlreadyExists`` for the object just committed, and the put failed though it was whole."""
+    mine = [[record("lou")], [record("lou"), record("lou")]]
+
+    async def work(registry: LostAnswerRegistry) -> tuple[list[ObjectRecord | None], Usage]:
+        await asyncio.gather(*(registry.commit(group) for group in mine))  # the groups share one transaction
+        return await registry.get_objects([r.key for group in mine for r in group]), await registry.usage("lou")
+
+    lost, (found, usage) = run_losing_an_answer(fabric, "lou", work)
+    assert lost == 1
+    assert [r.key if r else None for r in found] == [r.key for group in mine for r in group]
+    assert usage == Usage(4, 4)  # each counted once: the other gateway's and these three
+
+
+def test_a_replacement_whose_answer_was_lost_after_it_landed_succeeds(fabric: LocalFabric) -> None:
+    old = dataclasses.replace(record("max"), name="n")
+    new = dataclasses.replace(record("max"), name="n")
+
+    async def work(registry: LostAnswerRegistry) -> tuple[list[str], list[ObjectRecord | None], Usage]:
+        registry.armed = False
+        await registry.commit([old])
+        registry.armed = True
+        replaced = await registry.commit_replacing(new, replace_name=True)
+        return [r.key for r in replaced], await registry.get_objects([old.key, new.key]), await registry.usage("max")
+
+    lost, (replaced, found, usage) = run_losing_an_answer(fabric, "max", work)
+    assert lost == 1
+    assert replaced == [old.key]  # its chunks are the caller's to delete
+    assert found[0] is None
+    assert found[1] is not None
+    assert usage == Usage(2, 2)  # the other gateway's object and the new version
