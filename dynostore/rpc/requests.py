@@ -78,6 +78,30 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class CallGoneFilter(logging.Filter):
+    """grpc's report of a reply it could not send, its caller gone, as one info line without a traceback.
+
+    When a caller cancels a call (a hedged read giving up on a loser), times
+    out or disconnects just as its servicer returns, grpc's server logs
+    ``ExecuteBatchError raised in core by servicer method [...]`` as an error
+    with its traceback: nothing went wrong on the server, and the caller
+    already has its answer.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("ExecuteBatchError raised in core"):
+            return True
+        method = message.partition("[")[2].rstrip("]") or "?"
+        record.msg, record.args = f"The reply to {method} was not sent: its caller had gone.", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+# The logger grpc's server reports through.
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
@@ -105,3 +129,6 @@ def configure_logging(level: int, log_format: str = "text") -> None:
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    grpc_core = logging.getLogger(GRPC_CORE_LOGGER)
+    if not any(isinstance(f, CallGoneFilter) for f in grpc_core.filters):
+        grpc_core.addFilter(CallGoneFilter())

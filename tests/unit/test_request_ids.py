@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
 from dynostore.rpc.channels import auth_metadata
 from dynostore.rpc.requests import (
+    GRPC_CORE_LOGGER,
     METADATA_KEY,
+    CallGoneFilter,
     JsonFormatter,
     RequestIdFilter,
     current_request_id,
@@ -47,3 +50,39 @@ def test_log_records_get_the_id_as_text_and_json() -> None:
     assert entry["message"] == "chunk 3 gone"
     assert entry["level"] == "WARNING"
     assert entry["time"].endswith("Z")
+
+
+def _logged_by_grpc(level: int) -> str:
+    """What a text log at ``level`` shows of grpc's report of a reply it could not send."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root, core = logging.getLogger(), logging.getLogger(GRPC_CORE_LOGGER)
+    saved = root.level, root.handlers[:]
+    root.handlers, gone = [handler], CallGoneFilter()
+    root.setLevel(level)
+    core.addFilter(gone)
+    try:
+        try:
+            raise RuntimeError('Failed "execute_batch": (<SendMessageOperation>,)')
+        except RuntimeError:
+            core.exception(
+                "ExecuteBatchError raised in core by servicer method [%s]", "/dynostore.v1.Container/ReadChunks"
+            )
+        core.warning("Something else")
+    finally:
+        core.removeFilter(gone)
+        root.setLevel(saved[0])
+        root.handlers = saved[1]
+    return stream.getvalue()
+
+
+def test_a_reply_whose_caller_had_gone_is_one_info_line() -> None:
+    shown = _logged_by_grpc(logging.INFO)
+    assert shown.splitlines() == [
+        f"INFO {GRPC_CORE_LOGGER}: The reply to /dynostore.v1.Container/ReadChunks was not sent: its caller had gone.",
+        f"WARNING {GRPC_CORE_LOGGER}: Something else",
+    ]
+    assert "Traceback" not in shown
+    assert _logged_by_grpc(logging.WARNING).splitlines() == [f"WARNING {GRPC_CORE_LOGGER}: Something else"]
