@@ -15,7 +15,7 @@ from dynostore.registry import keys
 from dynostore.registry.base import CAS_ATTEMPTS, COMMIT_GROUP, etcd_errors
 from dynostore.registry.objects import ObjectCalls
 from dynostore.registry.records import ObjectRecord, User, dumps, expiry
-from dynostore.registry.usage import check_quota
+from dynostore.registry.usage import Usage, check_quota
 
 log = logging.getLogger(__name__)
 
@@ -184,29 +184,20 @@ class CommitCalls(ObjectCalls):
                     self._objects.put(r.key, r, revision)
                 return outcomes
             # Why it failed: objects committed already, or counters and catalogs changed (read them again).
-            found, _ = await asyncio.gather(self._committed(included), self._changed_since(compared))
+            read, _ = await asyncio.gather(self._records_read([r.key for r in included]), self._changed_since(compared))
+            found = dict(zip([r.key for r in included], read, strict=True))
             for i in tried:
                 group = parts[i][0]
-                held = _found_as([found.get(r.key) for r in group], group)
-                if held == "other":
+                held = [found[r.key] for r in group]
+                outcome = _found_as(held, group)
+                if outcome == "other":
                     settled[i] = AlreadyExists(f"One of objects {[r.key for r in group]} was committed already.")
-                elif held == "ours":
+                elif outcome == "ours":
                     log.info("A commit of %d objects whose answer was lost had landed.", len(group))
                     settled[i] = None
-                    for r in group:
-                        self._objects.put(r.key, r, found[r.key][1])
+                    for r, (_, at) in zip(group, filter(None, held), strict=True):
+                        self._objects.put(r.key, r, at)
         raise Unavailable("The usage counters and catalogs of this commit kept changing; commit it again.")
-
-    async def _committed(self, records: list[ObjectRecord]) -> dict[str, tuple[ObjectRecord, int]]:
-        """The records (and revisions) committed under the keys of ``records``, of those that exist."""
-        _, replies = await self.etcd.transaction(
-            compare=[], success=[self._tx.get(keys.obj(r.key)) for r in records], failure=[]
-        )
-        return {
-            r.key: (ObjectRecord.from_json(bytes(reply[0][0])), reply[0][1].mod_revision)
-            for r, reply in zip(records, replies, strict=True)
-            if reply
-        }
 
     @etcd_errors
     async def commit_replacing(
@@ -293,12 +284,7 @@ class CommitCalls(ObjectCalls):
                 compare.append(self._tx.create(keys.obj(record.key)) == 0)
             ok, replies = await self.etcd.transaction(compare=compare, success=ops, failure=[])
             if ok:
-                revision = replies[0].response_put.header.revision
-                self._seen[usage_key] = (usage.to_json(), revision)
-                for o, _ in old:
-                    self._objects.changed(o.key, revision)
-                self._objects.put(record.key, record, revision)
-                return [o for o, _ in old]
+                return self._replaced(record, old, usage, replies[0].response_put.header.revision)
             stored, pointer = await asyncio.gather(
                 self.etcd.get(keys.obj(record.key)),
                 self.etcd.get(keys.version(planned)) if record.version else _nothing(),
@@ -306,14 +292,20 @@ class CommitCalls(ObjectCalls):
             if stored is not None and _same_version(ObjectRecord.from_json(stored.value), record):
                 # This very transaction landed and its answer was lost (e.g. the etcd leader died): done.
                 log.info("A replacing commit of %s whose answer was lost had landed.", record.key)
-                await self._read_again([usage_key, catalog_key])
-                for o, _ in old:
-                    self._objects.changed(o.key, stored.mod_revision)
-                self._objects.put(record.key, record, stored.mod_revision)
-                return [o for o, _ in old]
+                return self._replaced(record, old, usage, stored.mod_revision)
             if pointer is not None or (stored is not None and not record.version):
                 raise AlreadyExists(f"Object {planned} was committed already.")
         raise Unavailable(f"The objects {record.key} replaces kept changing; commit it again.")
+
+    def _replaced(
+        self, record: ObjectRecord, old: list[tuple[ObjectRecord, int]], usage: Usage, revision: int
+    ) -> list[ObjectRecord]:
+        """Note in the caches a replacing commit that landed at ``revision``; the records it replaced."""
+        self._seen[keys.usage(record.owner)] = (usage.to_json(), revision)
+        for o, _ in old:
+            self._objects.changed(o.key, revision)
+        self._objects.put(record.key, record, revision)
+        return [o for o, _ in old]
 
     async def _named(self, record: ObjectRecord, catalog: dict[str, Any] | None) -> list[tuple[ObjectRecord, int]]:
         """Records (and revisions) of the objects called ``record.name`` in its catalog.

@@ -239,12 +239,16 @@ class ObjectCalls(RegistryBase):
             removed += await self._delete_group(list(object_keys[start : start + step]))
         return removed
 
+    async def _records_read(self, object_keys: Sequence[str]) -> list[tuple[ObjectRecord, int] | None]:
+        """The records (and revisions) of ``object_keys`` read from etcd in one transaction, not the cache."""
+        _, replies = await self.etcd.transaction(
+            compare=[], success=[self._tx.get(keys.obj(k)) for k in object_keys], failure=[]
+        )
+        return [(ObjectRecord.from_json(bytes(r[0][0])), r[0][1].mod_revision) if r else None for r in replies]
+
     async def _delete_group(self, object_keys: list[str]) -> list[ObjectRecord | None]:
         for _ in range(CAS_ATTEMPTS):
-            _, replies = await self.etcd.transaction(
-                compare=[], success=[self._tx.get(keys.obj(k)) for k in object_keys], failure=[]
-            )
-            found = [(ObjectRecord.from_json(bytes(r[0][0])), r[0][1].mod_revision) if r else None for r in replies]
+            found = await self._records_read(object_keys)
             live = [f for f in found if f is not None]
             if not live:
                 return [None] * len(object_keys)
