@@ -48,10 +48,14 @@ log = logging.getLogger(__name__)
 # Per attempt bound on one etcd call (seconds): a member that died, is frozen or
 # has no leader costs this much before the call goes to the next member.
 CALL_TIMEOUT = 1.5
-# Codes after which a call goes to the next member: down, frozen or without a leader.
 # How long a member may take to tell its status when a call moves on from another (seconds).
 STATUS_TIMEOUT = 0.3
+# Codes after which a call goes to the next member: down, frozen or without a leader.
 _FAILOVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# The most versions of one key searched in etcd's history for a transaction whose answer was lost.
+HISTORY_VERSIONS = 64
+# Reads in one transaction of that search (etcd's default --max-txn-ops).
+_READS_PER_TXN = 128
 
 
 def _as_timeout(exc: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
@@ -176,16 +180,21 @@ class _FailoverKV:
 
     Reads are retried, and transactions that apply at most once (see
     :func:`_applies_once`): a retry that finds its compares false after an
-    attempt whose fate is unknown reads the keys it writes, and reports
-    success only if they hold its values, all written at one revision (the
-    first attempt landed). Other writes (plain puts, deletes, unguarded
-    transactions) are not retried: the error goes to the caller, and the next
-    call goes to the next member.
+    attempt whose fate is unknown finds out whether that attempt landed (see
+    :meth:`_landed`), and reports success only if it did. Other writes
+    (plain puts, deletes, unguarded transactions) are not retried: the error
+    goes to the caller, and the next call goes to the next member.
     """
 
     def __init__(self, endpoints: _Endpoints, call_timeout: float) -> None:
         self._endpoints = endpoints
         self._call_timeout = call_timeout
+        self._revision = 0  # the newest store revision an answer told of
+
+    def _saw(self, reply: Any) -> Any:
+        """Note the store revision ``reply`` tells of; return it."""
+        self._revision = max(self._revision, reply.header.revision)
+        return reply
 
     def _stub(self, index: int) -> rpc.KVStub:
         return rpc.KVStub(self._endpoints.channels[index])
@@ -199,7 +208,9 @@ class _FailoverKV:
             left = deadline - loop.time()
             try:
                 call = getattr(self._stub(index), method)
-                return await call(request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata)
+                return self._saw(
+                    await call(request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata)
+                )
             except grpc.aio.AioRpcError as raw:
                 exc = _as_timeout(raw)
                 if exc.code() not in _FAILOVER_CODES:
@@ -233,12 +244,15 @@ class _FailoverKV:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else 10 * self._call_timeout)
         unknown = False  # an attempt failed without saying whether it applied
+        floor = self._revision  # this transaction can only apply at a later revision
         while True:
             index = self._endpoints.current
             left = deadline - loop.time()
             try:
-                reply = await self._stub(index).Txn(
-                    request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata
+                reply = self._saw(
+                    await self._stub(index).Txn(
+                        request, timeout=max(0.01, min(self._call_timeout, left)), metadata=metadata
+                    )
                 )
             except grpc.aio.AioRpcError as raw:
                 exc = _as_timeout(raw)
@@ -253,35 +267,99 @@ class _FailoverKV:
                 continue
             if reply.succeeded or not unknown:
                 return reply
-            landed = await self._landed(request, deadline - loop.time(), metadata)
+            landed = await self._landed(request, floor, deadline, metadata)
             return landed if landed is not None else reply
 
-    async def _landed(self, request: Any, timeout: float, metadata: Any) -> Any:
-        """The reply of a transaction that already applied (its puts hold its values at one revision), or None."""
+    async def _landed(self, request: Any, floor: int, deadline: float, metadata: Any) -> Any:
+        """The reply of a transaction that already applied, at a revision after ``floor``; or None.
+
+        First the keys it writes are read as they are now: its puts holding its
+        values, all written at one revision, and its deleted keys absent. Where
+        a later transaction changed one of them (a usage counter that other
+        gateways change too), etcd's history is searched instead (see
+        :meth:`_applied_in_history`).
+        """
         puts, deletes = _write_keys(request.success)
-        if not puts or request.failure:
+        ranged = any(op.request_delete_range.range_end for op in request.success if op.HasField("request_delete_range"))
+        if not puts or request.failure or ranged:
             return None
-        reads = [rpc.RequestOp(request_range=rpc.RangeRequest(key=k)) for k in [*puts, *deletes]]
-        found = await self._attempts("Txn", rpc.TxnRequest(success=reads), max(timeout, 0.01), metadata, retry=True)
-        revisions = set()
-        for key, op in zip([*puts, *deletes], found.responses, strict=True):
-            kvs = op.response_range.kvs
-            if key in puts:
-                if not kvs or kvs[0].value != puts[key]:
+        written = [*puts, *deletes]
+        found = await self._reads([rpc.RangeRequest(key=k) for k in written], deadline, metadata)
+        revisions = {kvs[0].mod_revision for kvs in found[: len(puts)] if kvs}
+        now = dict(zip(written, found, strict=True))
+        if _holds(puts, deletes, now) and len(revisions) == 1:
+            return _applied_reply(request, revisions.pop())
+        revision = await self._applied_in_history(puts, deletes, floor, deadline, metadata)
+        return None if revision is None else _applied_reply(request, revision)
+
+    async def _applied_in_history(
+        self, puts: dict[bytes, bytes], deletes: set[bytes], floor: int, deadline: float, metadata: Any
+    ) -> int | None:
+        """The revision after ``floor`` at which one transaction wrote ``puts`` and removed ``deletes``; or None.
+
+        Walks back through the versions of one key it puts (at most
+        ``HISTORY_VERSIONS``) and, at each that holds its value, reads the
+        other keys as they were at that revision (and the deleted ones just
+        before it). None when no revision fits, or the history was compacted.
+        """
+        key = next(iter(puts))
+        revision = 0  # now
+        try:
+            for _ in range(HISTORY_VERSIONS):
+                (kvs,) = await self._reads([rpc.RangeRequest(key=key, revision=revision)], deadline, metadata)
+                if not kvs or kvs[0].mod_revision <= floor:
                     return None
-                revisions.add(kvs[0].mod_revision)
-            elif kvs:
+                revision = kvs[0].mod_revision
+                if kvs[0].value == puts[key] and await self._written_at(revision, puts, deletes, deadline, metadata):
+                    return revision
+                revision -= 1
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.OUT_OF_RANGE:  # compacted
                 return None
-        if len(revisions) != 1:
-            return None
-        header = rpc.ResponseHeader(revision=revisions.pop())
-        responses = []
-        for op in request.success:
-            if op.WhichOneof("request") == "request_put":
-                responses.append(rpc.ResponseOp(response_put=rpc.PutResponse(header=header)))
-            else:
-                responses.append(rpc.ResponseOp(response_delete_range=rpc.DeleteRangeResponse(header=header)))
-        return rpc.TxnResponse(header=header, succeeded=True, responses=responses)
+            raise
+        return None
+
+    async def _written_at(
+        self, revision: int, puts: dict[bytes, bytes], deletes: set[bytes], deadline: float, metadata: Any
+    ) -> bool:
+        """Whether ``puts`` were all written at ``revision``, and ``deletes`` all removed by it."""
+        reads = [rpc.RangeRequest(key=k, revision=revision) for k in [*puts, *deletes]]
+        reads += [rpc.RangeRequest(key=k, revision=revision - 1) for k in deletes]
+        found = await self._reads(reads, deadline, metadata)
+        at = dict(zip([*puts, *deletes], found, strict=False))
+        before = found[len(puts) + len(deletes) :]
+        return (
+            _holds(puts, deletes, at)
+            and all(kvs[0].mod_revision == revision for kvs in found[: len(puts)])
+            and all(before)
+        )
+
+    async def _reads(self, reads: list[Any], deadline: float, metadata: Any) -> list[Any]:
+        """The key-values each of ``reads`` finds, read in few transactions, retried on the next member."""
+        found: list[Any] = []
+        for start in range(0, len(reads), _READS_PER_TXN):
+            ops = [rpc.RequestOp(request_range=r) for r in reads[start : start + _READS_PER_TXN]]
+            left = max(deadline - asyncio.get_running_loop().time(), 0.01)
+            reply = await self._attempts("Txn", rpc.TxnRequest(success=ops), left, metadata, retry=True)
+            found += [op.response_range.kvs for op in reply.responses]
+        return found
+
+
+def _holds(puts: dict[bytes, bytes], deletes: set[bytes], found: dict[bytes, Any]) -> bool:
+    """Whether ``found`` (key-values per key) holds the values ``puts`` writes, and none of ``deletes``."""
+    return all(found[k] and found[k][0].value == v for k, v in puts.items()) and not any(found[k] for k in deletes)
+
+
+def _applied_reply(request: Any, revision: int) -> Any:
+    """The reply etcd would have given to ``request`` (puts and deletes only) that applied at ``revision``."""
+    header = rpc.ResponseHeader(revision=revision)
+    responses = []
+    for op in request.success:
+        if op.WhichOneof("request") == "request_put":
+            responses.append(rpc.ResponseOp(response_put=rpc.PutResponse(header=header)))
+        else:
+            responses.append(rpc.ResponseOp(response_delete_range=rpc.DeleteRangeResponse(header=header, deleted=1)))
+    return rpc.TxnResponse(header=header, succeeded=True, responses=responses)
 
 
 class _Current:
