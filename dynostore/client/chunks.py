@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -193,29 +193,51 @@ async def write_whole_chunks(
     if hedge is None:
         await asyncio.gather(*(call(g) for g in groups))
         return errors
-    tasks = {asyncio.ensure_future(call(g)): g for g in groups}
-    pending = set(tasks)
+    tasks: dict[asyncio.Future[None], list[int]] = {asyncio.ensure_future(call(g)): g for g in groups}
     began = time.monotonic()
     until: float | None = None  # when the grace for the chunks lagging behind ends
+
+    def grace_ends() -> float | None:
+        nonlocal until
+        if until is None and all(len(stored.intersection(o)) >= hedge.quorum for o in hedge.objects):
+            until = time.monotonic() + hedge.grace(time.monotonic() - began)
+        return until
+
+    pending = await _run_until(tasks, grace_ends)
+    for task in pending:
+        for i in tasks[task]:
+            errors[i] = f"CANCELLED: {lagged_reason(hedge.quorum)}"
+    return errors
+
+
+async def _run_until(
+    tasks: Iterable[asyncio.Future[None]],
+    deadline: Callable[[], float | None],
+    enough: Callable[[], bool] = lambda: False,
+) -> set[asyncio.Future[None]]:
+    """Await ``tasks`` until all are done, ``enough()``, or the time ``deadline()`` passes; the rest cancelled.
+
+    ``deadline`` (a ``time.monotonic()`` time, or None for none yet) and
+    ``enough`` are asked again after each task that ends; a task's error
+    is raised. Returns the tasks cancelled.
+    """
+    pending = set(tasks)
     try:
         while pending:
+            until = deadline()
             wait = None if until is None else max(0.0, until - time.monotonic())
             done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 break
             for task in done:
                 task.result()
-            if until is None and all(len(stored.intersection(o)) >= hedge.quorum for o in hedge.objects):
-                took = time.monotonic() - began
-                until = time.monotonic() + hedge.grace(took)
+            if enough():
+                break
     finally:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    for task in pending:
-        for i in tasks[task]:
-            errors[i] = f"CANCELLED: {lagged_reason(hedge.quorum)}"
-    return errors
+    return pending
 
 
 async def read_whole_chunks(
@@ -263,26 +285,15 @@ async def read_whole_chunks(
         await asyncio.gather(*(call(g) for g in groups))
         return found
     policy, latency = hedge
-    tasks = {asyncio.ensure_future(call(g)): g for g in groups}
-    pending = set(tasks)
+    tasks: dict[asyncio.Future[None], list[int]] = {asyncio.ensure_future(call(g)): g for g in groups}
+
+    def read_deadline() -> float | None:
+        return began + policy.read_deadline(took, None) if took else None
 
     def enough() -> bool:
         return bool(needs) and all(sum(found[p] is not None for p in positions) >= k for positions, k in needs)
 
-    try:
-        while pending:
-            wait = None if not took else max(0.0, began + policy.read_deadline(took, None) - time.monotonic())
-            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                break
-            for task in done:
-                task.result()
-            if enough():
-                break
-    finally:
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    pending = await _run_until(tasks, read_deadline, enough)
     for task in pending:
         latency.lagged(refs[tasks[task][0]].address, time.monotonic() - began)
     return found
