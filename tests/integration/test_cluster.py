@@ -161,15 +161,24 @@ def _leader(members: list[EtcdHandle]) -> EtcdHandle:
 
 
 def _stream_of_puts(session: Session, gateway: str, written: dict[str, bytes], failures: list[BaseException],
-                    stop: threading.Event) -> None:  # fmt: skip
-    """Put objects through ``gateway`` one after the other until ``stop``, recording each key or failure."""
+                    stop: threading.Event, evicted: list[str] | None = None) -> None:  # fmt: skip
+    """Put objects through ``gateway`` one after the other until ``stop``, recording each key or failure.
+
+    With ``evicted``, every third object is evicted right after its put (and
+    its key recorded there), so that evicts too are in flight at any moment.
+    """
     with Client(gateway, timeout=FAILOVER_CALL_TIMEOUT, tls_ca=session.fabric.tls_ca) as client:
         number = 0
         while not stop.is_set():
             number += 1
             data = bytes([number % 256]) * SIZES[number % 2]
             try:
-                written[client.put(data, token_user=session.token, catalog="cluster")] = data
+                key = client.put(data, token_user=session.token, catalog="cluster")
+                if evicted is None or number % 3:
+                    written[key] = data
+                else:
+                    evicted.append(key)
+                    client.evict(key, token_user=session.token)
             except DynoStoreError as exc:
                 failures.append(exc)
 
@@ -178,14 +187,15 @@ def _at_least(written: dict[str, bytes], count: int) -> bool:
     return len(written) >= count
 
 
-def test_an_etcd_leader_killed_during_a_stream_of_puts_fails_none(cluster: Session) -> None:
+def test_an_etcd_leader_killed_during_a_stream_of_puts_and_evicts_fails_none(cluster: Session) -> None:
     members = cluster.fabric.etcd_members
     written: dict[str, bytes] = {}
+    evicted: list[str] = []
     failures: list[BaseException] = []
     stop = threading.Event()
-    # Two writers per gateway, so puts are in flight on every member when the leader dies.
+    # Two writers per gateway, so puts (and evicts) are in flight on every member when the leader dies.
     writers = [
-        threading.Thread(target=_stream_of_puts, args=(cluster, gateway, written, failures, stop))
+        threading.Thread(target=_stream_of_puts, args=(cluster, gateway, written, failures, stop, evicted))
         for gateway in cluster.fabric.gateway_addresses * 2
     ]
     for writer in writers:
@@ -204,11 +214,13 @@ def test_an_etcd_leader_killed_during_a_stream_of_puts_fails_none(cluster: Sessi
         stop.set()
         for writer in writers:
             writer.join(timeout=60)
-    # Each put in flight went on on another member within its timeout (before: some waited out etcd's 7 s).
+    # Each put and evict in flight went on on another member within its timeout (before: some waited out etcd's 7 s).
     assert not failures
     with Client(cluster.fabric.gateway_addresses, timeout=FAILOVER_CALL_TIMEOUT) as client:
         for key, data in written.items():
             assert client.get(key=key, token_user=cluster.token) == data
+        assert evicted
+        assert not any(client.exists(key, token_user=cluster.token) for key in evicted)
 
 
 def test_each_etcd_member_frozen_in_turn_puts_and_gets_go_on(cluster: Session) -> None:
