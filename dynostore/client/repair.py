@@ -36,6 +36,7 @@ import grpc
 from dynostore import validation
 from dynostore._proto import common_pb2, container_pb2, gateway_pb2
 from dynostore.client.chunks import ChunkWriter, chunk_key, verified_data, whole_fragment
+from dynostore.client.upload import COMMIT_REFUSALS
 from dynostore.erasure import Codec
 from dynostore.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from dynostore.rpc import from_rpc_error
@@ -142,8 +143,19 @@ async def repair(
     if rebuilt:
         try:
             await _commit_repair(pipeline, plan, rebuilt, token)
-        except BaseException:
+        except COMMIT_REFUSALS:
             await _discard(pipeline, plan, written_elsewhere, token)
+            raise
+        except BaseException as exc:
+            # Unavailable, timed out, cancelled: the commit may still land and name these copies.
+            if written_elsewhere:
+                log.warning(
+                    "The commit of a repair of %s ended in %s, which leaves open whether it landed; "
+                    "its %d new copies are left to the containers' garbage collection, which checks first.",
+                    key,
+                    type(exc).__name__,
+                    len(written_elsewhere),
+                )
             raise
     await pipeline.delete_chunks(
         chunk_key(location), plan.write_ticket, [(t.index, t.old_address) for t in done if t.old_address]

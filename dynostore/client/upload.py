@@ -57,9 +57,9 @@ PLAN_POOL_SECONDS = 2.0
 # refuses one that would exceed the quota before any chunk is written (one call, beside moving the bytes).
 POOLED_MAX_BYTES = 16 * 1024 * 1024
 
-# Errors with which the gateway refuses a commit before it writes anything: after
+# Errors with which the gateway refuses a commit (a put's, a repair's) before it writes anything: after
 # one of these on the first attempt the commit surely did not land.
-_COMMIT_REFUSALS = (
+COMMIT_REFUSALS = (
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -520,7 +520,7 @@ class Uploader(GatewayConnection):
         except _RetriedIntoError as retried:
             # An earlier attempt may have landed and lost its answer.
             error = retried.error
-        except _COMMIT_REFUSALS:
+        except COMMIT_REFUSALS:
             raise  # the first and only attempt was refused: nothing was written
         except DynoStoreError as exc:
             error = exc  # unavailable, timed out, internal: the commit may have landed

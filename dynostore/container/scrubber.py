@@ -3,8 +3,9 @@
 Every ``interval`` seconds the scrubber reads every stored chunk in full (the
 backend verifies each fragment's CRC-32). Chunks that fail are reported to the
 gateway (``ReportDamage``), which records them as missing so that repair
-rebuilds them on other containers; once reported, the damaged copies are
-deleted. The same pass asks the gateway which chunks an object's record
+rebuilds them; once reported, the damaged copies are deleted (each chunk is
+read again before it is reported and before it is deleted: a copy a repair
+rewrote in place meanwhile is kept). The same pass asks the gateway which chunks an object's record
 relies on (``CheckChunks``): a chunk that no record has relied on for
 ``gc_grace`` seconds, across passes, is garbage (a failed put, an evicted
 object, a copy replaced by repair) and is deleted. Last, it asks the gateway
@@ -26,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Literal
 
 import grpc
 
 from dynostore._proto import gateway_pb2, gateway_pb2_grpc
 from dynostore.container.backends import Backend
-from dynostore.errors import DataLoss, NotFound
+from dynostore.errors import DataLoss, DynoStoreError, NotFound
 from dynostore.metrics import (
     CHECKSUM_FAILURES,
     DAMAGE_REPORTED,
@@ -101,12 +103,24 @@ class DamageReporter:
                     log.exception("Reporting %d damaged chunk(s) failed; trying again.", len(unreported))
 
     async def report(
-        self, stub: gateway_pb2_grpc.GatewayStub, damaged: list[tuple[str, int]], source: str = "read"
+        self, stub: gateway_pb2_grpc.GatewayStub, found: list[tuple[str, int]], source: str = "read"
     ) -> None:
-        """Tell the gateway, then delete the damaged copies (worthless, and rebuilt elsewhere).
+        """Tell the gateway of the chunks still damaged or gone, then delete the damaged copies.
 
-        ``source`` says who found them (``read`` or ``scrub``), for the metrics.
+        Each chunk is checked again first, and each damaged copy again before
+        it is deleted: a repair may have rewritten it in place since it was
+        found damaged (a scrub reports at the end of its pass), and that copy
+        is whole and kept. ``source`` says who found them (``read`` or
+        ``scrub``), for the metrics.
         """
+        damaged = [chunk for chunk in found if await self._state(*chunk) != "whole"]
+        if len(damaged) < len(found):
+            log.info(
+                "%d chunk(s) found damaged or gone read whole now (a repair rewrote them); kept.",
+                len(found) - len(damaged),
+            )
+        if not damaged:
+            return
         request = gateway_pb2.ReportDamageRequest(
             container_id=self.container_id, chunks=[gateway_pb2.ChunkId(key=k, index=i) for k, i in damaged]
         )
@@ -114,7 +128,21 @@ class DamageReporter:
         DAMAGE_REPORTED.labels(source).inc(len(damaged))
         log.info("Reported %d damaged chunk(s); %d recorded as missing.", len(damaged), reply.marked)
         for key, index in damaged:
-            await self.backend.delete(key, index)
+            if await self._state(key, index) == "damaged":  # worthless, and rebuilt elsewhere
+                await self.backend.delete(key, index)
+
+    async def _state(self, key: str, index: int) -> Literal["whole", "damaged", "gone", "unreadable"]:
+        """Chunk ``index`` of ``key`` as it reads now, in full (``unreadable``: the backend failed otherwise)."""
+        try:
+            async for _ in self.backend.read(key, index):
+                pass
+        except DataLoss:
+            return "damaged"
+        except NotFound:
+            return "gone"
+        except (DynoStoreError, OSError):
+            return "unreadable"
+        return "whole"
 
 
 class Scrubber:

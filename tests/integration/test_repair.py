@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -18,10 +19,10 @@ import pytest
 from dynostore._proto import common_pb2, container_pb2, container_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from dynostore.client import repair as repair_module
 from dynostore.client.pipeline import Pipeline
-from dynostore.errors import DynoStoreError, NotFound, PermissionDenied
+from dynostore.errors import DynoStoreError, NotFound, PermissionDenied, Unavailable
 from dynostore.local import ContainerSpec, LocalFabric
 from dynostore.rpc import auth_metadata
-from tests.integration.conftest import Session
+from tests.integration.conftest import Session, eventually
 
 MiB = 1024 * 1024
 
@@ -146,6 +147,45 @@ def test_lost_container_chunks_are_rebuilt_on_a_spare(tmp_path: Path) -> None:
             assert client.get(key=key, token_user=token) == data
             for container in gone:
                 container.start()
+
+
+def test_a_repair_whose_commit_outcome_is_unknown_leaves_its_new_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the copies were deleted at once, and the commit, still in flight, then named a deleted copy."""
+    with LocalFabric(containers=6, root=tmp_path / "fabric") as fabric, fabric.client() as client:
+        token = fabric.create_user("ulla")
+        data = os.urandom(5 * MiB)
+        key = client.put(data=data, token_user=token, catalog="c")
+        placed = holders(fabric, token, key)
+        lost = next(c for c in fabric.containers if c.name == placed[0])
+        lost.kill()
+        wait_until_gone(fabric, lost.container_id)
+        release = threading.Event()
+        late: list[asyncio.Future[None]] = []
+        commit = repair_module._commit_repair
+
+        async def in_flight(pipeline: Pipeline, plan: Any, rebuilt: Any, token: str) -> None:
+            """The call fails at once; the commit itself lands later, once ``release`` is set."""
+
+            async def later() -> None:
+                await asyncio.to_thread(release.wait, 60)
+                await commit(pipeline, plan, rebuilt, token)
+
+            late.append(asyncio.ensure_future(later()))
+            raise Unavailable("injected: the gateway went away with the commit in flight")
+
+        monkeypatch.setattr(repair_module, "_commit_repair", in_flight)
+        with pytest.raises(Unavailable):
+            client.repair(key, token_user=token)
+        release.set()
+        assert eventually(lambda: not client.stat(key, token_user=token).degraded, within=20)
+        rebuilt_on = holders(fabric, token, key)[0]
+        assert rebuilt_on not in placed.values()
+        assert chunk_file(fabric, rebuilt_on, key, 0).exists()  # the copy the record names is there
+        for name in [placed[1], placed[2]]:  # two more originals go: the object needs the rebuilt chunk
+            next(c for c in fabric.containers if c.name == name).kill()
+        assert client.get(key=key, token_user=token) == data
 
 
 def test_repair_is_for_owners_and_existing_objects(shared: Session) -> None:
