@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -22,29 +21,13 @@ from aetcd import rpc
 
 from dynostore.local import LocalFabric
 from dynostore.registry import ObjectRecord, Registry, Usage
+from tests.integration.test_group_commit import record
 
 
 @pytest.fixture(scope="module")
 def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFabric]:
     with LocalFabric(containers=0, root=tmp_path_factory.mktemp("lost")) as made:
         yield made
-
-
-def record(owner: str) -> ObjectRecord:
-    """An inline object of one byte."""
-    return ObjectRecord(
-        key=uuid.uuid4().hex,
-        owner=owner,
-        catalog="c",
-        name="",
-        size=1,
-        k=0,
-        m=0,
-        segment_size=0,
-        inline=True,
-        crc32=zlib.crc32(b"x"),
-        data=b"x",
-    )
 
 
 async def lose_next_answer(registry: Registry, meddle: Callable[[], Awaitable[Any]]) -> list[int]:
