@@ -307,8 +307,8 @@ class _FailoverKV:
         try:
             for _ in range(HISTORY_VERSIONS):
                 (kvs,) = await self._reads([rpc.RangeRequest(key=key, revision=revision)], deadline, metadata)
-                if not kvs or kvs[0].mod_revision <= floor:
-                    return None
+                if not kvs or kvs[0].mod_revision <= floor or (revision and kvs[0].mod_revision > revision):
+                    return None  # absent then (deleted and made again since), before the floor, or no history kept
                 revision = kvs[0].mod_revision
                 if kvs[0].value == puts[key] and await self._written_at(revision, puts, deletes, deadline, metadata):
                     return revision
