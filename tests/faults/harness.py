@@ -96,6 +96,8 @@ def run_scenario(scenario: Scenario, seed: int, root: Path) -> Figures:
         inline_max_bytes=INLINE_MAX,
         repair_interval=scenario.repair_interval,
         repair_grace=scenario.repair_grace,
+        etcd_members=scenario.etcd_members,
+        gateways=scenario.gateways,
     ) as fabric:
         token = fabric.create_user("chaos")
         with (

@@ -23,7 +23,8 @@ class Scenario:
     Attributes:
         name: short name (the test id).
         faults: the fault kinds the loop draws from: ``gateway``, ``etcd``,
-            ``container``, ``freeze``, ``damage``, ``outage``.
+            ``container``, ``freeze``, ``damage``, ``outage``, ``together``
+            (a gateway, an etcd member and a container at once).
         summary: what it does, for the report.
         seed: its default seed (``DYNOSTORE_FAULT_SEED`` replaces it).
         seconds: length of the workload (``DYNOSTORE_FAULT_SECONDS`` replaces it).
@@ -31,6 +32,7 @@ class Scenario:
         max_down: containers down (stopped, killed or frozen) at once, at most.
         repair_interval: the gateway's repair sweeps (None: its default, 300 s: none during the run).
         repair_grace: how long a container may be gone before a sweep rebuilds its chunks elsewhere.
+        etcd_members, gateways: the fabric's etcd cluster and gateways (the clients know every gateway).
     """
 
     name: str
@@ -42,6 +44,8 @@ class Scenario:
     max_down: int = 2
     repair_interval: float | None = None
     repair_grace: float | None = None
+    etcd_members: int = 1
+    gateways: int = 1
 
 
 def chunk_path(container: ContainerHandle, key: str, index: int) -> Path:
@@ -151,10 +155,27 @@ class Faults:
         self.recover(what)
 
     def _gateway(self) -> None:
-        self._bounce(self.fabric.gateways[0], "gateway")
+        self._bounce(self.rng.choice(self.fabric.gateways), "gateway")
 
     def _etcd(self) -> None:
-        self._bounce(self.fabric.etcd_members[0], "etcd")
+        self._bounce(self.rng.choice(self.fabric.etcd_members), "etcd")
+
+    def _together(self) -> None:
+        """A gateway, an etcd member and a container (while fewer than ``max_down`` are down) at once, then back."""
+        handles: list[tuple[ManagedProcess, str]] = [
+            (self.rng.choice(self.fabric.gateways), "gateway"),
+            (self.rng.choice(self.fabric.etcd_members), "etcd"),
+        ]
+        if len(self.down | self.frozen) < self.scenario.max_down:
+            index = self.rng.choice(self._up())
+            handles.append((self.fabric.containers[index], "container"))
+        for handle, what in handles:
+            self._signal(handle, what)
+        self._note(f"{len(handles)} processes down at once", ", ".join(handle.name for handle, _ in handles))
+        time.sleep(self.rng.uniform(0.05, 3.0))  # how long they stay down: part of the fault
+        for handle, _ in handles:
+            self._start(handle)
+        self.recover("a gateway, an etcd member and a container")
 
     def _up(self) -> list[int]:
         return [i for i in range(len(self.fabric.containers)) if i not in self.down | self.frozen]
@@ -227,9 +248,10 @@ class Faults:
             index = self.ledger.claim_damage(key, {c.index for c in stat.chunks if not c.stored}, self.picks)
             if index is None:
                 continue
+            stored_as = stat.info.version or key  # a replaced object's chunks are its version's
             for container in self.fabric.containers:
                 with contextlib.suppress(FileNotFoundError):
-                    self._hurt(chunk_path(container, key, index), mode)
+                    self._hurt(chunk_path(container, stored_as, index), mode)
             self._note(f"chunk {mode}", f"{key}.{index}")
 
     def _hurt(self, path: Path, mode: str) -> None:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dynostore.errors import DataLoss, DynoStoreError, NotFound
 from tests.integration.conftest import eventually
@@ -116,6 +116,17 @@ class Figures:
 
 
 @dataclass
+class Version:
+    """One replacement of a stored object by key: the bytes it was given, and when it started and returned."""
+
+    size: int
+    digest: bytes
+    started: float
+    # When (monotonic) the replacing put returned; 0.0 while it did not (in flight, or raised).
+    returned_at: float = 0.0
+
+
+@dataclass
 class Attempt:
     """One object someone tried to put."""
 
@@ -133,14 +144,30 @@ class Attempt:
     # The operation that put it, and when (monotonic) it returned.
     op: str = ""
     returned_at: float = 0.0
+    # The replacements by key of the object it put, in order (one at a time: each starts after the last ended).
+    versions: list[Version] = field(default_factory=list)
 
     @property
     def chunked(self) -> bool:
         return self.size > INLINE_MAX
 
+    def readable(self, started: float) -> set[bytes]:
+        """The digests a read started at ``started`` may return: the newest version that had returned, and later ones.
 
-# Reads: a NotFound is allowed only for keys with an evict attempted.
-READS = frozenset({"get", "get_batch", "exists", "repair"})
+        A replacement that raised may or may not have been committed, then or later, so it stays possible until a
+        later one returns; one that returned hides every earlier version from reads that start after it.
+        """
+        versions = [(self.returned_at, self.digest)] + [(v.returned_at, v.digest) for v in self.versions]
+        newest = max((i for i, (at, _) in enumerate(versions) if at and at < started), default=0)
+        return {d for _, d in versions[newest:]}
+
+    def settled(self, data: bytes) -> Attempt:
+        """This attempt as the version whose bytes are ``data`` (size and digest of that version)."""
+        return replace(self, size=len(data), digest=digest(data))
+
+
+# Reads and replaces: a NotFound is allowed only for keys with an evict attempted.
+READS = frozenset({"get", "get_batch", "exists", "repair", "replace"})
 
 
 class Ledger:
@@ -155,6 +182,8 @@ class Ledger:
         # Keys with an evict attempted (monotonic time it started), and those whose evict returned (when).
         self.evicting: dict[str, float] = {}
         self.evicted: dict[str, float] = {}
+        # Keys with a replacement in flight.
+        self.replacing: set[str] = set()
         # Key -> chunk indexes damaged or removed by the fault loop.
         self.damaged: dict[str, set[int]] = {}
         self._keys: list[str] = []
@@ -229,16 +258,24 @@ class Ledger:
     # choosing targets
 
     def pick_key(self, rng: random.Random, *, evictable: bool = False) -> str | None:
-        """A key some put returned, mostly one with no evict attempted (with ``evictable``, only those).
+        """A key some put returned, mostly one with no evict attempted.
 
-        With ``evictable``, None once a quarter of the keys are evicted: most objects stay, for the checks after.
+        With ``evictable``, one with no evict attempted and no replacement in flight, marked as evicting; None
+        once a quarter of the keys are evicted: most objects stay, for the checks after.
         """
         with self._lock:
             if evictable and len(self.evicting) * 4 >= len(self._keys):
                 return None
             kept = [k for k in self._keys if k not in self.evicting]
+            if evictable:
+                kept = [k for k in kept if k not in self.replacing]
             keys = kept if evictable or (kept and rng.random() < 0.85) else self._keys
-            return rng.choice(keys) if keys else None
+            if not keys:
+                return None
+            key = rng.choice(keys)
+            if evictable:
+                self.evicting[key] = time.monotonic()
+            return key
 
     def pick_keys(self, rng: random.Random, count: int) -> list[str]:
         with self._lock:
@@ -269,11 +306,37 @@ class Ledger:
             self.damaged[key].add(index)
             return index
 
-    # evicts
+    # replacements
 
-    def evict_started(self, key: str) -> None:
+    def replace_started(self, rng: random.Random, data: bytes) -> tuple[str, Version] | None:
+        """A key some put returned, with no evict attempted nor replacement in flight, and the version ``data`` is.
+
+        None when there is no such key. The key stays out of evicts and other replacements until it ends.
+        """
         with self._lock:
-            self.evicting.setdefault(key, time.monotonic())
+            keys = [k for k in self._keys if k not in self.evicting and k not in self.replacing]
+            if not keys:
+                return None
+            key = rng.choice(keys)
+            version = Version(len(data), digest(data), time.monotonic())
+            self.replacing.add(key)
+            self.by_key[key].versions.append(version)
+            if len(data) > SEGMENT:
+                self.large += 1
+            return key, version
+
+    def replace_ended(self, key: str, version: Version, returned: str | None) -> None:
+        """The replacement of ``key`` by ``version`` returned ``returned`` (None: it raised, counted by the caller)."""
+        with self._lock:
+            self.replacing.discard(key)
+            if returned is None:
+                return
+            if returned != key:
+                self._violation(f"replace of {key} returned another key, {returned}")
+            version.returned_at = time.monotonic()
+            self.figures.ops["replace", "ok"] += 1
+
+    # evicts
 
     def evict_returned(self, key: str) -> None:
         with self._lock:
@@ -298,13 +361,25 @@ class Ledger:
                         f"{self._when(attempt.returned_at)}) started at {self._when(started)} found no object, "
                         f"and it was never evicted; faults: {self._around(started)}"
                     )
-            elif digest(data) != attempt.digest:
+            elif digest(data) not in attempt.readable(started):
                 self._violation(
-                    f"{op} of {key} ({attempt.name}, {attempt.size} bytes) returned other bytes ({len(data)} bytes)"
+                    f"{op} of {key} ({attempt.name}) started at {self._when(started)} returned "
+                    f"{self.version_of(attempt, data)}; faults: {self._around(started)}"
                 )
             elif key in self.evicted and started > self.evicted[key]:
                 self._violation(f"{op} of {key} ({attempt.name}) read the object after its evict returned")
             self.figures.ops[op, "ok" if data is not None else "absent"] += 1
+
+    def version_of(self, attempt: Attempt, data: bytes) -> str:
+        """Which of ``attempt``'s versions ``data`` is, for the account of a violation."""
+        found = digest(data)
+        versions = [(attempt.returned_at, attempt.digest)] + [(v.returned_at, v.digest) for v in attempt.versions]
+        for number, (returned_at, version) in enumerate(versions):
+            if version == found:
+                when = f"returned at {self._when(returned_at)}" if returned_at else "never returned"
+                return f"version {number} of 0-{len(versions) - 1} ({len(data)} bytes; its put {when}), not the newest"
+        sizes = [attempt.size] + [v.size for v in attempt.versions]
+        return f"bytes of no version ({len(data)} bytes; the versions have {sizes})"
 
     def check_exists(self, key: str, exists: bool, started: float) -> None:
         attempt = self.expected(key)

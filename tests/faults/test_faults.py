@@ -41,6 +41,15 @@ SCENARIOS = [
     ),
     Scenario("outage", ("outage",), "3 of 5 containers down at once (more than m), then back", seed=1405, max_down=3),
     Scenario(
+        "cluster",
+        ("gateway", "etcd", "container", "together"),
+        "3 etcd members and 2 gateways: one gateway, one etcd member or one container SIGKILLed or SIGTERMed, "
+        "or one of each at once, then restarted",
+        seed=1408,
+        etcd_members=3,
+        gateways=2,
+    ),
+    Scenario(
         "mixed",
         EVERYTHING,
         "all of the above but the outage, with the gateway's repair sweeps every second",

@@ -1,4 +1,4 @@
-"""The workload threads of a fault scenario: puts of every kind, gets, exists, evicts, repairs, all in the ledger."""
+"""The workload threads of a fault scenario: puts of every kind, replacements, reads, evicts, repairs, in the ledger."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class Worker(threading.Thread):
             (self.put_batch, 7),
             (self.put_planned, 7),
             (self.put_large, 5),
+            (self.replace, 6),
             (self.get, 26),
             (self.get_batch, 10),
             (self.exists, 5),
@@ -171,6 +172,27 @@ class Worker(threading.Thread):
         finally:
             path.unlink(missing_ok=True)
 
+    def replace(self) -> None:
+        """Replace a stored object by key with new bytes of any kind (streamed ones while there is room)."""
+        kind = self._kind()
+        if kind == "large" and not self._room(large=True):
+            kind = "whole"
+        data = self.rng.randbytes(object_size(self.rng, kind))
+        picked = self.ledger.replace_started(self.rng, data)
+        if picked is None:
+            return self.get()
+        key, version = picked
+        name = self.ledger.expected(key).name
+        try:
+            returned = self.client.put(
+                data=data, token_user=self.token, catalog=CATALOG, name=name, key=key, replace=True
+            )
+        except Exception as exc:
+            self.ledger.replace_ended(key, version, None)
+            self.ledger.error("replace", key, exc)
+        else:
+            self.ledger.replace_ended(key, version, returned)
+
     # reads
 
     def get(self) -> None:
@@ -237,7 +259,6 @@ class Worker(threading.Thread):
         key = self.ledger.pick_key(self.rng, evictable=True)
         if key is None:
             return
-        self.ledger.evict_started(key)
         try:
             self.client.evict(key=key, token_user=self.token)
         except Exception as exc:
