@@ -80,13 +80,17 @@ def s3_door(args: argparse.Namespace, argv: list[str]) -> int:
         raise SystemExit("error: the S3 front door needs an admin token in $DYNOSTORE_ADMIN_TOKEN.")
     if not 1 <= args.workers <= 64:
         raise SystemExit(f"error: --workers must be from 1 to 64, not {args.workers}.")
+    if not args.leftover_grace >= 0:
+        raise SystemExit(f"error: --leftover-grace must be 0 or more seconds, not {args.leftover_grace}.")
     if args.workers > 1:
         from dynostore.rpc.workers import Supervisor
 
         return Supervisor(argv, args.workers, args.listen, ready_file=args.ready_file, what="s3").run()
     tls_ca = Path(args.tls_ca) if args.tls_ca else None
     with suppress(KeyboardInterrupt):
-        asyncio.run(serve_s3(args.gateway, token, args.listen, args.region, args.ready_file, tls_ca))
+        asyncio.run(
+            serve_s3(args.gateway, token, args.listen, args.region, args.ready_file, tls_ca, args.leftover_grace)
+        )
     return 0
 
 

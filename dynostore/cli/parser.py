@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     door.add_argument("--region", default="us-east-1", help="the region clients sign for (us-east-1)")
     door.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
     door.add_argument(
+        "--leftover-grace",
+        type=float,
+        default=600.0,
+        help="seconds before an overwrite or delete evicts the bytes a failed put left under its key (600)",
+    )
+    door.add_argument(
         "--workers", type=int, default=1, help="processes serving the port (SO_REUSEPORT), each a core at most (1)"
     )
     client_args(door)

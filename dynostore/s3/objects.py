@@ -17,7 +17,7 @@ from aiohttp import web
 
 from dynostore.s3.auth import Body, Caller, resegment
 from dynostore.s3.errors import S3Error, invalid_argument
-from dynostore.s3.store import Bucket, S3Object, Store, check_key, now, user_metadata
+from dynostore.s3.store import DATA, Bucket, S3Object, Store, check_key, now, user_metadata
 from dynostore.s3.xml import document, http_date, iso8601, parse
 
 _RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")  # longer numbers: not a range we serve
@@ -51,7 +51,7 @@ async def put_object(store: Store, request: web.Request, caller: Caller, bucket_
     # Which versions the new one replaces is looked up while the bytes stream in.
     previous = asyncio.create_task(store.previous(caller, bucket, key))
     try:
-        data_key = await store.store_part(caller, bucket, key, body.segments, body.size)
+        data_key = await store.store_part(caller, bucket, DATA + key, body.segments, body.size)
     except BaseException:
         previous.cancel()
         with contextlib.suppress(BaseException):
@@ -188,7 +188,8 @@ async def delete_object(store: Store, request: web.Request, caller: Caller, buck
     """DeleteObject: evict every version of the key (no error when there is none)."""
     bucket = await store.writable(caller, bucket_name)
     index = await store.key_index(caller, bucket, key)
-    await store.evict_versions(caller, await store.versions(caller, index, key))
+    versions = await store.versions(caller, index, key)
+    await store.evict_versions(caller, versions + store.leftovers(index, key, versions))
     return web.Response(status=204)
 
 
@@ -208,7 +209,8 @@ async def delete_objects(store: Store, request: web.Request, caller: Caller, buc
     results: list[tuple[str, Any]] = []
     for key in keys:
         try:
-            await store.evict_versions(caller, await store.versions(caller, index, key))
+            versions = await store.versions(caller, index, key)
+            await store.evict_versions(caller, versions + store.leftovers(index, key, versions))
         except S3Error as exc:
             results.append(("Error", [("Key", key), ("Code", exc.code), ("Message", exc.message)]))
             continue
@@ -250,7 +252,7 @@ async def copy_object(store: Store, request: web.Request, caller: Caller, bucket
         meta = user_metadata(request.headers)
     else:
         content_type, meta = source.content_type, dict(source.meta)
-    md5, data_key = await copy_bytes(store, caller, bucket, key, source, 0, source.size)
+    md5, data_key = await copy_bytes(store, caller, bucket, DATA + key, source, 0, source.size)
     obj = S3Object(key, source.size, md5, now(), content_type, meta, [(data_key, source.size)])
     await replace(store, caller, bucket, obj)
     result = document("CopyObjectResult", [("LastModified", iso8601(obj.modified)), ("ETag", quoted(obj.etag))])
@@ -347,7 +349,7 @@ async def list_objects(store: Store, request: web.Request, caller: Caller, bucke
         else:
             contents.append(key)
             last = key
-    objects = await store.many(caller, index, contents)
+    objects = await store.many(caller, bucket, index, contents)
     entries: list[tuple[str, Any]] = [("Name", bucket.name), ("Prefix", encoded(prefix))]
     if v2:
         if "continuation-token" in query:

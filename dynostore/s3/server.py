@@ -25,7 +25,7 @@ from dynostore.rpc.workers import WORKER_ENV, worker_index
 from dynostore.s3 import buckets, multipart, objects
 from dynostore.s3.auth import Caller, SigningKeys, authenticate
 from dynostore.s3.errors import S3Error, from_fabric
-from dynostore.s3.store import Store
+from dynostore.s3.store import LEFTOVER_GRACE, Store
 from dynostore.s3.xml import error_document
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,16 @@ def _error(request: web.Request, error: S3Error, request_id: str) -> web.Respons
     return response
 
 
-def make_app(client: AsyncClient, service_token: str, region: str = "us-east-1") -> web.Application:
+def make_app(
+    client: AsyncClient, service_token: str, region: str = "us-east-1", leftover_grace: float = LEFTOVER_GRACE
+) -> web.Application:
     """The front door's aiohttp application over ``client``, fetching signing keys with ``service_token``."""
 
     async def fetch(access_key_id: str, date: str, request_region: str) -> tuple[bytes, str, str]:
         return await client.s3_signing_key(access_key_id, date, request_region, service_token)
 
     app = web.Application(client_max_size=1024**2)
-    app[STORE] = Store(client)
+    app[STORE] = Store(client, leftover_grace)
     app[KEYS] = SigningKeys(fetch)
     app[REGION] = region
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -149,16 +151,19 @@ async def serve(
     region: str = "us-east-1",
     ready_file: Path | None = None,
     tls_ca: Path | None = None,
+    leftover_grace: float = LEFTOVER_GRACE,
 ) -> None:
-    """Serve the front door on ``listen`` until SIGTERM/SIGINT."""
+    """Serve the front door on ``listen`` until SIGTERM/SIGINT (``leftover_grace``: see :class:`Store`)."""
     host, _, port = listen.rpartition(":")
     async with AsyncClient(gateway, tls_ca=tls_ca) as client:
         await client.whoami(service_token)  # a bad token fails here, not at the first request
-        runner = web.AppRunner(make_app(client, service_token, region), access_log=None)
+        runner = web.AppRunner(make_app(client, service_token, region, leftover_grace), access_log=None)
         await runner.setup()
         # One of several workers (dynostore.rpc.workers): the port is shared with SO_REUSEPORT.
         shared = WORKER_ENV in os.environ
-        site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=False, reuse_port=shared)
+        # SO_REUSEADDR, as the gRPC servers have: a door started again at once, after one that died with
+        # connections open, binds the port (still refused while another server listens on it).
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=True, reuse_port=shared)
         await site.start()
         bound = runner.addresses[0][1]
         address = f"{host or '127.0.0.1'}:{bound}"

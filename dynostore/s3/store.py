@@ -2,11 +2,16 @@
 
 * A bucket is a catalog of the caller's (``data``), or a catalog another
   user shared with the caller, named ``owner.catalog`` (read-only).
-* An S3 object is one or more fabric objects holding its bytes (one per
-  multipart part) and a small *meta* object named ``.dynostore-s3/meta/KEY``
-  in the same catalog: JSON with its parts' keys, size, ETag, Content-Type,
-  user metadata and time. A plain object of the catalog (put with the SDK,
-  named KEY) is visible as KEY too.
+* An S3 object is one or more fabric objects holding its bytes (named
+  ``.dynostore-s3/data/KEY``, or one per multipart part) and a small *meta*
+  object named ``.dynostore-s3/meta/KEY`` in the same catalog: JSON with its
+  parts' keys, size, ETag, Content-Type, user metadata and time. Its bytes
+  are visible only through a committed meta object, so a put that failed
+  after its bytes landed shows nothing; an overwrite or delete of the key
+  evicts such leftovers once they are older than the door's
+  ``leftover_grace``. A plain object of the catalog (put with the SDK, named
+  KEY) is visible as KEY too (so are the data objects of doors before
+  2026-12-04, which were named KEY).
 * Multipart uploads keep a record ``.dynostore-s3/uploads/ID`` and their parts
   as objects ``.dynostore-s3/parts/ID/NUMBER/MD5``.
 
@@ -33,6 +38,7 @@ from dynostore.s3.errors import S3Error, access_denied, from_fabric, no_such_buc
 
 RESERVED = ".dynostore-s3/"
 META = RESERVED + "meta/"
+DATA = RESERVED + "data/"
 PARTS = RESERVED + "parts/"
 UPLOADS = RESERVED + "uploads/"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -43,6 +49,9 @@ MAX_META_BYTES = 2048
 BUCKET_CACHE_SECONDS = 2.0
 # Meta-object keys a door remembers, to find a key's current version without listing its bucket.
 MAX_REMEMBERED = 100_000
+# Seconds a data object no version names must have existed before an overwrite or delete of its key
+# evicts it: a put of another door commits its meta object right after its data object, far sooner.
+LEFTOVER_GRACE = 600.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class Index:
 
     metas: dict[str, list[ObjectInfo]] = field(default_factory=dict)
     plain: dict[str, list[ObjectInfo]] = field(default_factory=dict)
+    # The data objects of single puts and copies, by S3 key (visible only through a meta object).
+    data: dict[str, list[ObjectInfo]] = field(default_factory=dict)
     parts: dict[str, list[ObjectInfo]] = field(default_factory=dict)
     uploads: dict[str, ObjectInfo] = field(default_factory=dict)
 
@@ -117,6 +128,8 @@ class Index:
             name = info.name or info.key
             if name.startswith(META):
                 index.metas.setdefault(name[len(META) :], []).append(info)
+            elif name.startswith(DATA):
+                index.data.setdefault(name[len(DATA) :], []).append(info)
             elif name.startswith(PARTS):
                 index.parts.setdefault(name[len(PARTS) :].split("/", 1)[0], []).append(info)
             elif name.startswith(UPLOADS):
@@ -170,9 +183,10 @@ def plain_object(key: str, info: ObjectInfo) -> S3Object:
 class Store:
     """S3's buckets and objects over one :class:`AsyncClient` (every call made with the caller's token)."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        """Serve buckets and objects through ``client``."""
+    def __init__(self, client: AsyncClient, leftover_grace: float = LEFTOVER_GRACE) -> None:
+        """Serve buckets and objects through ``client``; see :data:`LEFTOVER_GRACE`."""
         self.client = client
+        self.leftover_grace = leftover_grace
         # (catalog, S3 key) -> the fabric key of its meta object when last seen (checked at every use).
         self._metas: dict[tuple[str, str], str] = {}
         # (token, bucket name) -> (when looked up, the bucket): see BUCKET_CACHE_SECONDS.
@@ -294,8 +308,8 @@ class Store:
             raise from_fabric(exc) from None
 
     async def key_index(self, caller: Caller, bucket: Bucket, key: str) -> Index:
-        """An :class:`Index` of the fabric objects of one S3 key only (its meta objects and plain objects)."""
-        return await self.named_index(caller, bucket, META + key, key)
+        """An :class:`Index` of the fabric objects of one S3 key only (its meta, data and plain objects)."""
+        return await self.named_index(caller, bucket, META + key, key, DATA + key)
 
     async def named_index(self, caller: Caller, bucket: Bucket, *names: str) -> Index:
         """An :class:`Index` of the bucket's fabric objects with these names only.
@@ -325,8 +339,25 @@ class Store:
         found += [plain_object(key, info) for info in index.plain.get(key, [])]
         return found
 
+    def leftovers(self, index: Index, key: str, versions: list[S3Object]) -> list[S3Object]:
+        """The data objects of ``key`` in ``index`` that none of ``versions`` names, older than the grace.
+
+        What a put that failed after its bytes landed left (or a delete that
+        did not finish), as versions of their own, for :meth:`evict_versions`.
+        """
+        named = {k for version in versions for k in version.fabric_keys}
+        oldest = time.time() - self.leftover_grace
+        return [
+            S3Object(key, info.size, "", info.created, fabric_keys=[info.key])
+            for info in index.data.get(key, [])
+            if info.key not in named and info.created < oldest
+        ]
+
     async def previous(self, caller: Caller, bucket: Bucket, key: str) -> list[S3Object]:
-        """The S3 versions of ``key`` that a new one replaces (those with a meta object), newest first."""
+        """The S3 versions of ``key`` that a new one replaces (those with a meta object), newest first.
+
+        When it lists the key (a door that does not remember its meta object), also its :meth:`leftovers`.
+        """
         remembered = self._metas.get((bucket.catalog, key))
         if remembered is not None:
             try:
@@ -335,8 +366,9 @@ class Store:
                 self._metas.pop((bucket.catalog, key), None)
             except DynoStoreError as exc:
                 raise from_fabric(exc) from None
-        index = await self.named_index(caller, bucket, META + key)
-        return await self.versions(caller, index, key)
+        index = await self.named_index(caller, bucket, META + key, DATA + key)
+        versions = await self.versions(caller, index, key)
+        return versions + self.leftovers(index, key, versions)
 
     async def head(self, caller: Caller, bucket: Bucket, key: str) -> S3Object:
         """The newest version of ``key``.
@@ -370,11 +402,19 @@ class Store:
             self._metas.clear()
         self._metas[(bucket.catalog, key)] = meta_key
 
-    async def many(self, caller: Caller, index: Index, keys: list[str]) -> dict[str, S3Object]:
-        """The newest version of each of ``keys`` (in ``index``), read with one batch of gets."""
+    async def many(self, caller: Caller, bucket: Bucket, index: Index, keys: list[str]) -> dict[str, S3Object]:
+        """The newest version of each of ``keys`` (in ``index``), read with one batch of gets.
+
+        A key whose meta object went between the listing and the gets (an
+        overwrite replaced it) is looked up again, so a listing during
+        overwrites never leaves the key out; one deleted meanwhile is left out.
+        """
         visible = index.keys()
         metas = [k for k in keys if k in index.metas]
-        raws = await self.client.get_batch([visible[k].key for k in metas], caller.token) if metas else []
+        try:
+            raws = await self.client.get_batch([visible[k].key for k in metas], caller.token) if metas else []
+        except DynoStoreError as exc:
+            raise from_fabric(exc) from None
         found = {}
         for key in keys:
             if key in index.metas:
@@ -382,6 +422,12 @@ class Store:
                 if raw is not None:
                     found[key] = S3Object.from_json(key, raw, visible[key].key)
                     continue
+                try:
+                    found[key] = await self.head(caller, bucket, key)
+                except S3Error as exc:
+                    if exc.code != "NoSuchKey":  # deleted since the listing: left out
+                        raise
+                continue
             if key in index.plain:
                 found[key] = plain_object(key, index.plain[key][0])
         return found

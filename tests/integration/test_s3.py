@@ -29,8 +29,8 @@ from botocore.exceptions import ClientError
 
 from dynostore.client import AsyncClient, Client
 from dynostore.errors import NotFound
-from dynostore.local import LocalFabric
-from tests.servers import s3_door
+from dynostore.local import LocalFabric, ManagedProcess
+from tests.servers import free_port, s3_client, s3_door
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,7 @@ def test_put_get_head_delete(door: Door) -> None:
     s3.put_object(Bucket="objects", Key="dir/file.bin", Body=b"small now")
     assert s3.get_object(Bucket="objects", Key="dir/file.bin")["Body"].read() == b"small now"
     names = [o.name for o in door.client.list("objects", token_user=door.alice)]
-    assert sorted(names) == [".dynostore-s3/meta/dir/file.bin", "dir/file.bin"]
+    assert sorted(names) == [".dynostore-s3/data/dir/file.bin", ".dynostore-s3/meta/dir/file.bin"]
     s3.delete_object(Bucket="objects", Key="dir/file.bin")
     with pytest.raises(ClientError) as caught:
         s3.get_object(Bucket="objects", Key="dir/file.bin")
@@ -651,3 +651,63 @@ def test_sdk_streams_from_a_byte_on(door: Door, relay: bool) -> None:
     for start in (0, 1, 3 * MiB - 1, 3 * MiB, 3 * MiB + 1, 9 * MiB + 5, len(data) - 1, len(data), len(data) + 7):
         assert asyncio.run(read(key, start)) == data[start:], start
     assert asyncio.run(read(small, 5)) == b"tiny inline object"[5:]
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_door_that_died_with_connections_open_restarts_at_its_port_at_once(door: Door, how: str) -> None:
+    """Its listening socket allows reuse: the dead door's connections (FIN_WAIT, TIME_WAIT) do not hold the port."""
+    fabric = door.fabric
+    port = free_port()
+    ready = fabric.run_dir / f"s3-{port}.addr"
+    command = ["s3", "--gateway", fabric.gateway, "--listen", f"127.0.0.1:{port}", "--ready-file", str(ready)]
+    process = ManagedProcess(
+        f"s3-{port}",
+        [*fabric.python_command, *command],
+        fabric.root / "logs" / f"s3-{port}.log",
+        env={"DYNOSTORE_ADMIN_TOKEN": fabric.admin_token},
+    )
+    process.start()
+    try:
+        endpoint = f"http://{process.wait_for_file(ready)}"
+        s3 = s3_client(endpoint, *door.alice_keys, retries={"max_attempts": 1})
+        s3.create_bucket(Bucket=f"restart-{how}")
+        s3.put_object(Bucket=f"restart-{how}", Key="k", Body=b"before")  # boto3 keeps this connection open
+        process.kill() if how == "kill" else process.stop()
+        ready.unlink()
+        process.start()
+        assert process.wait_for_file(ready) == f"127.0.0.1:{port}"  # the old code's door exited: port in use
+        fresh = s3_client(endpoint, *door.alice_keys, retries={"max_attempts": 1})
+        assert fresh.get_object(Bucket=f"restart-{how}", Key="k")["Body"].read() == b"before"
+    finally:
+        process.stop()
+
+
+def test_bytes_are_visible_only_through_a_committed_version(door: Door) -> None:
+    """A delete that evicted the meta object and died before the data object does not bring the bytes back.
+
+    Before 2026-12-04 a PutObject's data object was named by its S3 key, so such a leftover (or the bytes of
+    a put whose meta commit failed) showed as the key again, with a made-up ETag, once no meta object hid it.
+    """
+    s3 = door.s3()
+    s3.create_bucket(Bucket="leftovers")
+    s3.put_object(Bucket="leftovers", Key="k", Body=b"deleted soon")
+    (meta,) = door.client.list("leftovers", token_user=door.alice, name=".dynostore-s3/meta/k")
+    door.client.evict(meta.key, token_user=door.alice)  # the delete's first step only
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="leftovers", Key="k")
+    assert error_code(caught.value) == "NoSuchKey"
+    assert s3.list_objects_v2(Bucket="leftovers").get("Contents", []) == []
+    names = {i.name: i.key for i in door.client.list("leftovers", token_user=door.alice)}
+    assert set(names) == {".dynostore-s3/data/k"}
+    # The door's leftover grace (600 s) keeps data objects this young: they may be another door's put.
+    s3.put_object(Bucket="leftovers", Key="k", Body=b"new")
+    s3.delete_object(Bucket="leftovers", Key="k")
+    assert [i.key for i in door.client.list("leftovers", token_user=door.alice)] == [names[".dynostore-s3/data/k"]]
+    # A door with no grace evicts them with the next overwrite or delete of the key.
+    with s3_door(door.fabric, "--leftover-grace", "0") as endpoint:
+        hasty = s3_client(endpoint, *door.alice_keys, retries={"max_attempts": 1})
+        hasty.put_object(Bucket="leftovers", Key="k", Body=b"newer")
+        left = {i.key: i.name for i in door.client.list("leftovers", token_user=door.alice)}
+        assert sorted(left.values()) == [".dynostore-s3/data/k", ".dynostore-s3/meta/k"]
+        assert names[".dynostore-s3/data/k"] not in left
+        assert hasty.get_object(Bucket="leftovers", Key="k")["Body"].read() == b"newer"

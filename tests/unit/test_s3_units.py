@@ -10,12 +10,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from dynostore.errors import FailedPrecondition
+from dynostore.client.pipeline import ObjectInfo
+from dynostore.errors import FailedPrecondition, NotFound
 from dynostore.gateway.s3keys import Sealer, signing_key
-from dynostore.s3.auth import resegment
+from dynostore.s3.auth import Caller, resegment
 from dynostore.s3.errors import S3Error
 from dynostore.s3.objects import byte_range
-from dynostore.s3.store import check_bucket_name, check_key
+from dynostore.s3.store import META, Bucket, Index, S3Object, Store, check_bucket_name, check_key
 from dynostore.s3.xml import parse
 
 
@@ -114,3 +115,34 @@ def test_resegment(pieces: list[bytes], size: int) -> None:
     assert b"".join(segments) == data
     assert all(len(s) == size for s in segments[:-1])
     assert len(segments) == max(1, -(-len(data) // size))
+
+
+class _Overwritten:
+    """A fabric client whose key ``k`` was overwritten between a door's listing and its read of the meta object."""
+
+    def __init__(self) -> None:
+        new = S3Object("k", 3, "new-etag", 2.0, parts=[("data2", 3)])
+        self.meta = {"meta2": new.to_json()}
+        self.infos = [ObjectInfo("meta2", META + "k", "b", "u", len(self.meta["meta2"]), 2.0)]
+
+    async def get_batch(self, keys: list[str], token: str) -> list[bytes | None]:
+        return [self.meta.get(key) for key in keys]  # "meta1", the one listed, is gone
+
+    async def get(self, key: str, token: str) -> bytes:
+        if key not in self.meta:
+            raise NotFound(f"No object {key}.")
+        return self.meta[key]
+
+    async def list(self, catalog: str, token: str, name: str | None = None) -> list[ObjectInfo]:
+        return [i for i in self.infos if name is None or i.name == name]
+
+
+def test_a_listing_during_an_overwrite_keeps_the_key_with_its_new_version() -> None:
+    client = _Overwritten()
+    store = Store(client)  # type: ignore[arg-type]
+    caller = Caller("u", "token", "DSAAAAAAAAAAAAAAAAAA", b"", "", "", "", "")
+    listed = Index.of([ObjectInfo("meta1", META + "k", "b", "u", 100, 1.0)])
+    found = asyncio.run(store.many(caller, Bucket("b", "b", "u", True), listed, ["k"]))
+    assert found["k"].etag == "new-etag"
+    client.infos, client.meta = [], {}  # deleted since the listing: left out
+    assert asyncio.run(store.many(caller, Bucket("b", "b", "u", True), listed, ["k"])) == {}
