@@ -24,6 +24,7 @@ import os
 import random
 import re
 import statistics
+import threading
 import time
 import traceback
 from collections import Counter
@@ -31,9 +32,13 @@ from pathlib import Path
 
 from dynostore.local import LocalFabric
 from tests.faults.checker import Checker
+from tests.faults.door import DoorLedger, check_door, door_workers
 from tests.faults.injector import Faults, Scenario
 from tests.faults.ledger import INLINE_MAX, JOIN_LIMIT, RECOVERY_LIMIT, Figures, K, Ledger, M, N, within
 from tests.faults.workload import WORKERS, Worker
+
+# Threads of the S3 front door's workload.
+DOOR_WORKERS = 4
 
 SEED_ENV = "DYNOSTORE_FAULT_SEED"
 TRIALS_ENV = "DYNOSTORE_FAULT_TRIALS"
@@ -98,6 +103,7 @@ def run_scenario(scenario: Scenario, seed: int, root: Path) -> Figures:
         repair_grace=scenario.repair_grace,
         etcd_members=scenario.etcd_members,
         gateways=scenario.gateways,
+        s3=scenario.s3,
     ) as fabric:
         token = fabric.create_user("chaos")
         with (
@@ -108,10 +114,17 @@ def run_scenario(scenario: Scenario, seed: int, root: Path) -> Figures:
             faults = Faults(fabric, scenario, rng, ledger, probe, token)
             start = time.monotonic()
             deadline = start + seconds
-            workers = [
-                Worker(i, (first, second)[i % 2], token, ledger, rng.randrange(2**32), files, deadline)
-                for i in range(WORKERS)
-            ]
+            door: DoorLedger | None = None
+            workers: list[threading.Thread]
+            if scenario.s3:
+                keys = probe.create_s3_key(token_user=token)
+                door, door_threads = door_workers(fabric.s3_endpoint, keys, ledger, rng, deadline, DOOR_WORKERS)
+                workers = list(door_threads)
+            else:
+                workers = [
+                    Worker(i, (first, second)[i % 2], token, ledger, rng.randrange(2**32), files, deadline)
+                    for i in range(WORKERS)
+                ]
             for worker in workers:
                 worker.start()
             try:
@@ -135,7 +148,11 @@ def run_scenario(scenario: Scenario, seed: int, root: Path) -> Figures:
                 if not within(RECOVERY_LIMIT, checker.registered):
                     ledger.violation(f"not every container registered again within {RECOVERY_LIMIT} s")
                 faults.recover("the whole fabric")
-                checker.check()
+                if door is None:
+                    checker.check()
+                else:
+                    door_stopped = any(fault.startswith("door") for fault in figures.faults)
+                    check_door(door, fabric.s3_endpoint, keys, door_stopped)
             server_logs(fabric, figures)
     figures.total_seconds = time.monotonic() - began
     return figures

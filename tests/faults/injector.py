@@ -24,7 +24,8 @@ class Scenario:
         name: short name (the test id).
         faults: the fault kinds the loop draws from: ``gateway``, ``etcd``,
             ``container``, ``freeze``, ``damage``, ``outage``, ``together``
-            (a gateway, an etcd member and a container at once).
+            (a gateway, an etcd member and a container at once), ``door``
+            (the S3 front door).
         summary: what it does, for the report.
         seed: its default seed (``DYNOSTORE_FAULT_SEED`` replaces it).
         seconds: length of the workload (``DYNOSTORE_FAULT_SECONDS`` replaces it).
@@ -33,6 +34,7 @@ class Scenario:
         repair_interval: the gateway's repair sweeps (None: its default, 300 s: none during the run).
         repair_grace: how long a container may be gone before a sweep rebuilds its chunks elsewhere.
         etcd_members, gateways: the fabric's etcd cluster and gateways (the clients know every gateway).
+        s3: the workload goes through the S3 front door with boto3 (``tests/faults/door.py``).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Scenario:
     repair_grace: float | None = None
     etcd_members: int = 1
     gateways: int = 1
+    s3: bool = False
 
 
 def chunk_path(container: ContainerHandle, key: str, index: int) -> Path:
@@ -90,10 +93,11 @@ class Faults:
             steps[self.rng.choice(self.scenario.faults)]()
 
     def restore(self) -> None:
-        """Thaw and start whatever is down: etcd, then the gateway, then the containers."""
+        """Thaw and start whatever is down: etcd, then the gateways, the containers and the S3 door."""
         for index in sorted(self.frozen):
             self._thaw(index)
-        for handle in [*self.fabric.etcd_members, *self.fabric.gateways, *self.fabric.containers]:
+        door = [self.fabric.s3] if self.fabric.s3 else []
+        for handle in [*self.fabric.etcd_members, *self.fabric.gateways, *self.fabric.containers, *door]:
             if not handle.running:
                 handle.start()
         self.down.clear()
@@ -159,6 +163,10 @@ class Faults:
 
     def _etcd(self) -> None:
         self._bounce(self.rng.choice(self.fabric.etcd_members), "etcd")
+
+    def _door(self) -> None:
+        assert self.fabric.s3 is not None, "a door fault needs LocalFabric(s3=True)"
+        self._bounce(self.fabric.s3, "door")
 
     def _together(self) -> None:
         """A gateway, an etcd member and a container (while fewer than ``max_down`` are down) at once, then back."""

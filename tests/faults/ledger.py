@@ -197,7 +197,7 @@ class Ledger:
         with self._lock:
             self.timeline.append((time.monotonic() - self.started, what))
 
-    def _around(self, since: float) -> str:
+    def around(self, since: float) -> str:
         """What the fault loop did from ``since`` (monotonic) on: for the account of a violation."""
         t0 = since - self.started
         return "; ".join(f"{t:.2f} s {what}" for t, what in self.timeline if t >= t0 - 2.0) or "no faults"
@@ -359,12 +359,12 @@ class Ledger:
                     self._violation(
                         f"{op} of {key} ({attempt.name}, {attempt.size} bytes, by {attempt.op} returned at "
                         f"{self._when(attempt.returned_at)}) started at {self._when(started)} found no object, "
-                        f"and it was never evicted; faults: {self._around(started)}"
+                        f"and it was never evicted; faults: {self.around(started)}"
                     )
             elif digest(data) not in attempt.readable(started):
                 self._violation(
                     f"{op} of {key} ({attempt.name}) started at {self._when(started)} returned "
-                    f"{self.version_of(attempt, data)}; faults: {self._around(started)}"
+                    f"{self.version_of(attempt, data)}; faults: {self.around(started)}"
                 )
             elif key in self.evicted and started > self.evicted[key]:
                 self._violation(f"{op} of {key} ({attempt.name}) read the object after its evict returned")

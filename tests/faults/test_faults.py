@@ -50,6 +50,15 @@ SCENARIOS = [
         gateways=2,
     ),
     Scenario(
+        "door",
+        ("gateway", "etcd", "container", "door"),
+        "boto3 through the S3 front door (2 gateways behind it): a gateway, etcd, a container or the door "
+        "SIGKILLed or SIGTERMed, then restarted",
+        seed=1409,
+        gateways=2,
+        s3=True,
+    ),
+    Scenario(
         "mixed",
         EVERYTHING,
         "all of the above but the outage, with the gateway's repair sweeps every second",
