@@ -6,7 +6,7 @@ Usage:
     python scripts/wan.py probe     # can this machine run it, and with netem or the relay?
 
 ``up`` builds one namespace per site (one container each), a core namespace
-(etcd members and gateways) and a router (see ``dynostore/wan.py``), prints
+(etcd members and gateways) and a router (see ``dynostore/wan/``), prints
 ``DYNOSTORE_GATEWAY=...`` and ``DYNOSTORE_TOKEN=...`` for clients on this
 machine, then reads commands from standard input until ``quit`` or end of
 input, and removes everything on the way out (also on SIGTERM or Ctrl-C):

@@ -22,14 +22,13 @@ import hashlib
 import random
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
 from tests.faults.ledger import INLINE_MAX, Ledger, MiB
+from tests.faults.workload import Drawing
 from tests.servers import s3_client
 
 BUCKET = "doorfaults"
@@ -148,20 +147,18 @@ class DoorLedger:
             self.ledger.violation(f"s3 {op} of {name} raised {exc!r}")
 
 
-class DoorWorker(threading.Thread):
+class DoorWorker(Drawing):
     """One boto3 thread: writes its own names one request at a time, reads and lists everyone's."""
 
     def __init__(
         self, number: int, endpoint: str, keys: tuple[str, str], door: DoorLedger, seed: int, deadline: float
     ) -> None:
-        super().__init__(name=f"door-worker{number}", daemon=True)
+        super().__init__(f"door-worker{number}", door.ledger, seed, deadline, MAX_OPS_PER_WORKER)
         self.s3 = door_client(endpoint, keys)
         self.door = door
-        self.rng = random.Random(seed)
-        self.deadline = deadline
         self.own = [f"w{number}/n{i}" for i in range(NAMES_PER_WORKER)]
         self.names = sorted(door.versions)
-        self.ops: list[tuple[Callable[[], None], int]] = [
+        self.ops = [
             (self.put, 8),
             (self.delete, 1),
             (self.multipart, 1),
@@ -169,16 +166,6 @@ class DoorWorker(threading.Thread):
             (self.head, 3),
             (self.list, 2),
         ]
-
-    def run(self) -> None:
-        try:
-            for _ in range(MAX_OPS_PER_WORKER):
-                if time.monotonic() >= self.deadline:
-                    return
-                (op,) = self.rng.choices([o for o, _ in self.ops], weights=[w for _, w in self.ops])
-                op()
-        except BaseException as exc:
-            self.door.ledger.violation(f"{self.name} crashed: {exc!r}\n{traceback.format_exc()}")
 
     def _size(self) -> int:
         kind = self.rng.choices(["empty", "inline", "whole", "large"], weights=[1, 3, 5, 1])[0]

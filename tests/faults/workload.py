@@ -30,22 +30,44 @@ def object_size(rng: random.Random, kind: str) -> int:
     return rng.choice([SEGMENT + 1, rng.randint(SEGMENT + 1, 7 * MiB)])
 
 
-class Worker(threading.Thread):
-    """One thread of the workload: draws operations until the deadline or its bound."""
+class Drawing(threading.Thread):
+    """A workload thread: draws operations from ``ops`` by weight until ``deadline`` or ``max_ops``.
+
+    A crash of the thread is a violation in ``ledger``.
+    """
+
+    def __init__(self, name: str, ledger: Ledger, seed: int, deadline: float, max_ops: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self.ledger = ledger
+        self.rng = random.Random(seed)
+        self.deadline = deadline
+        self.max_ops = max_ops
+        self.ops: list[tuple[Callable[[], None], int]] = []
+
+    def run(self) -> None:
+        try:
+            for _ in range(self.max_ops):
+                if time.monotonic() >= self.deadline:
+                    return
+                (op,) = self.rng.choices([o for o, _ in self.ops], weights=[w for _, w in self.ops])
+                op()
+        except BaseException as exc:
+            self.ledger.violation(f"{self.name} crashed: {exc!r}\n{traceback.format_exc()}")
+
+
+class Worker(Drawing):
+    """One thread of the SDK workload: puts of every kind, replacements, reads, evicts and repairs."""
 
     def __init__(
         self, number: int, client: Client, token: str, ledger: Ledger, seed: int, files: Path, deadline: float
     ) -> None:
-        super().__init__(name=f"fault-worker{number}", daemon=True)
+        super().__init__(f"fault-worker{number}", ledger, seed, deadline, MAX_OPS_PER_WORKER)
         self.number = number
         self.client = client
         self.token = token
-        self.ledger = ledger
-        self.rng = random.Random(seed)
         self.files = files
-        self.deadline = deadline
         self._made = 0
-        self.ops: list[tuple[Callable[[], None], int]] = [
+        self.ops = [
             (self.put, 18),
             (self.put_batch, 7),
             (self.put_planned, 7),
@@ -58,16 +80,6 @@ class Worker(threading.Thread):
             (self.repair, 6),
             (self.read_unplaced, 3),
         ]
-
-    def run(self) -> None:
-        try:
-            for _ in range(MAX_OPS_PER_WORKER):
-                if time.monotonic() >= self.deadline:
-                    return
-                (op,) = self.rng.choices([o for o, _ in self.ops], weights=[w for _, w in self.ops])
-                op()
-        except BaseException as exc:
-            self.ledger.violation(f"worker {self.number} crashed: {exc!r}\n{traceback.format_exc()}")
 
     # helpers
 

@@ -1,67 +1,13 @@
-"""Sites across a simulated WAN: one Linux network namespace per site, joined by veth links through a router.
+"""The simulated WAN's topology: a network namespace per site, veth links through a router, and the fabric in it.
 
-```
-  this machine's namespace --veth-- hub (router, ip_forward) --veth-- core: etcd members + gateways
-  (clients, tests, benchmarks)        |  |  |
-                                      |  |  +--veth-- site 4: one container (+ its delay relay)
-                                      |  +--veth-- etcd host 0: one etcd member (with ``etcd_hosts``)
-                                      ...
-```
-
-With ``etcd_hosts=N``, the etcd members run each in a namespace of its own
-instead of the core (``10.O.240+i.2``), so that one member can be cut off:
-:meth:`Wan.etcd_down` takes its link down (nobody reaches it, as when its
-machine's network fails), :meth:`Wan.etcd_isolate` drops only the packets
-between it and the other members (nftables in the hub: the gateways still
-reach it, but it has lost the cluster, as in a partition between sites).
-
-Every server listens on its namespace's own address (``10.O.x.2``), never
-on this machine's; this machine reaches them through its own veth link to
-the hub and one route. Each site's link has its impairment: round-trip
-delay, jitter and loss. Where the kernel has ``sch_netem``, that is ``tc
-netem`` on both ends of the site's link (half the delay each). Where it does
-not (probed once per topology), a small userspace relay in the site's
-namespace, in front of its container, delays each direction of every TCP
-connection by half the round trip (plus or minus half the jitter, order
-kept); the container listens on the namespace's 127.0.0.1 and registers the
-relay's address. Loss is then an approximation of what TCP makes of it
-(bytes are never dropped): the line carries at most TCP's steady rate under
-that loss, and a read with a lost packet holds the line up by a round trip,
-or by the 200 ms retransmission timeout for short messages (see
-:meth:`DelayLine.transmit`). The relay delays connections *to* the container (clients'
-and the gateways' calls); the container's own calls out (its registration
-heartbeats) go undelayed.
-
-```python
-from dynostore.wan import Site, Wan
-
-with Wan([Site("a", rtt_ms=1), Site("b", rtt_ms=100)]) as wan, wan.fabric(k=1, m=1) as fabric:
-    wan.impair("b", rtt_ms=300)  # slower
-    wan.site_down("a")  # its links down: packets to it vanish
-    wan.site_up("a")
-```
-
-```python
-with Wan([Site("a")], etcd_hosts=3) as wan, wan.fabric(k=1, m=0, etcd_members=3) as fabric:
-    wan.etcd_isolate(0)  # member 0 cut off from members 1 and 2; the gateways still reach it
-    wan.etcd_rejoin(0)
-```
-
-Needs root (namespaces, links, routes): :func:`unavailable` says why not.
-Everything is removed on exit, and on failure during start; namespaces are
-named ``dw-PID-N-ROLE`` so that ``scripts/wan.py clean`` can remove those
-of a process that died without cleaning up.
+See :mod:`dynostore.wan` for the picture and examples.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -69,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,16 +26,9 @@ log = logging.getLogger(__name__)
 
 # The port every container (and its relay) listens on, in its site's namespace.
 CONTAINER_PORT = 7000
-# TCP's payload per packet, for the relay's loss approximation.
-PACKET_BYTES = 1448
-# Linux's minimum retransmission timeout: what a lost packet costs at least.
-MIN_RTO = 0.2
 # The third octet of etcd host i's subnet (sites use 1-200, the core 0, this machine's link 255).
 ETCD_SUBNET = 240
 MAX_ETCD_HOSTS = 9
-# Bytes the relay reads at once, and reads it holds per direction (its buffer, bounding its memory).
-RELAY_READ = 256 * 1024
-RELAY_QUEUE = 256
 _COUNTER = itertools.count()
 _NAME = re.compile(r"^dw-(\d+)-(\d+)-")
 
@@ -499,133 +437,3 @@ class Wan:
                 raise RuntimeError(f"{members} etcd members asked for, but this topology has {self.etcd_hosts} hosts.")
             options["etcd_placements"] = [self.etcd_placement(i) for i in range(members)]
         return LocalFabric(specs, root, core=self.core_placement, **options)  # type: ignore[arg-type]
-
-
-# the delay relay ------------------------------------------------------------------
-
-
-class DelayLine:
-    """One direction's delay, jitter and loss, read again from the control file when it changes."""
-
-    def __init__(self, control: Path) -> None:
-        """Follow the settings in ``control`` (JSON: ``rtt`` and ``jitter`` in seconds, ``loss`` 0-1)."""
-        self.control = control
-        self.rtt = self.jitter = self.loss = 0.0
-        self._mtime = 0.0
-        self.reload()
-
-    def reload(self) -> None:
-        """Read the settings again if the file changed (a bad or missing file keeps the last ones)."""
-        try:
-            mtime = self.control.stat().st_mtime
-            if mtime == self._mtime:
-                return
-            settings = json.loads(self.control.read_text())
-            self.rtt, self.jitter, self.loss = (float(settings[k]) for k in ("rtt", "jitter", "loss"))
-            self._mtime = mtime
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("Relay keeps its settings; %s is unreadable: %s", self.control, exc)
-
-    def latency(self) -> float:
-        """How long a read travels: half the round trip, plus or minus half the jitter."""
-        return max(0.0, self.rtt / 2 + random.uniform(-self.jitter / 2, self.jitter / 2))
-
-    def transmit(self, size: int) -> float:
-        """How long a read of ``size`` bytes holds the line up (0 without loss), as TCP would feel the loss.
-
-        With loss ``p``, the line carries at most TCP's steady rate under
-        that loss (Mathis et al.: MSS / RTT x 1.22 / sqrt(p), the round trip
-        taken as at least 1 ms); a read with a packet lost (probability
-        1 - (1 - p) ^ packets) stalls the line by one round trip (fast
-        retransmit), or by the retransmission timeout (at least 200 ms) when
-        it is shorter than 4 packets (too few for duplicate acknowledgements).
-        """
-        if not self.loss:
-            return 0.0
-        packets = math.ceil(size / PACKET_BYTES)
-        rtt = max(self.rtt, 0.001)
-        seconds = size / (PACKET_BYTES / rtt * 1.22 / math.sqrt(self.loss))
-        if random.random() < 1 - (1 - self.loss) ** packets:
-            seconds += max(MIN_RTO, self.rtt) if packets < 4 else rtt
-        return seconds
-
-
-async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: DelayLine) -> None:
-    """Copy ``reader`` to ``writer``, each read held back by the line's delay, in order."""
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(RELAY_QUEUE)
-
-    async def send() -> None:
-        while True:
-            due, data = await queue.get()
-            if not data:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            writer.write(data)
-            await writer.drain()
-
-    sender = asyncio.create_task(send())
-    try:
-        # When the line is free again (loss holds it up), and when the last read is due (order kept).
-        free = last = 0.0
-        while data := await reader.read(RELAY_READ):
-            free = max(free, time.monotonic()) + line.transmit(len(data))
-            last = max(last, free + line.latency())
-            await queue.put((last, data))
-            if sender.done():
-                break
-        await queue.put((0.0, b""))
-        await sender
-    finally:
-        sender.cancel()
-
-
-async def relay(listen: str, target: str, control: Path, ready: Path | None = None) -> None:
-    """Serve ``listen``, forwarding each connection to ``target`` through delay lines that follow ``control``."""
-    line = DelayLine(control)
-    target_host, target_port = target.rsplit(":", 1)
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(target_host, int(target_port))
-        except OSError:
-            writer.close()
-            return
-        try:
-            await asyncio.gather(_forward(reader, up_writer, line), _forward(up_reader, writer, line))
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            for w in (writer, up_writer):
-                w.close()
-
-    host, port = listen.rsplit(":", 1)
-    server = await asyncio.start_server(connection, host, int(port), reuse_address=True)
-    if ready is not None:
-        await asyncio.to_thread(ready.write_text, listen)
-    async with server:
-        while True:
-            await asyncio.sleep(0.1)
-            line.reload()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m dynostore.wan relay LISTEN TARGET CONTROL [READY]``: the relay a :class:`Wan` runs per site."""
-    parser = argparse.ArgumentParser(prog="python -m dynostore.wan")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("relay", help="a delay relay (what a Wan starts in each site's namespace)")
-    run.add_argument("listen", help="HOST:PORT to serve on")
-    run.add_argument("target", help="HOST:PORT to forward to")
-    run.add_argument("control", type=Path, help="JSON settings file: rtt, jitter (seconds), loss (0-1)")
-    run.add_argument("ready", type=Path, nargs="?", help="file to write once listening")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(relay(args.listen, args.target, args.control, args.ready))
-
-
-if __name__ == "__main__":
-    main()
