@@ -356,7 +356,8 @@ class Store:
     async def previous(self, caller: Caller, bucket: Bucket, key: str) -> list[S3Object]:
         """The S3 versions of ``key`` that a new one replaces (those with a meta object), newest first.
 
-        When it lists the key (a door that does not remember its meta object), also its :meth:`leftovers`.
+        When it lists an existing key (a door that does not remember its meta object), also the key's
+        :meth:`leftovers`; those of a key put anew wait for its next overwrite or delete.
         """
         remembered = self._metas.get((bucket.catalog, key))
         if remembered is not None:
@@ -366,9 +367,11 @@ class Store:
                 self._metas.pop((bucket.catalog, key), None)
             except DynoStoreError as exc:
                 raise from_fabric(exc) from None
-        index = await self.named_index(caller, bucket, META + key, DATA + key)
-        versions = await self.versions(caller, index, key)
-        return versions + self.leftovers(index, key, versions)
+        versions = await self.versions(caller, await self.named_index(caller, bucket, META + key), key)
+        if not versions:
+            return []  # a new key: not worth a second listing for what a failed put may have left
+        data = await self.named_index(caller, bucket, DATA + key)
+        return versions + self.leftovers(data, key, versions)
 
     async def head(self, caller: Caller, bucket: Bucket, key: str) -> S3Object:
         """The newest version of ``key``.
