@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--leftover-grace",
         type=float,
         default=600.0,
-        help="seconds before an overwrite or delete evicts the bytes a failed put left under its key (600)",
+        help="seconds before an overwrite or delete evicts the bytes a failed put left under its key (600); "
+        "keep it above how long any put takes from its bytes to its commit, or another door's put may lose them",
     )
     door.add_argument(
         "--workers", type=int, default=1, help="processes serving the port (SO_REUSEPORT), each a core at most (1)"
