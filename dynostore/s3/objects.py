@@ -187,9 +187,7 @@ RESPONSE_OVERRIDES = (
 async def delete_object(store: Store, request: web.Request, caller: Caller, bucket_name: str, key: str) -> web.Response:
     """DeleteObject: evict every version of the key (no error when there is none)."""
     bucket = await store.writable(caller, bucket_name)
-    index = await store.key_index(caller, bucket, key)
-    versions = await store.versions(caller, index, key)
-    await store.evict_versions(caller, versions + store.leftovers(index, key, versions))
+    await store.evict_key(caller, await store.key_index(caller, bucket, key), key)
     return web.Response(status=204)
 
 
@@ -209,8 +207,7 @@ async def delete_objects(store: Store, request: web.Request, caller: Caller, buc
     results: list[tuple[str, Any]] = []
     for key in keys:
         try:
-            versions = await store.versions(caller, index, key)
-            await store.evict_versions(caller, versions + store.leftovers(index, key, versions))
+            await store.evict_key(caller, index, key)
         except S3Error as exc:
             results.append(("Error", [("Key", key), ("Code", exc.code), ("Message", exc.message)]))
             continue

@@ -353,6 +353,11 @@ class Store:
             if info.key not in named and info.created < oldest
         ]
 
+    async def evict_key(self, caller: Caller, index: Index, key: str) -> None:
+        """Evict every version of ``key`` in ``index`` and its :meth:`leftovers` (DeleteObject)."""
+        versions = await self.versions(caller, index, key)
+        await self.evict_versions(caller, versions + self.leftovers(index, key, versions))
+
     async def previous(self, caller: Caller, bucket: Bucket, key: str) -> list[S3Object]:
         """The S3 versions of ``key`` that a new one replaces (those with a meta object), newest first.
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
-from tests.faults.ledger import INLINE_MAX, Ledger, MiB
+from tests.faults.ledger import INLINE_MAX, Ledger, MiB, newest_returned
 from tests.faults.workload import Drawing
 from tests.servers import s3_client
 
@@ -114,8 +114,7 @@ class DoorLedger:
         """The versions a read of ``name`` started at ``started`` may see (see the module's docstring)."""
         with self._lock:
             versions = list(self.versions[name])
-        newest = max(i for i, v in enumerate(versions) if v.returned_at and v.returned_at < started)
-        return versions[newest:]
+        return versions[newest_returned([v.returned_at for v in versions], started) :]
 
     def check(self, op: str, name: str, started: float, md5: str | None, size: int, etag: str = "") -> None:
         """Hold what a read of ``name`` found (``md5`` None: absent) to the versions it may see."""
@@ -130,6 +129,11 @@ class DoorLedger:
             + "; ".join(v.describe() for v in allowed)
             + f"; faults: {self.ledger.around(started)}"
         )
+
+    def check_etag(self, op: str, name: str, started: float, size: int, etag: str) -> None:
+        """:meth:`check` of an answer that gives only the size and ETag (HeadObject, a listing)."""
+        md5 = next((v.md5 for v in self.readable(name, started) if v.etag == etag), "no version's")
+        self.check(op, name, started, md5, size, etag)
 
     def failed(self, op: str, name: str, exc: BaseException) -> None:
         """Count a request that failed, and hold its failure to what the door promises."""
@@ -258,10 +262,7 @@ class DoorWorker(Drawing):
         except Exception as exc:
             self.door.failed("head", name, exc)
         else:
-            etag = reply["ETag"].strip('"')
-            allowed = self.door.readable(name, started)
-            md5 = next((v.md5 for v in allowed if v.etag == etag), "no version's")
-            self.door.check("head", name, started, md5, reply["ContentLength"], etag)
+            self.door.check_etag("head", name, started, reply["ContentLength"], reply["ETag"].strip('"'))
 
     def list(self) -> None:
         """List one worker's names; each is held to its own versions (absent where not listed)."""
@@ -278,9 +279,7 @@ class DoorWorker(Drawing):
             if item is None:
                 self.door.check("list", name, started, None, 0)
                 continue
-            etag = item["ETag"].strip('"')
-            md5 = next((v.md5 for v in self.door.readable(name, started) if v.etag == etag), "no version's")
-            self.door.check("list", name, started, md5, item["Size"], etag)
+            self.door.check_etag("list", name, started, item["Size"], item["ETag"].strip('"'))
         for name in listed:
             self.door.ledger.violation(f"s3 list of {prefix} lists {name}, which no worker wrote")
 

@@ -41,6 +41,12 @@ def within(seconds: float, check: Callable[[], bool]) -> bool:
     return True
 
 
+def newest_returned(returned_at: list[float], started: float) -> int:
+    """Index of the newest version whose write had returned before ``started`` (0 if none): reads started then see
+    it or a later one. ``returned_at``: each version's return time in order, 0.0 for one that did not return."""
+    return max((i for i, at in enumerate(returned_at) if at and at < started), default=0)
+
+
 def error_name(exc: BaseException) -> str:
     """How an outcome is counted: the error's class name."""
     return type(exc).__name__
@@ -157,9 +163,13 @@ class Attempt:
         A replacement that raised may or may not have been committed, then or later, so it stays possible until a
         later one returns; one that returned hides every earlier version from reads that start after it.
         """
-        versions = [(self.returned_at, self.digest)] + [(v.returned_at, v.digest) for v in self.versions]
-        newest = max((i for i, (at, _) in enumerate(versions) if at and at < started), default=0)
-        return {d for _, d in versions[newest:]}
+        versions = self.history
+        return {d for _, d in versions[newest_returned([at for at, _ in versions], started) :]}
+
+    @property
+    def history(self) -> list[tuple[float, bytes]]:
+        """``(returned at, digest)`` of the put and of each replacement, in order."""
+        return [(self.returned_at, self.digest)] + [(v.returned_at, v.digest) for v in self.versions]
 
     def settled(self, data: bytes) -> Attempt:
         """This attempt as the version whose bytes are ``data`` (size and digest of that version)."""
@@ -373,7 +383,7 @@ class Ledger:
     def version_of(self, attempt: Attempt, data: bytes) -> str:
         """Which of ``attempt``'s versions ``data`` is, for the account of a violation."""
         found = digest(data)
-        versions = [(attempt.returned_at, attempt.digest)] + [(v.returned_at, v.digest) for v in attempt.versions]
+        versions = attempt.history
         for number, (returned_at, version) in enumerate(versions):
             if version == found:
                 when = f"returned at {self._when(returned_at)}" if returned_at else "never returned"
