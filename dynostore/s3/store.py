@@ -452,14 +452,14 @@ class Store:
 
         The new meta object replaces the old one by name in one etcd
         transaction (``put(replace=True)``): readers find the old version or
-        the new one, never neither, and never two. A key with no version yet
-        gets a plain put (cheaper); two doors creating the same new key at
-        once leave two meta objects, of which readers take the newer and the
-        next overwrite or delete removes both.
+        the new one, never neither, and never two. A new key's put replaces by
+        name too, so when two doors create one key at once the later commit
+        replaces the earlier one's meta object (whose data object is then a
+        leftover) rather than leaving two versions, each door serving its own.
         """
         try:
             meta_key = await self.client.put(
-                obj.to_json(), caller.token, bucket.catalog, name=META + obj.key, replace=bool(old)
+                obj.to_json(), caller.token, bucket.catalog, name=META + obj.key, replace=True
             )
         except DynoStoreError as exc:
             raise from_fabric(exc) from None

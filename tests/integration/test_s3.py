@@ -30,6 +30,8 @@ from botocore.exceptions import ClientError
 from dynostore.client import AsyncClient, Client
 from dynostore.errors import NotFound
 from dynostore.local import LocalFabric, ManagedProcess
+from dynostore.s3.auth import Caller
+from dynostore.s3.store import DATA, META, S3Object, Store
 from tests.servers import free_port, s3_client, s3_door
 
 pytestmark = pytest.mark.integration
@@ -725,3 +727,40 @@ def test_bytes_are_visible_only_through_a_committed_version(door: Door) -> None:
         )  # a delete's first step again, then a delete through the door
         hasty.delete_object(Bucket="leftovers", Key="k")
         assert data_objects() == set()
+
+
+def test_two_doors_creating_one_key_at_once_leave_one_version(door: Door) -> None:
+    """Each door found no version of a new key, then both committed: the later commit replaces the earlier.
+
+    Before 2026-12-06 a new key's commit was a plain put, so this left two meta objects, and the door whose
+    put was first kept serving its own version (it remembered its meta object, which still existed) after
+    the other door's later put had returned. The second door here is the door's own code in this process,
+    with its lookup done before the first door's put, as in the race.
+    """
+    s3 = door.s3()
+    s3.create_bucket(Bucket="one-new-key")
+    caller = Caller(door.alice, door.alice, "", b"", "", "", "", "")
+
+    async def second_door() -> tuple[str, list[S3Object]]:
+        async with AsyncClient(door.fabric.gateway) as client:
+            store = Store(client)
+            bucket = await store.writable(caller, "one-new-key")
+            found = await store.previous(caller, bucket, "k")  # before the first door's put: no version yet
+            s3.put_object(Bucket="one-new-key", Key="k", Body=b"first door")
+            data = b"second door"
+            data_key = await client.put(data, door.alice, bucket.catalog, name=DATA + "k")
+            etag = hashlib.md5(data).hexdigest()
+            await store.commit(
+                caller, bucket, S3Object("k", len(data), etag, time.time(), parts=[(data_key, 11)]), found
+            )
+            return etag, found
+
+    etag, found = asyncio.run(second_door())
+    assert found == []
+    assert s3.get_object(Bucket="one-new-key", Key="k")["Body"].read() == b"second door"
+    assert s3.head_object(Bucket="one-new-key", Key="k")["ETag"] == f'"{etag}"'
+    assert len(list(door.client.list("one-new-key", token_user=door.alice, name=META + "k"))) == 1
+    s3.delete_object(Bucket="one-new-key", Key="k")
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="one-new-key", Key="k")
+    assert error_code(caught.value) == "NoSuchKey"
